@@ -1,0 +1,44 @@
+# nightcast — two commands: `make run` and `make test`.
+# Both create .venv on first use and install the pinned dependencies.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+# Offline hygiene for Prefect and friends (see README, "Configuration").
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: run test install bench clean help
+
+help:
+	@echo "make run    install (first time) and run the nightly job on the bundled sample"
+	@echo "make test   install (first time) and run the test suite"
+	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make clean  remove outputs, the lake, models and Prefect's local database"
+
+install: $(STAMP)
+
+# torch first, exactly 2.13.0: this machine serves it from local disk (CPU build);
+# on a GPU machine the same pin resolves to the CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/nightcast run $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	@found=0; for b in benchmarks/*.py; do [ -f "$$b" ] || continue; found=1; \
+		echo "== $$b"; $(BIN)/python $$b || exit 1; done; \
+		[ $$found = 1 ] || echo "no benchmarks yet (see benchmarks/README.md)"
+
+clean:
+	rm -rf outputs data/lake data/models data/prefect
