@@ -1,0 +1,98 @@
+"""The Parquet price lake: one file per ticker, atomic writes, idempotent upserts.
+
+Layout: `<lake>/prices/<TICKER>.parquet`, lake schema, unique on (ticker, date),
+sorted by date. A write goes to a temporary file in the same directory and is
+renamed over the old one, so a crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import LakeError
+from features.io import atomic_write
+from features.schema import LAKE_COLUMNS, VALUE_COLUMNS, check_ticker, conform
+
+log = logging.getLogger("nightcast.features.lake")
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    ticker: str
+    rows_added: int
+    rows_changed: int
+    path: Path
+
+
+def ticker_path(lake_dir: Path, ticker: str) -> Path:
+    """Where `ticker` lives in the lake; rejects anything that is not a plain symbol."""
+    check_ticker(ticker)
+    prices = (Path(lake_dir) / "prices").resolve()
+    path = (prices / f"{ticker}.parquet").resolve()
+    if path.parent != prices:  # belt and braces: a valid symbol never escapes
+        raise LakeError(f"ticker {ticker!r} would be stored outside the lake ({path})")
+    return path
+
+
+def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write `frame` to `path` via a temporary file and an atomic rename."""
+    atomic_write(path, lambda tmp: frame.write_parquet(tmp, compression="zstd", statistics=True))
+
+
+def read_ticker(lake_dir: Path, ticker: str) -> pl.DataFrame:
+    path = ticker_path(lake_dir, ticker)
+    if not path.exists():
+        return conform(pl.DataFrame(schema={"ticker": pl.String}))
+    try:
+        return conform(pl.read_parquet(path))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise LakeError(f"cannot read {path} for {ticker}: {exc}") from exc
+
+
+def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
+    """Merge one ticker's validated rows into its lake file.
+
+    New dates are added; a stored date whose values differ is replaced (revisions
+    win); rows whose values are unchanged keep their stored `ingested_at`. When
+    nothing changes the file is not rewritten, so reruns are idempotent.
+    """
+    tickers = frame["ticker"].unique().to_list()
+    if len(tickers) != 1:
+        raise LakeError(f"upsert_ticker expects one ticker, got {tickers}")
+    ticker = tickers[0]
+    path = ticker_path(lake_dir, ticker)
+    new = conform(frame).unique(subset=["date"], keep="last").sort("date")
+    old = read_ticker(lake_dir, ticker)
+    unchanged = new.join(old.select("date", *VALUE_COLUMNS), on=["date", *VALUE_COLUMNS], how="semi", nulls_equal=True)
+    changed = new.join(unchanged.select("date"), on="date", how="anti")
+    if changed.is_empty():
+        return UpsertResult(ticker, 0, 0, path)
+    added = changed.join(old.select("date"), on="date", how="anti").height
+    merged = pl.concat([old.join(changed.select("date"), on="date", how="anti"), changed]).sort("date")
+    atomic_write_parquet(merged.select(LAKE_COLUMNS), path)
+    log.info("lake: %s +%d rows, %d revised -> %s", ticker, added, changed.height - added, path)
+    return UpsertResult(ticker, added, changed.height - added, path)
+
+
+def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:
+    """Upsert every ticker of `frame`; each ticker's file is written independently."""
+    return [upsert_ticker(lake_dir, group) for _, group in sorted(frame.group_by("ticker"), key=lambda kv: kv[0][0])]
+
+
+def read_prices(lake_dir: Path, tickers: list[str]) -> pl.DataFrame:
+    """Stored rows of `tickers`, sorted by (ticker, date)."""
+    frames = [read_ticker(lake_dir, t) for t in tickers]
+    return pl.concat(frames).sort("ticker", "date") if frames else conform(pl.DataFrame(schema={"ticker": pl.String}))
+
+
+def fingerprint(frame: pl.DataFrame) -> str:
+    """Content hash of the price values (not `source`/`ingested_at`): same data, same hash."""
+    digest = hashlib.sha256()
+    body = frame.select("ticker", "date", *VALUE_COLUMNS).sort("ticker", "date")
+    digest.update(body.write_csv(float_precision=10).encode())
+    return digest.hexdigest()[:16]

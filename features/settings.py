@@ -1,0 +1,87 @@
+"""Typed settings of the stages before the model.
+
+Every field has a default and a one-line reason. Unknown keys are an error
+(`extra="forbid"`), so a typo in a TOML file or environment variable fails
+loudly instead of silently running the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base of every settings section: frozen, typed, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SourceSettings(Section):
+    kind: Literal["sample", "file", "yfinance"] = Field(
+        "sample", description="where prices come from: the bundled sample, a CSV/Parquet file, or yfinance"
+    )
+    path: Path | None = Field(None, description="price file for kind='file' (long layout, see README)")
+    tickers: list[str] = Field(
+        default_factory=list,
+        description="tickers to use; empty means every ticker in the source (required for yfinance)",
+    )
+    start: str = Field("2000-01-01", description="first date requested from yfinance (YYYY-MM-DD)")
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> SourceSettings:
+        if self.kind == "file" and self.path is None:
+            raise ValueError("source.kind='file' needs source.path (--path FILE)")
+        if self.kind == "yfinance" and not self.tickers:
+            raise ValueError("source.kind='yfinance' needs source.tickers (--tickers AAPL MSFT ...)")
+        return self
+
+
+class ValidationSettings(Section):
+    max_fill: int = Field(
+        3, ge=0, description="longest run of missing/invalid closes repaired by carrying the last price forward"
+    )
+    min_rows: int = Field(
+        300, ge=1, description="tickers with fewer valid rows are quarantined: too short to window and split"
+    )
+
+
+class DenoiseSettings(Section):
+    method: Literal["hampel", "ewma", "none"] = Field(
+        "hampel", description="causal filter applied to log adj_close before features (targets stay raw)"
+    )
+    hampel_window: int = Field(21, ge=3, description="trailing window (days) of the Hampel return clipper")
+    hampel_sigmas: float = Field(5.0, gt=0, description="returns beyond this many robust sigmas are clipped")
+    ewma_span: float = Field(5.0, ge=1, description="span (days) of the causal EWMA on log prices")
+
+
+class FeatureSettings(Section):
+    horizons: list[int] = Field([1, 2, 3, 4, 5], description="forecast horizons in trading days; targets y_h{h}")
+    return_windows: list[int] = Field([5, 10, 21, 63], description="past log-return horizons used as features")
+    vol_windows: list[int] = Field([5, 21, 63], description="rolling volatility windows of daily log returns")
+    rsi_window: int = Field(14, ge=2, description="Wilder RSI window")
+    macd: tuple[int, int, int] = Field((12, 26, 9), description="MACD fast, slow and signal spans")
+    bollinger_window: int = Field(20, ge=2, description="Bollinger %b window (2 standard deviations)")
+    volume_window: int = Field(21, ge=2, description="volume z-score window")
+    calendar: bool = Field(True, description="add day-of-week and month-of-year features")
+
+    @field_validator("horizons", "return_windows", "vol_windows")
+    @classmethod
+    def _positive_sorted_unique(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError(f"must be a non-empty list of positive integers, got {value}")
+        return sorted(set(value))
+
+    @property
+    def max_horizon(self) -> int:
+        return max(self.horizons)
+
+
+class WindowSettings(Section):
+    lookback: int = Field(40, ge=2, description="days of history the model sees per forecast")
+    test_days: int = Field(
+        250, ge=1, description="last trading days held out to evaluate the model against the random walk"
+    )
+    val_days: int = Field(250, ge=1, description="trading days before the test span used for early stopping")

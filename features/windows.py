@@ -1,0 +1,135 @@
+"""Per-ticker contiguous arrays, lookback windows as strided views, date splits, scalers.
+
+A `Panel` stacks every ticker's rows into one (R, F) feature matrix with row
+offsets per ticker. A sample is identified by the row index of its last day
+("end"); its window is rows end-L+1 .. end of the same ticker, so no window
+mixes two tickers and no window is ever copied until a batch is gathered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
+
+from features.build import FeatureFrame
+from features.errors import InsufficientDataError
+from features.settings import WindowSettings
+
+
+@dataclass(frozen=True)
+class Panel:
+    X: np.ndarray  # (R, F) float32 features, rows grouped by ticker, sorted by date
+    Y: np.ndarray  # (R, H) float32 forward log returns, NaN where not yet known
+    dates: np.ndarray  # (R,) datetime64[D]
+    target_end: np.ndarray  # (R,) datetime64[D]: date of row end + max horizon (NaT when unknown)
+    ticker_id: np.ndarray  # (R,) int32 index into `tickers`
+    offsets: np.ndarray  # (n_tickers + 1,) first row of each ticker, then R
+    tickers: list[str]
+    features: list[str]
+    targets: list[str]
+
+    def ends(self, lookback: int) -> np.ndarray:
+        """Row indices with at least `lookback` rows of the same ticker up to and including them."""
+        first_row = self.offsets[self.ticker_id]
+        return np.flatnonzero(np.arange(len(self.dates)) - first_row >= lookback - 1)
+
+    def windows(self, lookback: int) -> np.ndarray:
+        """All windows as a read-only strided view of X: view[end - L + 1] is the (L, F) window ending at `end`."""
+        return sliding_window_view(self.X, lookback, axis=0).transpose(0, 2, 1)  # (R - L + 1, L, F)
+
+    def last_rows(self) -> np.ndarray:
+        """Row index of each ticker's latest day."""
+        return self.offsets[1:] - 1
+
+
+def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
+    frame = ff.frame.sort("ticker", "date")
+    tickers = frame["ticker"].unique(maintain_order=True).to_list()
+    counts = frame.group_by("ticker", maintain_order=True).len()["len"].to_numpy()
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    target_end = frame.select(pl.col("date").shift(-max_horizon).over("ticker"))["date"].to_numpy()
+    return Panel(
+        X=np.ascontiguousarray(frame.select(ff.features).to_numpy(), dtype=np.float32),
+        Y=np.ascontiguousarray(frame.select(ff.targets).fill_null(float("nan")).to_numpy(), dtype=np.float32),
+        dates=frame["date"].to_numpy().astype("datetime64[D]"),
+        target_end=target_end.astype("datetime64[D]"),
+        ticker_id=np.repeat(np.arange(len(tickers), dtype=np.int32), counts),
+        offsets=offsets,
+        tickers=tickers,
+        features=list(ff.features),
+        targets=list(ff.targets),
+    )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Sample ends of each span. Purged: a train target ends before val_start, a val target before test_start."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    val_start: np.datetime64
+    test_start: np.datetime64
+    test_end: np.datetime64
+
+
+def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
+    """Train / validation / test sample ends by date.
+
+    The test span is the last `test_days` dates whose targets are all known; the
+    validation span the `val_days` dates before it; train everything earlier.
+    Membership is decided by the date a sample's longest target ends, so no
+    target crosses a boundary (a purge gap of the longest horizon).
+    """
+    ends = panel.ends(settings.lookback)
+    known = ends[~np.isnan(panel.Y[ends]).any(axis=1)]
+    if known.size == 0:
+        raise InsufficientDataError(f"no sample has {settings.lookback} days of history and known targets")
+    grid = np.unique(panel.dates[known])
+    need = settings.test_days + settings.val_days + 1
+    if grid.size <= need:
+        raise InsufficientDataError(
+            f"{grid.size} dates with known targets; need more than test_days + val_days = {need - 1} "
+            "(shorten windows.test_days / windows.val_days or supply more history)"
+        )
+    test_start = grid[-settings.test_days]
+    val_start = grid[-settings.test_days - settings.val_days]
+    dates, tend = panel.dates[known], panel.target_end[known]
+    train = known[tend < val_start]
+    val = known[(dates >= val_start) & (tend < test_start)]
+    test = known[dates >= test_start]
+    if train.size == 0 or val.size == 0:
+        raise InsufficientDataError(f"empty split: {train.size} train and {val.size} validation samples")
+    return Splits(train, val, test, val_start, test_start, grid[-1])
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-column standardisation fit on the training span only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Scaler:
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Scaler:
+        return cls(np.asarray(d["mean"], dtype=np.float32), np.asarray(d["std"], dtype=np.float32))
+
+
+def training_rows(panel: Panel, splits: Splits) -> np.ndarray:
+    """Rows whose date lies before the validation span: what scalers may see."""
+    return np.flatnonzero(panel.dates < splits.val_start)

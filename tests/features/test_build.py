@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.build import build_features
+from features.denoise import denoise
+from features.settings import DenoiseSettings, FeatureSettings
+
+SMALL = FeatureSettings(
+    horizons=[1, 2],
+    return_windows=[2],
+    vol_windows=[2],
+    rsi_window=2,
+    macd=(2, 3, 2),
+    bollinger_window=2,
+    volume_window=2,
+    calendar=True,
+)
+
+
+def tiny_frame(closes: list[float]) -> pl.DataFrame:
+    n = len(closes)
+    return pl.DataFrame(
+        {
+            "ticker": ["AAA"] * n,
+            "date": pl.date_range(pl.date(2020, 1, 6), pl.date(2020, 1, 6) + pl.duration(days=n - 1), eager=True),
+            "open": closes,
+            "high": [c * 1.01 for c in closes],
+            "low": [c * 0.99 for c in closes],
+            "close": closes,
+            "adj_close": closes,
+            "volume": [100.0 + 10 * i for i in range(n)],
+        }
+    )
+
+
+def test_log_return_and_target_by_hand():
+    closes = [100.0, 110.0, 99.0, 108.9, 120.0, 118.0, 125.0, 130.0]
+    frame = denoise(tiny_frame(closes), DenoiseSettings(method="none"))
+    ff = build_features(frame, SMALL)
+    out = ff.frame.with_row_index()
+    row = out.filter(pl.col("date") == pl.date(2020, 1, 10))  # closes[4] = 120.0
+    assert row["ret_1"][0] == pytest.approx(math.log(120.0 / 108.9), abs=1e-12)
+    assert row["ret_2"][0] == pytest.approx(math.log(120.0 / 99.0), abs=1e-12)
+    assert row["y_h1"][0] == pytest.approx(math.log(118.0 / 120.0), abs=1e-12)
+    assert row["y_h2"][0] == pytest.approx(math.log(125.0 / 120.0), abs=1e-12)
+    last = out.filter(pl.col("date") == pl.date(2020, 1, 13))  # the final day: no future yet
+    assert last["y_h1"][0] is None and last["y_h2"][0] is None
+    assert ff.targets == ["y_h1", "y_h2"]
+    assert not set(ff.targets) & set(ff.features)
+
+
+def test_targets_use_raw_prices_not_denoised():
+    closes = list(100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.01, 40))))
+    closes[30] *= 1.5  # a spike the Hampel filter clips
+    frame = denoise(tiny_frame(closes), DenoiseSettings(method="hampel", hampel_window=10, hampel_sigmas=3))
+    ff = build_features(frame, SMALL)
+    row = ff.frame.filter(pl.col("date") == frame["date"][29])
+    assert row["y_h1"][0] == pytest.approx(math.log(closes[30] / closes[29]))  # raw jump kept in the label
+    spike = ff.frame.filter(pl.col("date") == frame["date"][30])
+    assert spike["ret_1"][0] < 0.05  # but clipped in the feature
+
+
+@pytest.mark.parametrize("method", ["hampel", "ewma", "none"])
+@pytest.mark.parametrize("cut", [120, 250, 399])
+def test_no_feature_changes_when_the_future_changes(sample, method, cut):
+    base = sample.filter(pl.col("ticker").is_in(["NVDA", "^GSPC"])).sort("ticker", "date")
+    base = base.group_by("ticker", maintain_order=True).head(450)
+    settings = FeatureSettings()
+    t = base.filter(pl.col("ticker") == "NVDA")["date"][cut]
+    rng = np.random.default_rng(cut)
+    after = pl.col("date") > t
+    shock = pl.Series(rng.uniform(0.5, 2.0, base.height))
+    perturbed = base.with_columns(
+        [
+            pl.when(after).then(pl.col(c) * shock).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close", "adj_close")
+        ]
+        + [pl.when(after).then(pl.col("volume") * 3 + 7).otherwise(pl.col("volume")).alias("volume")]
+    )
+    dn = DenoiseSettings(method=method)
+    a = build_features(denoise(base, dn), settings)
+    b = build_features(denoise(perturbed, dn), settings)
+    past_a = a.frame.filter(pl.col("date") <= t).select("ticker", "date", *a.features)
+    past_b = b.frame.filter(pl.col("date") <= t).select("ticker", "date", *b.features)
+    assert past_a.height > 0
+    assert past_a.equals(past_b)
+    # and the perturbation did reach the future, so the test could have failed
+    fut_a = a.frame.filter(pl.col("date") > t).select(a.features).to_numpy()
+    fut_b = b.frame.filter(pl.col("date") > t).select(b.features).to_numpy()
+    assert not np.allclose(fut_a, fut_b)
+
+
+def test_close_only_data_skips_ohlcv_features():
+    frame = tiny_frame([100.0 + i for i in range(30)]).with_columns(
+        pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low", "volume")
+    )
+    ff = build_features(denoise(frame, DenoiseSettings(method="none")), SMALL)
+    assert "hl_range" not in ff.features and "volume_z_2" not in ff.features
+    assert ff.frame.height == 30 - 2  # two warm-up rows: ret_2 and vol_2 need two earlier closes

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from features.build import build_features
+from features.denoise import denoise
+from features.errors import InsufficientDataError
+from features.settings import DenoiseSettings, FeatureSettings, WindowSettings
+from features.windows import Scaler, date_splits, make_panel, training_rows
+from tests.conftest import synthetic_prices
+
+
+@pytest.fixture(scope="module")
+def panel():
+    prices = synthetic_prices(["AAA", "BBB", "CCC"], 400, seed=1)
+    ff = build_features(denoise(prices, DenoiseSettings()), FeatureSettings())
+    return make_panel(ff, max_horizon=5)
+
+
+def test_windows_are_views_not_copies(panel):
+    view = panel.windows(lookback=20)
+    assert np.shares_memory(view, panel.X)
+    end = panel.offsets[1] + 30
+    np.testing.assert_array_equal(view[end - 19], panel.X[end - 19 : end + 1])
+    assert view.shape == (len(panel.X) - 19, 20, panel.X.shape[1])
+
+
+def test_no_window_mixes_tickers(panel):
+    ends = panel.ends(lookback=20)
+    starts = ends - 19
+    assert np.array_equal(panel.ticker_id[starts], panel.ticker_id[ends])
+    # the first sample of each ticker starts exactly at its first row
+    for i in range(len(panel.tickers)):
+        first = ends[panel.ticker_id[ends] == i].min()
+        assert first == panel.offsets[i] + 19
+
+
+def test_splits_are_purged_and_ordered(panel):
+    s = date_splits(panel, WindowSettings(lookback=20, test_days=50, val_days=60))
+    assert panel.target_end[s.train].max() < s.val_start  # no train target reaches validation
+    assert panel.target_end[s.val].max() < s.test_start  # no validation target reaches test
+    assert panel.dates[s.train].max() < panel.dates[s.val].min() < panel.dates[s.test].min()
+    assert len(np.unique(panel.dates[s.test])) == 50
+    assert not np.isnan(panel.Y[s.test]).any()
+    # the gap between the spans is the longest horizon (5 trading days)
+    train_last = np.unique(panel.dates[s.train]).max()
+    grid = np.unique(panel.dates)
+    assert np.searchsorted(grid, s.val_start) - np.searchsorted(grid, train_last) == 6
+
+
+def test_scaler_fits_on_the_training_span_only(panel):
+    s = date_splits(panel, WindowSettings(lookback=20, test_days=50, val_days=60))
+    rows = training_rows(panel, s)
+    assert panel.dates[rows].max() < s.val_start
+    before = Scaler.fit(panel.X[rows])
+    X = panel.X.copy()
+    X[panel.dates >= s.val_start] *= 1000  # wild values after the training span
+    after = Scaler.fit(X[training_rows(panel, s)])
+    np.testing.assert_array_equal(before.mean, after.mean)
+    np.testing.assert_array_equal(before.std, after.std)
+
+
+def test_scaler_standardises_and_survives_constant_columns():
+    values = np.array([[1.0, 5.0], [3.0, 5.0]], dtype=np.float32)
+    scaler = Scaler.fit(values)
+    np.testing.assert_allclose(scaler.transform(values), [[-1.0, 0.0], [1.0, 0.0]])
+    assert Scaler.from_dict(scaler.to_dict()).std.tolist() == scaler.std.tolist()
+
+
+def test_too_little_history_is_a_clear_error(panel):
+    with pytest.raises(InsufficientDataError, match="test_days"):
+        date_splits(panel, WindowSettings(lookback=20, test_days=200, val_days=200))
