@@ -1,0 +1,96 @@
+"""Publishing: forecast rows for the latest as-of date, written atomically as Parquet and CSV.
+
+Layout: `<out>/forecasts/asof=YYYY-MM-DD/forecasts.{parquet,csv}` and
+`<out>/metrics/asof=YYYY-MM-DD/metrics.{parquet,csv}`. Rerunning an as-of date
+replaces its files atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from features.calendar import next_sessions
+from features.io import atomic_write
+from features.windows import Panel
+from forecasting.backtest import horizons_of
+
+log = logging.getLogger("nightcast.forecasting.publish")
+
+FORECAST_COLUMNS = (
+    "run_id",
+    "model_version",
+    "asof_date",
+    "ticker",
+    "horizon",
+    "target_date",
+    "last_price",
+    "pred_log_return",
+    "pred_price",
+)
+
+
+def current_rows(panel: Panel) -> tuple[date, np.ndarray]:
+    """The as-of date (latest date in the data) and the last row of each ticker that reached it.
+
+    Tickers whose data stops earlier are stale: they are skipped with a warning
+    rather than forecast as if current.
+    """
+    last = panel.last_rows()
+    asof = panel.dates[last].max()
+    fresh = panel.dates[last] == asof
+    for i in np.flatnonzero(~fresh):
+        log.warning(
+            "stale ticker %s: last bar %s, as-of %s; not forecast", panel.tickers[i], panel.dates[last[i]], asof
+        )
+    return asof.astype(object), last[fresh]
+
+
+def forecast_frame(
+    panel: Panel,
+    rows: np.ndarray,
+    y_pred: np.ndarray,
+    last_close: np.ndarray,
+    asof: date,
+    run_id: str,
+    model_version: str,
+    calendar: str,
+) -> pl.DataFrame:
+    """Rows of the forecast contract for predictions `y_pred` (N, K) made at rows `rows`."""
+    horizons = horizons_of(panel.targets)
+    sessions = next_sessions(asof, max(horizons), calendar)
+    n, k = len(rows), len(horizons)
+    pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    last_price = np.repeat(np.asarray(last_close, dtype=np.float64), k)
+    frame = pl.DataFrame(
+        {
+            "run_id": [run_id] * (n * k),
+            "model_version": [model_version] * (n * k),
+            "asof_date": [asof] * (n * k),
+            "ticker": np.repeat(np.asarray(panel.tickers)[panel.ticker_id[rows]], k),
+            "horizon": np.tile(np.asarray(horizons, dtype=np.int32), n),
+            "target_date": [sessions[h - 1] for h in horizons] * n,
+            "last_price": last_price,
+            "pred_log_return": pred,
+            "pred_price": last_price * np.exp(pred),
+        }
+    )
+    return frame.select(FORECAST_COLUMNS).sort("ticker", "horizon")
+
+
+def partition_dir(out_dir: Path, kind: str, asof: date) -> Path:
+    return Path(out_dir) / kind / f"asof={asof.isoformat()}"
+
+
+def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterable[str]) -> list[Path]:
+    """Write `frame` as `<directory>/<stem>.<fmt>` for each format, each file atomically."""
+    writers = {"parquet": lambda f, p: f.write_parquet(p), "csv": lambda f, p: f.write_csv(p)}
+    paths = []
+    for fmt in formats:
+        paths.append(atomic_write(directory / f"{stem}.{fmt}", lambda tmp, w=writers[fmt]: w(frame, tmp)))
+    return paths

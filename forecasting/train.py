@@ -1,0 +1,280 @@
+"""One training loop for every model configuration, prediction, and checkpoints.
+
+The whole split lives on the device as two tensors (features and targets);
+batches are gathered by index (`gather_windows`), never through a per-sample
+Dataset. Seeded: on CPU the same seed gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+import pickle
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.errors import ConfigError, NightcastError
+from features.io import atomic_write
+from features.windows import Panel, Scaler, Splits, training_rows
+from forecasting.model import ModelConfig, TemporalAttentionLSTM
+from forecasting.settings import ModelSettings, TrainSettings
+
+log = logging.getLogger("nightcast.forecasting.train")
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda > mps > cpu; an explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device='cuda' but no CUDA GPU is available (use 'auto' or 'cpu')")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device='mps' but MPS is not available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> int:
+    """Fix torch's CPU thread count (0 = one per available core) and return it.
+
+    Chosen deliberately: oversubscribed threads slow LSTM steps by 50x or more.
+    """
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def gather_windows(X: torch.Tensor, ends: torch.Tensor, lookback: int) -> torch.Tensor:
+    """(B, L, F) batch of windows ending at rows `ends` of X (R, F): one indexed gather."""
+    steps = torch.arange(lookback - 1, -1, -1, device=X.device)  # (L,) L-1 .. 0
+    return X[ends.unsqueeze(1) - steps]  # (B, L, F)
+
+
+@dataclass
+class TrainedModel:
+    model: TemporalAttentionLSTM
+    feature_scaler: Scaler
+    target_scale: np.ndarray  # (K,) targets are divided by this; 0 stays 0 (the random walk)
+    features: list[str]
+    targets: list[str]
+    lookback: int
+    fingerprint: str
+    settings: dict
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _device_tensors(panel: Panel, scaler: Scaler, target_scale: np.ndarray, device: torch.device):
+    X = torch.from_numpy(scaler.transform(panel.X)).to(device)
+    Y = torch.from_numpy(np.nan_to_num(panel.Y / target_scale, nan=0.0).astype(np.float32)).to(device)
+    return X, Y
+
+
+def _evaluate_loss(model, X, Y, ends: torch.Tensor, lookback: int, batch_size: int, autocast) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), autocast():
+        for start in range(0, ends.numel(), batch_size):
+            idx = ends[start : start + batch_size]
+            pred = model(gather_windows(X, idx, lookback)).mean.float()
+            total += torch.sum((pred - Y[idx]) ** 2).item()
+            count += pred.numel()
+    return total / max(count, 1)
+
+
+def fit(
+    panel: Panel,
+    splits: Splits,
+    model_settings: ModelSettings,
+    train_settings: TrainSettings,
+    lookback: int,
+    fingerprint: str = "",
+) -> TrainedModel:
+    """Train on `splits.train`, early-stop on `splits.val`; return the best-validation model."""
+    ts = train_settings
+    device = resolve_device(ts.device)
+    threads = set_threads(ts.threads)
+    torch.manual_seed(ts.seed)
+    generator = torch.Generator().manual_seed(ts.seed)
+
+    scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
+    target_scale = np.nanstd(panel.Y[splits.train], axis=0).astype(np.float32)
+    target_scale = np.where(target_scale > 0, target_scale, 1.0).astype(np.float32)
+    X, Y = _device_tensors(panel, scaler, target_scale, device)
+    train_ends = torch.from_numpy(splits.train).to(device)
+    val_ends = torch.from_numpy(splits.val).to(device)
+
+    config = ModelConfig(n_features=len(panel.features), n_horizons=len(panel.targets), **model_settings.model_dump())
+    model = TemporalAttentionLSTM(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ts.learning_rate, weight_decay=ts.weight_decay)
+    steps_per_epoch = math.ceil(len(splits.train) / ts.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=ts.epochs * steps_per_epoch, eta_min=ts.learning_rate / 10
+    )
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    log.info(
+        "training %s on %s (%d threads): %d train / %d val samples, %d features, lookback %d",
+        "attention LSTM" if config.attention else "LSTM",
+        device,
+        threads,
+        len(splits.train),
+        len(splits.val),
+        config.n_features,
+        lookback,
+    )
+    trained = TrainedModel(
+        model,
+        scaler,
+        target_scale,
+        list(panel.features),
+        list(panel.targets),
+        lookback,
+        fingerprint,
+        {"model": model_settings.model_dump(), "train": ts.model_dump()},
+    )
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
+    with _progress(ts.progress) as bar:
+        task = bar.add_task("training", total=ts.epochs, train="-", val="-")
+        for epoch in range(1, ts.epochs + 1):
+            model.train()
+            order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
+            running = torch.zeros((), device=device)
+            for start in range(0, order.numel(), ts.batch_size):
+                idx = order[start : start + ts.batch_size]
+                with autocast():
+                    pred = model(gather_windows(X, idx, lookback)).mean
+                loss = torch.mean((pred.float() - Y[idx]) ** 2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip)
+                optimizer.step()
+                schedule.step()
+                running += loss.detach() * idx.numel()
+            train_loss = running.item() / order.numel()
+            val_loss = _evaluate_loss(model, X, Y, val_ends, lookback, ts.batch_size * 4, autocast)
+            trained.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            if val_loss < trained.best_val_loss - 1e-6:
+                trained.best_val_loss, trained.best_epoch, stale = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= ts.patience:
+                    break
+    model.load_state_dict(best_state)
+    model.eval()
+    log.info(
+        "trained %d epochs; best validation loss %.4f (scaled MSE) at epoch %d",
+        len(trained.history),
+        trained.best_val_loss,
+        trained.best_epoch,
+    )
+    return trained
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("epoch {task.completed}/{task.total}"),
+        TextColumn("train {task.fields[train]}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def predict(
+    trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Forward log returns (N, K) for samples ending at `ends`, and attention (N, L) when the model has it."""
+    if list(panel.features) != trained.features:
+        raise NightcastError(f"panel features {panel.features} differ from the model's {trained.features}")
+    device = trained.device
+    X = torch.from_numpy(trained.feature_scaler.transform(panel.X)).to(device)
+    preds, attns = [], []
+    trained.model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ends), batch_size):
+            idx = torch.from_numpy(np.asarray(ends[start : start + batch_size])).to(device)
+            out = trained.model(gather_windows(X, idx, trained.lookback))
+            preds.append(out.mean.float().cpu().numpy())
+            if out.attention is not None:
+                attns.append(out.attention.float().cpu().numpy())
+    mean = np.concatenate(preds) * trained.target_scale if preds else np.empty((0, len(trained.targets)), np.float32)
+    return mean, (np.concatenate(attns) if attns else None)
+
+
+def save_checkpoint(trained: TrainedModel, path: Path) -> Path:
+    """Weights + config + feature list + scalers + data fingerprint + library versions, written atomically."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "config": trained.model.config.to_dict(),
+        "weights": {k: v.cpu() for k, v in trained.model.state_dict().items()},
+        "features": trained.features,
+        "targets": trained.targets,
+        "lookback": trained.lookback,
+        "feature_scaler": trained.feature_scaler.to_dict(),
+        "target_scale": trained.target_scale.tolist(),
+        "fingerprint": trained.fingerprint,
+        "settings": trained.settings,
+        "history": trained.history,
+        "best_epoch": trained.best_epoch,
+        "versions": {"torch": str(torch.__version__), "numpy": np.__version__, "python": platform.python_version()},
+    }
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> TrainedModel:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise NightcastError(f"cannot load checkpoint {path}: {exc}") from exc
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise NightcastError(f"checkpoint {path} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    model = TemporalAttentionLSTM(ModelConfig(**state["config"])).to(device)
+    model.load_state_dict(state["weights"])
+    model.eval()
+    return TrainedModel(
+        model,
+        Scaler.from_dict(state["feature_scaler"]),
+        np.asarray(state["target_scale"], dtype=np.float32),
+        state["features"],
+        state["targets"],
+        state["lookback"],
+        state["fingerprint"],
+        state["settings"],
+        state["history"],
+        state["best_epoch"],
+    )
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Short content hash of the weights: identical models get identical versions."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]

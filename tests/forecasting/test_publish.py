@@ -1,0 +1,65 @@
+import os
+from datetime import date
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.build import build_features
+from features.denoise import denoise
+from features.settings import DenoiseSettings, FeatureSettings
+from features.windows import make_panel
+from forecasting.backtest import long_predictions
+from forecasting.publish import FORECAST_COLUMNS, current_rows, forecast_frame, partition_dir, write_frame
+from tests.conftest import synthetic_prices
+
+
+@pytest.fixture(scope="module")
+def panel():
+    prices = synthetic_prices(["AAA", "BBB", "CCC"], 200, seed=4, start=date(2014, 3, 3))
+    # CCC stops early: a stale ticker
+    prices = prices.filter(~((pl.col("ticker") == "CCC") & (pl.col("date") > date(2014, 12, 1))))
+    ff = build_features(denoise(prices, DenoiseSettings()), FeatureSettings())
+    return make_panel(ff, max_horizon=5)
+
+
+def test_forecast_schema_rows_and_trading_days(panel):
+    asof, rows = current_rows(panel)
+    assert asof == date(2014, 12, 5)
+    assert [panel.tickers[panel.ticker_id[r]] for r in rows] == ["AAA", "BBB"]  # stale CCC not forecast
+    y = np.full((len(rows), 5), 0.01)
+    close = np.array([10.0, 20.0])
+    frame = forecast_frame(panel, rows, y, close, asof, "run-1", "m-1", "XNYS")
+    assert tuple(frame.columns) == FORECAST_COLUMNS
+    assert frame.height == 2 * 5
+    assert frame.filter(pl.col("ticker") == "AAA")["target_date"].to_list() == [
+        date(2014, 12, 8),
+        date(2014, 12, 9),
+        date(2014, 12, 10),
+        date(2014, 12, 11),
+        date(2014, 12, 12),
+    ]
+    bbb = frame.filter(pl.col("ticker") == "BBB").row(0, named=True)
+    assert bbb["last_price"] == 20.0 and bbb["pred_price"] == pytest.approx(20.0 * np.exp(0.01))
+
+
+def test_long_predictions_align_targets_and_dates(panel):
+    ends = panel.ends(40)[:3]
+    frame = long_predictions(panel, ends, np.zeros((3, 5)), "random_walk")
+    assert frame.height == 15
+    first = frame.filter(pl.col("horizon") == 3).row(0, named=True)
+    assert first["y_true"] == pytest.approx(float(panel.Y[ends[0], 2]))
+    assert first["target_date"] == panel.dates[ends[0] + 3].astype(object)
+
+
+def test_rerun_replaces_files_atomically(tmp_path):
+    target = partition_dir(tmp_path, "forecasts", date(2014, 12, 31))
+    assert target == tmp_path / "forecasts" / "asof=2014-12-31"
+    write_frame(pl.DataFrame({"a": [1]}), target, "forecasts", ["parquet", "csv"])
+    paths = write_frame(pl.DataFrame({"a": [2, 3]}), target, "forecasts", ["parquet", "csv"])
+    assert pl.read_parquet(paths[0])["a"].to_list() == [2, 3]
+    assert (target / "forecasts.csv").read_text() == "a\n2\n3\n"
+    assert sorted(p.name for p in target.iterdir()) == ["forecasts.csv", "forecasts.parquet"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask  # normal file mode, not a temp file's 0600

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from features.build import build_features
+from features.denoise import denoise
+from features.settings import DenoiseSettings, FeatureSettings, WindowSettings
+from features.windows import Panel, date_splits, make_panel
+from forecasting.settings import ModelSettings, TrainSettings
+from forecasting.train import fit, load_checkpoint, predict, save_checkpoint
+from tests.conftest import synthetic_prices
+
+MODEL = ModelSettings(hidden_size=8, attention_size=4, dropout=0.0)
+TRAIN = TrainSettings(epochs=2, batch_size=64, progress=False, threads=1, seed=3)
+WINDOWS = WindowSettings(lookback=10, test_days=40, val_days=40)
+
+
+@pytest.fixture(scope="module")
+def panel() -> Panel:
+    prices = synthetic_prices(["AAA", "BBB"], 300, seed=2)
+    ff = build_features(denoise(prices, DenoiseSettings()), FeatureSettings(horizons=[1, 3]))
+    return make_panel(ff, max_horizon=3)
+
+
+def test_same_seed_same_weights_and_checkpoint_round_trip(panel, tmp_path):
+    splits = date_splits(panel, WINDOWS)
+    a = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
+    b = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
+    for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb), name
+    pa, attn = predict(a, panel, splits.test)
+    assert pa.shape == (len(splits.test), 2) and attn.shape == (len(splits.test), 10)
+    restored = load_checkpoint(save_checkpoint(a, tmp_path / "m.pt"))
+    pr, _ = predict(restored, panel, splits.test)
+    np.testing.assert_array_equal(pa, pr)
+    assert restored.features == panel.features and restored.lookback == 10
+    other = fit(panel, splits, MODEL, TRAIN.model_copy(update={"seed": 4}), WINDOWS.lookback)
+    assert not np.array_equal(predict(other, panel, splits.test)[0], pa)
+
+
+def test_the_model_can_learn_a_real_signal():
+    """Targets that are a deterministic function of the window: the loss must fall far below the variance."""
+    rng = np.random.default_rng(0)
+    R, F, L = 1200, 3, 8
+    X = rng.normal(size=(R, F)).astype(np.float32)
+    y = np.zeros((R, 1), dtype=np.float32)
+    y[L:, 0] = 0.01 * (X[L:, 0] + 0.5 * X[L - 3 : R - 3, 1])  # today's first feature and one from 3 steps back
+    dates = np.datetime64("2000-01-03") + np.arange(R).astype("timedelta64[D]")
+    panel = Panel(X, y, dates, dates + 1, np.zeros(R, np.int32), np.array([0, R]), ["AAA"], ["a", "b", "c"], ["y_h1"])
+    splits = date_splits(panel, WindowSettings(lookback=L, test_days=100, val_days=100))
+    trained = fit(
+        panel,
+        splits,
+        ModelSettings(hidden_size=32, dropout=0.0),
+        TrainSettings(epochs=25, batch_size=64, learning_rate=3e-3, progress=False, threads=1, patience=25),
+        L,
+    )
+    pred, _ = predict(trained, panel, splits.test)
+    mse = float(np.mean((pred - y[splits.test]) ** 2))
+    assert mse < 0.1 * float(np.var(y[splits.test]))
+    assert trained.history[-1]["train_loss"] < 0.1 * trained.history[0]["train_loss"]
+
+
+def test_explicit_missing_device_is_an_error():
+    from features.errors import ConfigError
+    from forecasting.train import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda_with_bf16(panel):
+    splits = date_splits(panel, WINDOWS)
+    trained = fit(panel, splits, MODEL, TRAIN.model_copy(update={"device": "cuda"}), WINDOWS.lookback)
+    assert trained.device.type == "cuda"
+    pred, _ = predict(trained, panel, splits.test)
+    assert np.isfinite(pred).all()
