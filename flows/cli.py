@@ -1,0 +1,147 @@
+"""`nightcast`: the command line.
+
+Errors a user can fix (NightcastError) print as one line without a traceback
+and exit with status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is imported)
+from features.errors import NightcastError
+from flows.settings import load_settings, to_toml
+
+console = Console()
+err_console = Console(stderr=True)
+
+DESCRIPTION = """\
+nightcast: scheduled, leak-free daily price forecasts.
+
+Loads daily prices (bundled sample, a file, or yfinance), validates them into a
+Parquet lake, denoises causally, builds features, trains a temporal-attention
+LSTM, scores it against the random walk on the last days it never saw, and
+publishes forecasts as Parquet and CSV.
+"""
+
+SETTINGS_HELP = """\
+settings are read from (later wins): defaults, a TOML file (--config, else
+$NIGHTCAST_CONFIG, else ./nightcast.toml), NIGHTCAST_<SECTION>__<KEY>
+environment variables (e.g. NIGHTCAST_TRAIN__EPOCHS=5), then flags.
+`nightcast config` prints every setting with its current value.
+"""
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    p.add_argument("--source", choices=["sample", "file", "yfinance"], help="price source (default: sample)")
+    p.add_argument(
+        "--path", type=Path, metavar="FILE", help="price file for --source file (CSV or Parquet, long layout)"
+    )
+    p.add_argument("--tickers", nargs="+", metavar="TICKER", help="tickers to use (default: all in the source)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: outputs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nightcast",
+        description=DESCRIPTION,
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run the nightly job once: ingest, train, evaluate, forecast, publish",
+        description="Run the nightly job once and print the evaluation table and the files written.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_settings_flags(run)
+    cfg = sub.add_parser(
+        "config",
+        help="print the resolved settings as TOML",
+        description="Print every setting, resolved from defaults, file, environment and flags, as TOML.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_settings_flags(cfg)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    source = {k: v for k, v in (("kind", args.source), ("path", args.path), ("tickers", args.tickers)) if v is not None}
+    if args.path is not None and args.source is None:
+        source["kind"] = "file"
+    out: dict = {}
+    if source:
+        out["source"] = source
+    if args.out is not None:
+        out["paths"] = {"out_dir": args.out}
+    return out
+
+
+def _print_result(result, elapsed: float) -> None:
+    table = Table(
+        title=f"Out-of-sample evaluation {result.test_start} .. {result.test_end} (forward log returns, "
+        "days the model never trained or early-stopped on)"
+    )
+    for col in ("horizon", "model MSE", "random-walk MSE", "ratio", "hit rate", "always up"):
+        table.add_column(col, justify="right")
+    for r in result.metrics.iter_rows(named=True):
+        style = "green" if r["mse_ratio"] < 1 else "red"
+        table.add_row(
+            str(r["horizon"]),
+            f"{r['model_mse']:.4e}",
+            f"{r['baseline_mse']:.4e}",
+            f"[{style}]{r['mse_ratio']:.4f}[/]",
+            f"{r['hit_rate']:.3f}",
+            f"{r['up_rate']:.3f}",
+        )
+    console.print(table)
+    console.print("ratio < 1 means the model beat the random walk (zero return) on that horizon.")
+    if result.quarantined:
+        console.print("[yellow]quarantined:[/]")
+        for reason in result.quarantined.values():
+            console.print(f"  {reason}")
+    console.print(f"as-of {result.asof}: {result.forecasts.height} forecasts, model {result.model_version}")
+    console.print("written:")
+    for p in [*result.paths, result.checkpoint]:
+        console.print(f"  {p}")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    console.print(f"done in {elapsed:.1f}s ({stages})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
+    try:
+        settings = load_settings(args.config, overrides=_overrides(args))
+        if args.command == "config":
+            console.print(to_toml(settings), markup=False, highlight=False)
+            return 0
+        console.print("[bold]nightcast settings[/]")
+        console.print(to_toml(settings), markup=False, highlight=False)
+        started = time.perf_counter()
+        from flows.nightly import nightly  # Prefect is imported only when a flow runs
+
+        result = nightly(settings)
+        _print_result(result, time.perf_counter() - started)
+        return 0
+    except NightcastError as exc:
+        err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

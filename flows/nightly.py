@@ -1,0 +1,198 @@
+"""The nightly flow: load -> validate -> lake -> denoise + features -> windows -> train
+-> evaluate against the random walk -> forecast -> publish.
+
+Tasks are thin wrappers over `features` and `forecasting`; the flow only puts
+them in order, adds retries on network I/O, and leaves artifacts in the UI.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from features import denoise, lake, sources, validate
+from features.build import FeatureFrame, build_features
+from features.windows import Panel, Splits, date_splits, make_panel
+from flows.settings import Settings
+from forecasting import backtest, metrics, publish, train
+
+MODEL_NAME = "attention_lstm"
+
+
+@dataclass
+class NightlyResult:
+    asof: date
+    forecasts: pl.DataFrame
+    metrics: pl.DataFrame
+    paths: list[Path]
+    quarantined: dict[str, str]
+    model_version: str
+    checkpoint: Path
+    test_start: date
+    test_end: date
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@task(name="load prices", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def load_prices(settings: Settings) -> pl.DataFrame:
+    return sources.load(settings.source)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_prices(frame: pl.DataFrame, settings: Settings) -> validate.ValidationReport:
+    return validate.validate_prices(frame, settings.validation)
+
+
+@task(name="store in lake", cache_policy=NO_CACHE)
+def store_in_lake(frame: pl.DataFrame, lake_dir: Path) -> pl.DataFrame:
+    """Upsert into the lake and read back exactly what is stored for these tickers."""
+    lake.upsert(lake_dir, frame)
+    return lake.read_prices(lake_dir, sorted(frame["ticker"].unique().to_list()))
+
+
+@task(name="features", cache_policy=NO_CACHE)
+def make_features(prices: pl.DataFrame, settings: Settings) -> FeatureFrame:
+    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
+
+
+@task(name="windows", cache_policy=NO_CACHE)
+def make_windows(ff: FeatureFrame, settings: Settings) -> tuple[Panel, Splits]:
+    panel = make_panel(ff, settings.features.max_horizon)
+    return panel, date_splits(panel, settings.windows)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_model(
+    panel: Panel, splits: Splits, settings: Settings, fingerprint: str
+) -> tuple[train.TrainedModel, str, Path]:
+    trained = train.fit(panel, splits, settings.model, settings.train, settings.windows.lookback, fingerprint)
+    version = f"{MODEL_NAME}-{train.weights_digest(trained.model)}"
+    checkpoint = train.save_checkpoint(trained, settings.paths.models / f"{version}.pt")
+    return trained, version, checkpoint
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(trained: train.TrainedModel, panel: Panel, splits: Splits) -> tuple[pl.DataFrame, pl.DataFrame]:
+    predictions = backtest.holdout_predictions(trained, panel, splits, MODEL_NAME)
+    return predictions, metrics.horizon_table(predictions, MODEL_NAME)
+
+
+@task(name="forecast", cache_policy=NO_CACHE)
+def forecast(
+    trained: train.TrainedModel, panel: Panel, ff: FeatureFrame, settings: Settings, model_version: str
+) -> tuple[date, pl.DataFrame]:
+    asof, rows = publish.current_rows(panel)
+    y_pred, _ = train.predict(trained, panel, rows)
+    close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
+    run_id = str(flow_run.id or "local")
+    frame = publish.forecast_frame(panel, rows, y_pred, close, asof, run_id, model_version, settings.publish.calendar)
+    return asof, frame
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_outputs(
+    asof: date, forecasts: pl.DataFrame, table: pl.DataFrame, predictions: pl.DataFrame, settings: Settings
+) -> list[Path]:
+    out, formats = settings.paths.out_dir, settings.publish.formats
+    paths = publish.write_frame(forecasts, publish.partition_dir(out, "forecasts", asof), "forecasts", formats)
+    metrics_dir = publish.partition_dir(out, "metrics", asof)
+    paths += publish.write_frame(table, metrics_dir, "metrics", formats)
+    paths += publish.write_frame(predictions, metrics_dir, "predictions", formats)
+    return paths
+
+
+def _markdown(result_table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[str, str], version: str) -> str:
+    lines = [
+        f"# nightcast nightly — as of {forecasts['asof_date'][0]}",
+        "",
+        f"model `{version}`",
+        "",
+        "| horizon | model MSE | random-walk MSE | ratio | hit rate | always-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result_table.iter_rows(named=True):
+        lines.append(
+            f"| {r['horizon']} | {r['model_mse']:.3e} | {r['baseline_mse']:.3e} | {r['mse_ratio']:.3f} "
+            f"| {r['hit_rate']:.3f} | {r['up_rate']:.3f} |"
+        )
+    if quarantined:
+        lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]
+    lines += [
+        "",
+        "## Forecasts",
+        "",
+        "| ticker | horizon | target date | last price | predicted price |",
+        "|---|---|---|---|---|",
+    ]
+    for r in forecasts.iter_rows(named=True):
+        lines.append(
+            f"| {r['ticker']} | {r['horizon']} | {r['target_date']} | {r['last_price']:.2f} | {r['pred_price']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _run_name() -> str:
+    return f"nightly-{date.today().isoformat()}"
+
+
+@flow(name="nightly", flow_run_name=_run_name, log_prints=True)
+def nightly(settings: Settings) -> NightlyResult:
+    """Run the whole nightly job once with `settings`."""
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    raw = load_prices(settings)
+    report = validate_prices(raw, settings)
+    prices = store_in_lake(report.frame, settings.paths.lake)
+    fingerprint = lake.fingerprint(prices)
+    lap("ingest")
+    ff = make_features(prices, settings)
+    panel, splits = make_windows(ff, settings)
+    logger.info(
+        "%d tickers, %d rows, %d features; train < %s <= val < %s <= test <= %s",
+        len(panel.tickers),
+        len(panel.dates),
+        len(panel.features),
+        splits.val_start,
+        splits.test_start,
+        splits.test_end,
+    )
+    lap("features")
+    trained, version, checkpoint = train_model(panel, splits, settings, fingerprint)
+    lap("train")
+    predictions, table = evaluate(trained, panel, splits)
+    asof, forecasts = forecast(trained, panel, ff, settings, version)
+    paths = publish_outputs(asof, forecasts, table, predictions, settings)
+    lap("evaluate+publish")
+    create_markdown_artifact(
+        markdown=_markdown(table, forecasts, report.quarantined, version),
+        key="nightly-summary",
+        description=f"nightcast nightly as of {asof}",
+    )
+    return NightlyResult(
+        asof,
+        forecasts,
+        table,
+        paths,
+        report.quarantined,
+        version,
+        checkpoint,
+        splits.test_start.astype(object),
+        splits.test_end.astype(object),
+        timings,
+    )

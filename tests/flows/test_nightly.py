@@ -1,0 +1,76 @@
+"""End to end: the real nightly flow under a real (temporary) Prefect server, on a slice of the sample."""
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from features.calendar import is_session
+from flows.settings import load_settings
+from forecasting.publish import FORECAST_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def settings(tmp_path, sample):
+    slice_path = tmp_path / "slice.parquet"
+    (
+        sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL", "^GSPC"]))
+        .group_by("ticker", maintain_order=True)
+        .tail(700)
+        .write_parquet(slice_path)
+    )
+    return load_settings(
+        None,
+        environ={},
+        overrides={
+            "source": {"kind": "file", "path": slice_path},
+            "windows": {"lookback": 20, "test_days": 60, "val_days": 60},
+            "model": {"hidden_size": 16, "attention_size": 8},
+            "train": {"epochs": 3, "batch_size": 128, "progress": False},
+            "paths": {"data_dir": tmp_path / "data", "out_dir": tmp_path / "outputs"},
+        },
+    )
+
+
+def test_nightly_flow_end_to_end(prefect_harness, settings):
+    from flows.nightly import nightly
+
+    state = nightly(settings, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    out = settings.paths.out_dir
+    assert result.asof == date(2014, 12, 31)
+    forecasts = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
+    assert tuple(forecasts.columns) == FORECAST_COLUMNS
+    assert forecasts.height == 3 * 5
+    assert sorted(forecasts["ticker"].unique().to_list()) == ["NVDA", "ORCL", "^GSPC"]
+    assert all(is_session(d) and d > date(2014, 12, 31) for d in forecasts["target_date"].to_list())
+    assert forecasts["run_id"].n_unique() == 1 and forecasts["run_id"][0] != "local"
+    csv = pl.read_csv(out / "forecasts" / "asof=2014-12-31" / "forecasts.csv", try_parse_dates=True)
+    assert csv.height == 15 and csv["pred_price"].to_list() == pytest.approx(forecasts["pred_price"].to_list())
+
+    metrics = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "metrics.parquet")
+    assert metrics["horizon"].to_list() == [1, 2, 3, 4, 5]
+    assert (metrics["n"] == 3 * 60).all()
+    assert ((metrics["mse_ratio"] - metrics["model_mse"] / metrics["baseline_mse"]).abs() < 1e-12).all()
+    assert metrics["baseline_mse"].is_sorted()  # longer horizons, larger squared returns
+    predictions = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "predictions.parquet")
+    assert predictions.height == 2 * 3 * 60 * 5
+    assert predictions["asof_date"].min() == result.test_start
+    assert (predictions["target_date"] <= date(2014, 12, 31)).all()
+
+    assert sorted(p.name for p in (settings.paths.lake / "prices").iterdir()) == [
+        "NVDA.parquet",
+        "ORCL.parquet",
+        "^GSPC.parquet",
+    ]
+    assert result.checkpoint.exists()
+
+    # an identical rerun replaces the same as-of partition with the same numbers
+    again = nightly(settings)
+    rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
+    assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
+    assert again.model_version == result.model_version
+    assert rerun["run_id"][0] != forecasts["run_id"][0]
