@@ -8,15 +8,17 @@ renamed over the old one, so a crash mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
 from features.errors import LakeError
 from features.io import atomic_write
-from features.schema import LAKE_COLUMNS, VALUE_COLUMNS, check_ticker, conform
+from features.schema import VALUE_COLUMNS, check_ticker, conform
 
 log = logging.getLogger("nightcast.features.lake")
 
@@ -68,20 +70,28 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     path = ticker_path(lake_dir, ticker)
     new = conform(frame).unique(subset=["date"], keep="last").sort("date")
     old = read_ticker(lake_dir, ticker)
-    unchanged = new.join(old.select("date", *VALUE_COLUMNS), on=["date", *VALUE_COLUMNS], how="semi", nulls_equal=True)
+    if old.is_empty():
+        atomic_write_parquet(new, path)
+        log.info("lake: %s +%d rows (new) -> %s", ticker, new.height, path)
+        return UpsertResult(ticker, new.height, 0, path)
+    key_values = ["date", *VALUE_COLUMNS]
+    if old.height == new.height and old.select(key_values).equals(new.select(key_values)):
+        return UpsertResult(ticker, 0, 0, path)  # the same data again: fast path, nothing to write
+    unchanged = new.join(old.select(key_values), on=key_values, how="semi", nulls_equal=True)
     changed = new.join(unchanged.select("date"), on="date", how="anti")
     if changed.is_empty():
         return UpsertResult(ticker, 0, 0, path)
     added = changed.join(old.select("date"), on="date", how="anti").height
     merged = pl.concat([old.join(changed.select("date"), on="date", how="anti"), changed]).sort("date")
-    atomic_write_parquet(merged.select(LAKE_COLUMNS), path)
+    atomic_write_parquet(merged, path)
     log.info("lake: %s +%d rows, %d revised -> %s", ticker, added, changed.height - added, path)
     return UpsertResult(ticker, added, changed.height - added, path)
 
 
 def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:
     """Upsert every ticker of `frame`; each ticker's file is written independently."""
-    return [upsert_ticker(lake_dir, group) for _, group in sorted(frame.group_by("ticker"), key=lambda kv: kv[0][0])]
+    groups = frame.partition_by("ticker", as_dict=True)
+    return [upsert_ticker(lake_dir, groups[key]) for key in sorted(groups)]
 
 
 def read_prices(lake_dir: Path, tickers: list[str]) -> pl.DataFrame:
@@ -96,3 +106,39 @@ def fingerprint(frame: pl.DataFrame) -> str:
     body = frame.select("ticker", "date", *VALUE_COLUMNS).sort("ticker", "date")
     digest.update(body.write_csv(float_precision=10).encode())
     return digest.hexdigest()[:16]
+
+
+MANIFEST = "manifest.json"
+
+
+def read_manifest(lake_dir: Path) -> dict[str, dict]:
+    """Per ticker: first_date, last_date, rows, fingerprint, updated_at (ISO strings)."""
+    path = Path(lake_dir) / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LakeError(
+            f"lake manifest {path} is unreadable ({exc}); delete it to rebuild from the Parquet files"
+        ) from exc
+
+
+def update_manifest(lake_dir: Path, tickers: list[str]) -> dict[str, dict]:
+    """Recompute the manifest entries of `tickers` from their files and write the manifest atomically."""
+    manifest = read_manifest(lake_dir)
+    for ticker in tickers:
+        stored = read_ticker(lake_dir, ticker)
+        if stored.is_empty():
+            manifest.pop(ticker, None)
+            continue
+        manifest[ticker] = {
+            "first_date": stored["date"].min().isoformat(),
+            "last_date": stored["date"].max().isoformat(),
+            "rows": stored.height,
+            "fingerprint": fingerprint(stored),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    body = json.dumps(dict(sorted(manifest.items())), indent=1)
+    atomic_write(Path(lake_dir) / MANIFEST, lambda tmp: tmp.write_text(body))
+    return manifest

@@ -46,7 +46,9 @@ def test_long_run_of_bad_prices_quarantines_only_that_ticker():
     ).drop("index")
     report = validate_prices(frame, SETTINGS, today=TODAY)
     assert list(report.quarantined) == ["AAA"]
-    assert "AAA" in report.quarantined and "5 consecutive invalid closes" in report.quarantined["AAA"]
+    assert (
+        "AAA" in report.quarantined and "5 invalid closes in runs longer than max_fill=2" in report.quarantined["AAA"]
+    )
     assert report.tickers == ["BBB"]
 
 
