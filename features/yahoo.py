@@ -1,0 +1,205 @@
+"""yfinance source: batched, incremental, retried with backoff, and honest about failures.
+
+yfinance 1.7 fetches one chart request per symbol; `download` runs them on a
+thread pool of `threads` workers and never raises for a failed symbol: it
+leaves all-NaN columns, logs "N Failed downloads" with the reason, and returns
+an empty frame when nothing at all came back (e.g. offline). This module calls
+it per chunk of tickers, caps its threads, reads the reasons from its log, and
+retries transient failures (rate limits, timeouts, connection errors, and a
+batch where nothing at all came back, which is how yfinance reports being
+offline); an unknown or delisted symbol in an otherwise healthy batch is final.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import random
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import SourceError
+from features.schema import conform
+from features.settings import IngestSettings
+
+log = logging.getLogger("nightcast.features.yahoo")
+
+# Reasons worth another attempt; anything else (unknown symbol, delisted) is final.
+_TRANSIENT = re.compile(
+    r"rate ?limit|too many requests|timed? ?out|timeout|connection|temporar|reset|503|502|500", re.I
+)
+
+
+@dataclass
+class FetchResult:
+    frame: pl.DataFrame
+    failed: dict[str, str] = field(default_factory=dict)  # ticker -> last reason
+    attempts: int = 0
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**attempt))."""
+    return rng.uniform(0.0, min(cap, base * 2**attempt))
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+class _FailureLog(logging.Handler):
+    """Collects yfinance's "['SYM', ...]: reason" error lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.reasons: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        match = re.match(r"^(\[.*?\]):\s*(.*)$", message, re.S)
+        if not match:
+            return
+        try:
+            symbols = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError):
+            return
+        for sym in symbols:
+            self.reasons[str(sym)] = match.group(2).strip()
+
+
+@contextmanager
+def _capture_failures() -> Iterator[_FailureLog]:
+    handler = _FailureLog()
+    yf_logger = logging.getLogger("yfinance")
+    yf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas deprecation chatter from inside yfinance
+            yield handler
+    finally:
+        yf_logger.removeHandler(handler)
+
+
+def configure_cache(cache_dir: Path) -> None:
+    """Keep yfinance's timezone/cookie cache inside the project instead of the user's home."""
+    import yfinance as yf
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    yf.set_tz_cache_location(str(cache_dir))
+
+
+def download_chunk(tickers: list[str], start: date, settings: IngestSettings) -> tuple[pl.DataFrame, dict[str, str]]:
+    """One yfinance call for `tickers` from `start`: (rows in the lake schema, failure reasons)."""
+    import yfinance as yf
+
+    with _capture_failures() as failures:
+        try:
+            raw = yf.download(
+                tickers,
+                start=start.isoformat(),
+                auto_adjust=False,
+                actions=False,
+                group_by="column",
+                progress=False,
+                threads=min(settings.max_concurrent, len(tickers)),
+                timeout=settings.timeout,
+            )
+        except Exception as exc:  # yfinance raises only for whole-call failures; treat them as transient
+            return conform(pl.DataFrame(schema={"ticker": pl.String})), {t: repr(exc) for t in tickers}
+    frame = from_yfinance(raw)
+    got = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
+    reasons = {t: failures.reasons.get(t, "no rows returned") for t in tickers if t not in got}
+    return frame, reasons
+
+
+def fetch(
+    starts: dict[str, date],
+    settings: IngestSettings,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> FetchResult:
+    """Download every ticker of `starts` from its start date, in chunks, retrying transient failures.
+
+    Tickers sharing a start date share chunks (an incremental nightly run asks for
+    the same few days for most of the universe).
+    """
+    rng = rng or random.Random()
+    frames: list[pl.DataFrame] = []
+    failed: dict[str, str] = {}
+    attempts = 0
+    by_start: dict[date, list[str]] = {}
+    for ticker, start in sorted(starts.items()):
+        by_start.setdefault(start, []).append(ticker)
+    for start, group in sorted(by_start.items()):
+        for chunk in chunks(group, settings.chunk_size):
+            pending = chunk
+            for attempt in range(settings.retries + 1):
+                attempts += 1
+                frame, reasons = download_chunk(pending, start, settings)
+                if not frame.is_empty():
+                    frames.append(frame)
+                for t in pending:
+                    failed.pop(t, None)
+                failed.update(reasons)
+                if frame.is_empty():
+                    # yfinance reports an unreachable network as "possibly delisted" for every symbol:
+                    # when a whole batch comes back empty, assume the network, not the symbols.
+                    reasons = {
+                        t: f"nothing came back for the whole batch (offline or blocked?): {why}"
+                        for t, why in reasons.items()
+                    }
+                    failed.update(reasons)
+                    retry = list(reasons)
+                else:
+                    retry = [t for t, why in reasons.items() if _TRANSIENT.search(why)]
+                if not retry or attempt == settings.retries:
+                    break
+                delay = backoff_delay(attempt, settings.backoff, settings.backoff_max, rng)
+                log.warning(
+                    "yfinance: %d tickers failed transiently (%s); retry %d/%d in %.1fs",
+                    len(retry),
+                    reasons[retry[0]][:80],
+                    attempt + 1,
+                    settings.retries,
+                    delay,
+                )
+                sleep(delay)
+                pending = retry
+    frame = pl.concat(frames) if frames else conform(pl.DataFrame(schema={"ticker": pl.String}))
+    return FetchResult(frame, failed, attempts)
+
+
+def from_yfinance(raw) -> pl.DataFrame:
+    """Convert `yf.download(..., auto_adjust=False)` output to the lake schema.
+
+    yfinance 1.7 returns a pandas frame indexed by `Date` with MultiIndex
+    columns `(Price, Ticker)` (or `(Ticker, Price)` with group_by="ticker"),
+    all-NaN columns for symbols that failed, and an empty frame when nothing
+    could be fetched. Rows without a close (a ticker with no bar that day) are
+    dropped; `close` and `adj_close` are kept apart.
+    """
+    from features.sources import normalise_long
+
+    if raw is None or len(raw) == 0:
+        return conform(pl.DataFrame(schema={"ticker": pl.String}))
+    columns = raw.columns
+    if getattr(columns, "nlevels", 1) != 2:
+        raise SourceError(f"unexpected yfinance frame: columns {list(columns)[:8]} are not (Price, Ticker)")
+    price_level = 0 if "Close" in columns.get_level_values(0) else 1
+    long = raw.stack(level=1 - price_level, future_stack=True)  # rows (Date, Ticker), columns Price
+    long.index = long.index.set_names(["date", "ticker"])
+    long = long.reset_index()
+    long.columns = [str(c) for c in long.columns]
+    frame = pl.from_pandas(long)  # NaN becomes null here
+    if "Close" not in frame.columns:
+        raise SourceError(f"unexpected yfinance frame: no 'Close' column in {frame.columns}")
+    frame = frame.filter(pl.col("Close").is_not_null())
+    return normalise_long(frame.with_columns(pl.col("date").cast(pl.Date)), source="yfinance", where="yfinance")

@@ -1,0 +1,145 @@
+"""A fake of Yahoo's HTTP layer, so the real yfinance code builds the real frame shapes offline.
+
+Patches `yfinance.data.YfData.get` (the one place yfinance 1.7 sends chart
+requests) with canned chart JSON in Yahoo's format: `chart.result[0]` with
+`meta`, `timestamp` and `indicators.quote/adjclose`. Unknown symbols get
+Yahoo's 404 "No data found, symbol may be delisted"; symbols can be made to
+rate-limit (the real layer raises YFRateLimitError on HTTP 429) or the whole
+network can go offline (a connection error, as curl_cffi raises).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+
+class FakeResponse:
+    def __init__(self, payload: dict, status: int = 200):
+        self._payload = payload
+        self.status_code = status
+        self.text = json.dumps(payload)
+        self.url = "https://query2.finance.yahoo.com/v8/finance/chart"
+
+    def json(self) -> dict:
+        return self._payload
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            import requests
+
+            raise requests.HTTPError(f"{self.status_code} Client Error")
+
+
+def price_path(symbol: str, days: list[date]) -> np.ndarray:
+    """A deterministic price per (symbol, day): the same day always gets the same price."""
+    seed = sum(ord(c) for c in symbol)
+    ordinals = np.array([d.toordinal() for d in days], dtype=np.float64)
+    return 50.0 + seed % 40 + 10 * np.sin(ordinals / 17.0 + seed)
+
+
+@dataclass
+class FakeYahoo:
+    listed: dict[str, tuple[date, date]]  # symbol -> (first, last) trading day served
+    offline: bool = False
+    rate_limited: dict[str, int] = field(default_factory=dict)  # symbol -> how many more 429s
+    revised: dict[tuple[str, date], float] = field(default_factory=dict)  # (symbol, day) -> close override
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+    def chart(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> dict:
+        first, last = self.listed[symbol]
+        days = [d.date() for d in pd.bdate_range(max(start, pd.Timestamp(first)), min(end, pd.Timestamp(last)))]
+        days = [d for d in days if pd.Timestamp(d) < end]
+        close = price_path(symbol, days)
+        for i, d in enumerate(days):
+            close[i] = self.revised.get((symbol, d), close[i])
+        stamps = [
+            int(pd.Timestamp(d).tz_localize("America/New_York").replace(hour=9, minute=30).timestamp()) for d in days
+        ]
+        meta = {
+            "currency": "USD",
+            "symbol": symbol,
+            "exchangeName": "NMS",
+            "fullExchangeName": "NasdaqGS",
+            "instrumentType": "EQUITY",
+            "firstTradeDate": 345479400,
+            "regularMarketTime": stamps[-1] if stamps else 0,
+            "hasPrePostMarketData": True,
+            "gmtoffset": -18000,
+            "timezone": "EST",
+            "exchangeTimezoneName": "America/New_York",
+            "priceHint": 2,
+            "dataGranularity": "1d",
+            "range": "",
+            "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"],
+        }
+        quote = {
+            "open": list(close - 0.5),
+            "high": list(close + 1.0),
+            "low": list(close - 1.0),
+            "close": list(close),
+            "volume": [1_000_000] * len(days),
+        }
+        return {
+            "chart": {
+                "result": [
+                    {
+                        "meta": meta,
+                        "timestamp": stamps,
+                        "indicators": {"quote": [quote], "adjclose": [{"adjclose": list(close * 0.99)}]},
+                    }
+                ],
+                "error": None,
+            }
+        }
+
+    def get(self, _yfdata, url: str, params: dict | None = None, timeout: float = 30) -> FakeResponse:
+        params = dict(params or {})
+        self.calls.append((url, params))
+        if self.offline:
+            from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
+
+            raise CurlConnectionError("Failed to perform, curl: (6) Could not resolve host: query2.finance.yahoo.com")
+        symbol = url.rstrip("/").rsplit("/", 1)[-1]
+        if "/v8/finance/chart/" not in url or symbol not in self.listed:
+            return FakeResponse(
+                {
+                    "chart": {
+                        "result": None,
+                        "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"},
+                    }
+                },
+                404,
+            )
+        if self.rate_limited.get(symbol, 0) > 0:
+            from yfinance.exceptions import YFRateLimitError
+
+            self.rate_limited[symbol] -= 1
+            raise YFRateLimitError()
+        if "period1" in params:
+            start = pd.Timestamp(params["period1"], unit="s")
+            end = pd.Timestamp(params["period2"], unit="s")
+        else:  # the timezone probe (range=1d)
+            last = self.listed[symbol][1]
+            start, end = pd.Timestamp(last), pd.Timestamp(last) + pd.Timedelta(days=1)
+        return FakeResponse(self.chart(symbol, start, end))
+
+    def history_requests(self, symbol: str) -> list[dict]:
+        return [p for u, p in self.calls if u.endswith(f"/{symbol}") and "period1" in p]
+
+    def install(self, monkeypatch, cache_dir) -> FakeYahoo:
+        import yfinance as yf
+        from yfinance.data import YfData
+
+        fake = self
+
+        def get(yfdata, url, params=None, timeout=30):
+            return fake.get(yfdata, url, params, timeout)
+
+        monkeypatch.setattr(YfData, "get", get)
+        yf.set_tz_cache_location(str(cache_dir))
+        return self

@@ -1,0 +1,139 @@
+import random
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from features import yahoo
+from features.settings import IngestSettings
+from features.yahoo import backoff_delay, fetch, from_yfinance
+from tests.fake_yahoo import FakeYahoo
+
+FAST = IngestSettings(chunk_size=2, max_concurrent=2, retries=3, backoff=1.0, backoff_max=8.0)
+
+
+def yfinance_frame(bars: dict[str, int | None]) -> pd.DataFrame:
+    """Built the way yfinance 1.7's `download(..., auto_adjust=False, group_by='column')` builds it:
+    one `history()` frame per ticker (an all-NaN `empty_df` for failures), concatenated
+    under keys with names ['Ticker', 'Price'], levels swapped and sorted."""
+    dates = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=5), name="Date")
+    dfs = {}
+    for i, (ticker, n) in enumerate(bars.items()):
+        if n is None:  # failed / unknown symbol
+            dfs[ticker] = pd.DataFrame(
+                index=pd.DatetimeIndex([], name="Date"),
+                data={c: np.nan for c in ("Open", "High", "Low", "Close", "Adj Close", "Volume")},
+            )
+            continue
+        close = 100.0 + i * 10 + np.arange(5)
+        df = pd.DataFrame(
+            {
+                "Open": close - 0.5,
+                "High": close + 1,
+                "Low": close - 1,
+                "Close": close,
+                "Adj Close": close * 0.98,
+                "Volume": np.full(5, 1e6),
+            },
+            index=dates,
+        )
+        df.iloc[n:] = np.nan  # fewer bars: trailing all-NaN rows after the concat
+        dfs[ticker] = df.iloc[:n]
+    data = pd.concat(dfs.values(), axis=1, sort=True, keys=dfs.keys(), names=["Ticker", "Price"])
+    data.columns = data.columns.swaplevel(0, 1)
+    data = data.sort_index(level=0, axis=1)
+    return data
+
+
+def test_yfinance_multiindex_to_lake_schema():
+    raw = yfinance_frame({"AAPL": 5, "MSFT": 3, "DELISTED": None})
+    assert raw.columns.names == ["Price", "Ticker"]
+    frame = from_yfinance(raw)
+    assert frame.columns[:8] == ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    counts = dict(frame.group_by("ticker").len().iter_rows())
+    assert counts == {"AAPL": 5, "MSFT": 3}  # NaN rows and the failed symbol dropped
+    aapl = frame.filter(pl.col("ticker") == "AAPL").sort("date")
+    assert aapl["close"].to_list() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert aapl["adj_close"][0] == pytest.approx(98.0)  # close and adj_close kept apart
+    assert aapl["date"][0].isoformat() == "2024-01-02"
+
+
+def test_yfinance_ticker_grouped_and_empty():
+    raw = yfinance_frame({"AAPL": 5})
+    raw.columns = raw.columns.swaplevel(0, 1)  # group_by="ticker"
+    assert from_yfinance(raw).height == 5
+    assert from_yfinance(pd.DataFrame()).is_empty()  # what 1.7 returns offline
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    listed = {
+        "AAPL": (date(2024, 1, 2), date(2024, 3, 28)),
+        "MSFT": (date(2024, 1, 2), date(2024, 3, 28)),
+        "NVDA": (date(2024, 2, 1), date(2024, 3, 28)),
+        "ORCL": (date(2024, 1, 2), date(2024, 3, 28)),
+        "OLD": (date(2024, 1, 2), date(2024, 1, 31)),
+    }
+    return FakeYahoo(listed).install(monkeypatch, tmp_path / "yf-cache")
+
+
+def test_real_yfinance_code_through_the_fake_network(fake):
+    one_chunk = FAST.model_copy(update={"chunk_size": 3})
+    result = fetch({t: date(2024, 3, 1) for t in ("AAPL", "MSFT", "NOPE")}, one_chunk, sleep=lambda s: None)
+    counts = dict(result.frame.group_by("ticker").len().iter_rows())
+    assert counts == {"AAPL": 20, "MSFT": 20}  # 2024-03-01 .. 2024-03-28 business days
+    assert set(result.failed) == {"NOPE"}
+    assert "404" in result.failed["NOPE"]  # Yahoo answers 404 for unknown symbols: final, not retried
+    assert result.attempts == 1  # the unknown symbol in a healthy batch is not retried
+    aapl = result.frame.filter(pl.col("ticker") == "AAPL").sort("date")
+    assert aapl["adj_close"].to_numpy() == pytest.approx(aapl["close"].to_numpy() * 0.99)  # kept apart
+    assert aapl["date"][0] == date(2024, 3, 1) and aapl["source"][0] == "yfinance"
+
+
+def test_chunks_share_a_start_and_respect_the_size(fake, monkeypatch):
+    seen = []
+    real = yahoo.download_chunk
+    monkeypatch.setattr(yahoo, "download_chunk", lambda t, s, c: seen.append((tuple(t), s)) or real(t, s, c))
+    starts = {"AAPL": date(2024, 3, 1), "MSFT": date(2024, 3, 1), "ORCL": date(2024, 3, 1), "NVDA": date(2024, 3, 20)}
+    fetch(starts, FAST, sleep=lambda s: None)
+    assert seen == [(("AAPL", "MSFT"), date(2024, 3, 1)), (("ORCL",), date(2024, 3, 1)), (("NVDA",), date(2024, 3, 20))]
+
+
+def test_rate_limits_are_retried_with_jittered_backoff(fake):
+    fake.rate_limited = {"AAPL": 2}
+    sleeps = []
+    result = fetch(
+        {"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=sleeps.append, rng=random.Random(0)
+    )
+    assert result.failed == {}
+    assert sorted(result.frame["ticker"].unique().to_list()) == ["AAPL", "MSFT"]
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1.0 and 0 <= sleeps[1] <= 2.0
+    assert len(fake.history_requests("MSFT")) == 1  # only the failed ticker is asked again
+
+
+def test_gives_up_after_the_retries(fake):
+    fake.rate_limited = {"AAPL": 99}
+    sleeps = []
+    result = fetch({"AAPL": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
+    assert "Rate limited" in result.failed["AAPL"] and len(sleeps) == FAST.retries
+    assert result.attempts == FAST.retries + 1
+
+
+def test_offline_returns_nothing_and_says_why(fake):
+    fake.offline = True
+    sleeps = []
+    result = fetch({"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
+    assert result.frame.is_empty()
+    # yfinance 1.7 itself calls this "possibly delisted"; a whole empty batch is treated as the network
+    assert set(result.failed) == {"AAPL", "MSFT"}
+    assert "offline or blocked" in result.failed["AAPL"]
+    assert result.attempts == FAST.retries + 1 and len(sleeps) == FAST.retries
+
+
+def test_backoff_is_capped_full_jitter():
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 2.0, 10.0, rng) for a in range(8) for _ in range(50)]
+    assert max(delays) <= 10.0 and min(delays) >= 0.0
+    assert len({round(d, 6) for d in delays}) > 300  # jittered, not a fixed schedule
