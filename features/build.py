@@ -83,12 +83,16 @@ class FeatureFrame:
     targets: list[str]
 
 
-def has_ohlcv(frame: pl.DataFrame) -> bool:
-    """True when every ticker has open, high, low and volume (not close-only data)."""
+def bar_coverage(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """Tickers that have full open/high/low bars, and tickers that have volume."""
     per_ticker = frame.group_by("ticker").agg(
-        pl.all_horizontal(pl.col(c).is_not_null().all() for c in ("open", "high", "low", "volume")).alias("full")
+        pl.all_horizontal(pl.col(c).is_not_null().all() for c in ("open", "high", "low")).alias("ohlc"),
+        pl.col("volume").is_not_null().any().alias("volume"),
     )
-    return bool(per_ticker["full"].all())
+    return (
+        sorted(per_ticker.filter("ohlc")["ticker"].to_list()),
+        sorted(per_ticker.filter("volume")["ticker"].to_list()),
+    )
 
 
 def build_features(frame: pl.DataFrame, settings: FeatureSettings) -> FeatureFrame:
@@ -105,23 +109,38 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings) -> FeatureFra
     exprs += macd(*settings.macd)
     exprs.append(bollinger_pctb(settings.bollinger_window))
     exprs.append((pl.col("log_price_dn") - pl.col("adj_close").log()).alias("denoise_gap"))
-    if has_ohlcv(frame):
-        exprs += [high_low_range(), close_open_return(), volume_z(settings.volume_window)]
-    else:
-        log.warning("some tickers are close-only: skipping open/high/low/volume features for all")
+    # Bar features for the tickers that have bars; null (-> neutral 0 once scaled) for close-only ones.
+    with_ohlc, with_volume = bar_coverage(frame)
+    optional: list[pl.Expr] = []
+    if with_ohlc:
+        has = pl.col("ticker").is_in(with_ohlc)
+        optional += [pl.when(has).then(e).alias(e.meta.output_name()) for e in (high_low_range(), close_open_return())]
+    if with_volume:
+        vz = volume_z(settings.volume_window)
+        optional.append(pl.when(pl.col("ticker").is_in(with_volume)).then(vz).alias(vz.meta.output_name()))
+    tickers = frame["ticker"].unique().to_list()
+    close_only = sorted(set(tickers) - set(with_ohlc) | set(tickers) - set(with_volume))
+    if close_only:
+        log.warning(
+            "close-only data for %s: open/high/low/volume features are %s",
+            ", ".join(close_only[:20]) + ("..." if len(close_only) > 20 else ""),
+            "left out" if not optional else "neutral (0) for these tickers",
+        )
     per_ticker = [e.over("ticker") for e in exprs]
     if settings.calendar:
         per_ticker += calendar()
     names = [e.meta.output_name() for e in per_ticker]
+    optional_names = [e.meta.output_name() for e in optional]
+    per_ticker += [e.over("ticker") for e in optional]
     target_names = [f"y_h{h}" for h in settings.horizons]
     out = (
         frame.lazy()
         .sort("ticker", "date")
         .with_columns(per_ticker)
         .with_columns(targets(settings.horizons))
-        .with_columns(pl.col(n).fill_nan(None) for n in names)
-        .drop_nulls(subset=names)
-        .select("ticker", "date", "close", "adj_close", *names, *target_names)
+        .with_columns(pl.col(n).fill_nan(None) for n in names + optional_names)
+        .drop_nulls(subset=names)  # warm-up rows; optional bar features may stay null
+        .select("ticker", "date", "close", "adj_close", *names, *optional_names, *target_names)
         .collect()
     )
-    return FeatureFrame(out, names, target_names)
+    return FeatureFrame(out, names + optional_names, target_names)

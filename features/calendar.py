@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import lru_cache
 
 import pandas as pd
@@ -32,3 +32,24 @@ def next_sessions(asof: date, count: int, calendar: str = "XNYS") -> list[date]:
 
 def is_session(day: date, calendar: str = "XNYS") -> bool:
     return bool(_calendar(calendar).is_session(pd.Timestamp(day)))
+
+
+MARKET_CLOSE_DELAY_HOURS = 16.5  # bars of a session are final about half an hour after the 16:00 close
+
+
+def latest_closed_session(now: datetime | None = None, calendar: str = "XNYS") -> date:
+    """The most recent session whose daily bar should be available at `now`."""
+    cal = _calendar(calendar)
+    local = pd.Timestamp(now or datetime.now(UTC)).tz_convert(cal.tz)
+    today = pd.Timestamp(local.date())
+    if cal.is_session(today) and local.hour + local.minute / 60 >= MARKET_CLOSE_DELAY_HOURS:
+        return today.date()
+    return cal.date_to_session(today - pd.Timedelta(days=1), direction="previous").date()
+
+
+def sessions_behind(last: date, reference: date, calendar: str = "XNYS") -> int:
+    """Trading sessions after `last` up to and including `reference` (0 when up to date)."""
+    if last >= reference:
+        return 0
+    cal = _calendar(calendar)
+    return len(cal.sessions_in_range(pd.Timestamp(last) + pd.Timedelta(days=1), pd.Timestamp(reference)))

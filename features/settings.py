@@ -30,6 +30,11 @@ class SourceSettings(Section):
     )
     start: str = Field("2000-01-01", description="first date requested from yfinance (YYYY-MM-DD)")
 
+    @field_validator("tickers")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(t.strip().upper() for t in value))  # symbols are case-insensitive; keep order
+
     @model_validator(mode="after")
     def _kind_needs(self) -> SourceSettings:
         if self.kind == "file" and self.path is None:
@@ -37,6 +42,23 @@ class SourceSettings(Section):
         if self.kind == "yfinance" and not self.tickers:
             raise ValueError("source.kind='yfinance' needs source.tickers (--tickers AAPL MSFT ...)")
         return self
+
+
+class IngestSettings(Section):
+    chunk_size: int = Field(
+        50, ge=1, description="tickers per yfinance download call (batched, never one giant request)"
+    )
+    max_concurrent: int = Field(4, ge=1, description="cap on concurrent HTTP requests inside one download call")
+    timeout: float = Field(20.0, gt=0, description="seconds before one yfinance HTTP request is abandoned")
+    retries: int = Field(3, ge=0, description="extra attempts for tickers that failed with a transient error")
+    backoff: float = Field(
+        2.0, ge=0, description="base seconds of the exponential backoff (full jitter) between attempts"
+    )
+    backoff_max: float = Field(60.0, ge=0, description="longest single wait between attempts")
+    overlap_days: int = Field(
+        5, ge=0, description="stored trading days re-fetched to catch revisions (dividends, splits)"
+    )
+    stale_after: int = Field(5, ge=0, description="a ticker this many trading days behind the rest is flagged stale")
 
 
 class ValidationSettings(Section):

@@ -1,7 +1,11 @@
-"""Price sources: the bundled sample, a long-layout file, yfinance.
+"""Price sources: the bundled sample and price files (yfinance lives in `features.yahoo`).
 
 Each returns a polars frame in the lake schema (`features.schema.LAKE_SCHEMA`).
-Pandas stops at this boundary: yfinance's frames are converted here.
+Files come in two layouts:
+
+- long: `date,ticker,close[,open,high,low,adj_close,volume]`, names case-insensitive;
+- wide: a `date` column plus one column of adjusted closes per ticker, empty (or
+  NaN) before a ticker's listing and after its delisting.
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ _ALIASES = {
 
 
 def load(settings: SourceSettings) -> pl.DataFrame:
-    """Load prices from the source `settings` names, filtered to `settings.tickers`."""
+    """Load prices from the sample or a file, filtered to `settings.tickers`."""
     if settings.kind == "sample":
         frame = load_sample()
     elif settings.kind == "file":
         assert settings.path is not None  # enforced by SourceSettings
         frame = load_file(settings.path)
     else:
-        frame = load_yfinance(settings.tickers, start=settings.start)
+        raise SourceError("yfinance is fetched incrementally against the lake: use features.ingest.ingest")
     return select_tickers(frame, settings.tickers)
 
 
@@ -65,7 +69,7 @@ def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:
 
 
 def load_file(path: Path) -> pl.DataFrame:
-    """Read a long-layout CSV or Parquet file: `date,ticker,close[,open,high,low,adj_close,volume]`.
+    """Read a CSV or Parquet price file in long or wide layout (module docstring).
 
     Column names are matched case-insensitively; `adj_close` defaults to `close`.
     """
@@ -82,7 +86,36 @@ def load_file(path: Path) -> pl.DataFrame:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
         raise SourceError(f"{path}: cannot read: {exc}") from exc
+    if _is_wide(raw):
+        return normalise_long(wide_to_long(raw, where=str(path)), source=f"file:{path.name}", where=str(path))
     return normalise_long(raw, source=f"file:{path.name}", where=str(path))
+
+
+def _is_wide(raw: pl.DataFrame) -> bool:
+    lower = {c.lower().strip() for c in raw.columns}
+    return "date" in lower and not lower & {"ticker", "symbol"} and not lower & {"close", "adj_close", "adj close"}
+
+
+def wide_to_long(raw: pl.DataFrame, *, where: str) -> pl.DataFrame:
+    """`date` + one adjusted-close column per ticker -> long rows (close = adj_close: that is all a wide file has).
+
+    Empty cells before a ticker's first and after its last price are not rows;
+    gaps in between stay (as nulls) for validation to repair or reject.
+    """
+    date_col = next(c for c in raw.columns if c.lower().strip() == "date")
+    value_cols = [c for c in raw.columns if c != date_col]
+    if not value_cols:
+        raise SourceError(f"{where}: wide layout needs one price column per ticker besides '{date_col}'")
+    try:
+        values = raw.select(pl.col(date_col).alias("date"), *(pl.col(c).cast(pl.Float64) for c in value_cols))
+    except pl.exceptions.PolarsError as exc:
+        raise SourceError(f"{where}: non-numeric values in wide price columns: {exc}") from exc
+    long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close").with_columns(
+        pl.col("adj_close").fill_nan(None)
+    )
+    seen = pl.col("adj_close").is_not_null()
+    listed = (seen.cum_sum().over("ticker") > 0) & (seen.cum_sum(reverse=True).over("ticker") > 0)
+    return long.filter(listed).with_columns(pl.col("adj_close").alias("close"))
 
 
 def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFrame:
@@ -114,7 +147,7 @@ def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFram
     except pl.exceptions.PolarsError as exc:
         raise SourceError(f"{where}: non-numeric values in price columns {numeric}: {exc}") from exc
     frame = frame.with_columns(
-        pl.col("ticker").cast(pl.String).str.strip_chars(),
+        pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase(),
         pl.lit(source).alias("source"),
         pl.lit(datetime.now(UTC)).alias("ingested_at"),
     )
@@ -129,52 +162,3 @@ def read_yahoo_csv(path: Path, ticker: str) -> pl.DataFrame:
     """
     raw = pl.read_csv(path, null_values=["null", "NaN", ""], infer_schema_length=10_000)
     return normalise_long(raw.with_columns(pl.lit(ticker).alias("ticker")), source="yahoo_csv", where=str(path))
-
-
-def load_yfinance(tickers: Sequence[str], *, start: str) -> pl.DataFrame:
-    """Download daily bars for `tickers` from yfinance (unadjusted close and adj close both kept)."""
-    import yfinance as yf  # imported lazily: slow, and only this source needs it
-
-    raw = yf.download(
-        list(tickers),
-        start=start,
-        auto_adjust=False,
-        actions=False,
-        group_by="column",
-        progress=False,
-        threads=False,
-        timeout=30,
-    )
-    frame = from_yfinance(raw)
-    if frame.is_empty():
-        raise SourceError(f"yfinance returned no data for {list(tickers)} (offline, rate-limited, or unknown symbols)")
-    got = set(frame["ticker"].unique().to_list())
-    lost = [t for t in tickers if t not in got]
-    if lost:
-        log.warning("yfinance returned no rows for %s", lost)
-    return frame
-
-
-def from_yfinance(raw) -> pl.DataFrame:
-    """Convert `yf.download(..., auto_adjust=False)` output to the lake schema.
-
-    yfinance 1.7 returns a pandas frame indexed by `Date` with MultiIndex
-    columns `(Price, Ticker)` (or `(Ticker, Price)` with group_by="ticker");
-    an empty frame when nothing could be fetched. All-NaN rows (a ticker with
-    no bar that day) are dropped.
-    """
-    if raw is None or len(raw) == 0:
-        return conform(pl.DataFrame(schema={"ticker": pl.String, "date": pl.Date}))
-    columns = raw.columns
-    if getattr(columns, "nlevels", 1) != 2:
-        raise SourceError(f"unexpected yfinance frame: columns {list(columns)[:8]} are not (Price, Ticker)")
-    price_level = 0 if "Close" in columns.get_level_values(0) else 1
-    long = raw.stack(level=1 - price_level, future_stack=True)  # rows (Date, Ticker), columns Price
-    long.index = long.index.set_names(["date", "ticker"])
-    long = long.reset_index()
-    long.columns = [str(c) for c in long.columns]
-    frame = pl.from_pandas(long)  # NaN becomes null here
-    if "Close" not in frame.columns:
-        raise SourceError(f"unexpected yfinance frame: no 'Close' column in {frame.columns}")
-    frame = frame.filter(pl.col("Close").is_not_null())  # days a ticker did not trade
-    return normalise_long(frame.with_columns(pl.col("date").cast(pl.Date)), source="yfinance", where="yfinance")

@@ -8,6 +8,7 @@ mixes two tickers and no window is ever copied until a batch is gathered.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,12 +116,16 @@ class Scaler:
 
     @classmethod
     def fit(cls, values: np.ndarray) -> Scaler:
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        """Mean and std per column, ignoring NaN (close-only tickers' bar features)."""
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is allowed
+            mean = np.nan_to_num(np.nanmean(values, axis=0), nan=0.0)
+            std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0)
         return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.std).astype(np.float32)
+        """Standardise; missing values become 0, the training mean."""
+        return np.nan_to_num((values - self.mean) / self.std, nan=0.0).astype(np.float32)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

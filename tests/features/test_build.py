@@ -100,3 +100,24 @@ def test_close_only_data_skips_ohlcv_features():
     ff = build_features(denoise(frame, DenoiseSettings(method="none")), SMALL)
     assert "hl_range" not in ff.features and "volume_z_2" not in ff.features
     assert ff.frame.height == 30 - 2  # two warm-up rows: ret_2 and vol_2 need two earlier closes
+
+
+def test_mixed_close_only_tickers_get_neutral_bar_features():
+    full = tiny_frame([100.0 + i for i in range(30)])
+    bare = tiny_frame([50.0 + i for i in range(30)]).with_columns(
+        pl.lit("BBB").alias("ticker"),
+        *(pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low", "volume")),
+    )
+    ff = build_features(denoise(pl.concat([full, bare]), DenoiseSettings(method="none")), SMALL)
+    assert {"hl_range", "co_return", "volume_z_2"} <= set(ff.features)
+    b = ff.frame.filter(pl.col("ticker") == "BBB")
+    assert b.height == 28 and b["hl_range"].null_count() == 28  # rows kept, bar features missing
+    a = ff.frame.filter(pl.col("ticker") == "AAA")
+    assert a["hl_range"][0] == pytest.approx(math.log(1.01 / 0.99))
+
+    from features.windows import Scaler, make_panel
+
+    panel = make_panel(ff, max_horizon=2)
+    scaled = Scaler.fit(panel.X).transform(panel.X)
+    col = ff.features.index("hl_range")
+    assert np.isfinite(scaled).all() and (scaled[panel.ticker_id == 1, col] == 0).all()

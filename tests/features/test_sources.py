@@ -1,64 +1,8 @@
-import numpy as np
-import pandas as pd
-import polars as pl
 import pytest
 
 from features.errors import SourceError
 from features.settings import SourceSettings
-from features.sources import from_yfinance, load, load_file, select_tickers
-
-
-def yfinance_frame(bars: dict[str, int | None]) -> pd.DataFrame:
-    """Built the way yfinance 1.7's `download(..., auto_adjust=False, group_by='column')` builds it:
-    one `history()` frame per ticker (an all-NaN `empty_df` for failures), concatenated
-    under keys with names ['Ticker', 'Price'], levels swapped and sorted."""
-    dates = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=5), name="Date")
-    dfs = {}
-    for i, (ticker, n) in enumerate(bars.items()):
-        if n is None:  # failed / unknown symbol
-            dfs[ticker] = pd.DataFrame(
-                index=pd.DatetimeIndex([], name="Date"),
-                data={c: np.nan for c in ("Open", "High", "Low", "Close", "Adj Close", "Volume")},
-            )
-            continue
-        close = 100.0 + i * 10 + np.arange(5)
-        df = pd.DataFrame(
-            {
-                "Open": close - 0.5,
-                "High": close + 1,
-                "Low": close - 1,
-                "Close": close,
-                "Adj Close": close * 0.98,
-                "Volume": np.full(5, 1e6),
-            },
-            index=dates,
-        )
-        df.iloc[n:] = np.nan  # fewer bars: trailing all-NaN rows after the concat
-        dfs[ticker] = df.iloc[:n]
-    data = pd.concat(dfs.values(), axis=1, sort=True, keys=dfs.keys(), names=["Ticker", "Price"])
-    data.columns = data.columns.swaplevel(0, 1)
-    data = data.sort_index(level=0, axis=1)
-    return data
-
-
-def test_yfinance_multiindex_to_lake_schema():
-    raw = yfinance_frame({"AAPL": 5, "MSFT": 3, "DELISTED": None})
-    assert raw.columns.names == ["Price", "Ticker"]
-    frame = from_yfinance(raw)
-    assert frame.columns[:8] == ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
-    counts = dict(frame.group_by("ticker").len().iter_rows())
-    assert counts == {"AAPL": 5, "MSFT": 3}  # NaN rows and the failed symbol dropped
-    aapl = frame.filter(pl.col("ticker") == "AAPL").sort("date")
-    assert aapl["close"].to_list() == [100.0, 101.0, 102.0, 103.0, 104.0]
-    assert aapl["adj_close"][0] == pytest.approx(98.0)  # close and adj_close kept apart
-    assert aapl["date"][0].isoformat() == "2024-01-02"
-
-
-def test_yfinance_ticker_grouped_and_empty():
-    raw = yfinance_frame({"AAPL": 5})
-    raw.columns = raw.columns.swaplevel(0, 1)  # group_by="ticker"
-    assert from_yfinance(raw).height == 5
-    assert from_yfinance(pd.DataFrame()).is_empty()  # what 1.7 returns offline
+from features.sources import load, load_file, select_tickers
 
 
 def test_long_file_case_insensitive(tmp_path):

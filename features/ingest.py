@@ -1,0 +1,192 @@
+"""Ingest: source -> validate -> lake, incrementally and without losing anything.
+
+One function, `ingest`, used by the `ingest` flow and the CLI. New rows are
+validated together with the stored rows of the same tickers (so incremental
+fetches of a few days are judged in context), upserted atomically, and the
+stored rows are read back. yfinance failures never lose the lake: the run goes
+on with what is stored and says loudly how far behind it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from features import lake, sources, yahoo
+from features.calendar import latest_closed_session, sessions_behind
+from features.errors import SourceError, ValidationError
+from features.schema import conform, is_valid_ticker
+from features.settings import IngestSettings, SourceSettings, ValidationSettings
+from features.validate import Finding, validate_prices
+
+log = logging.getLogger("nightcast.features.ingest")
+
+SUMMARY_SCHEMA = {
+    "ticker": pl.String,
+    "rows_added": pl.Int64,
+    "rows_revised": pl.Int64,
+    "first_date": pl.Date,
+    "last_date": pl.Date,
+    "behind": pl.Int64,
+    "repaired": pl.Int64,
+    "status": pl.String,
+    "reason": pl.String,
+}
+
+
+@dataclass
+class IngestReport:
+    prices: pl.DataFrame  # stored rows of every usable (ok or stale) ticker, sorted by (ticker, date)
+    summary: pl.DataFrame  # one row per requested ticker (SUMMARY_SCHEMA)
+    findings: list[Finding] = field(default_factory=list)
+    reference: date | None = None  # the date tickers are judged against
+    fetch_failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        rows = self.summary.filter(pl.col("status") == "quarantined")
+        return dict(zip(rows["ticker"].to_list(), rows["reason"].to_list(), strict=True))
+
+    @property
+    def stale(self) -> dict[str, int]:
+        rows = self.summary.filter(pl.col("status") == "stale")
+        return dict(zip(rows["ticker"].to_list(), rows["behind"].to_list(), strict=True))
+
+    @property
+    def fingerprint(self) -> str:
+        return lake.fingerprint(self.prices)
+
+
+def incremental_start(entry: dict | None, overlap_days: int, default: date) -> date:
+    """First date to request: a few trading days before the last stored bar (to catch revisions)."""
+    if not entry:
+        return default
+    # calendar days covering `overlap_days` trading days, weekends and a holiday included
+    return date.fromisoformat(entry["last_date"]) - timedelta(days=overlap_days * 7 // 5 + 3)
+
+
+def ingest(
+    source: SourceSettings,
+    settings: IngestSettings,
+    validation: ValidationSettings,
+    lake_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    today: date | None = None,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IngestReport:
+    """Bring the lake up to date for the tickers of `source` and return what is usable."""
+    today = today or date.today()
+    findings: list[Finding] = []
+    failed: dict[str, str] = {}
+    if source.kind == "yfinance":
+        requested = list(source.tickers)
+        safe = [t for t in requested if is_valid_ticker(t)]
+        findings += [
+            Finding(t, None, "ticker_symbol", "quarantined", f"{t!r} is not a valid symbol")
+            for t in requested
+            if t not in safe
+        ]
+        manifest = lake.read_manifest(lake_dir)
+        starts = {
+            t: incremental_start(manifest.get(t), settings.overlap_days, date.fromisoformat(source.start)) for t in safe
+        }
+        if cache_dir is not None:
+            yahoo.configure_cache(cache_dir)
+        fetched = yahoo.fetch(starts, settings, sleep=sleep)
+        new, failed = fetched.frame, fetched.failed
+        reference = latest_closed_session(now)
+        if failed:
+            log.warning(
+                "yfinance failed for %d of %d tickers after %d attempts: %s",
+                len(failed),
+                len(safe),
+                fetched.attempts,
+                "; ".join(f"{t}: {why[:100]}" for t, why in sorted(failed.items())[:10]),
+            )
+    else:
+        new = sources.load(source)
+        requested = sorted(str(t) for t in new["ticker"].unique().to_list())
+        safe = [t for t in requested if is_valid_ticker(t)]
+        reference = None
+
+    stored = lake.read_prices(lake_dir, safe)
+    combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), conform(new)])
+    if combined.is_empty():
+        reasons = "; ".join(f"{t}: {why}" for t, why in sorted(failed.items())) or "the source returned no rows"
+        raise SourceError(f"no data at all for {requested}: nothing stored in the lake ({lake_dir}) and {reasons}")
+    try:
+        report = validate_prices(combined, validation.model_copy(update={"min_rows": 1}), today=today)
+    except ValidationError as exc:
+        raise SourceError(f"no usable data for {requested}: {exc}") from exc
+    findings += report.findings
+    results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
+    changed = [t for t, r in results.items() if r.rows_added or r.rows_changed]
+    if changed or not (Path(lake_dir) / lake.MANIFEST).exists():
+        lake.update_manifest(lake_dir, sorted(results))
+
+    prices = lake.read_prices(lake_dir, sorted(results))
+    last = dict(prices.group_by("ticker").agg(pl.col("date").max()).iter_rows())
+    first = dict(prices.group_by("ticker").agg(pl.col("date").min()).iter_rows())
+    reference = reference or (max(last.values()) if last else None)
+    repaired: dict[str, int] = {}
+    for f in findings:
+        if f.action != "quarantined":
+            repaired[f.ticker] = repaired.get(f.ticker, 0) + f.count
+    quarantined = {f.ticker: str(f) for f in findings if f.action == "quarantined"}
+
+    rows, stale = [], []
+    for t in requested:
+        r = results.get(t)
+        behind = sessions_behind(last[t], reference) if t in last and reference else None
+        if t in quarantined:
+            status, reason = "quarantined", quarantined[t]
+        elif t not in last:
+            status, reason = "failed", failed.get(t, "no rows")
+        elif behind is not None and behind > settings.stale_after:
+            status, reason = "stale", f"no new bar for {behind} sessions (delisted or halted?)"
+            stale.append(t)
+        elif t in failed:
+            status, reason = "ok", f"fetch failed, using stored rows: {failed[t][:120]}"
+        else:
+            status, reason = "ok", ""
+        rows.append(
+            {
+                "ticker": t,
+                "rows_added": r.rows_added if r else 0,
+                "rows_revised": r.rows_changed if r else 0,
+                "first_date": first.get(t),
+                "last_date": last.get(t),
+                "behind": behind,
+                "repaired": repaired.get(t, 0),
+                "status": status,
+                "reason": reason,
+            }
+        )
+    summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+    lagging = summary.filter(pl.col("behind") > 0)
+    if failed and not lagging.is_empty():
+        log.warning(
+            "STALE DATA: yfinance could not update %d tickers; continuing on the stored lake, up to %d sessions "
+            "behind %s: %s",
+            lagging.height,
+            lagging["behind"].max(),
+            reference,
+            ", ".join(f"{t} ({b})" for t, b in lagging.select("ticker", "behind").iter_rows()),
+        )
+    for t in stale:
+        log.warning(
+            "stale ticker %s: no new bar for more than %d sessions (delisted or halted?); not forecast",
+            t,
+            settings.stale_after,
+        )
+    # stale tickers stay in `prices` (their history is valid training data); publishing skips them
+    usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
+    return IngestReport(prices.filter(pl.col("ticker").is_in(usable)), summary, findings, reference, failed)

@@ -1,0 +1,124 @@
+import logging
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+
+from features import lake
+from features.errors import SourceError
+from features.ingest import ingest
+from features.settings import IngestSettings, SourceSettings, ValidationSettings
+from tests.fake_yahoo import FakeYahoo
+
+QUICK = IngestSettings(retries=1, backoff=0.0, chunk_size=10, overlap_days=5, stale_after=5)
+VALID = ValidationSettings()
+NOW = datetime(2024, 3, 29, 22, 0, tzinfo=UTC)  # Good Friday: the latest closed session is Thursday 28 March
+
+
+def yf_source(*tickers: str) -> SourceSettings:
+    return SourceSettings(kind="yfinance", tickers=list(tickers), start="2024-01-01")
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    listed = {
+        "AAPL": (date(2024, 1, 2), date(2024, 3, 28)),
+        "MSFT": (date(2024, 1, 2), date(2024, 3, 28)),
+        "OLD": (date(2024, 1, 2), date(2024, 1, 31)),
+    }
+    return FakeYahoo(listed).install(monkeypatch, tmp_path / "yf-cache")
+
+
+def run(tmp_path, source, now=NOW, settings=QUICK):
+    return ingest(source, settings, VALID, tmp_path / "lake", today=now.date(), now=now, sleep=lambda s: None)
+
+
+def test_first_then_incremental_then_idempotent(fake, tmp_path):
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 15))
+    first = run(tmp_path, yf_source("AAPL", "MSFT"), now=datetime(2024, 3, 15, 22, 0, tzinfo=UTC))
+    s = {r["ticker"]: r for r in first.summary.iter_rows(named=True)}
+    assert s["AAPL"]["rows_added"] == 54 and s["AAPL"]["last_date"] == date(2024, 3, 15)  # weekdays 2 Jan .. 15 Mar
+    manifest = lake.read_manifest(tmp_path / "lake")
+    assert manifest["AAPL"]["last_date"] == "2024-03-15" and len(manifest["AAPL"]["fingerprint"]) == 16
+
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 28))
+    fake.revised[("AAPL", date(2024, 3, 13))] = 123.0  # a revision inside the overlap window
+    fake.calls.clear()
+    second = run(tmp_path, yf_source("AAPL", "MSFT"))
+    (request,) = fake.history_requests("AAPL")
+    asked_from = datetime.fromtimestamp(request["period1"], UTC).date()
+    assert date(2024, 3, 4) <= asked_from <= date(2024, 3, 8)  # ~5 trading days before 2024-03-15, not 2024-01-01
+    s = {r["ticker"]: r for r in second.summary.iter_rows(named=True)}
+    assert (s["AAPL"]["rows_added"], s["AAPL"]["rows_revised"]) == (9, 1)
+    assert (s["MSFT"]["rows_added"], s["MSFT"]["rows_revised"]) == (9, 0)
+    stored = lake.read_ticker(tmp_path / "lake", "AAPL")
+    assert stored.filter(pl.col("date") == date(2024, 3, 13))["close"][0] == 123.0
+    assert stored.height == 63 and stored["date"].is_unique().all()
+
+    files = {p.name: p.read_bytes() for p in (tmp_path / "lake").rglob("*") if p.is_file()}
+    third = run(tmp_path, yf_source("AAPL", "MSFT"))
+    assert third.summary["rows_added"].sum() == 0 and third.summary["rows_revised"].sum() == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lake").rglob("*") if p.is_file()} == files  # byte for byte
+
+
+def test_offline_falls_back_to_the_lake_loudly(fake, tmp_path, caplog):
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 15))
+    run(tmp_path, yf_source("AAPL", "MSFT"), now=datetime(2024, 3, 15, 22, 0, tzinfo=UTC))
+    fake.offline = True
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        report = run(tmp_path, yf_source("AAPL", "MSFT"))
+    assert sorted(report.prices["ticker"].unique().to_list()) == ["AAPL", "MSFT"]
+    assert report.prices["date"].max() == date(2024, 3, 15)
+    assert set(report.fetch_failed) == {"AAPL", "MSFT"}
+    assert report.summary["behind"].to_list() == [9, 9]  # sessions 18..28 March, Good Friday excluded
+    assert "STALE DATA" in caplog.text and "AAPL (9)" in caplog.text
+
+
+def test_offline_with_an_empty_lake_is_a_clear_error(fake, tmp_path):
+    fake.offline = True
+    with pytest.raises(SourceError, match="no data at all.*nothing stored in the lake.*offline or blocked"):
+        run(tmp_path, yf_source("AAPL"))
+
+
+def test_delisted_ticker_is_flagged_stale_not_dropped(fake, tmp_path):
+    report = run(tmp_path, yf_source("AAPL", "OLD"))
+    assert report.stale == {"OLD": 40}  # NYSE sessions 1 Feb .. 28 Mar 2024
+    assert "OLD" in report.prices["ticker"].unique().to_list()  # history still trains the model
+    assert report.summary.filter(pl.col("ticker") == "AAPL")["status"][0] == "ok"
+
+
+def test_unsafe_symbols_never_reach_network_or_disk(fake, tmp_path):
+    report = run(tmp_path, SourceSettings(kind="yfinance", tickers=["AAPL", "../ETC", "A/B"], start="2024-01-01"))
+    assert set(report.quarantined) == {"../ETC", "A/B"}
+    assert all("/ETC" not in url and "A/B" not in url for url, _ in fake.calls)
+    assert sorted(p.name for p in (tmp_path / "lake" / "prices").iterdir()) == ["AAPL.parquet"]
+
+
+def test_wide_adjusted_close_file(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "Date,AAA,bbb,CCC\n"
+        "2024-01-02,,10.0,5\n"
+        "2024-01-03,,10.5,5.1\n"
+        "2024-01-04,20.0,NaN,5.2\n"
+        "2024-01-05,20.5,11.0,\n"
+        "2024-01-08,21.0,11.5,\n"
+    )
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    s = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
+    assert s["AAA"]["rows_added"] == 3 and s["AAA"]["first_date"] == date(2024, 1, 4)  # nothing before listing
+    assert s["BBB"]["rows_added"] == 5 and s["BBB"]["repaired"] == 1  # the interior NaN carried forward
+    assert s["CCC"]["last_date"] == date(2024, 1, 4) and s["CCC"]["status"] == "ok"  # 2 sessions behind: within 5
+    bbb = report.prices.filter(pl.col("ticker") == "BBB").sort("date")
+    assert bbb["close"][2] == 10.5 and (bbb["close"] == bbb["adj_close"]).all()
+
+
+def test_one_bad_ticker_does_not_sink_the_run(tmp_path):
+    path = tmp_path / "long.csv"
+    rows = ["date,ticker,close"] + [f"2024-01-{d:02d},GOOD,{10 + d}" for d in range(2, 12)]
+    rows += ["2024-01-02,BAD,1", "2024-01-02,BAD,2", "2024-01-03,BAD,3"]
+    path.write_text("\n".join(rows) + "\n")
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    assert list(report.quarantined) == ["BAD"] and "conflicting_day" in report.quarantined["BAD"]
+    assert report.prices["ticker"].unique().to_list() == ["GOOD"]
+    assert not (tmp_path / "lake" / "prices" / "BAD.parquet").exists()
