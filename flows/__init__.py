@@ -20,3 +20,5 @@ _DEFAULTS = {
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+# Prefect does not create a custom home; without it the ephemeral server cannot open its database.
+Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is i
 from features.errors import NightcastError
 from flows.settings import load_settings, to_toml
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 DESCRIPTION = """\
 nightcast: scheduled, leak-free daily price forecasts.
@@ -57,22 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = sub.add_parser(
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=SETTINGS_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_settings_flags(p)
+        return p
+
+    command(
         "run",
-        help="run the nightly job once: ingest, train, evaluate, forecast, publish",
-        description="Run the nightly job once and print the evaluation table and the files written.",
-        epilog=SETTINGS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run the nightly job once: ingest, train, evaluate, forecast, publish",
+        "Run the nightly job once and print the evaluation table and the files written.",
     )
-    _add_settings_flags(run)
-    cfg = sub.add_parser(
+    ingest = command(
+        "ingest",
+        "bring the Parquet lake up to date from a source and print a per-ticker summary",
+        "Fetch (yfinance, incrementally from each ticker's last stored date) or load (file, sample) prices, "
+        "validate them, and upsert them into the lake. Bad tickers are quarantined, never the whole run; "
+        "when yfinance is unreachable the stored lake is kept and its staleness reported.",
+    )
+    ingest.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
+    command(
         "config",
-        help="print the resolved settings as TOML",
-        description="Print every setting, resolved from defaults, file, environment and flags, as TOML.",
-        epilog=SETTINGS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "print the resolved settings as TOML",
+        "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
     )
-    _add_settings_flags(cfg)
     return parser
 
 
@@ -83,9 +98,35 @@ def _overrides(args: argparse.Namespace) -> dict:
     out: dict = {}
     if source:
         out["source"] = source
+    paths = {}
     if args.out is not None:
-        out["paths"] = {"out_dir": args.out}
+        paths["out_dir"] = args.out
+    if getattr(args, "lake", None) is not None:
+        paths["lake_dir"] = args.lake
+    if paths:
+        out["paths"] = paths
     return out
+
+
+def _print_ingest(report) -> None:
+    table = Table(title=f"Ingest summary (reference date {report.reference})")
+    for col in ("ticker", "rows added", "revised", "first date", "last date", "behind", "repaired", "status", "reason"):
+        numeric = col in ("rows added", "revised", "behind", "repaired")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    colour = {"ok": "green", "stale": "yellow", "quarantined": "red", "failed": "red"}
+    for r in report.summary.iter_rows(named=True):
+        table.add_row(
+            r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'"),
+            str(r["rows_added"]),
+            str(r["rows_revised"]),
+            str(r["first_date"] or ""),
+            str(r["last_date"] or ""),
+            "" if r["behind"] is None else str(r["behind"]),
+            str(r["repaired"]),
+            f"[{colour[r['status']]}]{r['status']}[/]",
+            r["reason"],
+        )
+    console.print(table)
 
 
 def _print_result(result, elapsed: float) -> None:
@@ -110,7 +151,12 @@ def _print_result(result, elapsed: float) -> None:
     if result.quarantined:
         console.print("[yellow]quarantined:[/]")
         for reason in result.quarantined.values():
-            console.print(f"  {reason}")
+            console.print(f"  {reason}", markup=False)
+    if result.stale:
+        console.print(
+            "[yellow]stale, not forecast:[/] "
+            + ", ".join(f"{t} ({n} sessions behind)" for t, n in result.stale.items())
+        )
     console.print(f"as-of {result.asof}: {result.forecasts.height} forecasts, model {result.model_version}")
     console.print("written:")
     for p in [*result.paths, result.checkpoint]:
@@ -130,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold]nightcast settings[/]")
         console.print(to_toml(settings), markup=False, highlight=False)
         started = time.perf_counter()
-        from flows.nightly import nightly  # Prefect is imported only when a flow runs
+        if args.command == "ingest":
+            from flows.ingest import ingest_flow  # Prefect is imported only when a flow runs
+
+            report = ingest_flow(settings)
+            _print_ingest(report)
+            console.print(f"lake: {settings.paths.lake}  ({time.perf_counter() - started:.1f}s)")
+            return 0
+        from flows.nightly import nightly
 
         result = nightly(settings)
         _print_result(result, time.perf_counter() - started)

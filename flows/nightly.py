@@ -18,9 +18,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from features import denoise, lake, sources, validate
+from features import denoise, lake, validate
 from features.build import FeatureFrame, build_features
+from features.errors import InsufficientDataError
 from features.windows import Panel, Splits, date_splits, make_panel
+from flows.ingest import ingest_flow
 from flows.settings import Settings
 from forecasting import backtest, metrics, publish, train
 
@@ -34,6 +36,7 @@ class NightlyResult:
     metrics: pl.DataFrame
     paths: list[Path]
     quarantined: dict[str, str]
+    stale: dict[str, int]
     model_version: str
     checkpoint: Path
     test_start: date
@@ -41,21 +44,15 @@ class NightlyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@task(name="load prices", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
-def load_prices(settings: Settings) -> pl.DataFrame:
-    return sources.load(settings.source)
-
-
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_prices(frame: pl.DataFrame, settings: Settings) -> validate.ValidationReport:
-    return validate.validate_prices(frame, settings.validation)
-
-
-@task(name="store in lake", cache_policy=NO_CACHE)
-def store_in_lake(frame: pl.DataFrame, lake_dir: Path) -> pl.DataFrame:
-    """Upsert into the lake and read back exactly what is stored for these tickers."""
-    lake.upsert(lake_dir, frame)
-    return lake.read_prices(lake_dir, sorted(frame["ticker"].unique().to_list()))
+@task(name="require history", cache_policy=NO_CACHE)
+def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, dict[str, str]]:
+    kept, findings = validate.require_history(prices, settings.validation.min_rows)
+    if kept.is_empty():
+        raise InsufficientDataError(
+            f"no ticker has validation.min_rows={settings.validation.min_rows} rows: "
+            + "; ".join(str(f) for f in findings)
+        )
+    return kept, {f.ticker: str(f) for f in findings}
 
 
 @task(name="features", cache_policy=NO_CACHE)
@@ -156,9 +153,9 @@ def nightly(settings: Settings) -> NightlyResult:
         timings[stage] = now - clock
         clock = now
 
-    raw = load_prices(settings)
-    report = validate_prices(raw, settings)
-    prices = store_in_lake(report.frame, settings.paths.lake)
+    report = ingest_flow(settings)
+    prices, short = require_history(report.prices, settings)
+    quarantined = {**report.quarantined, **short}
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
     ff = make_features(prices, settings)
@@ -180,7 +177,7 @@ def nightly(settings: Settings) -> NightlyResult:
     paths = publish_outputs(asof, forecasts, table, predictions, settings)
     lap("evaluate+publish")
     create_markdown_artifact(
-        markdown=_markdown(table, forecasts, report.quarantined, version),
+        markdown=_markdown(table, forecasts, quarantined, version),
         key="nightly-summary",
         description=f"nightcast nightly as of {asof}",
     )
@@ -189,7 +186,8 @@ def nightly(settings: Settings) -> NightlyResult:
         forecasts,
         table,
         paths,
-        report.quarantined,
+        quarantined,
+        report.stale,
         version,
         checkpoint,
         splits.test_start.astype(object),

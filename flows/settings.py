@@ -23,6 +23,7 @@ from features.errors import ConfigError
 from features.settings import (
     DenoiseSettings,
     FeatureSettings,
+    IngestSettings,
     Section,
     SourceSettings,
     ValidationSettings,
@@ -51,9 +52,14 @@ class PathSettings(Section):
     def models(self) -> Path:
         return self.models_dir or self.data_dir / "models"
 
+    @property
+    def cache(self) -> Path:
+        return self.data_dir / "cache"
+
 
 class Settings(Section):
     source: SourceSettings = SourceSettings()
+    ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
     denoise: DenoiseSettings = DenoiseSettings()
     features: FeatureSettings = FeatureSettings()
