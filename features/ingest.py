@@ -120,8 +120,11 @@ def ingest(
     stored = lake.read_prices(lake_dir, safe)
     combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), conform(new)])
     if combined.is_empty():
-        reasons = "; ".join(f"{t}: {why}" for t, why in sorted(failed.items())) or "the source returned no rows"
-        raise SourceError(f"no data at all for {requested}: nothing stored in the lake ({lake_dir}) and {reasons}")
+        by_reason: dict[str, list[str]] = {}
+        for t, why in sorted(failed.items()):
+            by_reason.setdefault(why, []).append(t)
+        reasons = "; ".join(f"{', '.join(ts)}: {why}" for why, ts in by_reason.items()) or "the source returned no rows"
+        raise SourceError(f"no data at all for {', '.join(requested)}: nothing stored in {lake_dir} and {reasons}")
     try:
         report = validate_prices(combined, validation.model_copy(update={"min_rows": 1}), today=today)
     except ValidationError as exc:

@@ -165,9 +165,20 @@ def _print_result(result, elapsed: float) -> None:
     console.print(f"done in {elapsed:.1f}s ({stages})")
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback; for errors a user can fix the message is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], NightcastError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
         if args.command == "config":

@@ -76,7 +76,10 @@ def test_offline_falls_back_to_the_lake_loudly(fake, tmp_path, caplog):
 
 def test_offline_with_an_empty_lake_is_a_clear_error(fake, tmp_path):
     fake.offline = True
-    with pytest.raises(SourceError, match="no data at all.*nothing stored in the lake.*offline or blocked"):
+    with pytest.raises(
+        SourceError,
+        match="no data at all for AAPL: nothing stored in .*lake and AAPL: nothing came back.*offline or blocked",
+    ):
         run(tmp_path, yf_source("AAPL"))
 
 
