@@ -71,30 +71,70 @@ class ValidationSettings(Section):
 
 
 class DenoiseSettings(Section):
-    method: Literal["hampel", "ewma", "none"] = Field(
+    method: Literal["hampel", "ewma", "kalman", "wavelet", "none"] = Field(
         "hampel", description="causal filter applied to log adj_close before features (targets stay raw)"
     )
     hampel_window: int = Field(21, ge=3, description="trailing window (days) of the Hampel return clipper")
     hampel_sigmas: float = Field(5.0, gt=0, description="returns beyond this many robust sigmas are clipped")
     ewma_span: float = Field(5.0, ge=1, description="span (days) of the causal EWMA on log prices")
+    kalman_q: float = Field(
+        1e-5, gt=0, description="local-level Kalman: variance of the daily level change (log units)"
+    )
+    kalman_r: float = Field(1e-4, gt=0, description="local-level Kalman: variance of the observation noise (log units)")
+    wavelet: str = Field("db4", description="PyWavelets wavelet of the trailing-window shrinkage")
+    wavelet_window: int = Field(64, ge=8, description="trailing window (days) decomposed at every date")
+    wavelet_level: int = Field(2, ge=1, description="decomposition levels whose details are soft-thresholded")
+
+    @field_validator("wavelet")
+    @classmethod
+    def _known_wavelet(cls, value: str) -> str:
+        import pywt
+
+        if value not in pywt.wavelist(kind="discrete"):
+            raise ValueError(f"unknown discrete wavelet {value!r} (e.g. db4, sym5, haar)")
+        return value
+
+
+FEATURE_FAMILIES = (
+    "returns",
+    "lags",
+    "volatility",
+    "rsi",
+    "macd",
+    "bollinger",
+    "denoise_gap",
+    "range",
+    "volume",
+    "calendar",
+)
 
 
 class FeatureSettings(Section):
+    families: list[Literal[FEATURE_FAMILIES]] = Field(  # type: ignore[valid-type]
+        list(FEATURE_FAMILIES), description="feature families to build (README, 'Features'); all by default"
+    )
     horizons: list[int] = Field([1, 2, 3, 4, 5], description="forecast horizons in trading days; targets y_h{h}")
-    return_windows: list[int] = Field([5, 10, 21, 63], description="past log-return horizons used as features")
+    return_windows: list[int] = Field([1, 5, 10, 21, 63], description="past log-return horizons (days): ret_{w}")
+    return_lags: list[int] = Field([1, 2, 3, 5], description="lagged daily log returns: ret_1_lag{k} = ret_1 at t-k")
     vol_windows: list[int] = Field([5, 21, 63], description="rolling volatility windows of daily log returns")
     rsi_window: int = Field(14, ge=2, description="Wilder RSI window")
     macd: tuple[int, int, int] = Field((12, 26, 9), description="MACD fast, slow and signal spans")
     bollinger_window: int = Field(20, ge=2, description="Bollinger %b window (2 standard deviations)")
     volume_window: int = Field(21, ge=2, description="volume z-score window")
-    calendar: bool = Field(True, description="add day-of-week and month-of-year features")
 
-    @field_validator("horizons", "return_windows", "vol_windows")
+    @field_validator("horizons", "return_windows", "return_lags", "vol_windows")
     @classmethod
     def _positive_sorted_unique(cls, value: list[int]) -> list[int]:
         if not value or any(v < 1 for v in value):
             raise ValueError(f"must be a non-empty list of positive integers, got {value}")
         return sorted(set(value))
+
+    @field_validator("families")
+    @classmethod
+    def _some_family(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one feature family is needed")
+        return [f for f in FEATURE_FAMILIES if f in value]  # canonical order, no duplicates
 
     @property
     def max_horizon(self) -> int:

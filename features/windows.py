@@ -46,17 +46,30 @@ class Panel:
         return self.offsets[1:] - 1
 
 
+def _column_stack(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    """(R, C) C-ordered float32, filled one column at a time: peak memory stays near the result itself."""
+    out = np.empty((frame.height, len(columns)), dtype=np.float32)
+    for j, name in enumerate(columns):
+        out[:, j] = frame[name].cast(pl.Float32).fill_null(float("nan")).to_numpy()
+    return out
+
+
 def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
     frame = ff.frame.sort("ticker", "date")
     tickers = frame["ticker"].unique(maintain_order=True).to_list()
     counts = frame.group_by("ticker", maintain_order=True).len()["len"].to_numpy()
     offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    target_end = frame.select(pl.col("date").shift(-max_horizon).over("ticker"))["date"].to_numpy()
+    dates = frame["date"].to_numpy().astype("datetime64[D]")
+    target_end = np.full(len(dates), np.datetime64("NaT"), dtype="datetime64[D]")
+    row = np.arange(len(dates))
+    ahead = row + max_horizon
+    inside = ahead < np.repeat(offsets[1:], counts)  # the row max_horizon ahead belongs to the same ticker
+    target_end[inside] = dates[ahead[inside]]
     return Panel(
-        X=np.ascontiguousarray(frame.select(ff.features).to_numpy(), dtype=np.float32),
-        Y=np.ascontiguousarray(frame.select(ff.targets).fill_null(float("nan")).to_numpy(), dtype=np.float32),
-        dates=frame["date"].to_numpy().astype("datetime64[D]"),
-        target_end=target_end.astype("datetime64[D]"),
+        X=_column_stack(frame, ff.features),
+        Y=_column_stack(frame, ff.targets),
+        dates=dates,
+        target_end=target_end,
         ticker_id=np.repeat(np.arange(len(tickers), dtype=np.int32), counts),
         offsets=offsets,
         tickers=tickers,

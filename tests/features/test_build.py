@@ -10,13 +10,13 @@ from features.settings import DenoiseSettings, FeatureSettings
 
 SMALL = FeatureSettings(
     horizons=[1, 2],
-    return_windows=[2],
+    return_windows=[1, 2],
+    return_lags=[1],
     vol_windows=[2],
     rsi_window=2,
     macd=(2, 3, 2),
     bollinger_window=2,
     volume_window=2,
-    calendar=True,
 )
 
 

@@ -1,0 +1,125 @@
+"""No look-ahead, proven by perturbing the future, for every denoiser and every feature.
+
+The checks have teeth: the same checks run against deliberately non-causal
+variants (whole-series wavelet denoising, a centred moving average, a feature
+built with a negative shift) and must catch them.
+"""
+
+import numpy as np
+import polars as pl
+import pytest
+import pywt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import features.denoise as dn
+from features.build import LP, build_features
+from features.denoise import denoise, denoise_series
+from features.settings import DenoiseSettings, FeatureSettings
+from tests.conftest import synthetic_prices
+
+METHODS = ["hampel", "ewma", "kalman", "wavelet", "none"]
+SMALL_WINDOWS = {"hampel_window": 10, "wavelet_window": 16}
+
+
+def leaky_wavelet(log_price: np.ndarray, *_) -> np.ndarray:
+    """NOT causal: shrinks the whole series at once, so every value sees the future."""
+    coeffs = pywt.wavedec(log_price, "db4", level=2, mode="symmetric")
+    thr = np.median(np.abs(coeffs[-1])) / 0.6745 * np.sqrt(2 * np.log(len(log_price)))
+    coeffs[1:] = [pywt.threshold(c, thr, mode="soft") for c in coeffs[1:]]
+    return pywt.waverec(coeffs, "db4", mode="symmetric")[: len(log_price)]
+
+
+def centred_average(log_price: np.ndarray, *_) -> np.ndarray:
+    """NOT causal: a centred 5-day moving average."""
+    return np.convolve(np.pad(log_price, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+
+
+def first_leak(fn, series: np.ndarray, t: int, rng: np.random.Generator) -> int | None:
+    """Index <= t whose output changes when everything after t changes, or None."""
+    perturbed = series.copy()
+    perturbed[t + 1 :] += rng.normal(0, 0.05, series.size - t - 1)
+    a, b = fn(series)[: t + 1], fn(perturbed)[: t + 1]
+    changed = np.flatnonzero(a != b)
+    return int(changed[0]) if changed.size else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    method=st.sampled_from(METHODS),
+    n=st.integers(20, 160),
+    cut=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_denoiser_is_causal(method, n, cut, seed):
+    rng = np.random.default_rng(seed)
+    series = np.cumsum(rng.normal(0, 0.02, n)) + 3.0
+    t = int(cut * (n - 2))
+    s = DenoiseSettings(method=method, **SMALL_WINDOWS)
+    assert first_leak(lambda x: denoise_series(x, s), series, t, rng) is None
+
+
+@pytest.mark.parametrize("leaky", [leaky_wavelet, centred_average])
+def test_the_denoiser_check_catches_non_causal_filters(leaky):
+    rng = np.random.default_rng(0)
+    series = np.cumsum(rng.normal(0, 0.02, 128)) + 3.0
+    assert first_leak(leaky, series, 80, rng) is not None
+
+
+def feature_leaks(
+    prices: pl.DataFrame, t, denoise_settings: DenoiseSettings, feature_settings: FeatureSettings, seed: int
+) -> list[str]:
+    """Features whose value at some date <= t changes when every price and volume after t changes."""
+    rng = np.random.default_rng(seed)
+    after = pl.col("date") > t
+    shock = pl.Series(rng.uniform(0.5, 2.0, prices.height))
+    perturbed = prices.with_columns(
+        [
+            pl.when(after).then(pl.col(c) * shock).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close", "adj_close")
+        ]
+        + [pl.when(after).then(pl.col("volume") * 3 + 7).otherwise(pl.col("volume")).alias("volume")]
+    )
+    a = build_features(denoise(prices, denoise_settings), feature_settings)
+    b = build_features(denoise(perturbed, denoise_settings), feature_settings)
+    past_a = a.frame.filter(pl.col("date") <= t)
+    past_b = b.frame.filter(pl.col("date") <= t)
+    assert past_a.height > 0 and past_a.select("ticker", "date").equals(past_b.select("ticker", "date"))
+    return [f for f in a.features if not past_a[f].equals(past_b[f])]
+
+
+PRICES = synthetic_prices(["AAA", "BBB", "CCC"], 260, seed=21)
+DATES = PRICES["date"].unique().sort()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from(METHODS), cut=st.integers(70, 250), seed=st.integers(0, 2**31 - 1))
+def test_no_feature_at_t_sees_data_after_t(method, cut, seed):
+    assert (
+        feature_leaks(PRICES, DATES[cut], DenoiseSettings(method=method, **SMALL_WINDOWS), FeatureSettings(), seed)
+        == []
+    )
+
+
+def test_the_feature_check_catches_a_non_causal_denoiser(monkeypatch):
+    monkeypatch.setattr(dn, "denoise_series", lambda x, s: leaky_wavelet(x))
+    leaks = feature_leaks(PRICES, DATES[150], DenoiseSettings(method="wavelet"), FeatureSettings(), seed=1)
+    assert "denoise_gap" in leaks and "ret_1" in leaks
+
+
+def test_the_feature_check_catches_a_forward_looking_feature(monkeypatch):
+    import features.build as fb
+
+    real = fb.core_features
+    peek = fb.Feature("peek", (LP.shift(-1) - LP).over("ticker"))
+    monkeypatch.setattr(fb, "core_features", lambda s: [*real(s), peek])
+    assert feature_leaks(PRICES, DATES[150], DenoiseSettings(method="none"), FeatureSettings(), seed=2) == ["peek"]
+
+
+def test_tickers_never_bleed_into_each_other():
+    """Building all tickers together gives exactly what each ticker gives alone."""
+    together = build_features(denoise(PRICES, DenoiseSettings()), FeatureSettings())
+    for ticker in ("AAA", "BBB", "CCC"):
+        alone = build_features(denoise(PRICES.filter(pl.col("ticker") == ticker), DenoiseSettings()), FeatureSettings())
+        mine = together.frame.filter(pl.col("ticker") == ticker)
+        assert mine.equals(alone.frame), ticker
