@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(STAMP)
-	@found=0; for b in benchmarks/*.py; do [ -f "$$b" ] || continue; found=1; \
+	@found=0; for b in benchmarks/[!_]*.py; do [ -f "$$b" ] || continue; found=1; \
 		echo "== $$b"; $(BIN)/python $$b || exit 1; done; \
 		[ $$found = 1 ] || echo "no benchmarks yet (see benchmarks/README.md)"
 

@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -24,46 +24,12 @@ import pandas as pd
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._data import synthetic  # noqa: E402
 from features import lake  # noqa: E402
-from features.schema import conform  # noqa: E402
 from features.settings import ValidationSettings  # noqa: E402
 from features.validate import validate_prices  # noqa: E402
 
 TODAY = date(2026, 1, 1)
-
-
-def synthetic(n_tickers: int, years: int, seed: int = 0) -> pl.DataFrame:
-    """Random-walk OHLCV bars with a sprinkle of repairable faults (NaN closes, swapped high/low, negative volume)."""
-    rng = np.random.default_rng(seed)
-    days = pd.bdate_range("2000-01-03", periods=252 * years).date
-    n = len(days)
-    total = n * n_tickers
-    close = 50 * np.exp(np.cumsum(rng.normal(0.0002, 0.02, (n_tickers, n)), axis=1)).ravel()
-    open_ = close * np.exp(rng.normal(0, 0.005, total))
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.005, total)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.005, total)))
-    volume = rng.integers(1_000, 1_000_000, total).astype(float)
-    faults = rng.choice(total, size=total // 2000, replace=False)
-    close[faults[0::3]] = np.nan
-    high[faults[1::3]], low[faults[1::3]] = low[faults[1::3]], high[faults[1::3]]
-    volume[faults[2::3]] = -1.0
-    tickers = np.repeat([f"T{i:04d}" for i in range(n_tickers)], n)
-    return conform(
-        pl.DataFrame(
-            {
-                "ticker": tickers,
-                "date": np.tile(np.asarray(days, dtype="datetime64[D]"), n_tickers),
-                "open": open_,
-                "high": high,
-                "low": low,
-                "close": close,
-                "adj_close": close,
-                "volume": volume,
-                "source": "synthetic",
-                "ingested_at": datetime(2026, 1, 1, tzinfo=UTC),
-            }
-        )
-    )
 
 
 def pandas_validate(df: pd.DataFrame, max_fill: int, today: date) -> pd.DataFrame:

@@ -1,0 +1,47 @@
+"""Synthetic daily bars shared by the benchmarks (files starting with '_' are not benchmarks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from features.schema import conform
+
+
+def synthetic(n_tickers: int, years: int, seed: int = 0, faults: bool = True) -> pl.DataFrame:
+    """Random-walk OHLCV bars, optionally with a sprinkle of repairable faults (NaN closes, swapped high/low,
+    negative volume)."""
+    rng = np.random.default_rng(seed)
+    days = pd.bdate_range("2000-01-03", periods=252 * years).date
+    n = len(days)
+    total = n * n_tickers
+    close = 50 * np.exp(np.cumsum(rng.normal(0.0002, 0.02, (n_tickers, n)), axis=1)).ravel()
+    open_ = close * np.exp(rng.normal(0, 0.005, total))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.005, total)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.005, total)))
+    volume = rng.integers(1_000, 1_000_000, total).astype(float)
+    if faults:
+        bad = rng.choice(total, size=total // 2000, replace=False)
+        close[bad[0::3]] = np.nan
+        high[bad[1::3]], low[bad[1::3]] = low[bad[1::3]], high[bad[1::3]]
+        volume[bad[2::3]] = -1.0
+    tickers = np.repeat([f"T{i:04d}" for i in range(n_tickers)], n)
+    return conform(
+        pl.DataFrame(
+            {
+                "ticker": tickers,
+                "date": np.tile(np.asarray(days, dtype="datetime64[D]"), n_tickers),
+                "open": open_,
+                "high": high,
+                "low": low,
+                "close": close,
+                "adj_close": close,
+                "volume": volume,
+                "source": "synthetic",
+                "ingested_at": datetime(2026, 1, 1, tzinfo=UTC),
+            }
+        )
+    )
