@@ -46,7 +46,7 @@ def holdout_predictions(
 ) -> pl.DataFrame:
     """Model and random-walk forecasts at every test origin."""
     ends = splits.test
-    y_model, _ = predict(trained, panel, ends)
+    y_model = predict(trained, panel, ends).mean
     y_rw = random_walk(len(ends), len(panel.targets))
     return pl.concat(
         [

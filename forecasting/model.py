@@ -1,15 +1,18 @@
-"""TemporalAttentionLSTM: an LSTM encoder, temporal attention over its states, one multi-horizon head.
+"""TemporalAttentionLSTM: optional input attention, an LSTM encoder, temporal attention over its
+states, and one head that emits every horizon (and quantiles) at once.
 
-Shapes: B batch, L lookback, F features, H hidden size, K horizons.
+Shapes: B batch, L lookback, F features, H hidden size, K horizons, Q quantiles, A attention width.
+With `attention=False` (and no input attention) the same class is a plain LSTM: the ablation.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -20,59 +23,136 @@ class ModelConfig:
     num_layers: int = 1
     dropout: float = 0.1
     attention: bool = True
+    attention_kind: str = "additive"  # "additive" or "dot"
+    attention_heads: int = 1
     attention_size: int = 32
+    input_attention: bool = False
+    quantiles: tuple[float, ...] = field(default_factory=tuple)
+    ticker_embedding: int = 0
+    n_tickers: int = 0  # embedding rows besides index 0, which stands for "unknown ticker"
+    lookback: int = 0  # needed by input attention (it scores each variable's whole window)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "quantiles": list(self.quantiles)}
 
 
 class Forecast(NamedTuple):
-    mean: torch.Tensor  # (B, K) scaled forward log returns, one per horizon
-    attention: torch.Tensor | None  # (B, L) weights over the lookback, None without attention
+    mean: torch.Tensor  # (B, K) point forecast (the median when quantiles are on)
+    attention: torch.Tensor | None  # (B, L) temporal weights, sum to 1 over L
+    quantiles: torch.Tensor | None = None  # (B, K, Q), non-decreasing along Q
+    feature_attention: torch.Tensor | None = None  # (B, F) input weights, sum to 1 over F
 
 
-class TemporalAttention(nn.Module):
-    """Additive (Bahdanau) attention over encoder states with the last state as query."""
+class InputAttention(nn.Module):
+    """Scores each input variable from its whole window (as DA-RNN's input stage does) and reweights it.
 
-    def __init__(self, hidden_size: int, attention_size: int):
+    DA-RNN also conditions on the previous encoder state, which forces a step-by-step
+    LSTMCell loop; scoring once per window keeps the encoder a fused LSTM.
+    """
+
+    def __init__(self, lookback: int, width: int):
         super().__init__()
-        self.keys = nn.Linear(hidden_size, attention_size, bias=False)
-        self.query = nn.Linear(hidden_size, attention_size)
-        self.score = nn.Linear(attention_size, 1, bias=False)
+        self.project = nn.Linear(lookback, width)
+        self.score = nn.Linear(width, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # x (B, L, F)
+        series = x.transpose(1, 2)  # (B, F, L): one row per input variable
+        weights = torch.softmax(self.score(torch.tanh(self.project(series))).squeeze(-1), dim=1)  # (B, F)
+        return x * weights.unsqueeze(1) * x.shape[-1], weights  # scaled so uniform weights change nothing
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau attention over encoder states with the last state as query."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.keys = nn.Linear(hidden, width, bias=False)
+        self.query = nn.Linear(hidden, width)
+        self.score = nn.Linear(width, 1, bias=False)
 
     def forward(self, states: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # states (B, L, H), query (B, H)
         energy = torch.tanh(self.keys(states) + self.query(query).unsqueeze(1))  # (B, L, A)
-        weights = torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, L), sums to 1 over L
-        context = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
-        return context, weights
+        weights = torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, L)
+        return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, H), (B, L)
+
+
+class DotProductAttention(nn.Module):
+    """Scaled dot-product attention, `heads` heads, last state as the single query."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.q, self.k, self.v = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, states: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L, H = states.shape
+        q = self.q(query).view(B, self.heads, 1, self.head_dim)  # (B, h, 1, d)
+        k = self.k(states).view(B, L, self.heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
+        v = self.v(states).view(B, L, self.heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim**0.5, dim=-1)  # (B, h, 1, L)
+        context = (weights @ v).reshape(B, H)  # (B, H)
+        return self.out(context), weights.squeeze(2).mean(dim=1)  # (B, H), (B, L) averaged over heads
 
 
 class TemporalAttentionLSTM(nn.Module):
-    """LSTM encoder + temporal attention; `attention=False` gives the plain-LSTM ablation."""
-
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
-        c = config
+        c = self.config = config
+        self.input_attention = InputAttention(c.lookback, c.attention_size) if c.input_attention else None
         self.encoder = nn.LSTM(
-            c.n_features,
-            c.hidden_size,
-            c.num_layers,
-            batch_first=True,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            c.n_features, c.hidden_size, c.num_layers, batch_first=True, dropout=c.dropout if c.num_layers > 1 else 0.0
         )
-        self.attention = TemporalAttention(c.hidden_size, c.attention_size) if c.attention else None
-        head_in = 2 * c.hidden_size if c.attention else c.hidden_size
+        if not c.attention:
+            self.attention = None
+        elif c.attention_kind == "dot":
+            self.attention = DotProductAttention(c.hidden_size, c.attention_heads)
+        else:
+            self.attention = AdditiveAttention(c.hidden_size, c.attention_size)
+        self.embedding = nn.Embedding(c.n_tickers + 1, c.ticker_embedding) if c.ticker_embedding else None
+        head_in = c.hidden_size * (2 if c.attention else 1) + c.ticker_embedding
+        self.n_outputs = max(len(c.quantiles), 1)
         self.head = nn.Sequential(
-            nn.Linear(head_in, c.hidden_size), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(c.hidden_size, c.n_horizons)
+            nn.Linear(head_in, c.hidden_size),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden_size, c.n_horizons * self.n_outputs),
         )
 
-    def forward(self, x: torch.Tensor) -> Forecast:
-        # x (B, L, F)
+    def forward(self, x: torch.Tensor, ticker: torch.Tensor | None = None) -> Forecast:
+        # x (B, L, F); ticker (B,) embedding index, 0 = unknown
+        feature_weights = None
+        if self.input_attention is not None:
+            x, feature_weights = self.input_attention(x)  # (B, L, F), (B, F)
         states, _ = self.encoder(x)  # (B, L, H)
         last = states[:, -1]  # (B, H)
-        if self.attention is None:
-            return Forecast(self.head(last), None)
-        context, weights = self.attention(states, last)  # (B, H), (B, L)
-        return Forecast(self.head(torch.cat([context, last], dim=1)), weights)  # (B, K)
+        parts, weights = [last], None
+        if self.attention is not None:
+            context, weights = self.attention(states, last)  # (B, H), (B, L)
+            parts.insert(0, context)
+        if self.embedding is not None:
+            index = ticker if ticker is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
+            parts.append(self.embedding(index))  # (B, E)
+        out = self.head(torch.cat(parts, dim=1))  # (B, K * Q)
+        if not self.config.quantiles:
+            return Forecast(out, weights, None, feature_weights)
+        quantiles = monotone(out.view(len(out), self.config.n_horizons, self.n_outputs))  # (B, K, Q)
+        return Forecast(quantiles[..., self.median_index], weights, quantiles, feature_weights)
+
+    @property
+    def median_index(self) -> int:
+        levels = self.config.quantiles
+        return min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+
+
+def monotone(raw: torch.Tensor) -> torch.Tensor:
+    """Non-crossing quantiles: the first output, then cumulative softplus increments along the last axis."""
+    return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(F.softplus(raw[..., 1:]), dim=-1)], dim=-1)
+
+
+def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Mean quantile (pinball) loss; quantiles (B, K, Q), target (B, K), levels (Q,)."""
+    error = target.unsqueeze(-1) - quantiles  # (B, K, Q)
+    return torch.maximum(levels * error, (levels - 1) * error).mean()

@@ -14,8 +14,10 @@ import math
 import os
 import pickle
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,12 +26,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from features.errors import ConfigError, NightcastError
 from features.io import atomic_write
 from features.windows import Panel, Scaler, Splits, training_rows
-from forecasting.model import ModelConfig, TemporalAttentionLSTM
+from forecasting.model import Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
 from forecasting.settings import ModelSettings, TrainSettings
 
 log = logging.getLogger("nightcast.forecasting.train")
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,6 +76,7 @@ class TrainedModel:
     lookback: int
     fingerprint: str
     settings: dict
+    tickers: list[str] = field(default_factory=list)  # embedding index i + 1; unknown tickers get 0
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
@@ -82,22 +85,49 @@ class TrainedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def ticker_index(self, panel: Panel) -> np.ndarray:
+        """(R,) embedding index of every panel row."""
+        known = {t: i + 1 for i, t in enumerate(self.tickers)}
+        per_ticker = np.array([known.get(t, 0) for t in panel.tickers], dtype=np.int64)
+        return per_ticker[panel.ticker_id]
 
-def _device_tensors(panel: Panel, scaler: Scaler, target_scale: np.ndarray, device: torch.device):
-    X = torch.from_numpy(scaler.transform(panel.X)).to(device)
-    Y = torch.from_numpy(np.nan_to_num(panel.Y / target_scale, nan=0.0).astype(np.float32)).to(device)
-    return X, Y
+
+class Prediction(NamedTuple):
+    mean: np.ndarray  # (N, K) forward log returns
+    attention: np.ndarray | None  # (N, L) temporal attention
+    quantiles: np.ndarray | None  # (N, K, Q) forward log-return quantiles
+    feature_attention: np.ndarray | None  # (N, F) input attention
 
 
-def _evaluate_loss(model, X, Y, ends: torch.Tensor, lookback: int, batch_size: int, autocast) -> float:
+class _Batches:
+    """The split resident on the device; batches are gathered by index."""
+
+    def __init__(self, trained: TrainedModel, panel: Panel, device: torch.device):
+        self.X = torch.from_numpy(trained.feature_scaler.transform(panel.X)).to(device)
+        Y = np.nan_to_num(panel.Y / trained.target_scale, nan=0.0).astype(np.float32)
+        self.Y = torch.from_numpy(Y).to(device)
+        self.T = torch.from_numpy(trained.ticker_index(panel)).to(device)
+        self.lookback = trained.lookback
+
+    def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gather_windows(self.X, idx, self.lookback), self.T[idx]
+
+
+def _loss(out: Forecast, target: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
+    """MSE on the scaled targets, or the pinball loss when the model forecasts quantiles."""
+    if levels is None:
+        return torch.mean((out.mean.float() - target) ** 2)
+    return pinball_loss(out.quantiles.float(), target, levels)
+
+
+def _evaluate_loss(model, data: _Batches, ends: torch.Tensor, batch_size: int, levels, autocast) -> float:
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad(), autocast():
         for start in range(0, ends.numel(), batch_size):
             idx = ends[start : start + batch_size]
-            pred = model(gather_windows(X, idx, lookback)).mean.float()
-            total += torch.sum((pred - Y[idx]) ** 2).item()
-            count += pred.numel()
+            total += _loss(model(*data.inputs(idx)), data.Y[idx], levels).item() * idx.numel()
+            count += idx.numel()
     return total / max(count, 1)
 
 
@@ -119,13 +149,33 @@ def fit(
     scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
     target_scale = np.nanstd(panel.Y[splits.train], axis=0).astype(np.float32)
     target_scale = np.where(target_scale > 0, target_scale, 1.0).astype(np.float32)
-    X, Y = _device_tensors(panel, scaler, target_scale, device)
+    config = ModelConfig(
+        n_features=len(panel.features),
+        n_horizons=len(panel.targets),
+        lookback=lookback,
+        n_tickers=len(panel.tickers),
+        **{**model_settings.model_dump(), "quantiles": tuple(model_settings.quantiles)},
+    )
+    model = TemporalAttentionLSTM(config).to(device)
+    trained = TrainedModel(
+        model,
+        scaler,
+        target_scale,
+        list(panel.features),
+        list(panel.targets),
+        lookback,
+        fingerprint,
+        {"model": model_settings.model_dump(), "train": ts.model_dump()},
+        list(panel.tickers),
+    )
+    data = _Batches(trained, panel, device)
     train_ends = torch.from_numpy(splits.train).to(device)
     val_ends = torch.from_numpy(splits.val).to(device)
+    levels = torch.tensor(config.quantiles, device=device) if config.quantiles else None
 
-    config = ModelConfig(n_features=len(panel.features), n_horizons=len(panel.targets), **model_settings.model_dump())
-    model = TemporalAttentionLSTM(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=ts.learning_rate, weight_decay=ts.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=ts.learning_rate, weight_decay=ts.weight_decay, fused=device.type in ("cpu", "cuda")
+    )  # fused: one kernel for all parameters (measured ~4% faster steps on this CPU)
     steps_per_epoch = math.ceil(len(splits.train) / ts.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=ts.epochs * steps_per_epoch, eta_min=ts.learning_rate / 10
@@ -136,7 +186,7 @@ def fit(
 
     log.info(
         "training %s on %s (%d threads): %d train / %d val samples, %d features, lookback %d",
-        "attention LSTM" if config.attention else "LSTM",
+        describe(config),
         device,
         threads,
         len(splits.train),
@@ -144,37 +194,31 @@ def fit(
         config.n_features,
         lookback,
     )
-    trained = TrainedModel(
-        model,
-        scaler,
-        target_scale,
-        list(panel.features),
-        list(panel.targets),
-        lookback,
-        fingerprint,
-        {"model": model_settings.model_dump(), "train": ts.model_dump()},
-    )
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     with _progress(ts.progress) as bar:
         task = bar.add_task("training", total=ts.epochs, train="-", val="-")
         for epoch in range(1, ts.epochs + 1):
             model.train()
+            epoch_start = time.perf_counter()
             order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
             running = torch.zeros((), device=device)
             for start in range(0, order.numel(), ts.batch_size):
                 idx = order[start : start + ts.batch_size]
                 with autocast():
-                    pred = model(gather_windows(X, idx, lookback)).mean
-                loss = torch.mean((pred.float() - Y[idx]) ** 2)
+                    out = model(*data.inputs(idx))
+                loss = _loss(out, data.Y[idx], levels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip)
                 optimizer.step()
                 schedule.step()
                 running += loss.detach() * idx.numel()
-            train_loss = running.item() / order.numel()
-            val_loss = _evaluate_loss(model, X, Y, val_ends, lookback, ts.batch_size * 4, autocast)
-            trained.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            train_loss = running.item() / order.numel()  # .item() waits for the device: the epoch is done
+            train_seconds = time.perf_counter() - epoch_start
+            val_loss = _evaluate_loss(model, data, val_ends, ts.batch_size * 4, levels, autocast)
+            trained.history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds}
+            )
             bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
             if val_loss < trained.best_val_loss - 1e-6:
                 trained.best_val_loss, trained.best_epoch, stale = val_loss, epoch, 0
@@ -186,12 +230,27 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     log.info(
-        "trained %d epochs; best validation loss %.4f (scaled MSE) at epoch %d",
+        "trained %d epochs; best validation loss %.4f (%s on scaled targets) at epoch %d",
         len(trained.history),
         trained.best_val_loss,
+        "pinball" if levels is not None else "MSE",
         trained.best_epoch,
     )
     return trained
+
+
+def describe(config: ModelConfig) -> str:
+    parts = [f"LSTM {config.num_layers}x{config.hidden_size}"]
+    if config.input_attention:
+        parts.append("input attention")
+    if config.attention:
+        heads = f", {config.attention_heads} heads" if config.attention_kind == "dot" else ""
+        parts.append(f"{config.attention_kind} temporal attention{heads}")
+    if config.quantiles:
+        parts.append(f"quantiles {list(config.quantiles)}")
+    if config.ticker_embedding:
+        parts.append(f"ticker embedding {config.ticker_embedding}")
+    return " + ".join(parts)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -206,25 +265,26 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def predict(
-    trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: int = 1024
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Forward log returns (N, K) for samples ending at `ends`, and attention (N, L) when the model has it."""
+def predict(trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: int = 1024) -> Prediction:
+    """Forecasts for samples ending at rows `ends`, unscaled to log returns, with the attention weights."""
     if list(panel.features) != trained.features:
         raise NightcastError(f"panel features {panel.features} differ from the model's {trained.features}")
-    device = trained.device
-    X = torch.from_numpy(trained.feature_scaler.transform(panel.X)).to(device)
-    preds, attns = [], []
+    data = _Batches(trained, panel, trained.device)
+    chunks: dict[str, list[np.ndarray]] = {"mean": [], "attention": [], "quantiles": [], "feature_attention": []}
     trained.model.eval()
     with torch.no_grad():
         for start in range(0, len(ends), batch_size):
-            idx = torch.from_numpy(np.asarray(ends[start : start + batch_size])).to(device)
-            out = trained.model(gather_windows(X, idx, trained.lookback))
-            preds.append(out.mean.float().cpu().numpy())
-            if out.attention is not None:
-                attns.append(out.attention.float().cpu().numpy())
-    mean = np.concatenate(preds) * trained.target_scale if preds else np.empty((0, len(trained.targets)), np.float32)
-    return mean, (np.concatenate(attns) if attns else None)
+            idx = torch.from_numpy(np.asarray(ends[start : start + batch_size])).to(trained.device)
+            out = trained.model(*data.inputs(idx))
+            for name in chunks:
+                value = getattr(out, name)
+                if value is not None:
+                    chunks[name].append(value.float().cpu().numpy())
+    scale = trained.target_scale
+    joined = {k: np.concatenate(v) if v else None for k, v in chunks.items()}
+    mean = joined["mean"] * scale if joined["mean"] is not None else np.empty((0, len(trained.targets)), np.float32)
+    quantiles = joined["quantiles"] * scale[None, :, None] if joined["quantiles"] is not None else None
+    return Prediction(mean, joined["attention"], quantiles, joined["feature_attention"])
 
 
 def save_checkpoint(trained: TrainedModel, path: Path) -> Path:
@@ -239,6 +299,7 @@ def save_checkpoint(trained: TrainedModel, path: Path) -> Path:
         "feature_scaler": trained.feature_scaler.to_dict(),
         "target_scale": trained.target_scale.tolist(),
         "fingerprint": trained.fingerprint,
+        "tickers": trained.tickers,
         "settings": trained.settings,
         "history": trained.history,
         "best_epoch": trained.best_epoch,
@@ -254,7 +315,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> TrainedModel:
         raise NightcastError(f"cannot load checkpoint {path}: {exc}") from exc
     if state.get("format") != CHECKPOINT_FORMAT:
         raise NightcastError(f"checkpoint {path} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
-    model = TemporalAttentionLSTM(ModelConfig(**state["config"])).to(device)
+    config = {**state["config"], "quantiles": tuple(state["config"].get("quantiles", ()))}
+    model = TemporalAttentionLSTM(ModelConfig(**config)).to(device)
     model.load_state_dict(state["weights"])
     model.eval()
     return TrainedModel(
@@ -266,6 +328,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> TrainedModel:
         state["lookback"],
         state["fingerprint"],
         state["settings"],
+        state["tickers"],
         state["history"],
         state["best_epoch"],
     )

@@ -1,45 +1,116 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from forecasting.model import ModelConfig, TemporalAttentionLSTM
+from forecasting.model import ModelConfig, TemporalAttentionLSTM, monotone, pinball_loss
 from forecasting.train import gather_windows
 
-
-@pytest.mark.parametrize("layers", [1, 2])
-def test_attention_weights_are_a_distribution_over_the_lookback(layers):
-    torch.manual_seed(0)
-    model = TemporalAttentionLSTM(
-        ModelConfig(n_features=6, n_horizons=5, hidden_size=16, num_layers=layers, attention_size=8)
+B, L, F, K = 16, 12, 5, 3
+CONFIGS = [
+    dict(
+        attention=a,
+        attention_kind=kind,
+        attention_heads=heads,
+        input_attention=ia,
+        quantiles=q,
+        ticker_embedding=e,
+        num_layers=layers,
     )
-    out = model(torch.randn(32, 40, 6))
-    assert out.mean.shape == (32, 5)
-    assert out.attention.shape == (32, 40)
-    assert torch.all(out.attention >= 0)
-    torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(32))
-    assert out.attention.std(dim=1).mean() > 0  # not trivially uniform
+    for a, (kind, heads), ia, q, e, layers in itertools.product(
+        [True, False], [("additive", 1), ("dot", 1), ("dot", 4)], [False, True], [(), (0.1, 0.5, 0.9)], [0, 4], [1, 2]
+    )
+    if a or (kind, heads) == ("additive", 1)  # the attention kind only matters with attention on
+]
+
+
+def build(**overrides) -> TemporalAttentionLSTM:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        n_features=F, n_horizons=K, hidden_size=16, attention_size=8, lookback=L, n_tickers=3, **overrides
+    )
+    return TemporalAttentionLSTM(config)
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_shapes_and_weights_for_every_configuration(overrides):
+    model = build(**overrides)
+    out = model(torch.randn(B, L, F), torch.randint(0, 4, (B,)))
+    assert out.mean.shape == (B, K)
+    if overrides["attention"]:
+        assert out.attention.shape == (B, L) and torch.all(out.attention >= 0)
+        torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(B))
+    else:
+        assert out.attention is None
+    if overrides["input_attention"]:
+        assert out.feature_attention.shape == (B, F) and torch.all(out.feature_attention >= 0)
+        torch.testing.assert_close(out.feature_attention.sum(dim=1), torch.ones(B))
+    else:
+        assert out.feature_attention is None
+    if overrides["quantiles"]:
+        assert out.quantiles.shape == (B, K, 3)
+        assert torch.all(out.quantiles[..., 1:] >= out.quantiles[..., :-1])  # never cross
+        torch.testing.assert_close(out.mean, out.quantiles[..., 1])  # the point forecast is the median
+    else:
+        assert out.quantiles is None
 
 
 def test_attention_off_is_a_plain_lstm():
-    model = TemporalAttentionLSTM(ModelConfig(n_features=4, n_horizons=3, hidden_size=8, attention=False))
-    out = model(torch.randn(5, 10, 4))
-    assert out.mean.shape == (5, 3) and out.attention is None
-    assert model.attention is None and isinstance(model.encoder, torch.nn.LSTM)
-    assert model.head[0].in_features == 8  # last state only, no context
+    model = build(attention=False)
+    assert model.attention is None and model.input_attention is None and isinstance(model.encoder, torch.nn.LSTM)
+    assert model.head[0].in_features == 16  # the last state only, no context
 
 
-def test_forecast_depends_on_early_steps_through_attention():
+def test_attention_is_not_trivially_uniform_and_reaches_early_steps():
+    model = build().eval()
+    x = torch.randn(4, L, F, requires_grad=True)
+    out = model(x)
+    assert out.attention.std(dim=1).mean() > 0
+    out.mean.sum().backward()
+    assert x.grad[:, 0].abs().sum() > 0  # the first step of the window reaches the output
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(attention_kind="dot", attention_heads=2),
+        dict(input_attention=True),
+        dict(quantiles=(0.1, 0.5, 0.9), ticker_embedding=4),
+    ],
+)
+def test_the_model_can_overfit_a_tiny_batch(overrides):
+    """It can learn: 32 fixed samples are memorised to a small fraction of their variance."""
+    model = build(dropout=0.0, **overrides)
     torch.manual_seed(1)
-    model = TemporalAttentionLSTM(ModelConfig(n_features=3, n_horizons=2, hidden_size=8, attention_size=4)).eval()
-    x = torch.randn(1, 20, 3, requires_grad=True)
-    model(x).mean.sum().backward()
-    assert x.grad[0, 0].abs().sum() > 0  # the first step of the window reaches the output
+    x, y, tickers = torch.randn(32, L, F), torch.randn(32, K), torch.randint(1, 4, (32,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    levels = torch.tensor(overrides.get("quantiles", ()))
+    for _ in range(400):
+        out = model(x, tickers)
+        loss = pinball_loss(out.quantiles, y, levels) if out.quantiles is not None else torch.mean((out.mean - y) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    mse = torch.mean((model(x, tickers).mean - y) ** 2).item()
+    assert mse < 0.05 * y.var().item()
+
+
+def test_monotone_and_pinball_by_hand():
+    q = monotone(torch.tensor([[0.0, -5.0, 5.0]]))
+    assert torch.all(q[..., 1:] > q[..., :-1])
+    # target 1.0 against quantile forecasts 0 at levels 0.1 and 0.9: 0.1*1 and 0.9*1 -> mean 0.5
+    loss = pinball_loss(torch.zeros(1, 1, 2), torch.ones(1, 1), torch.tensor([0.1, 0.9]))
+    assert loss.item() == pytest.approx(0.5)
+    loss = pinball_loss(torch.zeros(1, 1, 2), -torch.ones(1, 1), torch.tensor([0.1, 0.9]))
+    assert loss.item() == pytest.approx(0.5)  # 0.9*1 and 0.1*1
 
 
 def test_gather_windows_matches_the_strided_view():
-    X = np.arange(60, dtype=np.float32).reshape(20, 3)
     from numpy.lib.stride_tricks import sliding_window_view
 
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
     view = sliding_window_view(X, 4, axis=0).transpose(0, 2, 1)
     ends = np.array([3, 10, 19])
     got = gather_windows(torch.from_numpy(X), torch.from_numpy(ends), 4).numpy()

@@ -28,14 +28,14 @@ def test_same_seed_same_weights_and_checkpoint_round_trip(panel, tmp_path):
     b = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
     for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(wa, wb), name
-    pa, attn = predict(a, panel, splits.test)
+    pa, attn = predict(a, panel, splits.test)[:2]
     assert pa.shape == (len(splits.test), 2) and attn.shape == (len(splits.test), 10)
     restored = load_checkpoint(save_checkpoint(a, tmp_path / "m.pt"))
-    pr, _ = predict(restored, panel, splits.test)
+    pr = predict(restored, panel, splits.test).mean
     np.testing.assert_array_equal(pa, pr)
     assert restored.features == panel.features and restored.lookback == 10
     other = fit(panel, splits, MODEL, TRAIN.model_copy(update={"seed": 4}), WINDOWS.lookback)
-    assert not np.array_equal(predict(other, panel, splits.test)[0], pa)
+    assert not np.array_equal(predict(other, panel, splits.test).mean, pa)
 
 
 def test_the_model_can_learn_a_real_signal():
@@ -55,7 +55,7 @@ def test_the_model_can_learn_a_real_signal():
         TrainSettings(epochs=25, batch_size=64, learning_rate=3e-3, progress=False, threads=1, patience=25),
         L,
     )
-    pred, _ = predict(trained, panel, splits.test)
+    pred = predict(trained, panel, splits.test).mean
     mse = float(np.mean((pred - y[splits.test]) ** 2))
     assert mse < 0.1 * float(np.var(y[splits.test]))
     assert trained.history[-1]["train_loss"] < 0.1 * trained.history[0]["train_loss"]
@@ -78,5 +78,28 @@ def test_trains_on_cuda_with_bf16(panel):
     splits = date_splits(panel, WINDOWS)
     trained = fit(panel, splits, MODEL, TRAIN.model_copy(update={"device": "cuda"}), WINDOWS.lookback)
     assert trained.device.type == "cuda"
-    pred, _ = predict(trained, panel, splits.test)
+    pred = predict(trained, panel, splits.test).mean
     assert np.isfinite(pred).all()
+
+
+def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp_path):
+    splits = date_splits(panel, WINDOWS)
+    settings = MODEL.model_copy(
+        update={
+            "quantiles": [0.1, 0.5, 0.9],
+            "ticker_embedding": 3,
+            "input_attention": True,
+            "attention_kind": "dot",
+            "attention_heads": 2,
+        }
+    )
+    trained = fit(panel, splits, settings, TRAIN, WINDOWS.lookback)
+    assert trained.history[0]["val_loss"] > 0 and trained.tickers == ["AAA", "BBB"]
+    got = predict(trained, panel, splits.test)
+    assert got.quantiles.shape == (len(splits.test), 2, 3)
+    assert np.all(np.diff(got.quantiles, axis=-1) >= 0)  # no crossing, also after unscaling
+    np.testing.assert_allclose(got.mean, got.quantiles[..., 1])
+    assert got.feature_attention.shape == (len(splits.test), len(panel.features))
+    restored = predict(load_checkpoint(save_checkpoint(trained, tmp_path / "q.pt")), panel, splits.test)
+    np.testing.assert_array_equal(restored.quantiles, got.quantiles)
+    np.testing.assert_array_equal(restored.feature_attention, got.feature_attention)
