@@ -157,6 +157,7 @@ def _print_result(result, elapsed: float) -> None:
             "[yellow]stale, not forecast:[/] "
             + ", ".join(f"{t} ({n} sessions behind)" for t, n in result.stale.items())
         )
+    console.print(result.attention_summary, markup=False)
     console.print(f"as-of {result.asof}: {result.forecasts.height} forecasts, model {result.model_version}")
     console.print("written:")
     for p in [*result.paths, result.checkpoint]:

@@ -24,7 +24,7 @@ from features.errors import InsufficientDataError
 from features.windows import Panel, Splits, date_splits, make_panel
 from flows.ingest import ingest_flow
 from flows.settings import Settings
-from forecasting import backtest, metrics, publish, train
+from forecasting import backtest, metrics, publish, reports, train
 
 MODEL_NAME = "attention_lstm"
 
@@ -41,6 +41,7 @@ class NightlyResult:
     checkpoint: Path
     test_start: date
     test_end: date
+    attention_summary: str
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -87,11 +88,27 @@ def forecast(
     trained: train.TrainedModel, panel: Panel, ff: FeatureFrame, settings: Settings, model_version: str
 ) -> tuple[date, pl.DataFrame]:
     asof, rows = publish.current_rows(panel)
-    y_pred, _ = train.predict(trained, panel, rows)
+    y_pred = train.predict(trained, panel, rows).mean
     close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
     run_id = str(flow_run.id or "local")
     frame = publish.forecast_frame(panel, rows, y_pred, close, asof, run_id, model_version, settings.publish.calendar)
     return asof, frame
+
+
+@task(name="inspect attention", cache_policy=NO_CACHE)
+def inspect_attention(
+    trained: train.TrainedModel, panel: Panel, splits: Splits, asof: date, settings: Settings
+) -> tuple[str, list[Path]]:
+    """Mean attention per lag / input variable on the test span: tables, a heatmap PNG and a summary."""
+    report = reports.attention_report(trained, panel, splits.test)
+    if report is None:
+        return "the model has no attention (plain LSTM)", []
+    folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)
+    paths = publish.write_frame(report.per_lag, folder, "attention_lags", settings.publish.formats)
+    if report.per_feature is not None:
+        paths += publish.write_frame(report.per_feature, folder, "attention_features", settings.publish.formats)
+    paths.append(reports.plot_attention(report, folder / "attention.png"))
+    return report.summary, paths
 
 
 @task(name="publish", cache_policy=NO_CACHE)
@@ -175,9 +192,12 @@ def nightly(settings: Settings) -> NightlyResult:
     predictions, table = evaluate(trained, panel, splits)
     asof, forecasts = forecast(trained, panel, ff, settings, version)
     paths = publish_outputs(asof, forecasts, table, predictions, settings)
+    attention_summary, report_paths = inspect_attention(trained, panel, splits, asof, settings)
+    paths += report_paths
+    get_run_logger().info("%s", attention_summary)
     lap("evaluate+publish")
     create_markdown_artifact(
-        markdown=_markdown(table, forecasts, quarantined, version),
+        markdown=_markdown(table, forecasts, quarantined, version) + "\n\n## Attention\n\n" + attention_summary,
         key="nightly-summary",
         description=f"nightcast nightly as of {asof}",
     )
@@ -192,5 +212,6 @@ def nightly(settings: Settings) -> NightlyResult:
         checkpoint,
         splits.test_start.astype(object),
         splits.test_end.astype(object),
+        attention_summary,
         timings,
     )

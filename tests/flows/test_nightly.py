@@ -61,6 +61,14 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert predictions["asof_date"].min() == result.test_start
     assert (predictions["target_date"] <= date(2014, 12, 31)).all()
 
+    reports = out / "reports" / "asof=2014-12-31"
+    assert (reports / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lags = pl.read_parquet(reports / "attention_lags.parquet")
+    assert lags.height == (3 + 1) * 20  # three tickers and the pooled row, 20 lags each
+    sums = lags.group_by("ticker").agg(pl.col("weight").sum())["weight"].to_list()
+    assert sums == pytest.approx([1.0] * 4, abs=1e-5)
+    assert "attention" in result.attention_summary.lower()
+
     assert sorted(p.name for p in (settings.paths.lake / "prices").iterdir()) == [
         "NVDA.parquet",
         "ORCL.parquet",
