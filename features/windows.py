@@ -25,6 +25,7 @@ class Panel:
     X: np.ndarray  # (R, F) float32 features, rows grouped by ticker, sorted by date
     Y: np.ndarray  # (R, H) float32 forward log returns, NaN where not yet known
     dates: np.ndarray  # (R,) datetime64[D]
+    price: np.ndarray  # (R,) float64 adjusted close: the base of implied-price forecasts
     target_end: np.ndarray  # (R,) datetime64[D]: date of row end + max horizon (NaT when unknown)
     ticker_id: np.ndarray  # (R,) int32 index into `tickers`
     offsets: np.ndarray  # (n_tickers + 1,) first row of each ticker, then R
@@ -69,6 +70,7 @@ def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
         X=_column_stack(frame, ff.features),
         Y=_column_stack(frame, ff.targets),
         dates=dates,
+        price=frame["adj_close"].to_numpy().astype(np.float64),
         target_end=target_end,
         ticker_id=np.repeat(np.arange(len(tickers), dtype=np.int32), counts),
         offsets=offsets,
@@ -88,36 +90,69 @@ class Splits:
     val_start: np.datetime64
     test_start: np.datetime64
     test_end: np.datetime64
+    train_start: np.datetime64 | None = None  # set for rolling windows: scalers then fit from here
+
+
+def known_ends(panel: Panel, lookback: int) -> np.ndarray:
+    """Sample ends with `lookback` days of history and every target known."""
+    ends = panel.ends(lookback)
+    known = ends[~np.isnan(panel.Y[ends]).any(axis=1)]
+    if known.size == 0:
+        raise InsufficientDataError(f"no sample has {lookback} days of history and known targets")
+    return known
+
+
+def splits_before(
+    panel: Panel, lookback: int, origin: np.datetime64, val_days: int, rolling_days: int | None = None
+) -> Splits:
+    """Train and validation ends for a model fit at `origin`, using only labels realised before it.
+
+    A sample's longest target must end before `origin` (it is known then); the
+    last `val_days` dates of those samples validate (early stopping), and train
+    samples' targets end before the validation span starts (a purge gap of the
+    longest horizon between them). With `rolling_days`, training starts that
+    many dates before the validation span.
+    """
+    known = known_ends(panel, lookback)
+    realised = known[panel.target_end[known] < origin]
+    grid = np.unique(panel.dates[realised])
+    if grid.size <= val_days:
+        raise InsufficientDataError(
+            f"only {grid.size} dates with realised targets before {origin}; need more than val_days = {val_days} "
+            "(move the test start later, shorten val_days, or supply more history)"
+        )
+    val_start = grid[-val_days]
+    dates = panel.dates[realised]
+    train = realised[panel.target_end[realised] < val_start]
+    train_start = None
+    if rolling_days is not None:
+        before = grid[grid < val_start]
+        train_start = before[max(0, before.size - rolling_days)] if before.size else val_start
+        train = train[panel.dates[train] >= train_start]
+    val = realised[dates >= val_start]
+    if train.size == 0 or val.size == 0:
+        raise InsufficientDataError(f"empty split before {origin}: {train.size} train, {val.size} validation samples")
+    return Splits(train, val, np.empty(0, dtype=np.int64), val_start, origin, origin, train_start)
 
 
 def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
-    """Train / validation / test sample ends by date.
+    """Train / validation / test sample ends by date, for one fit before the test span.
 
     The test span is the last `test_days` dates whose targets are all known; the
-    validation span the `val_days` dates before it; train everything earlier.
-    Membership is decided by the date a sample's longest target ends, so no
-    target crosses a boundary (a purge gap of the longest horizon).
+    model is fit as `splits_before` the first of them.
     """
-    ends = panel.ends(settings.lookback)
-    known = ends[~np.isnan(panel.Y[ends]).any(axis=1)]
-    if known.size == 0:
-        raise InsufficientDataError(f"no sample has {settings.lookback} days of history and known targets")
+    known = known_ends(panel, settings.lookback)
     grid = np.unique(panel.dates[known])
-    need = settings.test_days + settings.val_days + 1
-    if grid.size <= need:
+    if grid.size <= settings.test_days + settings.val_days:
         raise InsufficientDataError(
-            f"{grid.size} dates with known targets; need more than test_days + val_days = {need - 1} "
+            f"{grid.size} dates with known targets; need more than test_days + val_days = "
+            f"{settings.test_days + settings.val_days} "
             "(shorten windows.test_days / windows.val_days or supply more history)"
         )
     test_start = grid[-settings.test_days]
-    val_start = grid[-settings.test_days - settings.val_days]
-    dates, tend = panel.dates[known], panel.target_end[known]
-    train = known[tend < val_start]
-    val = known[(dates >= val_start) & (tend < test_start)]
-    test = known[dates >= test_start]
-    if train.size == 0 or val.size == 0:
-        raise InsufficientDataError(f"empty split: {train.size} train and {val.size} validation samples")
-    return Splits(train, val, test, val_start, test_start, grid[-1])
+    fit = splits_before(panel, settings.lookback, test_start, settings.val_days)
+    test = known[panel.dates[known] >= test_start]
+    return Splits(fit.train, fit.val, test, fit.val_start, test_start, grid[-1])
 
 
 @dataclass(frozen=True)
@@ -149,5 +184,8 @@ class Scaler:
 
 
 def training_rows(panel: Panel, splits: Splits) -> np.ndarray:
-    """Rows whose date lies before the validation span: what scalers may see."""
-    return np.flatnonzero(panel.dates < splits.val_start)
+    """Rows of the training window (before the validation span): what scalers may see."""
+    inside = panel.dates < splits.val_start
+    if splits.train_start is not None:
+        inside &= panel.dates >= splits.train_start
+    return np.flatnonzero(inside)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is imported)
-from features.errors import NightcastError
+from features.errors import ConfigError, NightcastError
 from flows.settings import load_settings, to_toml
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
@@ -83,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
         "when yfinance is unreachable the stored lake is kept and its staleness reported.",
     )
     ingest.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
+    bt = command(
+        "backtest",
+        "walk-forward backtest of the model, its LSTM ablation and the baselines on identical origins",
+        "Refit every N trading days on labels realised before each refit, forecast every trading day of the "
+        "test span, and write predictions.*, metrics.*, folds.*, PNG plots and report.md into --out "
+        "(default: outputs/backtest).",
+    )
+    bt.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
+    bt.add_argument("--test-end", metavar="DATE", help="last forecast origin, YYYY-MM-DD (default: the data's end)")
+    bt.add_argument("--horizons", metavar="H,H", help="forecast horizons, e.g. 1,5 (default: 1,2,3,4,5)")
+    bt.add_argument(
+        "--refit-every", type=int, metavar="N", help="trading days between refits; 0 = fit once (default 63)"
+    )
+    bt.add_argument("--cold-start", action="store_true", help="refit from fresh weights instead of the previous fold's")
     command(
         "config",
         "print the resolved settings as TOML",
@@ -105,6 +119,27 @@ def _overrides(args: argparse.Namespace) -> dict:
         paths["lake_dir"] = args.lake
     if paths:
         out["paths"] = paths
+    if args.command == "backtest":
+        bt = {
+            k: v
+            for k, v in (
+                ("test_start", args.test_start),
+                ("test_end", args.test_end),
+                ("refit_every", args.refit_every),
+            )
+            if v is not None
+        }
+        if args.cold_start:
+            bt["warm_start"] = False
+        if bt:
+            out["backtest"] = bt
+        if args.horizons:
+            try:
+                out["features"] = {"horizons": [int(h) for h in args.horizons.split(",") if h.strip()]}
+            except ValueError:
+                raise ConfigError(
+                    f"--horizons: expected comma-separated integers like 1,5, got {args.horizons!r}"
+                ) from None
     return out
 
 
@@ -129,25 +164,51 @@ def _print_ingest(report) -> None:
     console.print(table)
 
 
-def _print_result(result, elapsed: float) -> None:
-    table = Table(
-        title=f"Out-of-sample evaluation {result.test_start} .. {result.test_end} (forward log returns, "
-        "days the model never trained or early-stopped on)"
-    )
-    for col in ("horizon", "model MSE", "random-walk MSE", "ratio", "hit rate", "always up"):
-        table.add_column(col, justify="right")
-    for r in result.metrics.iter_rows(named=True):
-        style = "green" if r["mse_ratio"] < 1 else "red"
+def _metrics_table(metrics, title: str, models: list[str] | None = None) -> Table:
+    """Pooled per-horizon rows: each model's MSE, ratio to the random walk, hit rate and DM p-value."""
+    table = Table(title=title)
+    for col in ("horizon", "model", "MSE", "ratio vs RW", "hit rate", "always up", "DM stat", "DM p", "coverage"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    pooled = metrics.filter(metrics["ticker"] == "ALL")
+    for r in pooled.iter_rows(named=True):
+        if models and r["model"] not in models:
+            continue
+        ratio = r.get("mse_ratio")
+        shown = "" if ratio is None else f"[{'green' if ratio < 1 else 'red'}]{ratio:.4f}[/]"
+        p, stat = r.get("dm_pvalue"), r.get("dm_stat")
+        cov = r.get("coverage")
         table.add_row(
             str(r["horizon"]),
-            f"{r['model_mse']:.4e}",
-            f"{r['baseline_mse']:.4e}",
-            f"[{style}]{r['mse_ratio']:.4f}[/]",
+            r["model"],
+            f"{r['mse']:.4e}",
+            shown,
             f"{r['hit_rate']:.3f}",
             f"{r['up_rate']:.3f}",
+            "" if stat is None else f"{stat:+.2f}",
+            "" if p is None else f"{p:.3f}",
+            "" if cov is None else f"{cov:.3f}",
         )
-    console.print(table)
-    console.print("ratio < 1 means the model beat the random walk (zero return) on that horizon.")
+    return table
+
+
+def _print_result(result, elapsed: float) -> None:
+    console.print(
+        _metrics_table(
+            result.metrics,
+            f"Out-of-sample evaluation {result.test_start} .. {result.test_end} (forward log returns, days the model "
+            "never trained or early-stopped on)",
+        )
+    )
+    flagged = [h for h, ok in result.skill.items() if not ok]
+    if flagged:
+        console.print(
+            f"[bold red]no skill[/] at horizons {flagged}: not significantly better than the random walk; "
+            "forecasts for them carry skill=false (publish.guardrail decides)"
+        )
+    console.print(
+        "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
+        "significant (a positive one: significantly worse)."
+    )
     if result.quarantined:
         console.print("[yellow]quarantined:[/]")
         for reason in result.quarantined.values():
@@ -194,6 +255,22 @@ def main(argv: list[str] | None = None) -> int:
             report = ingest_flow(settings)
             _print_ingest(report)
             console.print(f"lake: {settings.paths.lake}  ({time.perf_counter() - started:.1f}s)")
+            return 0
+        if args.command == "backtest":
+            from flows.backtest import backtest_flow
+
+            out_dir = args.out or settings.paths.out_dir / "backtest"
+            result, paths = backtest_flow(settings, out_dir)
+            console.print(
+                _metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}")
+            )
+            console.print(
+                "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
+                "significant (a positive one: significantly worse)."
+            )
+            console.print(result.folds)
+            console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
+            console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
             return 0
         from flows.nightly import nightly
 

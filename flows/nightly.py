@@ -1,32 +1,37 @@
-"""The nightly flow: load -> validate -> lake -> denoise + features -> windows -> train
--> evaluate against the random walk -> forecast -> publish.
+"""The nightly flow: ingest -> features -> fit and evaluate against baselines on the last test_days
+-> forecast (with the skill guardrail) -> inspect attention -> publish.
 
 Tasks are thin wrappers over `features` and `forecasting`; the flow only puts
-them in order, adds retries on network I/O, and leaves artifacts in the UI.
+them in order and leaves artifacts in the UI.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from features import denoise, lake, validate
-from features.build import FeatureFrame, build_features
-from features.errors import InsufficientDataError
-from features.windows import Panel, Splits, date_splits, make_panel
+from features import lake
+from features.build import FeatureFrame
+from features.windows import Panel, known_ends
 from flows.ingest import ingest_flow
 from flows.settings import Settings
-from forecasting import backtest, metrics, publish, reports, train
+from flows.tasks import make_features, require_history, run_backtest
+from forecasting import metrics, publish, reports, train
+from forecasting.backtest import BacktestResult, NeuralForecaster
 
 MODEL_NAME = "attention_lstm"
+BASELINES = ("random_walk", "hist_mean", "ridge")
+log = logging.getLogger("nightcast.flows.nightly")
 
 
 @dataclass
@@ -42,65 +47,63 @@ class NightlyResult:
     test_start: date
     test_end: date
     attention_summary: str
+    skill: dict[int, bool]
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@task(name="require history", cache_policy=NO_CACHE)
-def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, dict[str, str]]:
-    kept, findings = validate.require_history(prices, settings.validation.min_rows)
-    if kept.is_empty():
-        raise InsufficientDataError(
-            f"no ticker has validation.min_rows={settings.validation.min_rows} rows: "
-            + "; ".join(str(f) for f in findings)
-        )
-    return kept, {f.ticker: str(f) for f in findings}
-
-
-@task(name="features", cache_policy=NO_CACHE)
-def make_features(prices: pl.DataFrame, settings: Settings) -> FeatureFrame:
-    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
-
-
-@task(name="windows", cache_policy=NO_CACHE)
-def make_windows(ff: FeatureFrame, settings: Settings) -> tuple[Panel, Splits]:
-    panel = make_panel(ff, settings.features.max_horizon)
-    return panel, date_splits(panel, settings.windows)
-
-
-@task(name="train", cache_policy=NO_CACHE)
-def train_model(
-    panel: Panel, splits: Splits, settings: Settings, fingerprint: str
-) -> tuple[train.TrainedModel, str, Path]:
-    trained = train.fit(panel, splits, settings.model, settings.train, settings.windows.lookback, fingerprint)
-    version = f"{MODEL_NAME}-{train.weights_digest(trained.model)}"
-    checkpoint = train.save_checkpoint(trained, settings.paths.models / f"{version}.pt")
-    return trained, version, checkpoint
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(trained: train.TrainedModel, panel: Panel, splits: Splits) -> tuple[pl.DataFrame, pl.DataFrame]:
-    predictions = backtest.holdout_predictions(trained, panel, splits, MODEL_NAME)
-    return predictions, metrics.horizon_table(predictions, MODEL_NAME)
+@task(name="save model", cache_policy=NO_CACHE)
+def save_model(result: BacktestResult, settings: Settings) -> tuple[train.TrainedModel, str, Path]:
+    model = next(f for f in result.forecasters if f.name == MODEL_NAME)
+    assert isinstance(model, NeuralForecaster) and model.trained is not None
+    version = f"{MODEL_NAME}-{train.weights_digest(model.trained.model)}"
+    return model.trained, version, train.save_checkpoint(model.trained, settings.paths.models / f"{version}.pt")
 
 
 @task(name="forecast", cache_policy=NO_CACHE)
 def forecast(
-    trained: train.TrainedModel, panel: Panel, ff: FeatureFrame, settings: Settings, model_version: str
+    result: BacktestResult, panel: Panel, ff: FeatureFrame, settings: Settings, version: str, skill: dict[int, bool]
 ) -> tuple[date, pl.DataFrame]:
+    """Forecasts from every current ticker's last row; horizons without skill are flagged or replaced."""
     asof, rows = publish.current_rows(panel)
-    y_pred = train.predict(trained, panel, rows).mean
+    by_name = {f.name: f for f in result.forecasters}
+    y = by_name[MODEL_NAME].predict(panel, rows)
+    source = np.full(y.shape, MODEL_NAME, dtype=object)
+    horizons = [int(t.removeprefix("y_h")) for t in panel.targets]
+    pooled = result.metrics.filter(pl.col("ticker") == metrics.POOLED)
+    for k, h in enumerate(horizons):
+        if skill.get(h, False):
+            continue
+        if settings.publish.guardrail == "baseline":
+            candidates = pooled.filter(
+                pl.col("horizon") == h, pl.col("model").is_in([b for b in BASELINES if b in by_name])
+            )
+            best = candidates.sort("mse")["model"][0]
+            y[:, k] = by_name[best].predict(panel, rows)[:, k]
+            source[:, k] = best
+            log.warning("NO SKILL at horizon %d: publishing the best baseline (%s) instead of the model", h, best)
+        else:
+            log.warning(
+                "NO SKILL at horizon %d: the model does not beat the random walk significantly on the "
+                "last %d days; forecasts are published with skill=false",
+                h,
+                settings.windows.test_days,
+            )
     close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
     run_id = str(flow_run.id or "local")
-    frame = publish.forecast_frame(panel, rows, y_pred, close, asof, run_id, model_version, settings.publish.calendar)
-    return asof, frame
+    frame = publish.forecast_frame(panel, rows, y, close, asof, run_id, version, settings.publish.calendar)
+    return asof, frame.with_columns(
+        pl.col("horizon").replace_strict(skill, default=False, return_dtype=pl.Boolean).alias("skill"),
+        pl.Series("source_model", source.reshape(-1).tolist()),
+    )
 
 
 @task(name="inspect attention", cache_policy=NO_CACHE)
 def inspect_attention(
-    trained: train.TrainedModel, panel: Panel, splits: Splits, asof: date, settings: Settings
+    trained: train.TrainedModel, panel: Panel, test_start: np.datetime64, asof: date, settings: Settings
 ) -> tuple[str, list[Path]]:
     """Mean attention per lag / input variable on the test span: tables, a heatmap PNG and a summary."""
-    report = reports.attention_report(trained, panel, splits.test)
+    known = known_ends(panel, settings.windows.lookback)
+    report = reports.attention_report(trained, panel, known[panel.dates[known] >= test_start])
     if report is None:
         return "the model has no attention (plain LSTM)", []
     folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)
@@ -112,30 +115,30 @@ def inspect_attention(
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_outputs(
-    asof: date, forecasts: pl.DataFrame, table: pl.DataFrame, predictions: pl.DataFrame, settings: Settings
-) -> list[Path]:
+def publish_outputs(asof: date, forecasts: pl.DataFrame, result: BacktestResult, settings: Settings) -> list[Path]:
     out, formats = settings.paths.out_dir, settings.publish.formats
     paths = publish.write_frame(forecasts, publish.partition_dir(out, "forecasts", asof), "forecasts", formats)
     metrics_dir = publish.partition_dir(out, "metrics", asof)
-    paths += publish.write_frame(table, metrics_dir, "metrics", formats)
-    paths += publish.write_frame(predictions, metrics_dir, "predictions", formats)
+    paths += publish.write_frame(result.metrics, metrics_dir, "metrics", formats)
+    paths += publish.write_frame(result.predictions, metrics_dir, "predictions", formats)
     return paths
 
 
-def _markdown(result_table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[str, str], version: str) -> str:
+def _markdown(table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[str, str], version: str) -> str:
     lines = [
         f"# nightcast nightly — as of {forecasts['asof_date'][0]}",
         "",
         f"model `{version}`",
         "",
-        "| horizon | model MSE | random-walk MSE | ratio | hit rate | always-up |",
-        "|---|---|---|---|---|---|",
+        "| horizon | model | MSE | ratio vs random walk | hit rate | always up | DM p |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in result_table.iter_rows(named=True):
+    for r in table.filter(pl.col("ticker") == metrics.POOLED).iter_rows(named=True):
+        ratio = "" if r["mse_ratio"] is None else f"{r['mse_ratio']:.4f}"
+        p = "" if r["dm_pvalue"] is None else f"{r['dm_pvalue']:.3f}"
         lines.append(
-            f"| {r['horizon']} | {r['model_mse']:.3e} | {r['baseline_mse']:.3e} | {r['mse_ratio']:.3f} "
-            f"| {r['hit_rate']:.3f} | {r['up_rate']:.3f} |"
+            f"| {r['horizon']} | {r['model']} | {r['mse']:.3e} | {ratio} | {r['hit_rate']:.3f} | "
+            f"{r['up_rate']:.3f} | {p} |"
         )
     if quarantined:
         lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]
@@ -143,12 +146,13 @@ def _markdown(result_table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: 
         "",
         "## Forecasts",
         "",
-        "| ticker | horizon | target date | last price | predicted price |",
-        "|---|---|---|---|---|",
+        "| ticker | horizon | target date | last price | predicted price | skill | from |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in forecasts.iter_rows(named=True):
         lines.append(
-            f"| {r['ticker']} | {r['horizon']} | {r['target_date']} | {r['last_price']:.2f} | {r['pred_price']:.2f} |"
+            f"| {r['ticker']} | {r['horizon']} | {r['target_date']} | {r['last_price']:.2f} | "
+            f"{r['pred_price']:.2f} | {r['skill']} | {r['source_model']} |"
         )
     return "\n".join(lines)
 
@@ -175,43 +179,53 @@ def nightly(settings: Settings) -> NightlyResult:
     quarantined = {**report.quarantined, **short}
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
-    ff = make_features(prices, settings)
-    panel, splits = make_windows(ff, settings)
+    ff, panel = make_features(prices, settings)
+    lap("features")
+    evaluation = settings.backtest.model_copy(
+        update={
+            "refit_every": 0,
+            "test_start": None,
+            "test_end": None,
+            "models": [MODEL_NAME, *BASELINES],
+        }
+    )
+    result = run_backtest(panel, settings, evaluation, fingerprint)
     logger.info(
-        "%d tickers, %d rows, %d features; train < %s <= val < %s <= test <= %s",
+        "%d tickers, %d rows, %d features; evaluated on %s .. %s",
         len(panel.tickers),
         len(panel.dates),
         len(panel.features),
-        splits.val_start,
-        splits.test_start,
-        splits.test_end,
+        result.test_start,
+        result.test_end,
     )
-    lap("features")
-    trained, version, checkpoint = train_model(panel, splits, settings, fingerprint)
-    lap("train")
-    predictions, table = evaluate(trained, panel, splits)
-    asof, forecasts = forecast(trained, panel, ff, settings, version)
-    paths = publish_outputs(asof, forecasts, table, predictions, settings)
-    attention_summary, report_paths = inspect_attention(trained, panel, splits, asof, settings)
+    trained, version, checkpoint = save_model(result, settings)
+    skill = metrics.skill(result.metrics, MODEL_NAME, settings.backtest.dm_alpha)
+    lap("train+evaluate")
+    asof, forecasts = forecast(result, panel, ff, settings, version, skill)
+    paths = publish_outputs(asof, forecasts, result, settings)
+    attention_summary, report_paths = inspect_attention(trained, panel, result.test_start, asof, settings)
     paths += report_paths
-    get_run_logger().info("%s", attention_summary)
-    lap("evaluate+publish")
+    logger.info("%s", attention_summary)
+    lap("forecast+publish")
     create_markdown_artifact(
-        markdown=_markdown(table, forecasts, quarantined, version) + "\n\n## Attention\n\n" + attention_summary,
+        markdown=_markdown(result.metrics, forecasts, quarantined, version)
+        + "\n\n## Attention\n\n"
+        + attention_summary,
         key="nightly-summary",
         description=f"nightcast nightly as of {asof}",
     )
     return NightlyResult(
         asof,
         forecasts,
-        table,
+        result.metrics,
         paths,
         quarantined,
         report.stale,
         version,
         checkpoint,
-        splits.test_start.astype(object),
-        splits.test_end.astype(object),
+        result.test_start.astype(object),
+        result.test_end.astype(object),
         attention_summary,
+        skill,
         timings,
     )

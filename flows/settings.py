@@ -29,7 +29,7 @@ from features.settings import (
     ValidationSettings,
     WindowSettings,
 )
-from forecasting.settings import ModelSettings, PublishSettings, TrainSettings
+from forecasting.settings import BacktestSettings, ModelSettings, PublishSettings, TrainSettings
 
 ENV_PREFIX = "NIGHTCAST_"
 DEFAULT_CONFIG = Path("nightcast.toml")
@@ -66,6 +66,7 @@ class Settings(Section):
     windows: WindowSettings = WindowSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
+    backtest: BacktestSettings = BacktestSettings()
     publish: PublishSettings = PublishSettings()
     paths: PathSettings = PathSettings()
 

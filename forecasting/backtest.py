@@ -1,18 +1,32 @@
-"""Out-of-sample evaluation: the model and the baselines forecast from identical origins.
+"""Walk-forward backtest: every model and baseline forecasts from identical origins.
 
-`holdout_predictions` scores the test span the model never trained on (nor
-early-stopped on). Every prediction is returned in the long contract
-`model, ticker, asof_date, horizon, target_date, y_true, y_pred`.
+A forecast origin is every trading day of the test span. Models are refit every
+`refit_every` origins on labels realised before the refit date (a purge gap
+of the longest horizon, early stopping on the last `val_days` of them), and all
+origins until the next refit are scored in one batched pass. Every
+out-of-sample prediction is kept in the long contract
+`model, ticker, asof_date, horizon, target_date, y_true, y_pred[, y_lower, y_upper]`
+(plus `last_price`, the adjusted close at the origin, for implied-price metrics).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.windows import Panel, Splits
-from forecasting.baselines import random_walk
-from forecasting.train import TrainedModel, predict
+from features.errors import InsufficientDataError
+from features.windows import Panel, Splits, known_ends, splits_before
+from forecasting.baselines import Forecaster, HistoricalMean, RandomWalk, RidgeBaseline
+from forecasting.metrics import metrics_table
+from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
+from forecasting.train import TrainedModel, fit, predict
+
+log = logging.getLogger("nightcast.forecasting.backtest")
 
 
 def horizons_of(targets: list[str]) -> list[int]:
@@ -37,20 +51,184 @@ def long_predictions(panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: 
             "target_date": target_date.astype("datetime64[D]"),
             "y_true": panel.Y[ends].reshape(-1).astype(np.float64),
             "y_pred": np.asarray(y_pred, dtype=np.float64).reshape(-1),
+            "last_price": panel.price[rows],
         }
     )
 
 
-def holdout_predictions(
-    trained: TrainedModel, panel: Panel, splits: Splits, model_name: str = "attention_lstm"
-) -> pl.DataFrame:
-    """Model and random-walk forecasts at every test origin."""
-    ends = splits.test
-    y_model = predict(trained, panel, ends).mean
-    y_rw = random_walk(len(ends), len(panel.targets))
-    return pl.concat(
-        [
-            long_predictions(panel, ends, y_model, model_name),
-            long_predictions(panel, ends, y_rw, "random_walk"),
-        ]
+class NeuralForecaster:
+    """The attention LSTM (or its plain-LSTM ablation) behind the baselines' interface, warm-starting refits."""
+
+    def __init__(
+        self,
+        name: str,
+        model: ModelSettings,
+        train: TrainSettings,
+        lookback: int,
+        warm_start: bool,
+        fingerprint: str = "",
+    ):
+        self.name, self.model_settings, self.train_settings = name, model, train
+        self.lookback, self.warm_start, self.fingerprint = lookback, warm_start, fingerprint
+        self.trained: TrainedModel | None = None
+
+    def fit(self, panel: Panel, splits: Splits) -> None:
+        init = self.trained if self.warm_start else None
+        self.trained = fit(
+            panel, splits, self.model_settings, self.train_settings, self.lookback, self.fingerprint, init=init
+        )
+
+    def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
+        return predict(self.trained, panel, ends).mean
+
+    def quantile_band(self, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Lowest and highest forecast quantiles (N, K) when the model has a quantile head."""
+        q = predict(self.trained, panel, ends).quantiles
+        return None if q is None else (q[..., 0], q[..., -1])
+
+
+def make_forecasters(
+    bt: BacktestSettings, model: ModelSettings, train: TrainSettings, lookback: int, fingerprint: str = ""
+) -> list[Forecaster]:
+    quiet = train.model_copy(update={"progress": False})
+    ablation = model.model_copy(update={"attention": False, "input_attention": False})
+    factories = {
+        "attention_lstm": lambda: NeuralForecaster(
+            "attention_lstm", model.model_copy(update={"attention": True}), quiet, lookback, bt.warm_start, fingerprint
+        ),
+        "lstm": lambda: NeuralForecaster("lstm", ablation, quiet, lookback, bt.warm_start, fingerprint),
+        "random_walk": RandomWalk,
+        "hist_mean": HistoricalMean,
+        "ridge": lambda: RidgeBaseline(bt.ridge_alpha),
+    }
+    return [factories[name]() for name in bt.models]
+
+
+def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int, min_count: int) -> pl.DataFrame:
+    """y_pred +- the `coverage` quantile of the last `window` absolute residuals realised by each origin.
+
+    Per (model, horizon), pooled over tickers. A residual is usable at origin D only if its
+    target date is <= D (the outcome was known then): never a future one.
+    """
+    parts = []
+    for _, g in predictions.group_by("model", "horizon"):
+        target = g["target_date"].to_numpy()
+        residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
+        order = np.argsort(target, kind="stable")
+        target, residual = target[order], residual[order]
+        asof = g["asof_date"].to_numpy()
+        widths = {}
+        for day in np.unique(asof):
+            n = int(np.searchsorted(target, day, side="right"))
+            past = residual[max(0, n - window) : n]
+            widths[day] = float(np.quantile(past, coverage)) if past.size >= min_count else np.nan
+        width = np.array([widths[d] for d in asof])
+        parts.append(
+            g.with_columns(
+                pl.Series("y_lower", g["y_pred"].to_numpy() - width).fill_nan(None),
+                pl.Series("y_upper", g["y_pred"].to_numpy() + width).fill_nan(None),
+            )
+        )
+    return pl.concat(parts)
+
+
+@dataclass
+class BacktestResult:
+    predictions: pl.DataFrame
+    metrics: pl.DataFrame
+    folds: pl.DataFrame
+    forecasters: list[Forecaster]
+    test_start: np.datetime64
+    test_end: np.datetime64
+    seconds: float
+
+
+def walk_forward(
+    panel: Panel,
+    bt: BacktestSettings,
+    model: ModelSettings,
+    train: TrainSettings,
+    lookback: int,
+    val_days: int,
+    test_days: int,
+    fingerprint: str = "",
+    progress: bool = True,
+) -> BacktestResult:
+    """Run the walk-forward backtest of `bt.models` over the test span and score every prediction."""
+    started = time.perf_counter()
+    known = known_ends(panel, lookback)
+    grid = np.unique(panel.dates[known])
+    start = np.datetime64(bt.test_start, "D") if bt.test_start else grid[-min(test_days, grid.size)]
+    end = np.datetime64(bt.test_end, "D") if bt.test_end else grid[-1]
+    origins = grid[(grid >= start) & (grid <= end)]
+    if origins.size == 0:
+        raise InsufficientDataError(f"no forecast origin with known targets between {start} and {end}")
+    refits = origins[:: bt.refit_every] if bt.refit_every else origins[:1]
+    forecasters = make_forecasters(bt, model, train, lookback, fingerprint)
+    frames, folds = [], []
+    rolling = bt.rolling_days if bt.window == "rolling" else None
+    bar = Progress(
+        TextColumn("[bold]backtest"),
+        BarColumn(),
+        TextColumn("fold {task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    )
+    with bar:
+        task = bar.add_task("folds", total=len(refits))
+        for k, refit in enumerate(refits):
+            stop = refits[k + 1] if k + 1 < len(refits) else end + np.timedelta64(1, "D")
+            dates = panel.dates[known]
+            block = known[(dates >= refit) & (dates < stop) & (dates <= end)]
+            split = splits_before(panel, lookback, refit, val_days, rolling)
+            fold = {
+                "fold": k,
+                "refit_date": refit.astype(object),
+                "train": len(split.train),
+                "val": len(split.val),
+                "origins": len(np.unique(panel.dates[block])),
+                "predictions": len(block),
+            }
+            for f in forecasters:
+                t0 = time.perf_counter()
+                f.fit(panel, split)
+                frame = long_predictions(panel, block, f.predict(panel, block), f.name)
+                if (
+                    bt.interval == "quantile"
+                    and isinstance(f, NeuralForecaster)
+                    and (band := f.quantile_band(panel, block))
+                ):
+                    frame = frame.with_columns(
+                        pl.Series("y_lower", band[0].reshape(-1).astype(np.float64)),
+                        pl.Series("y_upper", band[1].reshape(-1).astype(np.float64)),
+                    )
+                frames.append(frame)
+                fold[f"{f.name}_s"] = round(time.perf_counter() - t0, 2)
+                if isinstance(f, NeuralForecaster):
+                    fold[f"{f.name}_epochs"] = len(f.trained.history)
+            folds.append(fold)
+            log.info(
+                "fold %d/%d refit %s: %d train / %d val samples, %d origins",
+                k + 1,
+                len(refits),
+                refit,
+                fold["train"],
+                fold["val"],
+                fold["origins"],
+            )
+            bar.update(task, advance=1)
+    predictions = pl.concat(frames, how="diagonal_relaxed")
+    if bt.interval == "conformal":
+        predictions = conformal_intervals(
+            predictions.drop("y_lower", "y_upper", strict=False), bt.coverage, bt.conformal_window, bt.conformal_min
+        )
+    predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
+    return BacktestResult(
+        predictions,
+        metrics_table(predictions),
+        pl.DataFrame(folds),
+        forecasters,
+        origins[0],
+        origins[-1],
+        time.perf_counter() - started,
     )

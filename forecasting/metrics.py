@@ -1,13 +1,21 @@
 """Forecast metrics as pure functions over the long prediction frame.
 
-The frame has `model, ticker, asof_date, horizon, target_date, y_true, y_pred`,
-with y_* forward log returns. Skill is judged on returns (DESIGN.md step 10).
+The frame has `model, ticker, asof_date, horizon, target_date, y_true, y_pred`
+(forward log returns), optionally `last_price` and `y_lower, y_upper`. Skill
+is judged on returns: a price MSE pooled across tickers is dominated by the
+high-priced names, and the directional baseline is the "always up" rate.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
+from scipy import stats
+from sklearn.metrics import precision_recall_fscore_support
+
+POOLED = "ALL"
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -15,37 +23,118 @@ def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean((y_true - y_pred) ** 2))
 
 
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64))))
+
+
 def hit_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Share of forecasts with the right sign (a zero forecast counts as 'up')."""
     return float(np.mean((np.asarray(y_true) > 0) == (np.asarray(y_pred) >= 0)))
 
 
-def horizon_table(predictions: pl.DataFrame, model: str, baseline: str = "random_walk") -> pl.DataFrame:
-    """Per horizon: samples, model MSE, baseline MSE, their ratio, model hit rate and the 'always up' rate."""
-    err = (pl.col("y_true") - pl.col("y_pred")) ** 2
-    pooled = (
-        predictions.filter(pl.col("model").is_in([model, baseline]))
-        .group_by("horizon", "model")
-        .agg(
-            err.mean().alias("mse"),
-            ((pl.col("y_true") > 0) == (pl.col("y_pred") >= 0)).mean().alias("hit_rate"),
-            (pl.col("y_true") > 0).mean().alias("up_rate"),
-            pl.len().alias("n"),
-        )
+def direction_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the 'up' call (a zero forecast counts as 'up')."""
+    p, r, f, _ = precision_recall_fscore_support(
+        np.asarray(y_true) > 0, np.asarray(y_pred) >= 0, average="binary", zero_division=0
     )
-    m = pooled.filter(pl.col("model") == model).drop("model")
-    b = pooled.filter(pl.col("model") == baseline).select("horizon", pl.col("mse").alias("baseline_mse"))
-    return (
-        m.join(b, on="horizon")
-        .select(
-            "horizon",
-            "n",
-            pl.col("mse").alias("model_mse"),
-            "baseline_mse",
-            (pl.col("mse") / pl.col("baseline_mse")).alias("mse_ratio"),
-            "hit_rate",
-            "up_rate",
+    return float(p), float(r), float(f)
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tuple[float, float]:
+    """Diebold-Mariano test of equal accuracy, with the Harvey-Leybourne-Newbold small-sample correction.
+
+    `loss_a`, `loss_b`: per-period losses of two forecasts (e.g. squared errors), in time order.
+    The loss differential's long-run variance uses autocovariances up to lag horizon-1
+    (falling back to lag 0 if that estimate is not positive). Returns (statistic, two-sided
+    p-value from Student's t with n-1 degrees of freedom); negative means `a` is more accurate.
+    """
+    d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
+    n = d.size
+    if n < 3:
+        return math.nan, math.nan
+    dev = d - d.mean()
+    gamma = [float(dev[k:] @ dev[: n - k]) / n for k in range(max(horizon, 1))]
+    variance = (gamma[0] + 2 * sum(gamma[1:])) / n
+    if variance <= 0:
+        variance = gamma[0] / n
+    if variance <= 0:
+        return 0.0, 1.0  # identical losses: no evidence either way
+    correction = math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    statistic = d.mean() / math.sqrt(variance) * correction
+    return statistic, float(2 * stats.t.sf(abs(statistic), df=n - 1))
+
+
+def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
+    yt, yp = g["y_true"].to_numpy(), g["y_pred"].to_numpy()
+    precision, recall, f1 = direction_scores(yt, yp)
+    row = {
+        "n": len(yt),
+        "mse": mse(yt, yp),
+        "rmse": math.sqrt(mse(yt, yp)),
+        "mae": mae(yt, yp),
+        "hit_rate": hit_rate(yt, yp),
+        "up_rate": float(np.mean(yt > 0)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+    if "last_price" in g.columns:
+        p0 = g["last_price"].to_numpy()
+        row["price_rmse"] = math.sqrt(mse(p0 * np.exp(yt), p0 * np.exp(yp)))
+        row["price_mae"] = mae(p0 * np.exp(yt), p0 * np.exp(yp))
+    if "y_lower" in g.columns and g["y_lower"].null_count() < g.height:
+        covered = g.drop_nulls("y_lower")
+        row["coverage"] = float(
+            ((covered["y_true"] >= covered["y_lower"]) & (covered["y_true"] <= covered["y_upper"])).mean()
         )
-        .with_columns(pl.lit(model).alias("model"), pl.lit(baseline).alias("baseline"))
-        .sort("horizon")
+        row["interval_width"] = float((covered["y_upper"] - covered["y_lower"]).mean())
+    if base is not None:
+        pair = g.join(base, on=["ticker", "asof_date"], suffix="_base")
+        row["baseline_mse"] = mse(pair["y_true"], pair["y_pred_base"])
+        row["mse_ratio"] = row["mse"] / row["baseline_mse"] if row["baseline_mse"] > 0 else math.nan
+        loss = pair.select(
+            "asof_date",
+            ((pl.col("y_true") - pl.col("y_pred")) ** 2).alias("a"),
+            ((pl.col("y_true") - pl.col("y_pred_base")) ** 2).alias("b"),
+        )
+        per_date = loss.group_by("asof_date").agg(pl.col("a").mean(), pl.col("b").mean()).sort("asof_date")
+        row["dm_stat"], row["dm_pvalue"] = diebold_mariano(per_date["a"].to_numpy(), per_date["b"].to_numpy(), horizon)
+    return row
+
+
+def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> pl.DataFrame:
+    """One row per (model, ticker, horizon), with ticker 'ALL' for the pooled figures.
+
+    Pooled Diebold-Mariano tests use the loss differential averaged across tickers per origin date.
+    """
+    rows = []
+    for (model, horizon), g in predictions.group_by("model", "horizon"):
+        base_all = predictions.filter((pl.col("model") == baseline) & (pl.col("horizon") == horizon)).select(
+            "ticker", "asof_date", "y_pred"
+        )
+        base = None if model == baseline or base_all.is_empty() else base_all
+        rows.append({"model": model, "ticker": POOLED, "horizon": horizon, **_scores(g, base, horizon)})
+        for (ticker,), gt in g.group_by("ticker"):
+            tbase = None if base is None else base.filter(pl.col("ticker") == ticker)
+            rows.append({"model": model, "ticker": ticker, "horizon": horizon, **_scores(gt, tbase, horizon)})
+    table = pl.DataFrame(rows)
+    return table.sort(
+        pl.col("ticker") != POOLED,
+        "ticker",
+        "horizon",
+        pl.col("model").replace_strict(
+            {m: i for i, m in enumerate(MODEL_ORDER)}, default=len(MODEL_ORDER), return_dtype=pl.Int32
+        ),
     )
+
+
+MODEL_ORDER = ("attention_lstm", "lstm", "ridge", "hist_mean", "random_walk")
+
+
+def skill(table: pl.DataFrame, model: str, alpha: float) -> dict[int, bool]:
+    """Per horizon: the model beats the random walk (pooled ratio < 1) and the DM test says so at `alpha`."""
+    rows = table.filter((pl.col("model") == model) & (pl.col("ticker") == POOLED))
+    return {
+        int(r["horizon"]): bool(r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < alpha)
+        for r in rows.iter_rows(named=True)
+    }

@@ -116,3 +116,160 @@ def plot_attention(report: AttentionReport, path: Path) -> Path:
 
 def _rows(frame: pl.DataFrame | None) -> int:
     return 0 if frame is None else frame["ticker"].n_unique()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    _pyplot().close(fig)
+    return path
+
+
+def plot_cumulative_error(predictions: pl.DataFrame, path: Path, baseline: str = "random_walk") -> Path:
+    """Cumulative (squared error - baseline squared error) over origins, pooled over tickers; below 0 = better."""
+    plt = _pyplot()
+    horizons = sorted(predictions["horizon"].unique().to_list())
+    base = predictions.filter(pl.col("model") == baseline).select(
+        "ticker", "asof_date", "horizon", pl.col("y_pred").alias("b")
+    )
+    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
+    for ax, h in zip(axes[0], horizons, strict=True):
+        pair = predictions.filter((pl.col("horizon") == h) & (pl.col("model") != baseline)).join(
+            base.filter(pl.col("horizon") == h), on=["ticker", "asof_date", "horizon"]
+        )
+        diff = (
+            pair.group_by("model", "asof_date")
+            .agg(
+                (((pl.col("y_true") - pl.col("y_pred")) ** 2) - ((pl.col("y_true") - pl.col("b")) ** 2))
+                .mean()
+                .alias("d")
+            )
+            .sort("asof_date")
+        )
+        for (model,), g in sorted(diff.group_by("model"), key=lambda kv: kv[0][0]):
+            ax.plot(g["asof_date"].to_numpy(), np.cumsum(g["d"].to_numpy()), label=model, lw=1.4)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"horizon {h}: cumulative squared error minus {baseline}")
+        ax.set_ylabel("below 0 = better than the random walk")
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_predicted_vs_realised(predictions: pl.DataFrame, path: Path, model: str) -> Path:
+    plt = _pyplot()
+    horizons = sorted(predictions["horizon"].unique().to_list())
+    fig, axes = plt.subplots(1, len(horizons), figsize=(4.5 * len(horizons), 4.2), squeeze=False)
+    for ax, h in zip(axes[0], horizons, strict=True):
+        g = predictions.filter((pl.col("model") == model) & (pl.col("horizon") == h))
+        ax.scatter(g["y_pred"].to_numpy(), g["y_true"].to_numpy(), s=4, alpha=0.35)
+        lim = float(np.nanquantile(np.abs(g["y_true"].to_numpy()), 0.99)) if g.height else 0.1
+        ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8)
+        ax.set_xlim(-lim / 2, lim / 2)
+        ax.set_ylim(-lim, lim)
+        ax.set_xlabel("predicted log return")
+        ax.set_ylabel("realised log return")
+        ax.set_title(f"{model}, horizon {h}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_hit_rates(metrics: pl.DataFrame, path: Path) -> Path:
+    """Hit rate per ticker and model at each horizon, with the 'always up' rate as a marker."""
+    plt = _pyplot()
+    per = metrics.filter(pl.col("ticker") != "ALL")
+    horizons = sorted(per["horizon"].unique().to_list())
+    models = [m for m in ("attention_lstm", "lstm", "ridge", "hist_mean") if m in per["model"].unique().to_list()]
+    tickers = sorted(per["ticker"].unique().to_list())
+    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    for ax, h in zip(axes[0], horizons, strict=True):
+        sub = per.filter(pl.col("horizon") == h)
+        for i, m in enumerate(models):
+            rates = [sub.filter((pl.col("model") == m) & (pl.col("ticker") == t))["hit_rate"].first() for t in tickers]
+            ax.bar(np.arange(len(tickers)) + i * width, rates, width, label=m)
+        ups = [sub.filter(pl.col("ticker") == t)["up_rate"].first() for t in tickers]
+        ax.scatter(
+            np.arange(len(tickers)) + 0.4 - width / 2,
+            ups,
+            color="black",
+            marker="_",
+            s=300,
+            label="always up",
+            zorder=3,
+        )
+        ax.set_xticks(np.arange(len(tickers)) + 0.4 - width / 2, tickers)
+        ax.set_ylim(0.3, 0.75)
+        ax.axhline(0.5, color="grey", lw=0.6)
+        ax.set_title(f"hit rate per ticker, horizon {h}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def backtest_summary(
+    metrics: pl.DataFrame,
+    folds: pl.DataFrame,
+    title: str,
+    images: dict[str, str],
+    seconds: float,
+    coverage: float | None,
+) -> str:
+    """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
+    pooled = metrics.filter(pl.col("ticker") == "ALL")
+    has_cov = "coverage" in pooled.columns
+    lines = [
+        f"# {title}",
+        "",
+        f"{folds.height} folds, {folds['origins'].sum()} forecast origins, {seconds:.0f} s.",
+        "",
+        "| horizon | model | MSE | MSE ratio vs random walk | hit rate | always up | F1 (up) | DM stat | DM p |"
+        + (" coverage |" if has_cov else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if has_cov else ""),
+    ]
+    for r in pooled.iter_rows(named=True):
+        ratio = "" if r.get("mse_ratio") is None else f"{r['mse_ratio']:.4f}"
+        dm = "" if r.get("dm_stat") is None else f"{r['dm_stat']:.2f} | {r['dm_pvalue']:.3f}"
+        dm = dm or " | "
+        cov = f" {r['coverage']:.3f} |" if has_cov and r.get("coverage") is not None else (" |" if has_cov else "")
+        lines.append(
+            f"| {r['horizon']} | {r['model']} | {r['mse']:.4e} | {ratio} | {r['hit_rate']:.3f} | "
+            f"{r['up_rate']:.3f} | {r['f1']:.3f} | {dm} |{cov}"
+        )
+    lines += [
+        "",
+        "Ratio below 1 beats the random walk; a negative DM statistic with p below 0.05 says the difference "
+        "is significant (Diebold-Mariano, Harvey-Leybourne-Newbold correction, pooled loss differential per origin). "
+        "The directional baseline is the 'always up' rate, not 0.5.",
+    ]
+    if coverage is not None and has_cov:
+        lines.append(f"Intervals: nominal coverage {coverage:.0%}; the coverage column is what was realised.")
+    lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in images.items()]
+    lines += ["", "## Folds", "", "| " + " | ".join(folds.columns) + " |", "|" + "---|" * folds.width]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in folds.iter_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def write_backtest_report(result, out_dir: Path, title: str, coverage: float | None) -> list[Path]:
+    """PNG plots and report.md (linking them) into `out_dir`."""
+    out_dir = Path(out_dir)
+    models = result.predictions["model"].unique().to_list()
+    featured = "attention_lstm" if "attention_lstm" in models else sorted(models)[0]
+    paths = [
+        plot_cumulative_error(result.predictions, out_dir / "cumulative_error.png"),
+        plot_predicted_vs_realised(result.predictions, out_dir / "predicted_vs_realised.png", featured),
+        plot_hit_rates(result.metrics, out_dir / "hit_rates.png"),
+    ]
+    images = {p.stem.replace("_", " "): p.name for p in paths}
+    text = backtest_summary(result.metrics, result.folds, title, images, result.seconds, coverage)
+    paths.append(atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text)))
+    return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -59,8 +60,38 @@ class TrainSettings(Section):
     progress: bool = Field(True, description="show a progress bar while training (hidden when not a terminal)")
 
 
+MODEL_NAMES = ("attention_lstm", "lstm", "random_walk", "hist_mean", "ridge")
+
+
+class BacktestSettings(Section):
+    test_start: date | None = Field(
+        None, description="first forecast origin (default: the last windows.test_days dates)"
+    )
+    test_end: date | None = Field(None, description="last forecast origin (default: the last date with known targets)")
+    refit_every: int = Field(63, ge=0, description="trading days between refits; 0 = fit once, at the test start")
+    window: Literal["expanding", "rolling"] = Field("expanding", description="training window before each refit")
+    rolling_days: int = Field(2520, ge=50, description="length of a rolling training window (trading days)")
+    warm_start: bool = Field(True, description="a refit starts from the previous fold's weights (false: cold start)")
+    models: list[Literal[MODEL_NAMES]] = Field(  # type: ignore[valid-type]
+        list(MODEL_NAMES), description="models scored on identical origins"
+    )
+    ridge_alpha: float = Field(10.0, ge=0, description="L2 penalty of the ridge baseline (standardised features)")
+    interval: Literal["conformal", "quantile", "none"] = Field(
+        "conformal", description="prediction intervals: conformal on past residuals, or the quantile head"
+    )
+    coverage: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the prediction intervals")
+    conformal_window: int = Field(250, ge=10, description="past out-of-sample residuals used per horizon")
+    conformal_min: int = Field(50, ge=5, description="fewest past residuals before an interval is given")
+    dm_alpha: float = Field(0.05, gt=0, lt=1, description="Diebold-Mariano significance level for 'skill'")
+
+
 class PublishSettings(Section):
     calendar: str = Field("XNYS", description="exchange calendar for target dates (exchange_calendars name)")
+    guardrail: Literal["flag", "baseline"] = Field(
+        "flag",
+        description="horizons without skill (ratio >= 1 or DM not significant): flag them skill=false, "
+        "or publish the best baseline instead",
+    )
     formats: list[Literal["parquet", "csv"]] = Field(
         ["parquet", "csv"], description="file formats written under outputs/"
     )

@@ -138,8 +138,12 @@ def fit(
     train_settings: TrainSettings,
     lookback: int,
     fingerprint: str = "",
+    init: TrainedModel | None = None,
 ) -> TrainedModel:
-    """Train on `splits.train`, early-stop on `splits.val`; return the best-validation model."""
+    """Train on `splits.train`, early-stop on `splits.val`; return the best-validation model.
+
+    `init` warm-starts from another model's weights (the previous walk-forward fold).
+    """
     ts = train_settings
     device = resolve_device(ts.device)
     threads = set_threads(ts.threads)
@@ -157,6 +161,10 @@ def fit(
         **{**model_settings.model_dump(), "quantiles": tuple(model_settings.quantiles)},
     )
     model = TemporalAttentionLSTM(config).to(device)
+    if init is not None:
+        if init.model.config != config:
+            raise NightcastError("cannot warm-start: the previous model has a different configuration")
+        model.load_state_dict(init.model.state_dict())
     trained = TrainedModel(
         model,
         scaler,
@@ -195,6 +203,8 @@ def fit(
         lookback,
     )
     best_state, stale = copy.deepcopy(model.state_dict()), 0
+    if init is not None:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
+        trained.best_val_loss = _evaluate_loss(model, data, val_ends, ts.batch_size * 4, levels, autocast)
     with _progress(ts.progress) as bar:
         task = bar.add_task("training", total=ts.epochs, train="-", val="-")
         for epoch in range(1, ts.epochs + 1):

@@ -43,7 +43,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     out = settings.paths.out_dir
     assert result.asof == date(2014, 12, 31)
     forecasts = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
-    assert tuple(forecasts.columns) == FORECAST_COLUMNS
+    assert tuple(forecasts.columns) == (*FORECAST_COLUMNS, "skill", "source_model")
     assert forecasts.height == 3 * 5
     assert sorted(forecasts["ticker"].unique().to_list()) == ["NVDA", "ORCL", "^GSPC"]
     assert all(is_session(d) and d > date(2014, 12, 31) for d in forecasts["target_date"].to_list())
@@ -52,12 +52,22 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert csv.height == 15 and csv["pred_price"].to_list() == pytest.approx(forecasts["pred_price"].to_list())
 
     metrics = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "metrics.parquet")
-    assert metrics["horizon"].to_list() == [1, 2, 3, 4, 5]
-    assert (metrics["n"] == 3 * 60).all()
-    assert ((metrics["mse_ratio"] - metrics["model_mse"] / metrics["baseline_mse"]).abs() < 1e-12).all()
-    assert metrics["baseline_mse"].is_sorted()  # longer horizons, larger squared returns
+    pooled = metrics.filter(pl.col("ticker") == "ALL")
+    assert sorted(pooled["model"].unique().to_list()) == ["attention_lstm", "hist_mean", "random_walk", "ridge"]
+    assert (pooled["n"] == 3 * 60).all() and pooled.height == 4 * 5
+    model = pooled.filter(pl.col("model") == "attention_lstm").sort("horizon")
+    assert ((model["mse_ratio"] - model["mse"] / model["baseline_mse"]).abs() < 1e-12).all()
+    assert model["baseline_mse"].is_sorted()  # longer horizons, larger squared returns
+    assert model["dm_pvalue"].is_between(0, 1).all()
+    # the skill flag in the forecasts is exactly what the evaluation says, horizon by horizon
+    expected = {
+        int(r["horizon"]): r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < 0.05
+        for r in model.iter_rows(named=True)
+    }
+    assert dict(forecasts.select("horizon", "skill").unique().iter_rows()) == expected == result.skill
+    assert (forecasts["source_model"] == "attention_lstm").all()  # default guardrail: flag, never replace
     predictions = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "predictions.parquet")
-    assert predictions.height == 2 * 3 * 60 * 5
+    assert predictions.height == 4 * 3 * 60 * 5
     assert predictions["asof_date"].min() == result.test_start
     assert (predictions["target_date"] <= date(2014, 12, 31)).all()
 
@@ -82,3 +92,26 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
     assert again.model_version == result.model_version
     assert rerun["run_id"][0] != forecasts["run_id"][0]
+
+
+def test_guardrail_can_publish_the_best_baseline(prefect_harness, settings):
+    from flows.nightly import nightly
+
+    strict = settings.model_copy(
+        update={
+            "publish": settings.publish.model_copy(update={"guardrail": "baseline"}),
+            "backtest": settings.backtest.model_copy(update={"dm_alpha": 1e-12}),  # nothing is ever significant
+        }
+    )
+    result = nightly(strict)
+    assert not any(result.skill.values())
+    pooled = result.metrics.filter(
+        (pl.col("ticker") == "ALL") & pl.col("model").is_in(["random_walk", "hist_mean", "ridge"])
+    )
+    best = dict(
+        pooled.sort("mse").group_by("horizon", maintain_order=True).first().select("horizon", "model").iter_rows()
+    )
+    got = dict(result.forecasts.select("horizon", "source_model").unique().iter_rows())
+    assert got == best
+    rw = result.forecasts.filter(pl.col("source_model") == "random_walk")
+    assert (rw["pred_log_return"] == 0).all() and (rw["pred_price"] == rw["last_price"]).all()

@@ -1,28 +1,104 @@
-from datetime import date
+import math
+from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
-from forecasting.metrics import hit_rate, horizon_table, mse
+from forecasting.metrics import (
+    diebold_mariano,
+    direction_scores,
+    hit_rate,
+    mae,
+    metrics_table,
+    mse,
+    skill,
+)
 
 
-def test_mse_and_hit_rate_by_hand():
+def test_point_metrics_by_hand():
     assert mse([0.01, -0.02], [0.0, 0.0]) == pytest.approx((0.0001 + 0.0004) / 2)
+    assert mae([0.01, -0.02], [0.0, 0.01]) == pytest.approx((0.01 + 0.03) / 2)
     assert hit_rate([0.01, -0.02, 0.03, -0.01], [0.5, 0.1, -0.2, -0.3]) == pytest.approx(0.5)
+    # up calls at 0, 1; true ups at 0, 2 -> precision 1/2, recall 1/2, F1 1/2
+    assert direction_scores([0.01, -0.02, 0.03, -0.01], [0.5, 0.1, -0.2, -0.3]) == pytest.approx((0.5, 0.5, 0.5))
 
 
-def test_horizon_table_by_hand():
+def test_diebold_mariano_textbook_case_by_hand():
+    # d = [1, -1, 2, 0, 3, 1]: mean 1, gamma0 = 10/6, V = gamma0 / 6, DM = 1 / sqrt(10/36) = 1.8974;
+    # HLN factor sqrt((6 + 1 - 2) / 6) -> 1.7321; two-sided p from t(5)
+    stat, p = diebold_mariano(np.array([1.0, -1, 2, 0, 3, 1]), np.zeros(6), horizon=1)
+    assert stat == pytest.approx(1.0 / math.sqrt(10 / 36) * math.sqrt(5 / 6))
+    assert stat == pytest.approx(1.7320508, abs=1e-6)
+    assert p == pytest.approx(2 * stats.t.sf(1.7320508, df=5), abs=1e-6) and p == pytest.approx(0.1438, abs=1e-4)
+
+
+def test_diebold_mariano_uses_autocovariances_up_to_h_minus_1():
+    rng = np.random.default_rng(0)
+    d = np.convolve(rng.normal(0.3, 1, 200), [1, 1, 1], mode="valid")  # an MA(2) loss differential
+    n = d.size
+    dev = d - d.mean()
+    gammas = [dev[k:] @ dev[: n - k] / n for k in range(3)]
+    expected = d.mean() / math.sqrt((gammas[0] + 2 * (gammas[1] + gammas[2])) / n)
+    expected *= math.sqrt((n + 1 - 6 + 3 * 2 / n) / n)
+    stat, p = diebold_mariano(d, np.zeros(n), horizon=3)
+    assert stat == pytest.approx(expected)
+    assert p < 0.01  # a real difference is found
+
+
+def test_diebold_mariano_equal_forecasts_and_symmetry():
+    a = np.random.default_rng(1).normal(size=50) ** 2
+    assert diebold_mariano(a, a, 1) == (0.0, 1.0)
+    b = a * 1.5
+    s1, p1 = diebold_mariano(a, b, 2)
+    s2, p2 = diebold_mariano(b, a, 2)
+    assert s1 == pytest.approx(-s2) and p1 == pytest.approx(p2)
+
+
+def frame(models: dict[str, list[float]], truth: list[float], tickers=("A",), lower=None) -> pl.DataFrame:
     rows = []
-    for model, preds in (("m", [0.01, 0.0, -0.01]), ("random_walk", [0.0, 0.0, 0.0])):
-        for y, p in zip([0.02, -0.01, -0.02], preds, strict=True):
-            rows.append(
-                {"model": model, "ticker": "A", "asof_date": date(2020, 1, 1), "horizon": 1, "y_true": y, "y_pred": p}
-            )
-    table = horizon_table(pl.DataFrame(rows), "m")
-    r = table.row(0, named=True)
-    assert r["model_mse"] == pytest.approx((0.0001 + 0.0001 + 0.0001) / 3)
-    assert r["baseline_mse"] == pytest.approx((0.0004 + 0.0001 + 0.0004) / 3)
-    assert r["mse_ratio"] == pytest.approx(1 / 3)
-    assert r["hit_rate"] == pytest.approx(2 / 3)  # up right, 0.0 counts as 'up' (wrong), down right
-    assert r["up_rate"] == pytest.approx(1 / 3)
-    assert r["n"] == 3
+    days = [date(2020, 1, 1) + timedelta(days=i) for i in range(len(truth))]
+    for model, preds in models.items():
+        for t in tickers:
+            for d, y, p in zip(days, truth, preds, strict=True):
+                row = {
+                    "model": model,
+                    "ticker": t,
+                    "asof_date": d,
+                    "horizon": 1,
+                    "target_date": d + timedelta(days=1),
+                    "y_true": y,
+                    "y_pred": p,
+                    "last_price": 100.0,
+                }
+                if lower is not None:
+                    row |= {"y_lower": p - lower, "y_upper": p + lower}
+                rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def test_metrics_table_by_hand():
+    truth = [0.02, -0.01, -0.02, 0.01]
+    table = metrics_table(frame({"m": [0.01, 0.0, -0.01, 0.02], "random_walk": [0.0] * 4}, truth, lower=0.015))
+    r = table.filter((pl.col("model") == "m") & (pl.col("ticker") == "ALL")).row(0, named=True)
+    assert r["mse"] == pytest.approx(0.0001)  # every error is 0.01
+    assert r["baseline_mse"] == pytest.approx((0.0004 + 0.0001 + 0.0004 + 0.0001) / 4)
+    assert r["mse_ratio"] == pytest.approx(0.4)
+    assert r["hit_rate"] == pytest.approx(0.75)  # 0.0 counts as 'up': wrong once
+    assert r["up_rate"] == pytest.approx(0.5)
+    assert r["coverage"] == pytest.approx(1.0) and r["interval_width"] == pytest.approx(0.03)
+    assert r["price_mae"] == pytest.approx(
+        np.mean(np.abs(100 * np.exp(truth) - 100 * np.exp([0.01, 0.0, -0.01, 0.02])))
+    )
+    assert r["dm_stat"] < 0
+    assert table.filter(pl.col("ticker") == "A").height == 2  # per-ticker rows too
+
+
+def test_skill_needs_a_lower_ratio_and_significance():
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 0.01, 300)
+    good = truth + rng.normal(0, 0.002, 300)
+    table = metrics_table(frame({"m": list(good), "bad": list(-truth), "random_walk": [0.0] * 300}, list(truth)))
+    assert skill(table, "m", 0.05) == {1: True}
+    assert skill(table, "bad", 0.05) == {1: False}

@@ -46,7 +46,9 @@ def test_the_model_can_learn_a_real_signal():
     y = np.zeros((R, 1), dtype=np.float32)
     y[L:, 0] = 0.01 * (X[L:, 0] + 0.5 * X[L - 3 : R - 3, 1])  # today's first feature and one from 3 steps back
     dates = np.datetime64("2000-01-03") + np.arange(R).astype("timedelta64[D]")
-    panel = Panel(X, y, dates, dates + 1, np.zeros(R, np.int32), np.array([0, R]), ["AAA"], ["a", "b", "c"], ["y_h1"])
+    panel = Panel(
+        X, y, dates, np.ones(R), dates + 1, np.zeros(R, np.int32), np.array([0, R]), ["AAA"], ["a", "b", "c"], ["y_h1"]
+    )
     splits = date_splits(panel, WindowSettings(lookback=L, test_days=100, val_days=100))
     trained = fit(
         panel,
@@ -103,3 +105,15 @@ def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp
     restored = predict(load_checkpoint(save_checkpoint(trained, tmp_path / "q.pt")), panel, splits.test)
     np.testing.assert_array_equal(restored.quantiles, got.quantiles)
     np.testing.assert_array_equal(restored.feature_attention, got.feature_attention)
+
+
+def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
+    splits = date_splits(panel, WINDOWS)
+    first = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
+    again = fit(
+        panel, splits, MODEL, TRAIN.model_copy(update={"seed": 9, "learning_rate": 0.05}), WINDOWS.lookback, init=first
+    )
+    assert again.best_val_loss <= first.best_val_loss + 1e-9  # epoch 0 (the warm weights) was a candidate
+    if again.best_epoch == 0:
+        for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b)

@@ -1,0 +1,45 @@
+"""The backtest flow: ingest -> features -> walk-forward backtest -> predictions, metrics and a report on disk."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from features import lake
+from flows.ingest import ingest_flow
+from flows.settings import Settings
+from flows.tasks import make_features, require_history, run_backtest
+from forecasting import publish, reports
+from forecasting.backtest import BacktestResult
+
+
+@task(name="write backtest", cache_policy=NO_CACHE)
+def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) -> list[Path]:
+    formats = settings.publish.formats
+    paths = publish.write_frame(result.predictions, out_dir, "predictions", formats)
+    paths += publish.write_frame(result.metrics, out_dir, "metrics", formats)
+    paths += publish.write_frame(result.folds, out_dir, "folds", formats)
+    coverage = settings.backtest.coverage if settings.backtest.interval != "none" else None
+    title = f"nightcast backtest {result.test_start} .. {result.test_end}"
+    return paths + reports.write_backtest_report(result, out_dir, title, coverage)
+
+
+def _run_name() -> str:
+    return f"backtest-{date.today().isoformat()}"
+
+
+@flow(name="backtest", flow_run_name=_run_name)
+def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[Path]]:
+    """Walk-forward backtest of every configured model on identical origins; files into `out_dir`."""
+    report = ingest_flow(settings)
+    prices, _ = require_history(report.prices, settings)
+    _, panel = make_features(prices, settings)
+    result = run_backtest(panel, settings, settings.backtest, lake.fingerprint(prices))
+    paths = write_backtest(result, settings, out_dir)
+    summary = (out_dir / "report.md").read_text()
+    create_markdown_artifact(markdown=summary, key="backtest-report", description="walk-forward backtest")
+    return result, paths

@@ -1,0 +1,65 @@
+"""`nightcast backtest` end to end on a slice of the sample, under a real (temporary) Prefect server."""
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+import flows.cli
+from flows.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "slice.csv"
+    (
+        sample.filter(pl.col("ticker").is_in(["NVDA", "^GSPC"]))
+        .group_by("ticker", maintain_order=True)
+        .tail(520)
+        .select("date", "ticker", "open", "high", "low", "close", "adj_close", "volume")
+        .write_csv(path)
+    )
+    (tmp_path / "nightcast.toml").write_text(
+        "[windows]\nlookback = 10\nval_days = 60\n[model]\nhidden_size = 8\nattention_size = 4\n"
+        "[train]\nepochs = 2\nprogress = false\n[backtest]\nconformal_min = 5\n"
+    )
+    recorder = Console(record=True, width=160)
+    monkeypatch.setattr(flows.cli, "console", recorder)
+    out = tmp_path / "bt"
+    code = main(
+        [
+            "backtest",
+            "--path",
+            str(path),
+            "--test-start",
+            "2014-10-01",
+            "--horizons",
+            "1,5",
+            "--refit-every",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    predictions = pl.read_parquet(out / "predictions.parquet")
+    assert sorted(predictions["model"].unique().to_list()) == [
+        "attention_lstm",
+        "hist_mean",
+        "lstm",
+        "random_walk",
+        "ridge",
+    ]
+    assert sorted(predictions["horizon"].unique().to_list()) == [1, 5]
+    assert str(predictions["asof_date"].min()) == "2014-10-01"
+    metrics = pl.read_csv(out / "metrics.csv")
+    assert {"mse_ratio", "hit_rate", "dm_pvalue", "precision", "recall", "f1", "coverage", "price_rmse"} <= set(
+        metrics.columns
+    )
+    folds = pl.read_parquet(out / "folds.parquet")
+    assert folds.height == 3 and folds["train"].is_sorted()  # expanding window, three refits
+    report = (out / "report.md").read_text()
+    for png in ("cumulative_error.png", "predicted_vs_realised.png", "hit_rates.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
+    assert "Walk-forward backtest" in recorder.export_text()
