@@ -85,6 +85,9 @@ def feature_leaks(
     past_a = a.frame.filter(pl.col("date") <= t)
     past_b = b.frame.filter(pl.col("date") <= t)
     assert past_a.height > 0 and past_a.select("ticker", "date").equals(past_b.select("ticker", "date"))
+    # the perturbation did reach the future, so a leak would have shown
+    future = pl.col("date") > t
+    assert not a.frame.filter(future).select(a.features).equals(b.frame.filter(future).select(b.features))
     return [f for f in a.features if not past_a[f].equals(past_b[f])]
 
 
@@ -99,6 +102,14 @@ def test_no_feature_at_t_sees_data_after_t(method, cut, seed):
         feature_leaks(PRICES, DATES[cut], DenoiseSettings(method=method, **SMALL_WINDOWS), FeatureSettings(), seed)
         == []
     )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("cut", [120, 250, 399])
+def test_no_feature_sees_the_future_on_real_prices(sample, method, cut):
+    prices = sample.filter(pl.col("ticker").is_in(["NVDA", "^GSPC"])).group_by("ticker", maintain_order=True).head(450)
+    t = prices.filter(pl.col("ticker") == "NVDA")["date"][cut]
+    assert feature_leaks(prices, t, DenoiseSettings(method=method, **SMALL_WINDOWS), FeatureSettings(), cut) == []
 
 
 def test_the_feature_check_catches_a_non_causal_denoiser(monkeypatch):
