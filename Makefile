@@ -11,12 +11,14 @@ ARGS   ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: run test install bench clean help
+.PHONY: run test install bench ui serve clean help
 
 help:
 	@echo "make run    install (first time) and run the nightly job on the bundled sample"
 	@echo "make test   install (first time) and run the test suite"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make ui     start the Prefect server and UI on http://127.0.0.1:4200 (Ctrl-C stops it)"
+	@echo "make serve  serve the scheduled deployments (needs make ui and PREFECT_API_URL)"
 	@echo "make clean  remove outputs, the lake, models and Prefect's local database"
 
 install: $(STAMP)
@@ -34,6 +36,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+ui: $(STAMP)
+	$(BIN)/nightcast ui $(ARGS)
+
+serve: $(STAMP)
+	$(BIN)/nightcast serve $(ARGS)
 
 bench: $(STAMP)
 	@found=0; for b in benchmarks/[!_]*.py; do [ -f "$$b" ] || continue; found=1; \

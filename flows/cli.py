@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--cold-start", action="store_true", help="refit from fresh weights instead of the previous fold's")
     command(
+        "ui",
+        "start a local Prefect server and UI (bound to 127.0.0.1) for nightcast's runs",
+        "Starts `prefect server start` on schedule.ui_host:ui_port with its database in data/prefect and "
+        "analytics off, waits until it answers, and keeps it running until Ctrl-C. Point runs at it with "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api.",
+    )
+    command(
+        "serve",
+        "register the nightly and weekly-backtest deployments and run them on their schedules",
+        "Serves a `nightly` deployment (schedule.nightly_cron in schedule.timezone) and a `weekly-backtest` "
+        "deployment until Ctrl-C. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
+    )
+    command(
         "config",
         "print the resolved settings as TOML",
         "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
@@ -236,6 +249,25 @@ class _NoTracebackForUserErrors(logging.Filter):
         return True
 
 
+def _ui(settings) -> int:
+    from flows.deploy import start_server, stop_server, wait_healthy
+
+    log_file = settings.paths.data_dir / "prefect" / "server.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    process = start_server(settings, log_file)
+    try:
+        url = wait_healthy(settings, process)
+        console.print(f"Prefect UI: {url.removesuffix('/api')}   (server log: {log_file})")
+        console.print(f"In another shell:  export PREFECT_API_URL={url}  then  make run  or  nightcast serve")
+        console.print("Ctrl-C stops the server.")
+        process.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_server(process)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
@@ -249,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold]nightcast settings[/]")
         console.print(to_toml(settings), markup=False, highlight=False)
         started = time.perf_counter()
+        if args.command == "ui":
+            return _ui(settings)
+        if args.command == "serve":
+            from flows.deploy import serve
+
+            serve(settings)
+            return 0
         if args.command == "ingest":
             from flows.ingest import ingest_flow  # Prefect is imported only when a flow runs
 
@@ -272,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
             console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
             return 0
-        from flows.nightly import nightly
+        from flows.nightly import MarketClosed, nightly
 
         result = nightly(settings)
+        if isinstance(result, MarketClosed):
+            console.print(result.message)
+            return 0
         _print_result(result, time.perf_counter() - started)
         return 0
     except NightcastError as exc:

@@ -8,20 +8,23 @@ them in order and leaves artifacts in the UI.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from features import lake
 from features.build import FeatureFrame
+from features.calendar import is_session
 from features.windows import Panel, known_ends
 from flows.ingest import ingest_flow
 from flows.settings import Settings
@@ -124,6 +127,44 @@ def publish_outputs(asof: date, forecasts: pl.DataFrame, result: BacktestResult,
     return paths
 
 
+@task(name="run metadata and latest pointer", cache_policy=NO_CACHE)
+def finish_publishing(
+    asof: date,
+    paths: list[Path],
+    settings: Settings,
+    version: str,
+    checkpoint: Path,
+    fingerprint: str,
+    skill: dict[int, bool],
+) -> list[Path]:
+    """run.json beside the forecasts, then move `latest.json` to this as-of date (last, once all files exist)."""
+    meta = publish.write_run_metadata(
+        publish.partition_dir(settings.paths.out_dir, "forecasts", asof),
+        {
+            "run_id": str(flow_run.id or "local"),
+            "asof_date": asof,
+            "model_version": version,
+            "checkpoint": str(checkpoint),
+            "data_fingerprint": fingerprint,
+            "skill": {str(h): v for h, v in skill.items()},
+            "settings": settings.model_dump(mode="json"),
+            "files": [str(p) for p in paths],
+        },
+    )
+    pointer = publish.update_latest(settings.paths.out_dir, asof, [*paths, meta])
+    return [meta] + ([pointer] if pointer else [])
+
+
+def _artifacts(forecasts: pl.DataFrame, paths: list[Path]) -> None:
+    """A table of the forecasts and links to the published files and plots, for the Prefect UI."""
+    rows = forecasts.with_columns(pl.col(pl.Date).cast(pl.String)).to_dicts()
+    create_table_artifact(table=rows, key="nightly-forecasts", description="the forecasts just published")
+    for path in paths:
+        if path.suffix in (".parquet", ".png", ".json") and path.name != "latest.json":
+            key = re.sub(r"[^a-z0-9-]+", "-", f"{path.parent.parent.name}-{path.stem}-{path.suffix[1:]}".lower())
+            create_link_artifact(link=path.resolve().as_uri(), link_text=str(path), key=key.strip("-"))
+
+
 def _markdown(table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[str, str], version: str) -> str:
     lines = [
         f"# nightcast nightly — as of {forecasts['asof_date'][0]}",
@@ -158,13 +199,34 @@ def _markdown(table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[st
 
 
 def _run_name() -> str:
-    return f"nightly-{date.today().isoformat()}"
+    run_date = flow_run.parameters.get("run_date") if flow_run.parameters else None
+    return f"nightly-{run_date or date.today().isoformat()}"
+
+
+@dataclass
+class MarketClosed:
+    day: date
+    message: str
+
+
+def market_day(settings: Settings, run_date: date | None) -> date:
+    """The run's date on the exchange's clock."""
+    return run_date or datetime.now(ZoneInfo(settings.schedule.timezone)).date()
 
 
 @flow(name="nightly", flow_run_name=_run_name, log_prints=True)
-def nightly(settings: Settings) -> NightlyResult:
-    """Run the whole nightly job once with `settings`."""
+def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult | MarketClosed:
+    """Run the whole nightly job once with `settings` (`run_date`: the exchange date of the run, default today)."""
     logger = get_run_logger()
+    day = market_day(settings, run_date)
+    if (
+        settings.source.kind == "yfinance"
+        and settings.schedule.skip_closed_days
+        and not is_session(day, settings.publish.calendar)
+    ):
+        message = f"market closed on {day} ({settings.publish.calendar}): no new bars, nothing republished"
+        logger.info("%s", message)
+        return MarketClosed(day, message)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -205,6 +267,8 @@ def nightly(settings: Settings) -> NightlyResult:
     paths = publish_outputs(asof, forecasts, result, settings)
     attention_summary, report_paths = inspect_attention(trained, panel, result.test_start, asof, settings)
     paths += report_paths
+    paths += finish_publishing(asof, paths, settings, version, checkpoint, fingerprint, skill)
+    _artifacts(forecasts, paths)
     logger.info("%s", attention_summary)
     lap("forecast+publish")
     create_markdown_artifact(

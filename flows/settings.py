@@ -57,6 +57,19 @@ class PathSettings(Section):
         return self.data_dir / "cache"
 
 
+class ScheduleSettings(Section):
+    nightly_cron: str = Field("30 18 * * 1-5", description="when the nightly deployment runs (after the US close)")
+    backtest_cron: str = Field("0 7 * * 6", description="when the weekly backtest deployment runs (Saturday morning)")
+    timezone: str = Field("America/New_York", description="time zone of both crons")
+    skip_closed_days: bool = Field(
+        True,
+        description="a yfinance nightly run on an exchange holiday or weekend "
+        "stops early with 'market closed' instead of republishing stale forecasts",
+    )
+    ui_host: str = Field("127.0.0.1", description="address `nightcast ui` binds (loopback: not reachable from outside)")
+    ui_port: int = Field(4200, ge=1, le=65535, description="port of `nightcast ui`")
+
+
 class Settings(Section):
     source: SourceSettings = SourceSettings()
     ingest: IngestSettings = IngestSettings()
@@ -68,6 +81,7 @@ class Settings(Section):
     train: TrainSettings = TrainSettings()
     backtest: BacktestSettings = BacktestSettings()
     publish: PublishSettings = PublishSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     paths: PathSettings = PathSettings()
 
 

@@ -7,7 +7,9 @@ replaces its files atomically.
 
 from __future__ import annotations
 
+import json
 import logging
+import platform
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -94,3 +96,49 @@ def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterab
     for fmt in formats:
         paths.append(atomic_write(directory / f"{stem}.{fmt}", lambda tmp, w=writers[fmt]: w(frame, tmp)))
     return paths
+
+
+PACKAGES = ("nightcast", "torch", "polars", "numpy", "prefect", "scikit-learn", "pywavelets", "yfinance")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_run_metadata(folder: Path, metadata: dict) -> Path:
+    """`run.json` beside the forecasts: settings, versions, data fingerprint, checkpoint (written atomically)."""
+    body = json.dumps({**metadata, "versions": package_versions()}, indent=1, default=str)
+    return atomic_write(Path(folder) / "run.json", lambda tmp: tmp.write_text(body))
+
+
+def update_latest(out_dir: Path, asof: date, files: list[Path]) -> Path | None:
+    """Point `<out>/latest.json` at this as-of date's files, unless it already points at a later date.
+
+    Readers open `latest.json` and follow its relative paths; it is replaced atomically, and a
+    rerun of an older as-of date never moves it backwards.
+    """
+    out_dir = Path(out_dir)
+    pointer = out_dir / "latest.json"
+    if pointer.exists():
+        try:
+            current = date.fromisoformat(json.loads(pointer.read_text())["asof_date"])
+        except (ValueError, KeyError, json.JSONDecodeError):
+            current = None
+        if current is not None and current > asof:
+            return None
+    body = json.dumps(
+        {
+            "asof_date": asof.isoformat(),
+            "files": sorted(str(Path(p).resolve().relative_to(out_dir.resolve())) for p in files),
+        },
+        indent=1,
+    )
+    return atomic_write(pointer, lambda tmp: tmp.write_text(body))

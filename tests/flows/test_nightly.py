@@ -1,5 +1,6 @@
 """End to end: the real nightly flow under a real (temporary) Prefect server, on a slice of the sample."""
 
+import json
 from datetime import date
 
 import polars as pl
@@ -70,6 +71,14 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert predictions.height == 4 * 3 * 60 * 5
     assert predictions["asof_date"].min() == result.test_start
     assert (predictions["target_date"] <= date(2014, 12, 31)).all()
+
+    run_meta = json.loads((out / "forecasts" / "asof=2014-12-31" / "run.json").read_text())
+    assert run_meta["run_id"] == forecasts["run_id"][0] and run_meta["model_version"] == result.model_version
+    assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
+    assert run_meta["settings"]["windows"]["lookback"] == 20
+    latest = json.loads((out / "latest.json").read_text())
+    assert latest["asof_date"] == "2014-12-31" and "forecasts/asof=2014-12-31/forecasts.parquet" in latest["files"]
+    assert all((out / f).exists() for f in latest["files"])
 
     reports = out / "reports" / "asof=2014-12-31"
     assert (reports / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,120 @@
+"""Deployments and the local Prefect server: `nightcast serve` and `nightcast ui`.
+
+Schedules live here, apart from the flows: a `nightly` deployment on a cron in
+the exchange's time zone and a weekly `backtest` deployment. `nightcast ui`
+starts a real Prefect server bound to loopback with its database in the
+project's data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from features.errors import NightcastError
+from flows.settings import Settings
+
+
+def deployments(settings: Settings) -> list:
+    """The nightly and weekly-backtest deployments, parameterised with the resolved settings."""
+    from prefect.schedules import Cron
+
+    from flows.backtest import backtest_flow
+    from flows.nightly import nightly
+
+    s = settings.schedule
+    params = {"settings": settings.model_dump(mode="json")}
+    return [
+        nightly.to_deployment(
+            name="nightly",
+            schedules=[Cron(s.nightly_cron, timezone=s.timezone)],
+            parameters=params,
+            description="ingest, evaluate against the baselines, forecast and publish, after the close",
+            tags=["nightcast"],
+        ),
+        backtest_flow.to_deployment(
+            name="weekly-backtest",
+            schedules=[Cron(s.backtest_cron, timezone=s.timezone)],
+            parameters={**params, "out_dir": str(settings.paths.out_dir / "backtest")},
+            description="walk-forward backtest of the model, its ablation and the baselines",
+            tags=["nightcast"],
+        ),
+    ]
+
+
+def serve(settings: Settings) -> None:
+    """Register both deployments and run their scheduled runs until interrupted (Ctrl-C)."""
+    from prefect import serve as prefect_serve
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise NightcastError(
+            "nightcast serve needs a running Prefect server: start `nightcast ui` (or `make ui`) in another "
+            f"terminal, then export PREFECT_API_URL=http://{settings.schedule.ui_host}:{settings.schedule.ui_port}/api"
+        )
+    prefect_serve(*deployments(settings))
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    home = (settings.paths.data_dir / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return env | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_API_URL": f"http://{settings.schedule.ui_host}:{settings.schedule.ui_port}/api",
+    }
+
+
+def start_server(settings: Settings, log_file: Path | None = None) -> subprocess.Popen:
+    """`prefect server start` bound to `schedule.ui_host:ui_port` (loopback by default), in its own process group."""
+    s = settings.schedule
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [
+        str(prefect) if prefect.exists() else "prefect",
+        "server",
+        "start",
+        "--host",
+        s.ui_host,
+        "--port",
+        str(s.ui_port),
+    ]
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        command, env=server_environment(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait_healthy(settings: Settings, process: subprocess.Popen, timeout: float = 90.0) -> str:
+    """Poll /api/health until the server answers; return the API URL."""
+    url = f"http://{settings.schedule.ui_host}:{settings.schedule.ui_port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NightcastError(
+                f"the Prefect server exited with status {process.returncode} (port {settings.schedule.ui_port} in use?)"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except OSError:
+            time.sleep(0.5)
+    raise NightcastError(f"the Prefect server did not answer {url}/health within {timeout:.0f}s")
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGTERM the server's process group, then SIGKILL if it lingers; return its exit status."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode

@@ -1,0 +1,83 @@
+"""Deployments with their schedules, the market-closed path, the latest pointer, and `nightcast ui`'s server."""
+
+import json
+import socket
+import time
+from datetime import date
+
+import pytest
+
+from flows.deploy import deployments, start_server, stop_server, wait_healthy
+from flows.settings import load_settings
+from forecasting.publish import update_latest
+
+pytestmark = pytest.mark.slow
+
+
+def test_deployments_register_with_their_cron_and_timezone(prefect_harness, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from prefect.client.orchestration import get_client
+
+    settings = load_settings(None, environ={"NIGHTCAST_SCHEDULE__NIGHTLY_CRON": '"15 19 * * 1-5"'})
+    ids = [d.apply() for d in deployments(settings)]
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment(ids[0])
+        weekly = client.read_deployment(ids[1])
+    assert nightly.name == "nightly" and weekly.name == "weekly-backtest"
+    (n,), (w,) = nightly.schedules, weekly.schedules
+    assert (n.schedule.cron, n.schedule.timezone) == ("15 19 * * 1-5", "America/New_York")
+    assert (w.schedule.cron, w.schedule.timezone) == ("0 7 * * 6", "America/New_York")
+    assert nightly.parameters["settings"]["schedule"]["nightly_cron"] == "15 19 * * 1-5"
+
+
+def test_a_holiday_run_stops_early_with_market_closed(prefect_harness, tmp_path):
+    from flows.nightly import MarketClosed, nightly
+
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "source": {"kind": "yfinance", "tickers": ["AAPL"]},
+            "paths": {"data_dir": tmp_path / "data", "out_dir": tmp_path / "out"},
+        },
+    )
+    started = time.perf_counter()
+    result = nightly(settings, run_date=date(2024, 7, 4))  # Independence Day: no network is touched
+    assert isinstance(result, MarketClosed) and "market closed on 2024-07-04" in result.message
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data" / "lake").exists()
+
+
+def test_latest_pointer_moves_forward_only(tmp_path):
+    a = tmp_path / "forecasts" / "asof=2014-12-31" / "forecasts.parquet"
+    b = tmp_path / "forecasts" / "asof=2014-12-30" / "forecasts.parquet"
+    for p in (a, b):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x")
+    update_latest(tmp_path, date(2014, 12, 31), [a])
+    assert update_latest(tmp_path, date(2014, 12, 30), [b]) is None  # an older rerun leaves it alone
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert latest == {"asof_date": "2014-12-31", "files": ["forecasts/asof=2014-12-31/forecasts.parquet"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_server_answers_on_loopback_and_stops_cleanly(tmp_path):
+    port = free_port()
+    settings = load_settings(
+        None, environ={}, overrides={"schedule": {"ui_port": port}, "paths": {"data_dir": tmp_path / "data"}}
+    )
+    process = start_server(settings, tmp_path / "server.log")
+    try:
+        url = wait_healthy(settings, process, timeout=120)
+        assert url == f"http://127.0.0.1:{port}/api"
+        assert (tmp_path / "data" / "prefect").is_dir()  # its database lives in the project's data dir
+    finally:
+        code = stop_server(process)
+    assert code is not None
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
