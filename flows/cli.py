@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -254,6 +255,7 @@ def _ui(settings) -> int:
 
     log_file = settings.paths.data_dir / "prefect" / "server.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` also stops the server it started
     process = start_server(settings, log_file)
     try:
         url = wait_healthy(settings, process)

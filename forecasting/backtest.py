@@ -90,7 +90,8 @@ class NeuralForecaster:
 def make_forecasters(
     bt: BacktestSettings, model: ModelSettings, train: TrainSettings, lookback: int, fingerprint: str = ""
 ) -> list[Forecaster]:
-    quiet = train.model_copy(update={"progress": False})
+    # one fit: show its epoch bar; many folds: the fold bar is enough
+    quiet = train if bt.refit_every == 0 else train.model_copy(update={"progress": False})
     ablation = model.model_copy(update={"attention": False, "input_attention": False})
     factories = {
         "attention_lstm": lambda: NeuralForecaster(
