@@ -53,3 +53,12 @@ def sessions_behind(last: date, reference: date, calendar: str = "XNYS") -> int:
         return 0
     cal = _calendar(calendar)
     return len(cal.sessions_in_range(pd.Timestamp(last) + pd.Timedelta(days=1), pd.Timestamp(reference)))
+
+
+def sessions_between(last: date, count: int, calendar: str = "XNYS") -> list[date]:
+    """The `count` sessions ending on `last` (or on the session before it, if `last` is not one)."""
+    cal = _calendar(calendar)
+    end = pd.Timestamp(last)
+    if not cal.is_session(end):
+        end = cal.date_to_session(end, direction="previous")
+    return [d.date() for d in cal.sessions_window(end, -count)]

@@ -70,6 +70,16 @@ class ValidationSettings(Section):
     )
 
 
+class HealthSettings(Section):
+    enabled: bool = Field(True, description="run the data-health gate before training")
+    window_days: int = Field(21, ge=1, description="recent trading sessions the gate inspects")
+    max_missing: int = Field(
+        2, ge=0, description="most missing sessions per ticker in that window before training stops"
+    )
+    max_jump: float = Field(0.4, gt=0, description="largest plausible absolute daily log return in that window")
+    block_on_stale: bool = Field(True, description="stale tickers (ingest.stale_after) block training too")
+
+
 class DenoiseSettings(Section):
     method: Literal["hampel", "ewma", "kalman", "wavelet", "none"] = Field(
         "hampel", description="causal filter applied to log adj_close before features (targets stay raw)"

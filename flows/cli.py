@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--cold-start", action="store_true", help="refit from fresh weights instead of the previous fold's")
     command(
+        "train",
+        "train a challenger now; it replaces the champion only if it beats it on the recent span",
+        "Ingest, check data health, build features, train a challenger and compare its out-of-sample MSE on "
+        "the last windows.test_days with the champion's; the nightly publishes with the champion.",
+    )
+    command(
         "ui",
         "start a local Prefect server and UI (bound to 127.0.0.1) for nightcast's runs",
         "Starts `prefect server start` on schedule.ui_host:ui_port with its database in data/prefect and "
@@ -232,6 +238,9 @@ def _print_result(result, elapsed: float) -> None:
             "[yellow]stale, not forecast:[/] "
             + ", ".join(f"{t} ({n} sessions behind)" for t, n in result.stale.items())
         )
+    console.print(f"model: {result.decision}", markup=False)
+    for problem in result.health:
+        console.print(f"[yellow]data health:[/] {problem}")
     console.print(result.attention_summary, markup=False)
     console.print(f"as-of {result.asof}: {result.forecasts.height} forecasts, model {result.model_version}")
     console.print("written:")
@@ -289,6 +298,15 @@ def main(argv: list[str] | None = None) -> int:
             from flows.deploy import serve
 
             serve(settings)
+            return 0
+        if args.command == "train":
+            from flows.train import train_flow
+
+            choice = train_flow(settings)
+            console.print(_metrics_table(choice.result.metrics, "Recent-span evaluation of the champion"))
+            console.print(f"model: {choice.decision}", markup=False)
+            for problem in choice.health:
+                console.print(f"[yellow]data health:[/] {problem}")
             return 0
         if args.command == "ingest":
             from flows.ingest import ingest_flow  # Prefect is imported only when a flow runs

@@ -27,13 +27,12 @@ from features.build import FeatureFrame
 from features.calendar import is_session
 from features.windows import Panel, known_ends
 from flows.ingest import ingest_flow
+from flows.model_choice import BASELINES, MODEL_NAME, choose_model
 from flows.settings import Settings
-from flows.tasks import make_features, require_history, run_backtest
+from flows.tasks import make_features, require_history
 from forecasting import metrics, publish, reports, train
-from forecasting.backtest import BacktestResult, NeuralForecaster
+from forecasting.backtest import BacktestResult
 
-MODEL_NAME = "attention_lstm"
-BASELINES = ("random_walk", "hist_mean", "ridge")
 log = logging.getLogger("nightcast.flows.nightly")
 
 
@@ -51,15 +50,9 @@ class NightlyResult:
     test_end: date
     attention_summary: str
     skill: dict[int, bool]
+    decision: str = ""
+    health: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@task(name="save model", cache_policy=NO_CACHE)
-def save_model(result: BacktestResult, settings: Settings) -> tuple[train.TrainedModel, str, Path]:
-    model = next(f for f in result.forecasters if f.name == MODEL_NAME)
-    assert isinstance(model, NeuralForecaster) and model.trained is not None
-    version = f"{MODEL_NAME}-{train.weights_digest(model.trained.model)}"
-    return model.trained, version, train.save_checkpoint(model.trained, settings.paths.models / f"{version}.pt")
 
 
 @task(name="forecast", cache_policy=NO_CACHE)
@@ -198,6 +191,19 @@ def _markdown(table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[st
     return "\n".join(lines)
 
 
+def _name_run_after(asof: date) -> None:
+    """Rename the running flow run after its as-of date, once the data has told us (best effort)."""
+    if flow_run.id is None:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=f"nightly-asof-{asof.isoformat()}")
+    except Exception as exc:  # the name is cosmetic: never fail a run over it
+        log.debug("could not rename the flow run: %s", exc)
+
+
 def _run_name() -> str:
     run_date = flow_run.parameters.get("run_date") if flow_run.parameters else None
     return f"nightly-{run_date or date.today().isoformat()}"
@@ -243,15 +249,9 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
     lap("ingest")
     ff, panel = make_features(prices, settings)
     lap("features")
-    evaluation = settings.backtest.model_copy(
-        update={
-            "refit_every": 0,
-            "test_start": None,
-            "test_end": None,
-            "models": [MODEL_NAME, *BASELINES],
-        }
-    )
-    result = run_backtest(panel, settings, evaluation, fingerprint)
+    choice = choose_model(panel, prices, report.stale, settings, fingerprint, market_day(settings, run_date))
+    result, trained, version, checkpoint = choice.result, choice.trained, choice.version, Path(choice.checkpoint)
+    logger.info("%s", choice.decision)
     logger.info(
         "%d tickers, %d rows, %d features; evaluated on %s .. %s",
         len(panel.tickers),
@@ -260,9 +260,9 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
         result.test_start,
         result.test_end,
     )
-    trained, version, checkpoint = save_model(result, settings)
     skill = metrics.skill(result.metrics, MODEL_NAME, settings.backtest.dm_alpha)
     lap("train+evaluate")
+    _name_run_after(publish.current_rows(panel)[0])
     asof, forecasts = forecast(result, panel, ff, settings, version, skill)
     paths = publish_outputs(asof, forecasts, result, settings)
     attention_summary, report_paths = inspect_attention(trained, panel, result.test_start, asof, settings)
@@ -273,6 +273,8 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
     lap("forecast+publish")
     create_markdown_artifact(
         markdown=_markdown(result.metrics, forecasts, quarantined, version)
+        + f"\n\n## Model\n\n{choice.decision}\n"
+        + "".join(f"\n- data health: {p}" for p in choice.health)
         + "\n\n## Attention\n\n"
         + attention_summary,
         key="nightly-summary",
@@ -291,5 +293,7 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
         result.test_end.astype(object),
         attention_summary,
         skill,
+        choice.decision,
+        choice.health,
         timings,
     )

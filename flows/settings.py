@@ -23,6 +23,7 @@ from features.errors import ConfigError
 from features.settings import (
     DenoiseSettings,
     FeatureSettings,
+    HealthSettings,
     IngestSettings,
     Section,
     SourceSettings,
@@ -74,6 +75,7 @@ class Settings(Section):
     source: SourceSettings = SourceSettings()
     ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
+    health: HealthSettings = HealthSettings()
     denoise: DenoiseSettings = DenoiseSettings()
     features: FeatureSettings = FeatureSettings()
     windows: WindowSettings = WindowSettings()

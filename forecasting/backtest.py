@@ -87,6 +87,19 @@ class NeuralForecaster:
         return None if q is None else (q[..., 0], q[..., -1])
 
 
+class FixedForecaster:
+    """An already-trained model (the champion) behind the same interface: fitting it changes nothing."""
+
+    def __init__(self, name: str, trained: TrainedModel):
+        self.name, self.trained = name, trained
+
+    def fit(self, panel: Panel, splits: Splits) -> None:
+        pass
+
+    def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
+        return predict(self.trained, panel, ends).mean
+
+
 def make_forecasters(
     bt: BacktestSettings, model: ModelSettings, train: TrainSettings, lookback: int, fingerprint: str = ""
 ) -> list[Forecaster]:
@@ -154,8 +167,9 @@ def walk_forward(
     test_days: int,
     fingerprint: str = "",
     progress: bool = True,
+    forecasters: list[Forecaster] | None = None,
 ) -> BacktestResult:
-    """Run the walk-forward backtest of `bt.models` over the test span and score every prediction."""
+    """Run the walk-forward backtest of `bt.models` (or of `forecasters`) over the test span and score it all."""
     started = time.perf_counter()
     known = known_ends(panel, lookback)
     grid = np.unique(panel.dates[known])
@@ -165,7 +179,7 @@ def walk_forward(
     if origins.size == 0:
         raise InsufficientDataError(f"no forecast origin with known targets between {start} and {end}")
     refits = origins[:: bt.refit_every] if bt.refit_every else origins[:1]
-    forecasters = make_forecasters(bt, model, train, lookback, fingerprint)
+    forecasters = forecasters or make_forecasters(bt, model, train, lookback, fingerprint)
     frames, folds = [], []
     rolling = bt.rolling_days if bt.window == "rolling" else None
     bar = Progress(

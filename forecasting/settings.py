@@ -58,6 +58,9 @@ class TrainSettings(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = one per core")
     progress: bool = Field(True, description="show a progress bar while training (hidden when not a terminal)")
+    max_age_days: int = Field(7, ge=0, description="the nightly retrains when the champion is this many days old")
+    retrain_on_new_data: bool = Field(True, description="the nightly retrains when the lake's fingerprint changed")
+    timeout_s: int = Field(3600, ge=1, description="time limit of a training or backtest task (seconds)")
 
 
 MODEL_NAMES = ("attention_lstm", "lstm", "random_walk", "hist_mean", "ridge")

@@ -101,6 +101,31 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
     assert again.model_version == result.model_version
     assert rerun["run_id"][0] != forecasts["run_id"][0]
+    assert "promoted" in result.decision and "no champion" in result.decision
+    assert again.decision.startswith("kept champion") and "still fresh" in again.decision  # nothing retrained
+
+    # an aged champion is retrained; the identical challenger does not beat it, so the champion stays
+    aged = settings.model_copy(update={"train": settings.train.model_copy(update={"max_age_days": 0})})
+    third = nightly(aged)
+    assert "does not beat the champion" in third.decision and third.model_version == result.model_version
+
+
+def test_health_gate_blocks_training_but_not_publishing(prefect_harness, settings, tmp_path):
+    from flows.nightly import nightly
+
+    first = nightly(settings)
+    prices = pl.read_parquet(settings.source.path)
+    jumped = prices.with_columns(
+        pl.when((pl.col("ticker") == "ORCL") & (pl.col("date") == prices["date"].max()))
+        .then(pl.col("adj_close") * 3)
+        .otherwise(pl.col("adj_close"))
+        .alias("adj_close")
+    )
+    jumped.write_parquet(settings.source.path)  # a new lake fingerprint: the champion is stale
+    result = nightly(settings)
+    assert "training is blocked by the data-health gate" in result.decision
+    assert any("ORCL: implausible move" in p for p in result.health)
+    assert result.model_version == first.model_version and result.forecasts.height == 15  # still published
 
 
 def test_guardrail_can_publish_the_best_baseline(prefect_harness, settings):
@@ -124,3 +149,15 @@ def test_guardrail_can_publish_the_best_baseline(prefect_harness, settings):
     assert got == best
     rw = result.forecasts.filter(pl.col("source_model") == "random_walk")
     assert (rw["pred_log_return"] == 0).all() and (rw["pred_price"] == rw["last_price"]).all()
+
+
+def test_train_flow_promotes_a_first_challenger_then_keeps_an_equal_champion(prefect_harness, settings):
+    from flows.train import train_flow
+
+    first = train_flow(settings)
+    assert "promoted" in first.decision and first.challenger_mse is not None and first.champion_mse is None
+    champion = json.loads((settings.paths.models / "champion.json").read_text())
+    assert champion["version"] == first.version and champion["recent_mse"] == pytest.approx(first.challenger_mse)
+    second = train_flow(settings)  # same data and seed: the challenger ties, and a tie keeps the champion
+    assert "does not beat the champion" in second.decision
+    assert second.champion_mse == pytest.approx(second.challenger_mse) and second.version == first.version
