@@ -37,8 +37,9 @@ def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, li
     """Walk-forward backtest of every configured model on identical origins; files into `out_dir`."""
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
-    _, panel = make_features(prices, settings)
-    result = run_backtest(panel, settings, settings.backtest, lake.fingerprint(prices))
+    fingerprint = lake.fingerprint(prices)
+    _, panel = make_features(prices, settings, fingerprint)
+    result = run_backtest(panel, settings, settings.backtest, fingerprint)
     paths = write_backtest(result, settings, out_dir)
     summary = (out_dir / "report.md").read_text()
     create_markdown_artifact(markdown=summary, key="backtest-report", description="walk-forward backtest")

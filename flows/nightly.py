@@ -247,7 +247,7 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
     quarantined = {**report.quarantined, **short}
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
-    ff, panel = make_features(prices, settings)
+    ff, panel = make_features(prices, settings, fingerprint)
     lap("features")
     choice = choose_model(panel, prices, report.stale, settings, fingerprint, market_day(settings, run_date))
     result, trained, version, checkpoint = choice.result, choice.trained, choice.version, Path(choice.checkpoint)

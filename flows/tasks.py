@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,6 +14,7 @@ from features.errors import InsufficientDataError
 from features.windows import Panel, make_panel
 from flows.settings import Settings
 from forecasting.backtest import BacktestResult, walk_forward
+from forecasting.registry import settings_hash
 from forecasting.settings import BacktestSettings
 
 
@@ -26,8 +29,17 @@ def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFr
     return kept, {f.ticker: str(f) for f in findings}
 
 
-@task(name="features", cache_policy=NO_CACHE)
-def make_features(prices: pl.DataFrame, settings: Settings) -> tuple[FeatureFrame, Panel]:
+def _features_key(context, parameters) -> str:
+    """Same lake content and same denoise/feature settings: same features, whatever the run."""
+    s = parameters["settings"]
+    return "features-" + parameters["fingerprint"] + "-" + settings_hash(
+        {"denoise": s.denoise.model_dump(mode="json"), "features": s.features.model_dump(mode="json")}
+    )
+
+
+@task(name="features", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
+def make_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
+    """Denoise, build features and the panel; cached on the lake fingerprint, so an unchanged lake skips this."""
     ff = build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
     return ff, make_panel(ff, settings.features.max_horizon)
 

@@ -23,8 +23,9 @@ def train_flow(settings: Settings) -> ModelChoice:
     """Train a challenger now and keep it only if it beats the champion on the recent span."""
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
-    _, panel = make_features(prices, settings)
-    choice = choose_model(panel, prices, report.stale, settings, lake.fingerprint(prices), date.today(), force=True)
+    fingerprint = lake.fingerprint(prices)
+    _, panel = make_features(prices, settings, fingerprint)
+    choice = choose_model(panel, prices, report.stale, settings, fingerprint, date.today(), force=True)
     create_markdown_artifact(
         markdown=f"# Train\n\n{choice.decision}\n" + "".join(f"\n- data health: {p}" for p in choice.health),
         key="train-decision",
