@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from features import lake
 from flows.ingest import ingest_flow
 from flows.settings import Settings
-from flows.tasks import make_features, require_history, run_backtest
+from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish, reports
 from forecasting.backtest import BacktestResult
 
@@ -38,7 +38,7 @@ def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, li
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
-    _, panel = make_features(prices, settings, fingerprint)
+    _, panel = features_by_chunk(prices, settings, fingerprint)
     result = run_backtest(panel, settings, settings.backtest, fingerprint)
     paths = write_backtest(result, settings, out_dir)
     summary = (out_dir / "report.md").read_text()

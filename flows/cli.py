@@ -49,6 +49,8 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tickers", nargs="+", metavar="TICKER", help="tickers to use (default: all in the source)")
     p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: outputs)")
+    p.add_argument("--runner", choices=["threads", "dask"], help="task runner (default: threads)")
+    p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +141,11 @@ def _overrides(args: argparse.Namespace) -> dict:
         paths["lake_dir"] = args.lake
     if paths:
         out["paths"] = paths
+    runner = {k: v for k, v in (("kind", args.runner), ("dask_address", args.dask_address)) if v is not None}
+    if args.dask_address and not args.runner:
+        runner["kind"] = "dask"
+    if runner:
+        out["runner"] = runner
     if args.command == "backtest":
         bt = {
             k: v
@@ -289,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             console.print(to_toml(settings), markup=False, highlight=False)
             return 0
+        from flows.tasks import task_runner
+
         console.print("[bold]nightcast settings[/]")
         console.print(to_toml(settings), markup=False, highlight=False)
         started = time.perf_counter()
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from flows.train import train_flow
 
-            choice = train_flow(settings)
+            choice = train_flow.with_options(task_runner=task_runner(settings))(settings)
             console.print(_metrics_table(choice.result.metrics, "Recent-span evaluation of the champion"))
             console.print(f"model: {choice.decision}", markup=False)
             for problem in choice.health:
@@ -319,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             from flows.backtest import backtest_flow
 
             out_dir = args.out or settings.paths.out_dir / "backtest"
-            result, paths = backtest_flow(settings, out_dir)
+            result, paths = backtest_flow.with_options(task_runner=task_runner(settings))(settings, out_dir)
             console.print(
                 _metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}")
             )
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from flows.nightly import MarketClosed, nightly
 
-        result = nightly(settings)
+        result = nightly.with_options(task_runner=task_runner(settings))(settings)
         if isinstance(result, MarketClosed):
             console.print(result.message)
             return 0

@@ -29,7 +29,7 @@ from features.windows import Panel, known_ends
 from flows.ingest import ingest_flow
 from flows.model_choice import BASELINES, MODEL_NAME, choose_model
 from flows.settings import Settings
-from flows.tasks import make_features, require_history
+from flows.tasks import features_by_chunk, require_history
 from forecasting import metrics, publish, reports, train
 from forecasting.backtest import BacktestResult
 
@@ -247,7 +247,7 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
     quarantined = {**report.quarantined, **short}
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
-    ff, panel = make_features(prices, settings, fingerprint)
+    ff, panel = features_by_chunk(prices, settings, fingerprint)
     lap("features")
     choice = choose_model(panel, prices, report.stale, settings, fingerprint, market_day(settings, run_date))
     result, trained, version, checkpoint = choice.result, choice.trained, choice.version, Path(choice.checkpoint)

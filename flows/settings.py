@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -71,6 +71,15 @@ class ScheduleSettings(Section):
     ui_port: int = Field(4200, ge=1, le=65535, description="port of `nightcast ui`")
 
 
+class RunnerSettings(Section):
+    kind: Literal["threads", "dask"] = Field(
+        "threads", description="task runner: local threads, or Dask (prefect-dask)"
+    )
+    dask_address: str | None = Field(None, description="address of an existing Dask scheduler; unset = a local cluster")
+    dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster (threads, one per worker)")
+    chunk_size: int = Field(50, ge=1, description="tickers per feature-building (and yfinance ingest) task")
+
+
 class Settings(Section):
     source: SourceSettings = SourceSettings()
     ingest: IngestSettings = IngestSettings()
@@ -84,6 +93,7 @@ class Settings(Section):
     backtest: BacktestSettings = BacktestSettings()
     publish: PublishSettings = PublishSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    runner: RunnerSettings = RunnerSettings()
     paths: PathSettings = PathSettings()
 
 

@@ -32,8 +32,11 @@ def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFr
 def _features_key(context, parameters) -> str:
     """Same lake content and same denoise/feature settings: same features, whatever the run."""
     s = parameters["settings"]
-    return "features-" + parameters["fingerprint"] + "-" + settings_hash(
-        {"denoise": s.denoise.model_dump(mode="json"), "features": s.features.model_dump(mode="json")}
+    return (
+        "features-"
+        + parameters["fingerprint"]
+        + "-"
+        + settings_hash({"denoise": s.denoise.model_dump(mode="json"), "features": s.features.model_dump(mode="json")})
     )
 
 
@@ -57,3 +60,65 @@ def run_backtest(panel: Panel, settings: Settings, backtest: BacktestSettings, f
         fingerprint,
         progress=settings.train.progress,
     )
+
+
+def task_runner(settings: Settings):
+    """Threads locally, or Dask: an existing scheduler (`runner.dask_address`) or a local cluster of threads.
+
+    A local cluster uses threads, not processes: with Prefect's ephemeral API every worker process would
+    start its own temporary server.
+    """
+    if settings.runner.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if settings.runner.dask_address:
+        return DaskTaskRunner(address=settings.runner.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.runner.dask_workers,
+            "processes": False,
+            "threads_per_worker": 1,
+            "dashboard_address": None,
+        }
+    )
+
+
+def ticker_chunks(prices: pl.DataFrame, size: int) -> list[list[str]]:
+    tickers = sorted(prices["ticker"].unique().to_list())
+    return [tickers[i : i + size] for i in range(0, len(tickers), size)]
+
+
+def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
+    """Build features per chunk of tickers as parallel tasks (features never mix tickers), then one panel.
+
+    With a single chunk this is `make_features` itself. Bar features a chunk lacks entirely are null there,
+    exactly as for its close-only tickers in a single build.
+    """
+    chunks = ticker_chunks(prices, settings.runner.chunk_size)
+    if len(chunks) == 1:
+        return make_features(prices, settings, fingerprint)
+    futures = [
+        make_chunk_features.submit(
+            prices.filter(pl.col("ticker").is_in(chunk)), settings, f"{fingerprint}-{settings_hash({'tickers': chunk})}"
+        )
+        for chunk in chunks
+    ]
+    parts = [f.result() for f in futures]
+    names = list(dict.fromkeys(n for part in parts for n in part.features))
+    optional = [n for n in ("hl_range", "co_return") if n in names] + [n for n in names if n.startswith("volume_z")]
+    ordered = [n for n in names if n not in optional] + optional
+    frame = (
+        pl.concat([p.frame for p in parts], how="diagonal_relaxed")
+        .select("ticker", "date", "close", "adj_close", *ordered, *parts[0].targets)
+        .sort("ticker", "date")
+    )
+    ff = FeatureFrame(frame, ordered, parts[0].targets)
+    return ff, make_panel(ff, settings.features.max_horizon)
+
+
+@task(name="features (chunk)", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
+def make_chunk_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> FeatureFrame:
+    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)

@@ -11,7 +11,7 @@ from features import lake
 from flows.ingest import ingest_flow
 from flows.model_choice import ModelChoice, choose_model
 from flows.settings import Settings
-from flows.tasks import make_features, require_history
+from flows.tasks import features_by_chunk, require_history
 
 
 def _run_name() -> str:
@@ -24,7 +24,7 @@ def train_flow(settings: Settings) -> ModelChoice:
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
-    _, panel = make_features(prices, settings, fingerprint)
+    _, panel = features_by_chunk(prices, settings, fingerprint)
     choice = choose_model(panel, prices, report.stale, settings, fingerprint, date.today(), force=True)
     create_markdown_artifact(
         markdown=f"# Train\n\n{choice.decision}\n" + "".join(f"\n- data health: {p}" for p in choice.health),

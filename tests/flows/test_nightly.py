@@ -161,3 +161,23 @@ def test_train_flow_promotes_a_first_challenger_then_keeps_an_equal_champion(pre
     second = train_flow(settings)  # same data and seed: the challenger ties, and a tie keeps the champion
     assert "does not beat the champion" in second.decision
     assert second.champion_mse == pytest.approx(second.challenger_mse) and second.version == first.version
+
+
+def test_dask_runner_gives_the_threads_runners_forecasts(prefect_harness, settings, tmp_path):
+    from flows.nightly import nightly
+    from flows.tasks import task_runner
+
+    forecasts = {}
+    for kind in ("threads", "dask"):
+        s = settings.model_copy(
+            update={
+                "runner": settings.runner.model_copy(update={"kind": kind, "chunk_size": 2, "dask_workers": 2}),
+                "paths": settings.paths.model_copy(
+                    update={"data_dir": tmp_path / kind, "out_dir": tmp_path / kind / "out"}
+                ),
+            }
+        )
+        result = nightly.with_options(task_runner=task_runner(s))(s)
+        forecasts[kind] = result.forecasts.drop("run_id")
+    assert forecasts["threads"].height == 15
+    assert forecasts["dask"].equals(forecasts["threads"])
