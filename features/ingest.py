@@ -47,6 +47,19 @@ class IngestReport:
     findings: list[Finding] = field(default_factory=list)
     reference: date | None = None  # the date tickers are judged against
     fetch_failed: dict[str, str] = field(default_factory=dict)
+    stored: list[str] = field(default_factory=list)  # tickers written to (or confirmed in) the lake
+
+    @classmethod
+    def merge(cls, parts: list[IngestReport]) -> IngestReport:
+        """One report from the reports of disjoint ticker chunks ingested in parallel."""
+        findings = [f for p in parts for f in p.findings]
+        failed = {t: why for p in parts for t, why in p.fetch_failed.items()}
+        references = [p.reference for p in parts if p.reference is not None]
+        return cls(
+            pl.concat([p.prices for p in parts]).sort("ticker", "date"),
+            pl.concat([p.summary for p in parts]).sort("ticker"),
+            findings, max(references) if references else None, failed, sorted(t for p in parts for t in p.stored),
+        )
 
     @property
     def quarantined(self) -> dict[str, str]:
@@ -81,6 +94,7 @@ def ingest(
     today: date | None = None,
     now: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    write_manifest: bool = True,
 ) -> IngestReport:
     """Bring the lake up to date for the tickers of `source` and return what is usable."""
     today = today or date.today()
@@ -131,8 +145,8 @@ def ingest(
         raise SourceError(f"no usable data for {requested}: {exc}") from exc
     findings += report.findings
     results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
-    changed = [t for t, r in results.items() if r.rows_added or r.rows_changed]
-    if changed or not (Path(lake_dir) / lake.MANIFEST).exists():
+    changed = sorted(t for t, r in results.items() if r.rows_added or r.rows_changed)
+    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
         lake.update_manifest(lake_dir, sorted(results))
 
     prices = lake.read_prices(lake_dir, sorted(results))
@@ -192,4 +206,6 @@ def ingest(
         )
     # stale tickers stay in `prices` (their history is valid training data); publishing skips them
     usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
-    return IngestReport(prices.filter(pl.col("ticker").is_in(usable)), summary, findings, reference, failed)
+    return IngestReport(
+        prices.filter(pl.col("ticker").is_in(usable)), summary, findings, reference, failed, sorted(results)
+    )

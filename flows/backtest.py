@@ -39,7 +39,9 @@ def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, li
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
     _, panel = features_by_chunk(prices, settings, fingerprint)
-    result = run_backtest(panel, settings, settings.backtest, fingerprint)
+    result = run_backtest.with_options(timeout_seconds=settings.train.timeout_s * 4)(
+        panel, settings, settings.backtest, fingerprint
+    )
     paths = write_backtest(result, settings, out_dir)
     summary = (out_dir / "report.md").read_text()
     create_markdown_artifact(markdown=summary, key="backtest-report", description="walk-forward backtest")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
+import polars as pl
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from features import lake
+from features.errors import SourceError
 from features.ingest import IngestReport, ingest
 from flows.artifacts import markdown_table
 from flows.settings import Settings
 
+log = logging.getLogger("nightcast.flows.ingest")
+
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(settings: Settings) -> IngestReport:
+def ingest_task(settings: Settings, write_manifest: bool = True) -> IngestReport:
     # yfinance retries transient failures itself (backoff with jitter), then falls back to the lake.
     return ingest(
         settings.source,
@@ -22,7 +28,58 @@ def ingest_task(settings: Settings) -> IngestReport:
         settings.validation,
         settings.paths.lake,
         cache_dir=settings.paths.cache / "yfinance",
+        write_manifest=write_manifest,
     )
+
+
+@task(name="ingest (chunk)", cache_policy=NO_CACHE)
+def chunk_task(settings: Settings, write_manifest: bool) -> IngestReport | str:
+    """One chunk; a chunk with no data at all (every ticker failed, nothing stored) is reported, not raised."""
+    try:
+        return ingest_task.fn(settings, write_manifest)
+    except SourceError as exc:
+        return str(exc)
+
+
+@task(name="update lake manifest", cache_policy=NO_CACHE)
+def manifest_task(settings: Settings, tickers: list[str]) -> None:
+    lake.update_manifest(settings.paths.lake, tickers)
+
+
+def ingest_chunks(settings: Settings) -> IngestReport:
+    """yfinance universes are ingested per chunk of `runner.chunk_size` tickers as parallel tasks.
+
+    The reference date (the latest closed session) is the same for every chunk, so the merged report
+    equals a single ingest; the lake manifest is written once, after all chunks.
+    """
+    tickers = settings.source.tickers
+    size = settings.runner.chunk_size
+    if settings.source.kind != "yfinance" or len(tickers) <= size:
+        return ingest_task(settings)
+    chunks = [tickers[i : i + size] for i in range(0, len(tickers), size)]
+    futures = [
+        chunk_task.submit(
+            settings.model_copy(update={"source": settings.source.model_copy(update={"tickers": chunk})}), False
+        )
+        for chunk in chunks
+    ]
+    parts = [f.result() for f in futures]
+    report = IngestReport.merge([p for p in parts if isinstance(p, IngestReport)])
+    failures = [p for p in parts if isinstance(p, str)]
+    if report.prices.is_empty():
+        raise SourceError("no data at all: " + "; ".join(failures))
+    for reason in failures:
+        log.warning("a chunk of tickers brought nothing: %s", reason)
+    failed_rows = [
+        {"ticker": t, "status": "failed", "reason": r[:200]}
+        for c, r in zip(chunks, parts, strict=True)
+        if isinstance(r, str)
+        for t in c
+    ]
+    if failed_rows:
+        report.summary = pl.concat([report.summary, pl.DataFrame(failed_rows)], how="diagonal_relaxed").sort("ticker")
+    manifest_task(settings, report.stored)
+    return report
 
 
 def _run_name() -> str:
@@ -32,7 +89,7 @@ def _run_name() -> str:
 @flow(name="ingest", flow_run_name=_run_name)
 def ingest_flow(settings: Settings) -> IngestReport:
     """Fetch or load prices, validate them and upsert them into the lake; return what is usable."""
-    report = ingest_task(settings)
+    report = ingest_chunks(settings)
     text = [
         f"# Ingest from {settings.source.kind}",
         "",

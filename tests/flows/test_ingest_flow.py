@@ -48,3 +48,33 @@ def test_ingest_flow_and_cli(prefect_harness, tmp_path, monkeypatch):
     summary_lines = [line for line in out.splitlines() if line.startswith("│ AAA") or line.startswith("│ BBB")]
     added = [[c.strip() for c in line.split("│")][2] for line in summary_lines]
     assert added == ["0", "0"]  # nothing new the second time
+
+
+def test_yfinance_universe_is_ingested_in_parallel_chunks(prefect_harness, tmp_path, monkeypatch):
+    """Chunks of one ticker each (one unknown): the merged report and the manifest match a single ingest."""
+    from datetime import date as day
+
+    from features import lake
+    from flows.ingest import ingest_flow
+    from tests.fake_yahoo import FakeYahoo
+
+    listed = {t: (day(2024, 1, 2), day(2024, 3, 28)) for t in ("AAPL", "MSFT")}
+    fake = FakeYahoo(listed).install(monkeypatch, tmp_path / "yf-cache")
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "source": {"kind": "yfinance", "tickers": ["AAPL", "MSFT", "NOPE"], "start": "2024-01-01"},
+            "ingest": {"retries": 0},
+            "runner": {"chunk_size": 1},
+            "validation": {"min_rows": 1},
+            "paths": {"data_dir": tmp_path / "data"},
+        },
+    )
+    report = ingest_flow(settings)
+    rows = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
+    assert set(rows) == {"AAPL", "MSFT", "NOPE"}
+    assert rows["AAPL"]["rows_added"] == rows["MSFT"]["rows_added"] == 63  # weekdays 2 Jan .. 28 Mar 2024
+    assert rows["NOPE"]["status"] == "failed" and "404" in rows["NOPE"]["reason"]
+    assert sorted(lake.read_manifest(settings.paths.lake)) == ["AAPL", "MSFT"]  # written once, after the chunks
+    assert len(fake.history_requests("AAPL")) == len(fake.history_requests("MSFT")) == 1  # one download each
