@@ -114,6 +114,7 @@ def choose_model(
                 + "; ".join(health.problems)
             )
         why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
+        log.info("kept champion %s: %s", champion.version, why)
         result = evaluate_fixed(panel, champion_model, settings)
         return ModelChoice(
             result,

@@ -251,7 +251,6 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
     lap("features")
     choice = choose_model(panel, prices, report.stale, settings, fingerprint, market_day(settings, run_date))
     result, trained, version, checkpoint = choice.result, choice.trained, choice.version, Path(choice.checkpoint)
-    logger.info("%s", choice.decision)
     logger.info(
         "%d tickers, %d rows, %d features; evaluated on %s .. %s",
         len(panel.tickers),
