@@ -78,6 +78,11 @@ class RunnerSettings(Section):
     dask_address: str | None = Field(None, description="address of an existing Dask scheduler; unset = a local cluster")
     dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster (threads, one per worker)")
     chunk_size: int = Field(50, ge=1, description="tickers per feature-building (and yfinance ingest) task")
+    cache_features: bool = Field(
+        True,
+        description="cache built features on the lake fingerprint "
+        "(results kept 7 days under data/prefect/storage; off saves disk on big universes)",
+    )
 
 
 class Settings(Section):

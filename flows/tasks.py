@@ -98,10 +98,14 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
     exactly as for its close-only tickers in a single build.
     """
     chunks = ticker_chunks(prices, settings.runner.chunk_size)
+    whole, part = make_features, make_chunk_features
+    if not settings.runner.cache_features:
+        whole = whole.with_options(cache_policy=NO_CACHE, persist_result=False)
+        part = part.with_options(cache_policy=NO_CACHE, persist_result=False)
     if len(chunks) == 1:
-        return make_features(prices, settings, fingerprint)
+        return whole(prices, settings, fingerprint)
     futures = [
-        make_chunk_features.submit(
+        part.submit(
             prices.filter(pl.col("ticker").is_in(chunk)), settings, f"{fingerprint}-{settings_hash({'tickers': chunk})}"
         )
         for chunk in chunks
