@@ -5,9 +5,10 @@ denoised log price `log_price_dn`, raw OHLC of day t, volume). The only
 negative shift in the project is in `targets`: y_h{h} = log(adj_close[t+h] / adj_close[t]).
 
 How it runs fast and safely:
-- rows are sorted by (ticker, date); plain shifts run once over whole columns
-  and are masked (null) where they would reach into the previous ticker, using
-  `_i`, the row's index within its ticker (`after`);
+- rows are sorted by (ticker, date); plain shifts run once over whole
+  columns, and every row closer to its ticker's start than the longest
+  warm-up (`Feature.warmup`, counted with `_i`, the row's index within its
+  ticker) is dropped, so no shifted value from the previous ticker survives;
 - rolling statistics and EWMs run `.over("ticker")`, each as its own column in
   an early stage (`Feature.windows`), and the features are plain arithmetic on
   those columns. Nesting several window expressions inside one arithmetic
@@ -42,28 +43,24 @@ class Feature:
     name: str
     value: pl.Expr
     windows: list[dict[str, pl.Expr]] = field(default_factory=list)  # stage k may read stages < k
+    warmup: int = 0  # rows of its own ticker the value needs before it is defined
 
 
 def per_ticker(expr: pl.Expr) -> pl.Expr:
     return expr.over("ticker")
 
 
-def after(rows: int, expr: pl.Expr) -> pl.Expr:
-    """`expr` where the row has `rows` earlier rows of its own ticker, else null."""
-    return pl.when(IDX >= rows).then(expr)
-
-
 def past_return(window: int) -> Feature:
-    return Feature(f"ret_{window}", after(window, LP - LP.shift(window)))
+    return Feature(f"ret_{window}", LP - LP.shift(window), warmup=window)
 
 
 def lagged_return(lag: int) -> Feature:
-    return Feature(f"ret_1_lag{lag}", after(lag + 1, RET.shift(lag)))
+    return Feature(f"ret_1_lag{lag}", RET.shift(lag), warmup=lag + 1)
 
 
 def volatility(window: int) -> Feature:
     col = f"_std_r_{window}"
-    return Feature(f"vol_{window}", after(window, pl.col(col)), [{col: per_ticker(RET.rolling_std(window))}])
+    return Feature(f"vol_{window}", pl.col(col), [{col: per_ticker(RET.rolling_std(window))}], warmup=window)
 
 
 def rsi(window: int) -> Feature:
@@ -90,7 +87,7 @@ def bollinger_pctb(window: int) -> Feature:
     mean, std = f"_mean_lp_{window}", f"_std_lp_{window}"
     windows = {mean: per_ticker(LP.rolling_mean(window)), std: per_ticker(LP.rolling_std(window))}
     value = ((LP - (pl.col(mean) - 2 * pl.col(std))) / (4 * pl.col(std))).clip(-1.0, 2.0)
-    return Feature(f"bb_pctb_{window}", after(window - 1, value), [windows])
+    return Feature(f"bb_pctb_{window}", value, [windows], warmup=window - 1)
 
 
 def denoise_gap() -> Feature:
@@ -109,7 +106,7 @@ def volume_z(window: int) -> Feature:
     mean, std = f"_mean_lv_{window}", f"_std_lv_{window}"
     windows = {mean: per_ticker(LOG_VOLUME.rolling_mean(window)), std: per_ticker(LOG_VOLUME.rolling_std(window))}
     value = ((LOG_VOLUME - pl.col(mean)) / pl.col(std)).clip(-5.0, 5.0)
-    return Feature(f"volume_z_{window}", after(window - 1, value), [windows])
+    return Feature(f"volume_z_{window}", value, [windows], warmup=window - 1)
 
 
 def calendar() -> list[Feature]:
@@ -226,6 +223,7 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings) -> FeatureFra
     """
     core = core_features(settings)
     optional = bar_features(frame, settings)
+    warmup = max((f.warmup for f in core + optional), default=0)
     names = [f.name for f in core]
     optional_names = [f.name for f in optional]
     target_names = [f"y_h{h}" for h in settings.horizons]
@@ -253,7 +251,8 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings) -> FeatureFra
         df.lazy()
         .with_columns(*(f.value.alias(f.name) for f in core + optional), *targets(settings.horizons))
         .with_columns(pl.col(n).fill_nan(None) for n in names + optional_names)
-        .drop_nulls(subset=names)  # warm-up rows; optional bar features may stay null
+        .filter(IDX >= warmup)  # every core feature is defined from here; shifts never reach the previous ticker
+        .drop_nulls(subset=names)  # a NaN mid-series (e.g. no move at all in an RSI window); bar features may stay null
         .select("ticker", "date", "close", "adj_close", *names, *optional_names, *target_names)
         .collect(engine="in-memory")
     )

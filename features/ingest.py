@@ -58,7 +58,10 @@ class IngestReport:
         return cls(
             pl.concat([p.prices for p in parts]).sort("ticker", "date"),
             pl.concat([p.summary for p in parts]).sort("ticker"),
-            findings, max(references) if references else None, failed, sorted(t for p in parts for t in p.stored),
+            findings,
+            max(references) if references else None,
+            failed,
+            sorted(t for p in parts for t in p.stored),
         )
 
     @property
