@@ -40,7 +40,7 @@ def check_health(
             report.problems.append(
                 f"{ticker}: {len(missing)} missing sessions since {sessions[0]} (first {missing[0]})"
             )
-        returns = np.diff(np.log(g.filter(pl.col("date") >= sessions[0])["adj_close"].to_numpy()))
+        returns = np.diff(np.log(recent["adj_close"].to_numpy()))
         if returns.size and np.abs(returns).max() > settings.max_jump:
             i = int(np.abs(returns).argmax())
             day = recent["date"][i + 1]

@@ -65,6 +65,7 @@ def forecast(
     y = by_name[MODEL_NAME].predict(panel, rows)
     source = np.full(y.shape, MODEL_NAME, dtype=object)
     horizons = [int(t.removeprefix("y_h")) for t in panel.targets]
+    baseline_forecasts: dict[str, np.ndarray] = {}
     pooled = result.metrics.filter(pl.col("ticker") == metrics.POOLED)
     for k, h in enumerate(horizons):
         if skill.get(h, False):
@@ -74,7 +75,9 @@ def forecast(
                 pl.col("horizon") == h, pl.col("model").is_in([b for b in BASELINES if b in by_name])
             )
             best = candidates.sort("mse")["model"][0]
-            y[:, k] = by_name[best].predict(panel, rows)[:, k]
+            if best not in baseline_forecasts:
+                baseline_forecasts[best] = by_name[best].predict(panel, rows)
+            y[:, k] = baseline_forecasts[best][:, k]
             source[:, k] = best
             log.warning("NO SKILL at horizon %d: publishing the best baseline (%s) instead of the model", h, best)
         else:

@@ -40,10 +40,14 @@ def _features_key(context, parameters) -> str:
     )
 
 
+def denoised_features(prices: pl.DataFrame, settings: Settings) -> FeatureFrame:
+    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
+
+
 @task(name="features", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
 def make_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
     """Denoise, build features and the panel; cached on the lake fingerprint, so an unchanged lake skips this."""
-    ff = build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
+    ff = denoised_features(prices, settings)
     return ff, make_panel(ff, settings.features.max_horizon)
 
 
@@ -125,4 +129,4 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
 
 @task(name="features (chunk)", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
 def make_chunk_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> FeatureFrame:
-    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
+    return denoised_features(prices, settings)

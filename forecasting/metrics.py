@@ -67,10 +67,11 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tup
 def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
     yt, yp = g["y_true"].to_numpy(), g["y_pred"].to_numpy()
     precision, recall, f1 = direction_scores(yt, yp)
+    error = mse(yt, yp)
     row = {
         "n": len(yt),
-        "mse": mse(yt, yp),
-        "rmse": math.sqrt(mse(yt, yp)),
+        "mse": error,
+        "rmse": math.sqrt(error),
         "mae": mae(yt, yp),
         "hit_rate": hit_rate(yt, yp),
         "up_rate": float(np.mean(yt > 0)),
