@@ -42,8 +42,10 @@ def test_log_return_and_target_by_hand():
     ff = build_features(frame, SMALL)
     out = ff.frame.with_row_index()
     row = out.filter(pl.col("date") == pl.date(2020, 1, 10))  # closes[4] = 120.0
-    assert row["ret_1"][0] == pytest.approx(math.log(120.0 / 108.9), abs=1e-12)
-    assert row["ret_2"][0] == pytest.approx(math.log(120.0 / 99.0), abs=1e-12)
+    # features are stored as float32 (what the model reads), targets as float64
+    assert row["ret_1"][0] == pytest.approx(math.log(120.0 / 108.9), rel=1e-7)
+    assert row["ret_2"][0] == pytest.approx(math.log(120.0 / 99.0), rel=1e-7)
+    assert ff.frame.schema["ret_1"] == pl.Float32 and ff.frame.schema["y_h1"] == pl.Float64
     assert row["y_h1"][0] == pytest.approx(math.log(118.0 / 120.0), abs=1e-12)
     assert row["y_h2"][0] == pytest.approx(math.log(125.0 / 120.0), abs=1e-12)
     last = out.filter(pl.col("date") == pl.date(2020, 1, 13))  # the final day: no future yet
@@ -91,3 +93,88 @@ def test_mixed_close_only_tickers_get_neutral_bar_features():
     scaled = Scaler.fit(panel.X).transform(panel.X)
     col = ff.features.index("hl_range")
     assert np.isfinite(scaled).all() and (scaled[panel.ticker_id == 1, col] == 0).all()
+
+
+def multi_ticker(seed: int = 3) -> pl.DataFrame:
+    """Three tickers of different lengths, one of them close-only."""
+    from tests.conftest import synthetic_prices
+
+    prices = pl.concat(
+        [
+            synthetic_prices(["AAA"], 260, seed=seed),
+            synthetic_prices(["BBB"], 140, seed=seed + 1),
+            synthetic_prices(["CCC"], 200, seed=seed + 2).with_columns(
+                pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low", "volume")
+            ),
+        ]
+    )
+    return denoise(prices, DenoiseSettings())
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 150, 10**9])
+def test_chunk_size_changes_no_value(chunk_rows):
+    frame = multi_ticker()
+    whole = build_features(frame, FeatureSettings(), chunk_rows=10**9).frame
+    assert build_features(frame, FeatureSettings(), chunk_rows=chunk_rows).frame.equals(whole)
+
+
+def test_window_features_equal_polars_over_ticker():
+    """The kernels give what polars' own per-ticker windows give, feature by feature."""
+    s = FeatureSettings()
+    frame = multi_ticker(seed=11).filter(pl.col("ticker") != "CCC")
+    ff = build_features(frame, s)
+    lp = pl.col("log_price_dn")
+    r = lp.diff().over("ticker")
+    lv = pl.col("volume").log1p()
+    fast, slow, signal = s.macd
+    line = lp.ewm_mean(span=fast, adjust=False).over("ticker") - lp.ewm_mean(span=slow, adjust=False).over("ticker")
+    w, vw = s.bollinger_window, s.volume_window
+    mean, std = lp.rolling_mean(w).over("ticker"), lp.rolling_std(w).over("ticker")
+    a = 1 / s.rsi_window
+    reference = frame.sort("ticker", "date").select(
+        "ticker",
+        "date",
+        *(r.rolling_std(v).over("ticker").alias(f"vol_{v}") for v in s.vol_windows),
+        (
+            r.clip(lower_bound=0).ewm_mean(alpha=a, adjust=False).over("ticker")
+            / r.abs().ewm_mean(alpha=a, adjust=False).over("ticker")
+            - 0.5
+        ).alias(f"rsi_{s.rsi_window}"),
+        line.alias("macd"),
+        (line - line.ewm_mean(span=signal, adjust=False).over("ticker")).alias("macd_hist"),
+        ((lp - (mean - 2 * std)) / (4 * std)).clip(-1.0, 2.0).alias(f"bb_pctb_{w}"),
+        ((lv - lv.rolling_mean(vw).over("ticker")) / lv.rolling_std(vw).over("ticker"))
+        .clip(-5.0, 5.0)
+        .alias(f"volume_z_{vw}"),
+    )
+    names = [c for c in reference.columns if c not in ("ticker", "date")]
+    got = ff.frame.select("ticker", "date", *names).join(reference, on=["ticker", "date"], suffix="_ref")
+    assert got.height == ff.frame.height == (260 - 63) + (140 - 63)  # every row past the 63-day warm-up
+    for name in names:
+        np.testing.assert_allclose(got[name].to_numpy(), got[f"{name}_ref"].to_numpy(), rtol=2e-6, atol=1e-7)
+
+
+def test_unsorted_input_gives_the_sorted_result():
+    frame = multi_ticker()
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=5)
+    assert build_features(shuffled, FeatureSettings()).frame.equals(build_features(frame, FeatureSettings()).frame)
+
+
+@pytest.mark.parametrize(
+    "tickers, days, expected",
+    [
+        pytest.param(["A", "A", "B", "B"], [1, 2, 1, 2], True, id="sorted"),
+        pytest.param(["B", "B", "A", "A"], [1, 2, 1, 2], False, id="tickers-descending"),
+        pytest.param(["A", "B", "A", "B"], [1, 1, 2, 2], False, id="ticker-in-two-runs"),
+        pytest.param(["A", "A", "B", "B"], [1, 1, 1, 2], False, id="duplicate-day"),
+        pytest.param(["A", "A", "B", "B"], [2, 1, 1, 2], False, id="days-descending"),
+        pytest.param(["A"], [1], True, id="one-row"),
+    ],
+)
+def test_is_sorted(tickers, days, expected):
+    from datetime import date
+
+    from features.build import is_sorted
+
+    frame = pl.DataFrame({"ticker": tickers, "date": [date(2020, 1, d) for d in days]})
+    assert is_sorted(frame) is expected
