@@ -69,3 +69,32 @@ def test_scaler_standardises_and_survives_constant_columns():
 def test_too_little_history_is_a_clear_error(panel):
     with pytest.raises(InsufficientDataError, match="test_days"):
         date_splits(panel, WindowSettings(lookback=20, test_days=200, val_days=200))
+
+
+def test_distinct_dates_equal_numpy_unique(panel):
+    from features.windows import distinct_dates
+
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(len(panel.dates), 500, replace=False))
+    np.testing.assert_array_equal(distinct_dates(panel.dates, rows), np.unique(panel.dates[rows]))
+    assert distinct_dates(panel.dates, rows[:0]).size == 0
+
+
+def test_ends_and_target_dates_with_a_ticker_shorter_than_the_lookback():
+    """Brute force: a sample end needs `lookback` rows of its own ticker; target_end is max_horizon rows ahead
+    in the same ticker, NaT past its last row."""
+    import polars as pl
+
+    from tests.conftest import synthetic_prices
+
+    prices = pl.concat([synthetic_prices(["AAA"], 200, seed=1), synthetic_prices(["BBB"], 68, seed=2)])
+    ff = build_features(denoise(prices, DenoiseSettings()), FeatureSettings(), chunk_rows=50)
+    p = make_panel(ff, max_horizon=5)
+    assert [int(n) for n in np.diff(p.offsets)] == [200 - 63, 68 - 63]  # BBB keeps 5 rows: fewer than 20
+    ends = p.ends(lookback=20)
+    position = np.arange(len(p.dates)) - p.offsets[p.ticker_id]
+    np.testing.assert_array_equal(ends, np.flatnonzero(position >= 19))
+    assert not (p.ticker_id[ends] == 1).any()
+    for row in range(len(p.dates)):
+        same = row + 5 < p.offsets[p.ticker_id[row] + 1]
+        assert (p.target_end[row] == p.dates[row + 5]) if same else np.isnat(p.target_end[row])
