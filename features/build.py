@@ -178,6 +178,15 @@ def is_sorted(frame: pl.DataFrame, starts: np.ndarray | None = None) -> bool:
     return bool(later.all())
 
 
+def sorted_by_ticker(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """`frame` sorted by (ticker, date), and each ticker's first row; sorts (a copy of every column) only if needed."""
+    starts = ticker_starts(frame["ticker"])
+    if is_sorted(frame, starts):
+        return frame, starts
+    frame = frame.sort("ticker", "date")
+    return frame, ticker_starts(frame["ticker"])
+
+
 def targets(horizons: list[int]) -> list[pl.Expr]:
     """Forward log returns of raw adj_close: the only look-ahead, and it is the label."""
     la = pl.col("_la")  # log adj_close, computed once
@@ -233,12 +242,11 @@ class FeatureFrame:
     targets: list[str]
 
 
-def bar_coverage(frame: pl.DataFrame, tickers: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """Tickers that have full open/high/low bars, and tickers that have volume (`tickers`: all of them)."""
+def bar_coverage(frame: pl.DataFrame, tickers: list[str]) -> tuple[list[str], list[str]]:
+    """Tickers that have full open/high/low bars, and tickers that have volume (`tickers`: all of them, sorted)."""
     bars = ("open", "high", "low")
     if all(frame[c].null_count() == 0 for c in (*bars, "volume")):  # the usual case, read off the column headers
-        every = sorted(frame["ticker"].unique().to_list() if tickers is None else tickers)
-        return every, every
+        return tickers, tickers
     per = frame.group_by("ticker").agg(
         pl.all_horizontal(pl.col(c).is_not_null().all() for c in bars).alias("ohlc"),
         pl.col("volume").is_not_null().any().alias("volume"),
@@ -252,8 +260,9 @@ def bar_features(frame: pl.DataFrame, settings: FeatureSettings, tickers: list[s
     `tickers`: every ticker of `frame`, when the caller knows them already.
     """
     fam = set(settings.families)
-    tickers = set(frame["ticker"].unique().to_list() if tickers is None else tickers)
-    with_ohlc, with_volume = bar_coverage(frame, sorted(tickers))
+    every = sorted(frame["ticker"].unique().to_list() if tickers is None else tickers)
+    with_ohlc, with_volume = bar_coverage(frame, every)
+    tickers = set(every)
 
     def only_for(having: list[str], feature: Feature) -> Feature:
         if len(having) == len(tickers):
@@ -370,11 +379,7 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: i
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     needed = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume", "log_price_dn"]
-    df = frame.select(needed)
-    starts = ticker_starts(df["ticker"])
-    if not is_sorted(df, starts):
-        df = df.sort("ticker", "date")
-        starts = ticker_starts(df["ticker"])
+    df, starts = sorted_by_ticker(frame.select(needed))
     core = core_features(settings)
     optional = bar_features(df, settings, df["ticker"].gather(starts).to_list())
     plan = _plan(core, optional, settings.horizons)

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
-from features.build import FeatureFrame, is_sorted, ticker_starts
+from features.build import FeatureFrame, sorted_by_ticker
 from features.errors import InsufficientDataError
 from features.settings import WindowSettings
 
@@ -58,10 +58,7 @@ def _column_stack(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
-    frame, starts = ff.frame, ticker_starts(ff.frame["ticker"])
-    if not is_sorted(frame, starts):  # a sort copies every column: only when needed
-        frame = frame.sort("ticker", "date")
-        starts = ticker_starts(frame["ticker"])
+    frame, starts = sorted_by_ticker(ff.frame)
     tickers = frame["ticker"].gather(starts).to_list()
     offsets = np.append(starts, frame.height).astype(np.int64)
     counts = np.diff(offsets)  # rows per ticker (a group_by on the ticker strings peaked at 1.7x the features)
