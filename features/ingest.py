@@ -74,9 +74,59 @@ class IngestReport:
         rows = self.summary.filter(pl.col("status") == "stale")
         return dict(zip(rows["ticker"].to_list(), rows["behind"].to_list(), strict=True))
 
-    @property
-    def fingerprint(self) -> str:
-        return lake.fingerprint(self.prices)
+    def as_of(self, asof: date, stale_after: int, reference: date | None = None) -> IngestReport:
+        """The report as it would have read on `asof`: stored rows after it are invisible, and freshness is
+        judged against `reference` (default: the newest bar on or before `asof`, as for a file source).
+
+        Tickers with no bar by then are reported `failed`; quarantined and failed tickers stay as they were.
+        """
+        prices = self.prices.filter(pl.col("date") <= asof)
+        reference = reference or (prices["date"].max() if not prices.is_empty() else None)
+        first, last = _date_range(prices)
+        rows = []
+        for r in self.summary.iter_rows(named=True):
+            t = r["ticker"]
+            if r["status"] in ("ok", "stale"):
+                behind = sessions_behind(last[t], reference) if t in last and reference else None
+                status, reason = _freshness(t in last, behind, stale_after, f"no stored bar on or before {asof}")
+                r = r | {"first_date": first.get(t), "last_date": last.get(t), "behind": behind}
+                r |= {"status": status, "reason": reason}
+            rows.append(r)
+        summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+        usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
+        return IngestReport(
+            prices.filter(pl.col("ticker").is_in(usable)), summary, self.findings, reference, {}, self.stored
+        )
+
+
+def _date_range(prices: pl.DataFrame) -> tuple[dict[str, date], dict[str, date]]:
+    """First and last stored date per ticker."""
+    spans = prices.group_by("ticker").agg(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
+    return dict(spans.select("ticker", "first").iter_rows()), dict(spans.select("ticker", "last").iter_rows())
+
+
+def _freshness(has_rows: bool, behind: int | None, stale_after: int, missing: str) -> tuple[str, str]:
+    """Status and reason of a ticker that was not quarantined, from how far behind the reference it is."""
+    if not has_rows:
+        return "failed", missing
+    if behind is not None and behind > stale_after:
+        return "stale", f"no new bar for {behind} sessions (delisted or halted?)"
+    return "ok", ""
+
+
+def stored_report(lake_dir: Path, tickers: list[str]) -> IngestReport:
+    """What the lake holds for `tickers`, as a report (no source is read): for replaying past nights."""
+    prices = lake.read_prices(lake_dir, tickers)
+    first, last = _date_range(prices)
+    rows = []
+    for t in tickers:
+        status, reason = _freshness(t in last, None, 0, "not in the lake")
+        rows.append(
+            {"ticker": t, "rows_added": 0, "rows_revised": 0, "first_date": first.get(t), "last_date": last.get(t)}
+            | {"behind": None, "repaired": 0, "status": status, "reason": reason}
+        )
+    summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+    return IngestReport(prices, summary, [], max(last.values()) if last else None, {}, sorted(last))
 
 
 def incremental_start(entry: dict | None, overlap_days: int, default: date) -> date:
@@ -153,8 +203,7 @@ def ingest(
         lake.update_manifest(lake_dir, sorted(results))
 
     prices = lake.read_prices(lake_dir, sorted(results))
-    last = dict(prices.group_by("ticker").agg(pl.col("date").max()).iter_rows())
-    first = dict(prices.group_by("ticker").agg(pl.col("date").min()).iter_rows())
+    first, last = _date_range(prices)
     reference = reference or (max(last.values()) if last else None)
     repaired: dict[str, int] = {}
     for f in findings:
@@ -168,15 +217,12 @@ def ingest(
         behind = sessions_behind(last[t], reference) if t in last and reference else None
         if t in quarantined:
             status, reason = "quarantined", quarantined[t]
-        elif t not in last:
-            status, reason = "failed", failed.get(t, "no rows")
-        elif behind is not None and behind > settings.stale_after:
-            status, reason = "stale", f"no new bar for {behind} sessions (delisted or halted?)"
-            stale.append(t)
-        elif t in failed:
-            status, reason = "ok", f"fetch failed, using stored rows: {failed[t][:120]}"
         else:
-            status, reason = "ok", ""
+            status, reason = _freshness(t in last, behind, settings.stale_after, failed.get(t, "no rows"))
+            if status == "stale":
+                stale.append(t)
+            elif status == "ok" and t in failed:
+                reason = f"fetch failed, using stored rows: {failed[t][:120]}"
         rows.append(
             {
                 "ticker": t,

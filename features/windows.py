@@ -44,6 +44,11 @@ class Panel:
         """All windows as a read-only strided view of X: view[end - L + 1] is the (L, F) window ending at `end`."""
         return sliding_window_view(self.X, lookback, axis=0).transpose(0, 2, 1)  # (R - L + 1, L, F)
 
+    @property
+    def horizons(self) -> list[int]:
+        """Forecast horizons in trading days, in the order of `targets` (named `y_h{h}` by features.build)."""
+        return [int(t.removeprefix("y_h")) for t in self.targets]
+
     def last_rows(self) -> np.ndarray:
         """Row index of each ticker's latest day."""
         return self.offsets[1:] - 1
@@ -154,6 +159,20 @@ def splits_before(
     if train.size == 0 or val.size == 0:
         raise InsufficientDataError(f"empty split before {origin}: {train.size} train, {val.size} validation samples")
     return Splits(train, val, np.empty(0, dtype=np.int64), val_start, origin, origin, train_start)
+
+
+def refit_split(panel: Panel, lookback: int, cutoff: np.datetime64, known: np.ndarray | None = None) -> Splits:
+    """Every sample whose longest target is realised before `cutoff`, all of them training: a refit on
+    everything known, with no validation span (the epoch count comes from an early-stopped fit).
+
+    Scalers see every row dated before `cutoff` (their features are known by then).
+    """
+    known = known_ends(panel, lookback) if known is None else known
+    realised = known[(panel.target_end < cutoff)[known]]
+    if realised.size == 0:
+        raise InsufficientDataError(f"no sample has its targets realised before {cutoff}")
+    empty = np.empty(0, dtype=np.int64)
+    return Splits(realised, empty, empty, cutoff, cutoff, cutoff)
 
 
 def date_splits(panel: Panel, settings: WindowSettings) -> Splits:

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 from rich.console import Console
@@ -73,11 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(p)
         return p
 
-    command(
+    run = command(
         "run",
-        "run the nightly job once: ingest, train, evaluate, forecast, publish",
-        "Run the nightly job once and print the evaluation table and the files written.",
+        "run the nightly job once: ingest, evaluate, refit, forecast, publish, score the ledger",
+        "Run the nightly job once and print the evaluation table, the live record and the files written. "
+        "The recipe is judged out of sample on the last windows.test_days origins; the model that publishes is "
+        "the same recipe refit on every label realised by the as-of date.",
     )
+    run.add_argument(
+        "--asof",
+        metavar="DATE",
+        help="replay the night of a past date, YYYY-MM-DD: every stage sees only data up to it",
+    )
+    replay = command(
+        "replay",
+        "run the nightly as of every session between two dates, retraining only when the champion rules say so",
+        "Bring the lake up to date once, then run the nightly as of each session from --start to --end that has "
+        "data, in order, each from data up to its night only. Forecasts go into the ledger; the replay ends with "
+        "the live record (see `nightcast record`).",
+    )
+    replay.add_argument("--start", metavar="DATE", required=True, help="first night, YYYY-MM-DD")
+    replay.add_argument("--end", metavar="DATE", required=True, help="last night, YYYY-MM-DD")
+    record = command(
+        "record",
+        "print the live record: every published forecast whose target date has passed, scored",
+        "Score the ledger (outputs/ledger) against the lake's adjusted closes: per horizon, pooled and per ticker, "
+        "the MSE ratio to the random walk on the same forecasts, hit rate beside 'always up', Diebold-Mariano p, "
+        "interval coverage and counts. Reads files only; starts no Prefect.",
+    )
+    record.add_argument("--asof", metavar="DATE", help="the record as it stood on DATE (default: everything known)")
+    record.add_argument("--by-ticker", action="store_true", help="also print the per-ticker rows")
     ingest = command(
         "ingest",
         "bring the Parquet lake up to date from a source and print a per-ticker summary",
@@ -125,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
     )
     return parser
+
+
+def _date(flag: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{flag}: expected a date like 2014-07-01, got {value!r}") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -196,8 +231,9 @@ def _metrics_table(metrics, title: str, models: list[str] | None = None) -> Tabl
     table = Table(title=title)
     for col in ("horizon", "model", "MSE", "ratio vs RW", "hit rate", "always up", "DM stat", "DM p", "coverage"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    pooled = metrics.filter(metrics["ticker"] == "ALL")
-    for r in pooled.iter_rows(named=True):
+    from forecasting.metrics import pooled
+
+    for r in pooled(metrics).iter_rows(named=True):
         if models and r["model"] not in models:
             continue
         ratio = r.get("mse_ratio")
@@ -218,19 +254,50 @@ def _metrics_table(metrics, title: str, models: list[str] | None = None) -> Tabl
     return table
 
 
+def _record_table(record, title: str, by_ticker: bool = False) -> Table:
+    """The live record: per horizon (and ticker), the published forecasts scored against what happened."""
+    table = Table(title=title)
+    columns = ["horizon", "forecasts", "ratio vs RW", "hit rate", "always up", "DM stat", "DM p", "coverage"]
+    if by_ticker:
+        columns.insert(0, "ticker")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "ticker" else "right")
+    rows = record.filter(record["scope"] == ("ticker" if by_ticker else "pooled"))
+    for r in rows.iter_rows(named=True):
+        ratio, p, stat, cov = r["mse_ratio"], r["dm_pvalue"], r["dm_stat"], r["coverage"]
+        cells = [
+            str(r["horizon"]),
+            str(r["n"]),
+            "" if ratio is None else f"[{'green' if ratio < 1 else 'red'}]{ratio:.4f}[/]",
+            f"{r['hit_rate']:.3f}",
+            f"{r['up_rate']:.3f}",
+            "" if stat is None else f"{stat:+.2f}",
+            "" if p is None else f"{p:.3f}",
+            "" if cov is None else f"{cov:.3f}",
+        ]
+        table.add_row(*([r["ticker"]] if by_ticker else []) + cells)
+    return table
+
+
 def _print_result(result, elapsed: float) -> None:
     console.print(
         _metrics_table(
             result.metrics,
-            f"Out-of-sample evaluation {result.test_start} .. {result.test_end} (forward log returns, days the model "
-            "never trained or early-stopped on)",
+            f"Out-of-sample evaluation of the recipe {result.test_start} .. {result.test_end} (forward log returns, "
+            "days its evaluation fit never trained or early-stopped on)",
         )
     )
     flagged = [h for h, ok in result.skill.items() if not ok]
+    replaced = {h: s for h, s in result.sources.items() if s != "attention_lstm"}
     if flagged:
         console.print(
             f"[bold red]no skill[/] at horizons {flagged}: not significantly better than the random walk; "
-            "forecasts for them carry skill=false (publish.guardrail decides)"
+            "forecasts for them carry skill=false"
+        )
+    if replaced:
+        console.print(
+            "[bold red]significantly worse than the random walk[/] at horizons "
+            + ", ".join(f"{h} (published {s} instead)" for h, s in replaced.items())
         )
     console.print(
         "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
@@ -249,12 +316,46 @@ def _print_result(result, elapsed: float) -> None:
     for problem in result.health:
         console.print(f"[yellow]data health:[/] {problem}")
     console.print(result.attention_summary, markup=False)
-    console.print(f"as-of {result.asof}: {result.forecasts.height} forecasts, model {result.model_version}")
+    if result.record.height:
+        console.print(_record_table(result.record, f"Live record as of {result.asof} (published forecasts, scored)"))
+    console.print(f"{result.pending} published forecasts still wait for their target date")
+    console.print(
+        f"as-of {result.asof}: {result.forecasts.height} forecasts from {result.model_version}, trained through "
+        f"{result.trained_through}; recipe evaluated by {result.evaluation_version}"
+    )
     console.print("written:")
     for p in [*result.paths, result.checkpoint]:
         console.print(f"  {p}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     console.print(f"done in {elapsed:.1f}s ({stages})")
+
+
+def _record(settings, asof, by_ticker: bool) -> int:
+    """`nightcast record`: the ledger scored against the lake, from files only."""
+    import polars as pl
+
+    from features import lake
+    from forecasting import ledger, live
+
+    book = ledger.read_ledger(settings.paths.out_dir / "ledger", until=asof)
+    if book.is_empty():
+        console.print(f"the ledger ({settings.paths.out_dir / 'ledger'}) holds no forecast yet: run `nightcast run`")
+        return 0
+    prices = lake.read_prices(settings.paths.lake, sorted(book["ticker"].unique().to_list()))
+    if asof is not None:
+        prices = prices.filter(pl.col("date") <= asof)
+    scored = live.score(book, prices)
+    record = live.live_record(scored)
+    first, last = book["asof_date"].min(), book["asof_date"].max()
+    title = f"Live record: forecasts published {first} .. {last}, scored against the lake"
+    console.print(_record_table(record, title))
+    if by_ticker:
+        console.print(_record_table(record, "per ticker", by_ticker=True))
+    console.print(
+        f"{scored.height} forecasts scored, {live.pending_count(book, scored)} still wait for their target date. "
+        "ratio < 1 beats the random walk on the same forecasts; 'always up' is the directional baseline."
+    )
+    return 0
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -264,6 +365,22 @@ class _NoTracebackForUserErrors(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], NightcastError):
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def _replay(settings, start, end) -> int:
+    from flows.replay import replay_flow
+    from flows.tasks import task_runner
+
+    result = replay_flow.with_options(task_runner=task_runner(settings))(settings, start, end)
+    nights = result.nights
+    console.print(
+        f"replayed {nights.height} nights {nights['night'].min()} .. {nights['night'].max()}: "
+        f"{result.retrains} retrains, {result.seconds:.0f} s"
+    )
+    last = result.last
+    console.print(_record_table(last.record, f"Live record as of {last.asof} (published forecasts, scored)"))
+    console.print(f"{last.pending} published forecasts still wait for their target date")
+    return 0
 
 
 def _ui(settings) -> int:
@@ -296,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             console.print(to_toml(settings), markup=False, highlight=False)
             return 0
+        if args.command == "record":
+            return _record(settings, _date("--asof", args.asof), args.by_ticker)
+        asof = _date("--asof", getattr(args, "asof", None))
+        if asof is not None and asof > date.today():
+            raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")
         from flows.tasks import task_runner
 
         console.print("[bold]nightcast settings[/]")
@@ -312,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             from flows.train import train_flow
 
             choice = train_flow.with_options(task_runner=task_runner(settings))(settings)
-            console.print(_metrics_table(choice.result.metrics, "Recent-span evaluation of the champion"))
+            console.print(
+                _metrics_table(choice.evaluation.metrics, "Out-of-sample evaluation of the champion's recipe")
+            )
             console.print(f"model: {choice.decision}", markup=False)
             for problem in choice.health:
                 console.print(f"[yellow]data health:[/] {problem}")
@@ -340,9 +464,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
             console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
             return 0
+        if args.command == "replay":
+            return _replay(settings, _date("--start", args.start), _date("--end", args.end))
         from flows.nightly import MarketClosed, nightly
 
-        result = nightly.with_options(task_runner=task_runner(settings))(settings)
+        result = nightly.with_options(task_runner=task_runner(settings))(settings, asof=asof)
         if isinstance(result, MarketClosed):
             console.print(result.message)
             return 0

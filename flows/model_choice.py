@@ -1,27 +1,33 @@
-"""Champion and challenger: the steps the `train` and `nightly` flows share.
+"""Champion and challenger: the steps the `train` and `nightly` flows share. Wiring only; the rules are
+`forecasting.policy` and the bookkeeping `forecasting.registry`.
 
-Given the features, decide whether the champion is stale; if so (and the
-data-health gate passes) train a challenger and keep whichever has the lower
-out-of-sample MSE on the same recent span. Returns the evaluation of the
-model that will be published, beside the baselines on identical origins.
+A recipe (the settings that define a model) is vouched for by its evaluation fit: trained only on labels
+realised before the evaluation span (the last `windows.test_days` origins), scored out of sample there beside
+the baselines on identical origins. The model that publishes is the same recipe refit on every label realised
+by the as-of date. When the champion is stale (and the data-health gate passes) a challenger recipe is
+evaluated; it replaces the champion only by beating the champion's evaluation fit on forecasts out of sample
+for both, and is then refit.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from features import lake
 from features.errors import InsufficientDataError
 from features.health import HealthReport, check_health
-from features.windows import Panel
+from features.windows import Panel, refit_split
 from flows.settings import Settings
 from flows.tasks import run_backtest
-from forecasting import metrics, registry, train
+from forecasting import policy, registry, train
 from forecasting.backtest import BacktestResult, FixedForecaster, NeuralForecaster, make_forecasters, walk_forward
 
 MODEL_NAME = "attention_lstm"
@@ -32,13 +38,15 @@ log = logging.getLogger("nightcast.flows.model_choice")
 
 @dataclass
 class ModelChoice:
-    result: BacktestResult  # evaluation of the published model and the baselines on the recent span
-    trained: train.TrainedModel
+    evaluation: BacktestResult  # the publishing recipe's evaluation fit and the baselines, out of sample
+    evaluation_model: train.TrainedModel
+    evaluation_version: str
+    published: train.TrainedModel  # the same recipe refit on every label realised by the as-of date
     version: str
-    checkpoint: str
-    decision: str  # one sentence for logs and the run summary
-    champion_mse: float | None = None
-    challenger_mse: float | None = None
+    checkpoint: Path
+    decision: str  # one sentence for logs, the run summary and run.json
+    retrained: bool  # a challenger was evaluated this run
+    verdict: policy.Verdict | None = None
     health: list[str] = field(default_factory=list)
 
 
@@ -48,9 +56,15 @@ def evaluation_settings(settings: Settings):
     )
 
 
-def mean_mse(result: BacktestResult) -> float:
-    rows = result.metrics.filter((pl.col("model") == MODEL_NAME) & (pl.col("ticker") == metrics.POOLED))
-    return float(rows["mse"].mean())
+def config_hashes(settings: Settings) -> tuple[str, str]:
+    """(everything that defines the model, what its inputs are): a change of the first retrains; models with
+    equal second hashes read the same features, so one can be scored on the other's data."""
+    dumped = settings.model_dump(mode="json")
+    inputs = {"denoise": dumped["denoise"], "features": dumped["features"], "lookback": dumped["windows"]["lookback"]}
+    recipe = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
+        "train": {k: dumped["train"][k] for k in TRAINING_KEYS}
+    }
+    return registry.settings_hash(recipe), registry.settings_hash(inputs)
 
 
 @task(name="data-health gate", cache_policy=NO_CACHE)
@@ -63,13 +77,12 @@ def health_gate(prices: pl.DataFrame, stale: dict[str, int], settings: Settings)
 
 @task(name="evaluate champion", cache_policy=NO_CACHE)
 def evaluate_fixed(panel: Panel, trained: train.TrainedModel, settings: Settings) -> BacktestResult:
+    """The champion's evaluation fit and freshly fit baselines on today's evaluation span (out of sample for
+    the champion: its cutoff is at or before the span's start)."""
     bt = evaluation_settings(settings)
-    baselines = [
-        f
-        for f in make_forecasters(
-            bt.model_copy(update={"models": list(BASELINES)}), settings.model, settings.train, settings.windows.lookback
-        )
-    ]
+    baselines = make_forecasters(
+        bt.model_copy(update={"models": list(BASELINES)}), settings.model, settings.train, settings.windows.lookback
+    )
     return walk_forward(
         panel,
         bt,
@@ -83,90 +96,135 @@ def evaluate_fixed(panel: Panel, trained: train.TrainedModel, settings: Settings
     )
 
 
+@task(name="refit on everything known", cache_policy=NO_CACHE)
+def refit(panel: Panel, recipe: NeuralForecaster, epochs: int, asof: date, fingerprint: str) -> train.TrainedModel:
+    """The evaluated recipe trained on every sample whose longest target is realised by `asof`."""
+    split = refit_split(panel, recipe.lookback, np.datetime64(asof + timedelta(days=1), "D"))
+    return train.fit(
+        panel, split, recipe.model_settings, recipe.train_settings, recipe.lookback, fingerprint, stop_after=epochs
+    )
+
+
+def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str):
+    """(published, evaluation) models of the champion, or None when it cannot read today's features."""
+    if champion is None or champion.inputs_hash != inputs_hash:
+        return None
+    return (
+        train.load_checkpoint(models_dir / champion.checkpoint),
+        train.load_checkpoint(models_dir / champion.evaluation_checkpoint),
+    )
+
+
+def _neural_predictions(result: BacktestResult) -> pl.DataFrame:
+    return result.predictions.filter(pl.col("model") == MODEL_NAME)
+
+
 def choose_model(
     panel: Panel,
     prices: pl.DataFrame,
     stale: dict[str, int],
     settings: Settings,
-    fingerprint: str,
     today: date,
+    asof: date,
     force: bool = False,
 ) -> ModelChoice:
-    """Retrain when stale (and healthy); keep the better of champion and challenger; evaluate what is published."""
+    """The champion as of `asof`, retrained when the rules say so (and the data is healthy)."""
     models_dir = settings.paths.models
-    dumped = settings.model_dump(mode="json")
-    config_hash = registry.settings_hash(
-        {k: dumped[k] for k in ("denoise", "features", "windows", "model")}
-        | {"train": {k: dumped["train"][k] for k in TRAINING_KEYS}}
-    )
-    champion = registry.read_champion(models_dir)
-    reason = registry.staleness(
-        champion, fingerprint, config_hash, today, settings.train.max_age_days, settings.train.retrain_on_new_data
-    )
+    fingerprint = lake.fingerprint(prices)
+    recipe_hash, inputs_hash = config_hashes(settings)
+    champion = registry.champion_as_of(models_dir, asof)
+    then = lake.fingerprint(prices.filter(pl.col("date") <= champion.asof)) if champion else None
+    ts = settings.train
+    reason = policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision)
     if force and reason is None:
         reason = "a retrain was requested"
     health = health_gate(prices, stale, settings)
-    champion_model = train.load_checkpoint(champion.checkpoint) if champion else None
-    if reason is None or not health.ok:
-        if champion_model is None:
-            raise InsufficientDataError(
-                "no model to publish: the data-health gate blocked training and there is no champion yet: "
-                + "; ".join(health.problems)
-            )
-        why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
-        log.info("kept champion %s: %s", champion.version, why)
-        result = evaluate_fixed(panel, champion_model, settings)
-        return ModelChoice(
-            result,
-            champion_model,
-            champion.version,
-            champion.checkpoint,
-            f"kept champion {champion.version}: {why}",
-            champion_mse=mean_mse(result),
-            health=health.problems,
-        )
+    held = _held(models_dir, champion, inputs_hash)
+    champion_result = evaluate_fixed(panel, held[1], settings) if held else None
 
-    timed = run_backtest.with_options(timeout_seconds=settings.train.timeout_s)
-    challenger_result = timed(panel, settings, evaluation_settings(settings), fingerprint)
-    neural = next(f for f in challenger_result.forecasters if f.name == MODEL_NAME)
-    assert isinstance(neural, NeuralForecaster) and neural.trained is not None
-    challenger_mse = mean_mse(challenger_result)
-    champion_result = champion_mse = None
-    if champion_model is not None and champion_model.features == list(panel.features):
-        champion_result = evaluate_fixed(panel, champion_model, settings)
-        champion_mse = mean_mse(champion_result)
-    if champion_mse is not None and champion_mse <= challenger_mse:
-        decision = (
-            f"retrained ({reason}); the challenger's recent MSE {challenger_mse:.4e} does not beat the "
-            f"champion's {champion_mse:.4e}: kept champion {champion.version}"
-        )
+    def keep(decision: str, verdict: policy.Verdict | None = None) -> ModelChoice:
         log.info("%s", decision)
         return ModelChoice(
             champion_result,
-            champion_model,
+            held[1],
+            champion.evaluation_version,
+            held[0],
             champion.version,
-            champion.checkpoint,
+            models_dir / champion.checkpoint,
             decision,
-            champion_mse,
-            challenger_mse,
+            reason is not None and health.ok,
+            verdict,
             health.problems,
         )
-    version = f"{MODEL_NAME}-{train.weights_digest(neural.trained.model)}"
-    checkpoint = train.save_checkpoint(neural.trained, models_dir / f"{version}.pt")
-    registry.write_champion(
-        models_dir,
-        registry.Champion(version, str(checkpoint), today.isoformat(), fingerprint, config_hash, challenger_mse),
+
+    if reason is None or not health.ok:
+        if held is None:
+            why = "there is no champion yet" if champion is None else "the champion reads other features"
+            raise InsufficientDataError(
+                f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(health.problems)
+            )
+        why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
+        return keep(f"kept champion {champion.version}: {why}")
+
+    timed = run_backtest.with_options(timeout_seconds=ts.timeout_s)
+    challenger_result = timed(panel, settings, evaluation_settings(settings), fingerprint)
+    recipe = next(f for f in challenger_result.forecasters if f.name == MODEL_NAME)
+    if not isinstance(recipe, NeuralForecaster) or recipe.trained is None:
+        raise TypeError(f"the evaluation did not train {MODEL_NAME}")
+    evaluated = recipe.trained
+    if held is None and champion is not None:
+        verdict = policy.Verdict(
+            True, "the champion reads other features (denoise, feature or lookback settings changed)", *[None] * 4, 0
+        )
+    else:
+        verdict = policy.judge(
+            _neural_predictions(champion_result) if champion_result else None,
+            _neural_predictions(challenger_result),
+            champion.cutoff if champion else None,
+            date.fromisoformat(evaluated.cutoff),
+        )
+    if not verdict.promote:
+        return keep(f"retrained ({reason}); kept champion {champion.version}: {verdict.reason}", verdict)
+
+    published = refit.with_options(timeout_seconds=ts.timeout_s)(
+        panel, recipe, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
     )
-    against = "no champion before" if champion_mse is None else f"champion's {champion_mse:.4e}"
-    decision = f"retrained ({reason}); challenger {version} promoted: recent MSE {challenger_mse:.4e} vs {against}"
+    evaluation_version = f"{MODEL_NAME}-eval-{train.weights_digest(evaluated.model)}"
+    version = f"{MODEL_NAME}-{train.weights_digest(published.model)}"
+    checkpoint = train.save_checkpoint(published, models_dir / f"{version}.pt")
+    train.save_checkpoint(evaluated, models_dir / f"{evaluation_version}.pt")
+    registry.promote(
+        models_dir,
+        registry.Champion(
+            version,
+            checkpoint.name,
+            evaluation_version,
+            f"{evaluation_version}.pt",
+            asof,
+            today,
+            date.fromisoformat(published.trained_through),
+            date.fromisoformat(evaluated.cutoff),
+            fingerprint,
+            recipe_hash,
+            inputs_hash,
+            challenger_result.test_start.astype(object),
+            challenger_result.test_end.astype(object),
+            verdict.challenger_score
+            if verdict.challenger_score is not None
+            else policy.mean_ratio(_neural_predictions(challenger_result), "y_pred"),
+        ),
+    )
+    decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
     log.info("%s", decision)
     return ModelChoice(
         challenger_result,
-        neural.trained,
+        evaluated,
+        evaluation_version,
+        published,
         version,
-        str(checkpoint),
+        checkpoint,
         decision,
-        champion_mse,
-        challenger_mse,
+        True,
+        verdict,
         health.problems,
     )

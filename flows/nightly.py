@@ -1,8 +1,8 @@
-"""The nightly flow: ingest -> features -> fit and evaluate against baselines on the last test_days
--> forecast (with the skill guardrail) -> inspect attention -> publish.
+"""The nightly flow: ingest -> features -> champion or challenger (evaluate, refit) -> forecast -> publish ->
+ledger -> live record.
 
-Tasks are thin wrappers over `features` and `forecasting`; the flow only puts
-them in order and leaves artifacts in the UI.
+Tasks are thin wrappers over `features` and `forecasting`; the flow only puts them in order and leaves
+artifacts in the UI. `asof` replays a past night: every stage sees only data up to that date.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,14 +24,17 @@ from prefect.runtime import flow_run
 
 from features import lake
 from features.build import FeatureFrame
-from features.calendar import is_session
-from features.windows import Panel, known_ends
+from features.calendar import is_session, sessions_between
+from features.errors import ConfigError
+from features.ingest import IngestReport, stored_report
+from features.windows import Panel, known_ends, refit_split
+from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
-from flows.model_choice import BASELINES, MODEL_NAME, choose_model
+from flows.model_choice import BASELINES, MODEL_NAME, ModelChoice, choose_model, evaluation_settings
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
-from forecasting import metrics, publish, reports, train
-from forecasting.backtest import BacktestResult
+from forecasting import ledger, live, policy, publish, reports, train
+from forecasting.backtest import conformal_widths, make_forecasters
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -40,59 +43,92 @@ log = logging.getLogger("nightcast.flows.nightly")
 class NightlyResult:
     asof: date
     forecasts: pl.DataFrame
-    metrics: pl.DataFrame
+    metrics: pl.DataFrame  # the evaluation of the publishing recipe and the baselines
+    record: pl.DataFrame  # the live record of every published forecast scored so far
+    pending: int  # published forecasts whose target date has not come yet
     paths: list[Path]
     quarantined: dict[str, str]
     stale: dict[str, int]
     model_version: str
     checkpoint: Path
+    trained_through: date
+    evaluation_version: str
     test_start: date
     test_end: date
     attention_summary: str
     skill: dict[int, bool]
+    sources: dict[int, str]
     decision: str = ""
+    retrained: bool = False
     health: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _bounds(
+    choice: ModelChoice, panel: Panel, rows: np.ndarray, y: np.ndarray, sources: list[str], settings: Settings
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Interval bounds (log returns) per row and horizon: the model's quantile head under
+    `backtest.interval = "quantile"`, otherwise conformal, from the evaluation's out-of-sample residuals."""
+    bt = settings.backtest
+    if bt.interval == "none":
+        return None
+    asof = publish.current_rows(panel)[0]
+    widths = conformal_widths(choice.evaluation.predictions, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
+    w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, panel.horizons, strict=True)])
+    lower, upper = y - w, y + w
+    if bt.interval == "quantile":
+        q = train.predict(choice.published, panel, rows).quantiles
+        if q is not None:
+            from_model = np.array([s == MODEL_NAME for s in sources])
+            lower[:, from_model], upper[:, from_model] = q[:, from_model, 0], q[:, from_model, -1]
+    return lower, upper
+
+
 @task(name="forecast", cache_policy=NO_CACHE)
 def forecast(
-    result: BacktestResult, panel: Panel, ff: FeatureFrame, settings: Settings, version: str, skill: dict[int, bool]
-) -> tuple[date, pl.DataFrame]:
-    """Forecasts from every current ticker's last row; horizons without skill are flagged or replaced."""
+    choice: ModelChoice, panel: Panel, ff: FeatureFrame, settings: Settings, sources: dict[int, policy.Source]
+) -> pl.DataFrame:
+    """Forecasts from every current ticker's last row: the published model, or a baseline refit on every
+    realised label where the guardrail says so."""
     asof, rows = publish.current_rows(panel)
-    by_name = {f.name: f for f in result.forecasters}
-    y = by_name[MODEL_NAME].predict(panel, rows)
-    source = np.full(y.shape, MODEL_NAME, dtype=object)
-    horizons = [int(t.removeprefix("y_h")) for t in panel.targets]
-    baseline_forecasts: dict[str, np.ndarray] = {}
-    pooled = result.metrics.filter(pl.col("ticker") == metrics.POOLED)
-    for k, h in enumerate(horizons):
-        if skill.get(h, False):
-            continue
-        if settings.publish.guardrail == "baseline":
-            candidates = pooled.filter(
-                pl.col("horizon") == h, pl.col("model").is_in([b for b in BASELINES if b in by_name])
-            )
-            best = candidates.sort("mse")["model"][0]
-            if best not in baseline_forecasts:
-                baseline_forecasts[best] = by_name[best].predict(panel, rows)
-            y[:, k] = baseline_forecasts[best][:, k]
-            source[:, k] = best
-            log.warning("NO SKILL at horizon %d: publishing the best baseline (%s) instead of the model", h, best)
-        else:
-            log.warning(
-                "NO SKILL at horizon %d: the model does not beat the random walk significantly on the "
-                "last %d days; forecasts are published with skill=false",
-                h,
-                settings.windows.test_days,
-            )
+    horizons = panel.horizons
+    by_horizon = [sources[h].model for h in horizons]
+    predictions = {MODEL_NAME: train.predict(choice.published, panel, rows).mean}
+    needed = sorted(set(by_horizon) - {MODEL_NAME})
+    if needed:
+        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof + timedelta(days=1), "D"))
+        bt = evaluation_settings(settings).model_copy(update={"models": needed})
+        for baseline in make_forecasters(bt, settings.model, settings.train, settings.windows.lookback):
+            baseline.fit(panel, split)
+            predictions[baseline.name] = baseline.predict(panel, rows)
+    y = np.column_stack([predictions[s][:, k] for k, s in enumerate(by_horizon)]).astype(np.float64)
+    for h in horizons:
+        s = sources[h]
+        if s.model != MODEL_NAME:
+            log.warning("horizon %d: the model is significantly worse than the random walk; publishing %s", h, s.model)
+        elif not s.skill:
+            log.warning("NO SKILL at horizon %d: published with skill=false", h)
     close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
-    run_id = str(flow_run.id or "local")
-    frame = publish.forecast_frame(panel, rows, y, close, asof, run_id, version, settings.publish.calendar)
-    return asof, frame.with_columns(
-        pl.col("horizon").replace_strict(skill, default=False, return_dtype=pl.Boolean).alias("skill"),
-        pl.Series("source_model", source.reshape(-1).tolist()),
+    ev = choice.evaluation
+    meta = {
+        "run_id": str(flow_run.id or "local"),
+        "model_version": choice.version,
+        "trained_through": date.fromisoformat(choice.published.trained_through),
+        "eval_version": choice.evaluation_version,
+        "eval_start": ev.test_start.astype(object),
+        "eval_end": ev.test_end.astype(object),
+    }
+    return publish.forecast_frame(
+        panel,
+        rows,
+        y,
+        _bounds(choice, panel, rows, y, by_horizon, settings),
+        close,
+        asof,
+        settings.publish.calendar,
+        by_horizon,
+        [sources[h].skill and sources[h].model == MODEL_NAME for h in horizons],
+        meta,
     )
 
 
@@ -100,7 +136,8 @@ def forecast(
 def inspect_attention(
     trained: train.TrainedModel, panel: Panel, test_start: np.datetime64, asof: date, settings: Settings
 ) -> tuple[str, list[Path]]:
-    """Mean attention per lag / input variable on the test span: tables, a heatmap PNG and a summary."""
+    """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
+    heatmap PNG and a summary."""
     known = known_ends(panel, settings.windows.lookback)
     report = reports.attention_report(trained, panel, known[panel.dates[known] >= test_start])
     if report is None:
@@ -114,41 +151,75 @@ def inspect_attention(
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_outputs(asof: date, forecasts: pl.DataFrame, result: BacktestResult, settings: Settings) -> list[Path]:
+def publish_outputs(asof: date, forecasts: pl.DataFrame, choice: ModelChoice, settings: Settings) -> list[Path]:
     out, formats = settings.paths.out_dir, settings.publish.formats
     paths = publish.write_frame(forecasts, publish.partition_dir(out, "forecasts", asof), "forecasts", formats)
     metrics_dir = publish.partition_dir(out, "metrics", asof)
-    paths += publish.write_frame(result.metrics, metrics_dir, "metrics", formats)
-    paths += publish.write_frame(result.predictions, metrics_dir, "predictions", formats)
+    paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
+    paths += publish.write_frame(choice.evaluation.predictions, metrics_dir, "predictions", formats)
     return paths
 
 
+@task(name="ledger", cache_policy=NO_CACHE)
+def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
+    """Every published forecast into the ledger; a rerun of the date replaces its rows, never duplicates."""
+    return ledger.write_partition(settings.paths.out_dir / "ledger", forecasts)
+
+
+@task(name="live record", cache_policy=NO_CACHE)
+def live_record(prices: pl.DataFrame, asof: date, settings: Settings) -> tuple[pl.DataFrame, int, list[Path]]:
+    """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes."""
+    book = ledger.read_ledger(settings.paths.out_dir / "ledger", until=asof)
+    scored = live.score(book, prices.filter(pl.col("date") <= asof))
+    record = live.live_record(scored)
+    folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
+    paths = publish.write_frame(record, folder, "record", settings.publish.formats)
+    paths.append(live.plot_live_record(scored, folder / "live_record.png"))
+    return record, live.pending_count(book, scored), paths
+
+
 @task(name="run metadata and latest pointer", cache_policy=NO_CACHE)
-def finish_publishing(
-    asof: date,
-    paths: list[Path],
-    settings: Settings,
-    version: str,
-    checkpoint: Path,
-    fingerprint: str,
-    skill: dict[int, bool],
-) -> list[Path]:
+def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadata: dict) -> list[Path]:
     """run.json beside the forecasts, then move `latest.json` to this as-of date (last, once all files exist)."""
+    folder = publish.partition_dir(settings.paths.out_dir, "forecasts", asof)
     meta = publish.write_run_metadata(
-        publish.partition_dir(settings.paths.out_dir, "forecasts", asof),
-        {
-            "run_id": str(flow_run.id or "local"),
-            "asof_date": asof,
-            "model_version": version,
-            "checkpoint": str(checkpoint),
-            "data_fingerprint": fingerprint,
-            "skill": {str(h): v for h, v in skill.items()},
-            "settings": settings.model_dump(mode="json"),
-            "files": [str(p) for p in paths],
-        },
+        folder, {"run_id": str(flow_run.id or "local"), "asof_date": asof, **metadata, "files": [str(p) for p in paths]}
     )
     pointer = publish.update_latest(settings.paths.out_dir, asof, [*paths, meta])
     return [meta] + ([pointer] if pointer else [])
+
+
+def _run_metadata(choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, settings) -> dict:
+    ev, verdict = choice.evaluation, choice.verdict
+    pooled = ev.metrics.filter((pl.col("scope") == "pooled") & (pl.col("model") == MODEL_NAME)).sort("horizon")
+    return {
+        "model_version": choice.version,
+        "checkpoint": str(choice.checkpoint),
+        "trained_through": choice.published.trained_through,
+        "evaluation": {
+            "version": choice.evaluation_version,
+            "cutoff": choice.evaluation_model.cutoff,
+            "origins": [str(ev.test_start), str(ev.test_end)],
+            "mse_ratio": {str(r["horizon"]): r["mse_ratio"] for r in pooled.iter_rows(named=True)},
+            "dm_pvalue": {str(r["horizon"]): r["dm_pvalue"] for r in pooled.iter_rows(named=True)},
+        },
+        "decision": choice.decision,
+        "retrained": choice.retrained,
+        "champion_vs_challenger": None
+        if verdict is None or verdict.n_forecasts == 0
+        else {
+            "champion_score": verdict.champion_score,
+            "challenger_score": verdict.challenger_score,
+            "score": "mean over horizons of the MSE ratio to the random walk",
+            "origins": [str(verdict.first_origin), str(verdict.last_origin)],
+            "forecasts": verdict.n_forecasts,
+        },
+        "data_fingerprint": choice.published.fingerprint,
+        "skill": {str(h): s.skill for h, s in sources.items()},
+        "sources": {str(h): s.model for h, s in sources.items()},
+        "live_record": record.filter(pl.col("scope") == "pooled").to_dicts(),
+        "settings": settings.model_dump(mode="json"),
+    }
 
 
 def _artifacts(forecasts: pl.DataFrame, paths: list[Path]) -> None:
@@ -159,39 +230,6 @@ def _artifacts(forecasts: pl.DataFrame, paths: list[Path]) -> None:
         if path.suffix in (".parquet", ".png", ".json") and path.name != "latest.json":
             key = re.sub(r"[^a-z0-9-]+", "-", f"{path.parent.parent.name}-{path.stem}-{path.suffix[1:]}".lower())
             create_link_artifact(link=path.resolve().as_uri(), link_text=str(path), key=key.strip("-"))
-
-
-def _markdown(table: pl.DataFrame, forecasts: pl.DataFrame, quarantined: dict[str, str], version: str) -> str:
-    lines = [
-        f"# nightcast nightly — as of {forecasts['asof_date'][0]}",
-        "",
-        f"model `{version}`",
-        "",
-        "| horizon | model | MSE | ratio vs random walk | hit rate | always up | DM p |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in table.filter(pl.col("ticker") == metrics.POOLED).iter_rows(named=True):
-        ratio = "" if r["mse_ratio"] is None else f"{r['mse_ratio']:.4f}"
-        p = "" if r["dm_pvalue"] is None else f"{r['dm_pvalue']:.3f}"
-        lines.append(
-            f"| {r['horizon']} | {r['model']} | {r['mse']:.3e} | {ratio} | {r['hit_rate']:.3f} | "
-            f"{r['up_rate']:.3f} | {p} |"
-        )
-    if quarantined:
-        lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]
-    lines += [
-        "",
-        "## Forecasts",
-        "",
-        "| ticker | horizon | target date | last price | predicted price | skill | from |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in forecasts.iter_rows(named=True):
-        lines.append(
-            f"| {r['ticker']} | {r['horizon']} | {r['target_date']} | {r['last_price']:.2f} | "
-            f"{r['pred_price']:.2f} | {r['skill']} | {r['source_model']} |"
-        )
-    return "\n".join(lines)
 
 
 def _name_run_after(asof: date) -> None:
@@ -208,8 +246,9 @@ def _name_run_after(asof: date) -> None:
 
 
 def _run_name() -> str:
-    run_date = flow_run.parameters.get("run_date") if flow_run.parameters else None
-    return f"nightly-{run_date or date.today().isoformat()}"
+    params = flow_run.parameters or {}
+    day = params.get("asof") or params.get("run_date")
+    return f"nightly-{day or date.today().isoformat()}"
 
 
 @dataclass
@@ -223,17 +262,43 @@ def market_day(settings: Settings, run_date: date | None) -> date:
     return run_date or datetime.now(ZoneInfo(settings.schedule.timezone)).date()
 
 
+def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> IngestReport:
+    """Ingest (or read the lake as stored), then cut at `asof`: rows after it are invisible to every stage."""
+    if ingest:
+        report = ingest_flow(settings)
+    else:
+        report = stored_report(settings.paths.lake, settings.source.tickers)
+    if asof is None:
+        return report
+    reference = None
+    if settings.source.kind == "yfinance":  # judged against the exchange's last session by then, as live
+        reference = min(report.reference or asof, sessions_between(asof, 1, settings.publish.calendar)[-1])
+    return report.as_of(asof, settings.ingest.stale_after, reference)
+
+
 @flow(name="nightly", flow_run_name=_run_name, log_prints=True)
-def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult | MarketClosed:
-    """Run the whole nightly job once with `settings` (`run_date`: the exchange date of the run, default today)."""
+def nightly(
+    settings: Settings, run_date: date | None = None, asof: date | None = None, ingest: bool = True
+) -> NightlyResult | MarketClosed:
+    """Run the nightly job once with `settings`.
+
+    `run_date`: the exchange date of the run (default today). `asof`: replay the night of that past date, from
+    data up to it only (lake rows after it are invisible to features, health gate, training, calendar and the
+    live record). `ingest=False` reads the lake as stored instead of the source (for `source.tickers`).
+    """
     logger = get_run_logger()
-    day = market_day(settings, run_date)
+    day = asof or market_day(settings, run_date)
+    if asof is not None and asof > market_day(settings, None):
+        raise ConfigError(f"--asof {asof} is in the future")
     if (
         settings.source.kind == "yfinance"
         and settings.schedule.skip_closed_days
         and not is_session(day, settings.publish.calendar)
     ):
-        message = f"market closed on {day} ({settings.publish.calendar}): no new bars, nothing republished"
+        message = (
+            f"market closed on {day} ({settings.publish.calendar}): no new bars, nothing republished "
+            "(schedule.skip_closed_days = false runs anyway)"
+        )
         logger.info("%s", message)
         return MarketClosed(day, message)
     timings: dict[str, float] = {}
@@ -245,57 +310,76 @@ def nightly(settings: Settings, run_date: date | None = None) -> NightlyResult |
         timings[stage] = now - clock
         clock = now
 
-    report = ingest_flow(settings)
+    report = nightly_report(settings, asof, ingest)
     prices, short = require_history(report.prices, settings)
     quarantined = {**report.quarantined, **short}
-    fingerprint = lake.fingerprint(prices)
     lap("ingest")
-    ff, panel = features_by_chunk(prices, settings, fingerprint)
+    # a replayed night's data is never seen again: caching its features would only fill the disk
+    cache = (
+        settings
+        if asof is None
+        else settings.model_copy(update={"runner": settings.runner.model_copy(update={"cache_features": False})})
+    )
+    ff, panel = features_by_chunk(prices, cache, lake.fingerprint(prices))
     lap("features")
-    choice = choose_model(panel, prices, report.stale, settings, fingerprint, market_day(settings, run_date))
-    result, trained, version, checkpoint = choice.result, choice.trained, choice.version, Path(choice.checkpoint)
+    data_asof = publish.current_rows(panel)[0]
+    _name_run_after(data_asof)
+    choice = choose_model(panel, prices, report.stale, settings, day, data_asof)
+    ev = choice.evaluation
     logger.info(
-        "%d tickers, %d rows, %d features; evaluated on %s .. %s",
+        "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
+        "through %s",
         len(panel.tickers),
         len(panel.dates),
         len(panel.features),
-        result.test_start,
-        result.test_end,
+        ev.test_start,
+        ev.test_end,
+        choice.published.trained_through,
     )
-    skill = metrics.skill(result.metrics, MODEL_NAME, settings.backtest.dm_alpha)
+    sources = policy.horizon_sources(
+        ev.metrics, MODEL_NAME, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
+    )
     lap("train+evaluate")
-    _name_run_after(publish.current_rows(panel)[0])
-    asof, forecasts = forecast(result, panel, ff, settings, version, skill)
-    paths = publish_outputs(asof, forecasts, result, settings)
-    attention_summary, report_paths = inspect_attention(trained, panel, result.test_start, asof, settings)
+    forecasts = forecast(choice, panel, ff, settings, sources)
+    paths = publish_outputs(data_asof, forecasts, choice, settings)
+    paths.append(record_in_ledger(forecasts, settings))
+    record, pending, record_paths = live_record(report.prices, data_asof, settings)
+    paths += record_paths
+    attention_summary, report_paths = inspect_attention(choice.published, panel, ev.test_start, data_asof, settings)
     paths += report_paths
-    paths += finish_publishing(asof, paths, settings, version, checkpoint, fingerprint, skill)
+    paths += finish_publishing(data_asof, paths, settings, _run_metadata(choice, sources, record, settings))
     _artifacts(forecasts, paths)
     logger.info("%s", attention_summary)
     lap("forecast+publish")
     create_markdown_artifact(
-        markdown=_markdown(result.metrics, forecasts, quarantined, version)
-        + f"\n\n## Model\n\n{choice.decision}\n"
-        + "".join(f"\n- data health: {p}" for p in choice.health)
-        + "\n\n## Attention\n\n"
-        + attention_summary,
+        markdown=nightly_markdown(
+            ev.metrics, forecasts, quarantined, choice.version, choice.decision, choice.health, attention_summary
+        )
+        + "\n\n"
+        + live.record_markdown(record, pending),
         key="nightly-summary",
-        description=f"nightcast nightly as of {asof}",
+        description=f"nightcast nightly as of {data_asof}",
     )
     return NightlyResult(
-        asof,
+        data_asof,
         forecasts,
-        result.metrics,
+        ev.metrics,
+        record,
+        pending,
         paths,
         quarantined,
         report.stale,
-        version,
-        checkpoint,
-        result.test_start.astype(object),
-        result.test_end.astype(object),
+        choice.version,
+        choice.checkpoint,
+        date.fromisoformat(choice.published.trained_through),
+        choice.evaluation_version,
+        ev.test_start.astype(object),
+        ev.test_end.astype(object),
         attention_summary,
-        skill,
+        {h: s.skill for h, s in sources.items()},
+        {h: s.model for h, s in sources.items()},
         choice.decision,
+        choice.retrained,
         choice.health,
         timings,
     )

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from features import denoise, validate
 from features.build import FeatureFrame, build_features
 from features.errors import InsufficientDataError
+from features.version import feature_code_version
 from features.windows import Panel, make_panel
 from flows.settings import Settings
 from forecasting.backtest import BacktestResult, walk_forward
@@ -30,13 +31,19 @@ def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFr
 
 
 def _features_key(context, parameters) -> str:
-    """Same lake content and same denoise/feature settings: same features, whatever the run."""
+    """Same lake content, same denoise/feature settings and the same feature code: same features."""
     s = parameters["settings"]
     return (
         "features-"
         + parameters["fingerprint"]
         + "-"
-        + settings_hash({"denoise": s.denoise.model_dump(mode="json"), "features": s.features.model_dump(mode="json")})
+        + settings_hash(
+            {
+                "denoise": s.denoise.model_dump(mode="json"),
+                "features": s.features.model_dump(mode="json"),
+                "code": feature_code_version(),
+            }
+        )
     )
 
 

@@ -10,8 +10,10 @@ from prefect.artifacts import create_markdown_artifact
 from features import lake
 from flows.ingest import ingest_flow
 from flows.model_choice import ModelChoice, choose_model
+from flows.nightly import market_day
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
+from forecasting import publish
 
 
 def _run_name() -> str:
@@ -20,12 +22,12 @@ def _run_name() -> str:
 
 @flow(name="train", flow_run_name=_run_name)
 def train_flow(settings: Settings) -> ModelChoice:
-    """Train a challenger now and keep it only if it beats the champion on the recent span."""
+    """Evaluate a challenger now; it replaces the champion only by beating it out of sample, then is refit."""
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
-    fingerprint = lake.fingerprint(prices)
-    _, panel = features_by_chunk(prices, settings, fingerprint)
-    choice = choose_model(panel, prices, report.stale, settings, fingerprint, date.today(), force=True)
+    _, panel = features_by_chunk(prices, settings, lake.fingerprint(prices))
+    asof = publish.current_rows(panel)[0]
+    choice = choose_model(panel, prices, report.stale, settings, market_day(settings, None), asof, force=True)
     create_markdown_artifact(
         markdown=f"# Train\n\n{choice.decision}\n" + "".join(f"\n- data health: {p}" for p in choice.health),
         key="train-decision",

@@ -29,13 +29,9 @@ from forecasting.train import TrainedModel, fit, predict
 log = logging.getLogger("nightcast.forecasting.backtest")
 
 
-def horizons_of(targets: list[str]) -> list[int]:
-    return [int(t.removeprefix("y_h")) for t in targets]
-
-
 def long_predictions(panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: str) -> pl.DataFrame:
     """One row per (origin, horizon) for predictions `y_pred` (N, K) made at rows `ends`."""
-    horizons = np.asarray(horizons_of(panel.targets))
+    horizons = np.asarray(panel.horizons)
     n, k = len(ends), len(horizons)
     rows = np.repeat(ends, k)
     h = np.tile(horizons, n)
@@ -118,6 +114,23 @@ def make_forecasters(
     return [factories[name]() for name in bt.models]
 
 
+def _residuals_by_target(g: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Target dates and absolute residuals of one (model, horizon), in target-date order."""
+    target = g["target_date"].to_numpy()
+    residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
+    order = np.argsort(target, kind="stable")
+    return target[order], residual[order]
+
+
+def _past_quantile(
+    target: np.ndarray, residual: np.ndarray, day, coverage: float, window: int, min_count: int
+) -> float:
+    """The `coverage` quantile of the last `window` residuals whose target date is <= `day` (known then)."""
+    n = int(np.searchsorted(target, np.datetime64(day, "D"), side="right"))
+    past = residual[max(0, n - window) : n]
+    return float(np.quantile(past, coverage)) if past.size >= min_count else np.nan
+
+
 def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int, min_count: int) -> pl.DataFrame:
     """y_pred +- the `coverage` quantile of the last `window` absolute residuals realised by each origin.
 
@@ -126,16 +139,9 @@ def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int,
     """
     parts = []
     for _, g in predictions.group_by("model", "horizon"):
-        target = g["target_date"].to_numpy()
-        residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
-        order = np.argsort(target, kind="stable")
-        target, residual = target[order], residual[order]
+        target, residual = _residuals_by_target(g)
         asof = g["asof_date"].to_numpy()
-        widths = {}
-        for day in np.unique(asof):
-            n = int(np.searchsorted(target, day, side="right"))
-            past = residual[max(0, n - window) : n]
-            widths[day] = float(np.quantile(past, coverage)) if past.size >= min_count else np.nan
+        widths = {day: _past_quantile(target, residual, day, coverage, window, min_count) for day in np.unique(asof)}
         width = np.array([widths[d] for d in asof])
         parts.append(
             g.with_columns(
@@ -144,6 +150,18 @@ def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int,
             )
         )
     return pl.concat(parts)
+
+
+def conformal_widths(
+    predictions: pl.DataFrame, asof, coverage: float, window: int, min_count: int
+) -> dict[tuple[str, int], float]:
+    """Half-width of the conformal interval per (model, horizon) for forecasts made at `asof`, from the
+    residuals realised by then (NaN when fewer than `min_count`)."""
+    out = {}
+    for (model, horizon), g in predictions.group_by("model", "horizon"):
+        target, residual = _residuals_by_target(g)
+        out[(model, int(horizon))] = _past_quantile(target, residual, asof, coverage, window, min_count)
+    return out
 
 
 @dataclass

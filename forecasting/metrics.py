@@ -15,7 +15,19 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import precision_recall_fscore_support
 
-POOLED = "ALL"
+# Pooled rows carry scope "pooled" and a null ticker, so no real symbol (Allstate trades as ALL) can collide
+# with them; per-ticker rows carry scope "ticker".
+POOLED = "pooled"
+PER_TICKER = "ticker"
+
+
+def pooled(table: pl.DataFrame) -> pl.DataFrame:
+    """The pooled rows of a metrics-shaped table (scope column)."""
+    return table.filter(pl.col("scope") == POOLED)
+
+
+def per_ticker(table: pl.DataFrame) -> pl.DataFrame:
+    return table.filter(pl.col("scope") == PER_TICKER)
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -104,7 +116,8 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> pl.DataFrame:
-    """One row per (model, ticker, horizon), with ticker 'ALL' for the pooled figures.
+    """One row per (model, ticker, horizon) with scope "ticker", and one per (model, horizon) with scope
+    "pooled" (ticker null) for the figures pooled across tickers.
 
     Pooled Diebold-Mariano tests use the loss differential averaged across tickers per origin date.
     """
@@ -114,13 +127,21 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> p
             "ticker", "asof_date", "y_pred"
         )
         base = None if model == baseline or base_all.is_empty() else base_all
-        rows.append({"model": model, "ticker": POOLED, "horizon": horizon, **_scores(g, base, horizon)})
+        rows.append({"model": model, "scope": POOLED, "ticker": None, "horizon": horizon, **_scores(g, base, horizon)})
         for (ticker,), gt in g.group_by("ticker"):
             tbase = None if base is None else base.filter(pl.col("ticker") == ticker)
-            rows.append({"model": model, "ticker": ticker, "horizon": horizon, **_scores(gt, tbase, horizon)})
-    table = pl.DataFrame(rows)
+            rows.append(
+                {
+                    "model": model,
+                    "scope": PER_TICKER,
+                    "ticker": ticker,
+                    "horizon": horizon,
+                    **_scores(gt, tbase, horizon),
+                }
+            )
+    table = pl.DataFrame(rows, schema_overrides={"ticker": pl.String}, infer_schema_length=None)
     return table.sort(
-        pl.col("ticker") != POOLED,
+        pl.col("scope") != POOLED,
         "ticker",
         "horizon",
         pl.col("model").replace_strict(
@@ -134,7 +155,7 @@ MODEL_ORDER = ("attention_lstm", "lstm", "ridge", "hist_mean", "random_walk")
 
 def skill(table: pl.DataFrame, model: str, alpha: float) -> dict[int, bool]:
     """Per horizon: the model beats the random walk (pooled ratio < 1) and the DM test says so at `alpha`."""
-    rows = table.filter((pl.col("model") == model) & (pl.col("ticker") == POOLED))
+    rows = pooled(table).filter(pl.col("model") == model)
     return {
         int(r["horizon"]): bool(r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < alpha)
         for r in rows.iter_rows(named=True)

@@ -20,21 +20,30 @@ import polars as pl
 from features.calendar import next_sessions
 from features.io import atomic_write
 from features.windows import Panel
-from forecasting.backtest import horizons_of
 
 log = logging.getLogger("nightcast.forecasting.publish")
 
-FORECAST_COLUMNS = (
-    "run_id",
-    "model_version",
-    "asof_date",
-    "ticker",
-    "horizon",
-    "target_date",
-    "last_price",
-    "pred_log_return",
-    "pred_price",
-)
+# The published forecast contract: one row per (ticker, horizon). The same rows go into the ledger.
+FORECAST_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String,  # Prefect flow run id
+    "model_version": pl.String,  # the published model: <name>-<weights hash>, checkpoint <models>/<version>.pt
+    "asof_date": pl.Date,  # last date of data used
+    "ticker": pl.String,
+    "horizon": pl.Int32,  # trading days ahead
+    "target_date": pl.Date,  # the exchange session `horizon` sessions after asof_date
+    "last_price": pl.Float64,  # close on asof_date
+    "pred_log_return": pl.Float64,  # forecast log return of the adjusted close, asof_date -> target_date
+    "pred_price": pl.Float64,  # last_price * exp(pred_log_return)
+    "pred_lower": pl.Float64,  # prediction interval (prices), null when none could be given
+    "pred_upper": pl.Float64,
+    "skill": pl.Boolean,  # the evaluation found significant skill at this horizon
+    "source_model": pl.String,  # the model, or the baseline published in its place (publish.guardrail)
+    "trained_through": pl.Date,  # last origin date whose label the published model trained on
+    "eval_version": pl.String,  # the evaluation fit that vouches for the recipe (out of sample)
+    "eval_start": pl.Date,  # its evaluation span (forecast origins)
+    "eval_end": pl.Date,
+}
+FORECAST_COLUMNS = tuple(FORECAST_SCHEMA)
 
 
 def current_rows(panel: Panel) -> tuple[date, np.ndarray]:
@@ -57,22 +66,30 @@ def forecast_frame(
     panel: Panel,
     rows: np.ndarray,
     y_pred: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
     last_close: np.ndarray,
     asof: date,
-    run_id: str,
-    model_version: str,
     calendar: str,
+    sources: list[str],
+    skill: list[bool],
+    meta: dict,
 ) -> pl.DataFrame:
-    """Rows of the forecast contract for predictions `y_pred` (N, K) made at rows `rows`."""
-    horizons = horizons_of(panel.targets)
+    """Rows of the forecast contract for predictions `y_pred` (N, K) made at rows `rows`.
+
+    `bounds`: (N, K) lower and upper log-return bounds (NaN where none); `sources`, `skill`: per horizon;
+    `meta`: run_id, model_version, trained_through, eval_version, eval_start, eval_end.
+    """
+    horizons = panel.horizons
     sessions = next_sessions(asof, max(horizons), calendar)
     n, k = len(rows), len(horizons)
     pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
     last_price = np.repeat(np.asarray(last_close, dtype=np.float64), k)
+    if bounds is None:
+        lower = upper = np.full(n * k, np.nan)
+    else:
+        lower, upper = (np.asarray(b, dtype=np.float64).reshape(-1) for b in bounds)
     frame = pl.DataFrame(
         {
-            "run_id": [run_id] * (n * k),
-            "model_version": [model_version] * (n * k),
             "asof_date": [asof] * (n * k),
             "ticker": np.repeat(np.asarray(panel.tickers)[panel.ticker_id[rows]], k),
             "horizon": np.tile(np.asarray(horizons, dtype=np.int32), n),
@@ -80,9 +97,18 @@ def forecast_frame(
             "last_price": last_price,
             "pred_log_return": pred,
             "pred_price": last_price * np.exp(pred),
+            "pred_lower": last_price * np.exp(lower),
+            "pred_upper": last_price * np.exp(upper),
+            "skill": list(skill) * n,
+            "source_model": list(sources) * n,
         }
+    ).with_columns(pl.col("pred_lower", "pred_upper").fill_nan(None))
+    constants = {name: meta.get(name) for name in FORECAST_SCHEMA if name not in frame.columns}
+    return (
+        frame.with_columns(pl.lit(v, dtype=FORECAST_SCHEMA[c]).alias(c) for c, v in constants.items())
+        .select(FORECAST_COLUMNS)
+        .sort("ticker", "horizon")
     )
-    return frame.select(FORECAST_COLUMNS).sort("ticker", "horizon")
 
 
 def partition_dir(out_dir: Path, kind: str, asof: date) -> Path:

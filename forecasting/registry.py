@@ -1,71 +1,97 @@
-"""Champion model bookkeeping: which checkpoint the nightly publishes with, and when it is stale.
+"""Champion bookkeeping: which models publish, as of which date, and on what evidence.
 
-`<models>/champion.json` names the champion's checkpoint, when and on which
-data it was trained, and the settings it was trained with. A retrain makes a
-challenger; it becomes the champion only if it beats the champion's
-out-of-sample MSE on the same recent span.
+`<models>/champion.json` holds the history of promotions. Each record names two checkpoints of one recipe
+(the settings that define a model): the *evaluation* fit, trained only on labels realised before its
+evaluation span and scored out of sample there, and the *published* refit of the same recipe on every label
+realised by the as-of date. The champion as of a date is the latest promotion made with data up to that date,
+so replaying a past night never uses a model that saw its future, and a replay never unseats today's champion.
+Checkpoint paths are stored relative to the models directory: moving the data directory keeps the champion.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 
+from features.errors import NightcastError
 from features.io import atomic_write
 
+log = logging.getLogger("nightcast.forecasting.registry")
+
 CHAMPION = "champion.json"
+FORMAT = 2
 
 
 @dataclass(frozen=True)
 class Champion:
-    version: str
-    checkpoint: str
-    trained_on: str  # ISO date the model was trained
-    data_fingerprint: str
-    settings_hash: str
-    recent_mse: float  # mean over horizons of its out-of-sample MSE on the span it was chosen on
+    version: str  # the published model, `<name>-<weights hash>`
+    checkpoint: str  # its file, relative to the models directory
+    evaluation_version: str  # the evaluation fit that vouched for the recipe
+    evaluation_checkpoint: str
+    asof: date  # last date of the data it was trained with
+    trained_on: date  # the run date it was promoted on (the replayed date in a replay)
+    trained_through: date  # last origin whose label the published model trained on
+    cutoff: date  # the evaluation fit's cutoff: origins from here on are out of sample for it
+    data_fingerprint: str  # of the prices up to `asof`
+    settings_hash: str  # everything that defines the model: a change retrains
+    inputs_hash: str  # denoise, features and lookback: what the models read; equal -> they can score today's data
+    eval_start: date  # the evaluation span that vouched for it when promoted
+    eval_end: date
+    eval_score: float  # its mean MSE ratio to the random walk there
 
 
 def settings_hash(parts: dict) -> str:
-    """Hash of the settings that change what a model is (features, windows, model, training)."""
+    """Hash of settings (a JSON-able dict): same settings, same hash, whatever the key order."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def read_champion(models_dir: Path) -> Champion | None:
+def _record(raw: dict) -> Champion:
+    dates = {f.name for f in fields(Champion) if f.type == "date"}
+    return Champion(**{k: date.fromisoformat(v) if k in dates else v for k, v in raw.items()})
+
+
+def read_history(models_dir: Path) -> list[Champion]:
+    """Every promotion, oldest first. An unreadable file is an error: it is never silently replaced."""
     path = Path(models_dir) / CHAMPION
     if not path.exists():
-        return None
+        return []
     try:
-        champion = Champion(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError):
-        return None
-    return champion if Path(champion.checkpoint).exists() else None
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NightcastError(
+            f"champion record {path} is unreadable ({exc}); move it away to train a new champion"
+        ) from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        # champion.json of nightcast <= 0.1 (one flat record, no evaluation fit): superseded, not an error
+        log.warning("champion record %s is from an older nightcast; a new champion will be trained", path)
+        return []
+    try:
+        return [_record(r) for r in body["history"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NightcastError(
+            f"champion record {path} is malformed ({exc}); move it away to train a new champion"
+        ) from None
 
 
-def write_champion(models_dir: Path, champion: Champion) -> Path:
-    body = json.dumps(asdict(champion), indent=1)
+def champion_as_of(models_dir: Path, asof: date) -> Champion | None:
+    """The latest promotion made with data up to `asof` whose checkpoints still exist."""
+    usable = [
+        c
+        for c in read_history(models_dir)
+        if c.asof <= asof
+        and (Path(models_dir) / c.checkpoint).exists()
+        and (Path(models_dir) / c.evaluation_checkpoint).exists()
+    ]
+    # stable sort: of two promotions with the same as-of date, the later-written one wins
+    return sorted(usable, key=lambda c: c.asof)[-1] if usable else None
+
+
+def promote(models_dir: Path, champion: Champion) -> Path:
+    """Append a promotion to the history, atomically."""
+    history = [asdict(c) for c in read_history(models_dir)] + [asdict(champion)]
+    body = json.dumps({"format": FORMAT, "history": history}, indent=1, default=str)
     return atomic_write(Path(models_dir) / CHAMPION, lambda tmp: tmp.write_text(body))
-
-
-def staleness(
-    champion: Champion | None,
-    fingerprint: str,
-    config_hash: str,
-    today: date,
-    max_age_days: int,
-    retrain_on_new_data: bool,
-) -> str | None:
-    """Why the champion must be retrained, or None when it is still good."""
-    if champion is None:
-        return "no champion model yet"
-    if champion.settings_hash != config_hash:
-        return "the model, feature or window settings changed"
-    age = (today - date.fromisoformat(champion.trained_on)).days
-    if age >= max_age_days:
-        return f"the champion is {age} days old (train.max_age_days = {max_age_days})"
-    if retrain_on_new_data and champion.data_fingerprint != fingerprint:
-        return "the lake changed since the champion was trained"
-    return None

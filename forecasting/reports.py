@@ -10,6 +10,8 @@ import polars as pl
 
 from features.io import atomic_write
 from features.windows import Panel
+from forecasting.metrics import PER_TICKER, POOLED, per_ticker
+from forecasting.metrics import pooled as pooled_rows
 from forecasting.train import TrainedModel, predict
 
 
@@ -39,7 +41,7 @@ def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top:
             }
         )
         per_lag = _with_pooled(frame, "lag")
-        pooled = per_lag.filter(pl.col("ticker") == "ALL").sort("weight", descending=True)
+        pooled = per_lag.filter(pl.col("scope") == POOLED).sort("weight", descending=True)
         best = ", ".join(f"lag {lag} ({w:.1%})" for lag, w in pooled.select("lag", "weight").head(top).iter_rows())
         recent = pooled.filter(pl.col("lag") < 5)["weight"].sum()
         spread = pooled["weight"].max() / max(pooled["weight"].min(), 1e-12)
@@ -63,16 +65,25 @@ def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top:
             }
         )
         per_feature = _with_pooled(frame, "feature")
-        pooled = per_feature.filter(pl.col("ticker") == "ALL").sort("weight", descending=True)
+        pooled = per_feature.filter(pl.col("scope") == POOLED).sort("weight", descending=True)
         best = ", ".join(f"{f} ({w:.1%})" for f, w in pooled.select("feature", "weight").head(top).iter_rows())
         lines.append(f"Input attention: most weight on {best} (uniform {1 / Fn:.1%}).")
     return AttentionReport(per_lag, per_feature, " ".join(lines))
 
 
 def _with_pooled(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    by_ticker = frame.group_by("ticker", key).agg(pl.col("weight").mean())
-    pooled = frame.group_by(key).agg(pl.col("weight").mean()).with_columns(pl.lit("ALL").alias("ticker"))
-    return pl.concat([by_ticker, pooled.select(by_ticker.columns)]).sort("ticker", key)
+    """Mean weight per (ticker, key) with scope "ticker", and across tickers with scope "pooled" (ticker null)."""
+    by_ticker = frame.group_by("ticker", key).agg(pl.col("weight").mean()).with_columns(scope=pl.lit(PER_TICKER))
+    pooled = (
+        frame.group_by(key)
+        .agg(pl.col("weight").mean())
+        .with_columns(scope=pl.lit(POOLED), ticker=pl.lit(None, dtype=pl.String))
+    )
+    return (
+        pl.concat([by_ticker, pooled.select(by_ticker.columns)])
+        .sort(pl.col("scope") != POOLED, "ticker", key)
+        .select("scope", "ticker", key, "weight")
+    )
 
 
 def plot_attention(report: AttentionReport, path: Path) -> Path:
@@ -91,9 +102,12 @@ def plot_attention(report: AttentionReport, path: Path) -> Path:
         len(panels), 1, figsize=(11, 2.2 + 0.45 * len(panels) * _rows(panels[0][0])), squeeze=False
     )
     for ax, (frame, key, title) in zip(axes[:, 0], panels, strict=True):
-        wide = frame.pivot(on=key, index="ticker", values="weight", sort_columns=True)
-        tickers = wide["ticker"].to_list()
-        columns = [c for c in wide.columns if c != "ticker"]
+        labelled = frame.with_columns(row=pl.coalesce("ticker", pl.lit("all tickers"))).sort(
+            pl.col("scope") == POOLED, "ticker"
+        )
+        wide = labelled.pivot(on=key, index="row", values="weight", sort_columns=True)
+        tickers = wide["row"].to_list()
+        columns = [c for c in wide.columns if c != "row"]
         if key == "lag":
             columns = sorted(columns, key=int)
         image = ax.imshow(wide.select(columns).to_numpy(), aspect="auto", cmap="viridis")
@@ -186,7 +200,7 @@ def plot_predicted_vs_realised(predictions: pl.DataFrame, path: Path, model: str
 def plot_hit_rates(metrics: pl.DataFrame, path: Path) -> Path:
     """Hit rate per ticker and model at each horizon, with the 'always up' rate as a marker."""
     plt = _pyplot()
-    per = metrics.filter(pl.col("ticker") != "ALL")
+    per = per_ticker(metrics)
     horizons = sorted(per["horizon"].unique().to_list())
     models = [m for m in ("attention_lstm", "lstm", "ridge", "hist_mean") if m in per["model"].unique().to_list()]
     tickers = sorted(per["ticker"].unique().to_list())
@@ -225,7 +239,7 @@ def backtest_summary(
     coverage: float | None,
 ) -> str:
     """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
-    pooled = metrics.filter(pl.col("ticker") == "ALL")
+    pooled = pooled_rows(metrics)
     has_cov = "coverage" in pooled.columns
     lines = [
         f"# {title}",

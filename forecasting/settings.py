@@ -58,8 +58,12 @@ class TrainSettings(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = one per core")
     progress: bool = Field(True, description="show a progress bar while training (hidden when not a terminal)")
-    max_age_days: int = Field(7, ge=0, description="the nightly retrains when the champion is this many days old")
-    retrain_on_new_data: bool = Field(True, description="the nightly retrains when the lake's fingerprint changed")
+    max_age_days: int = Field(
+        7, ge=0, description="the nightly retrains (evaluates a challenger and refits) when the champion is this old"
+    )
+    retrain_on_revision: bool = Field(
+        True, description="the nightly retrains when prices the champion trained on were revised (or tickers changed)"
+    )
     timeout_s: int = Field(3600, ge=1, description="time limit of a training or backtest task (seconds)")
 
 
@@ -90,10 +94,11 @@ class BacktestSettings(Section):
 
 class PublishSettings(Section):
     calendar: str = Field("XNYS", description="exchange calendar for target dates (exchange_calendars name)")
-    guardrail: Literal["flag", "baseline"] = Field(
-        "flag",
-        description="horizons without skill (ratio >= 1 or DM not significant): flag them skill=false, "
-        "or publish the best baseline instead",
+    guardrail: Literal["flag", "baseline_if_worse", "baseline"] = Field(
+        "baseline_if_worse",
+        description="what publishes where the evaluation finds no skill: 'baseline_if_worse' publishes the best "
+        "baseline where the model is significantly worse than the random walk and flags the rest skill=false; "
+        "'flag' always publishes the model; 'baseline' publishes the best baseline wherever it lacks skill",
     )
     formats: list[Literal["parquet", "csv"]] = Field(
         ["parquet", "csv"], description="file formats written under outputs/"

@@ -7,32 +7,9 @@ import polars as pl
 import pytest
 
 from features.calendar import is_session
-from flows.settings import load_settings
 from forecasting.publish import FORECAST_COLUMNS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def settings(tmp_path, sample):
-    slice_path = tmp_path / "slice.parquet"
-    (
-        sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL", "^GSPC"]))
-        .group_by("ticker", maintain_order=True)
-        .tail(700)
-        .write_parquet(slice_path)
-    )
-    return load_settings(
-        None,
-        environ={},
-        overrides={
-            "source": {"kind": "file", "path": slice_path},
-            "windows": {"lookback": 20, "test_days": 60, "val_days": 60},
-            "model": {"hidden_size": 16, "attention_size": 8},
-            "train": {"epochs": 3, "batch_size": 128, "progress": False},
-            "paths": {"data_dir": tmp_path / "data", "out_dir": tmp_path / "outputs"},
-        },
-    )
 
 
 def test_nightly_flow_end_to_end(prefect_harness, settings):
@@ -44,7 +21,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     out = settings.paths.out_dir
     assert result.asof == date(2014, 12, 31)
     forecasts = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
-    assert tuple(forecasts.columns) == (*FORECAST_COLUMNS, "skill", "source_model")
+    assert tuple(forecasts.columns) == FORECAST_COLUMNS
     assert forecasts.height == 3 * 5
     assert sorted(forecasts["ticker"].unique().to_list()) == ["NVDA", "ORCL", "^GSPC"]
     assert all(is_session(d) and d > date(2014, 12, 31) for d in forecasts["target_date"].to_list())
@@ -53,7 +30,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert csv.height == 15 and csv["pred_price"].to_list() == pytest.approx(forecasts["pred_price"].to_list())
 
     metrics = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "metrics.parquet")
-    pooled = metrics.filter(pl.col("ticker") == "ALL")
+    pooled = metrics.filter(pl.col("scope") == "pooled")
     assert sorted(pooled["model"].unique().to_list()) == ["attention_lstm", "hist_mean", "random_walk", "ridge"]
     assert (pooled["n"] == 3 * 60).all() and pooled.height == 4 * 5
     model = pooled.filter(pl.col("model") == "attention_lstm").sort("horizon")
@@ -66,7 +43,21 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
         for r in model.iter_rows(named=True)
     }
     assert dict(forecasts.select("horizon", "skill").unique().iter_rows()) == expected == result.skill
-    assert (forecasts["source_model"] == "attention_lstm").all()  # default guardrail: flag, never replace
+    worse = {
+        int(r["horizon"])
+        for r in model.iter_rows(named=True)
+        if r["mse_ratio"] > 1 and r["dm_stat"] > 0 and r["dm_pvalue"] < 0.05
+    }
+    # default guardrail: the model publishes unless it is significantly worse than the random walk
+    published_by_model = set(forecasts.filter(pl.col("source_model") == "attention_lstm")["horizon"].to_list())
+    assert published_by_model == set(range(1, 6)) - worse
+    # the published model is the recipe refit on every label realised by the as-of date (5-day purge),
+    # vouched for by an evaluation fit that never saw the evaluation span
+    assert (forecasts["trained_through"] == date(2014, 12, 23)).all() and result.trained_through == date(2014, 12, 23)
+    assert (forecasts["eval_start"] == result.test_start).all() and (forecasts["eval_end"] == result.test_end).all()
+    assert forecasts["eval_version"][0] == result.evaluation_version != result.model_version
+    lower, upper = forecasts["pred_lower"], forecasts["pred_upper"]
+    assert ((lower < forecasts["pred_price"]) & (forecasts["pred_price"] < upper)).all()
     predictions = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "predictions.parquet")
     assert predictions.height == 4 * 3 * 60 * 5
     assert predictions["asof_date"].min() == result.test_start
@@ -74,6 +65,9 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
 
     run_meta = json.loads((out / "forecasts" / "asof=2014-12-31" / "run.json").read_text())
     assert run_meta["run_id"] == forecasts["run_id"][0] and run_meta["model_version"] == result.model_version
+    assert run_meta["trained_through"] == "2014-12-23"
+    assert run_meta["evaluation"]["version"] == result.evaluation_version
+    assert run_meta["evaluation"]["origins"] == [str(result.test_start), str(result.test_end)]
     assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
     assert run_meta["settings"]["windows"]["lookback"] == 20
     latest = json.loads((out / "latest.json").read_text())
@@ -84,7 +78,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert (reports / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lags = pl.read_parquet(reports / "attention_lags.parquet")
     assert lags.height == (3 + 1) * 20  # three tickers and the pooled row, 20 lags each
-    sums = lags.group_by("ticker").agg(pl.col("weight").sum())["weight"].to_list()
+    sums = lags.group_by("scope", "ticker").agg(pl.col("weight").sum())["weight"].to_list()
     assert sums == pytest.approx([1.0] * 4, abs=1e-5)
     assert "attention" in result.attention_summary.lower()
 
@@ -95,19 +89,27 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     ]
     assert result.checkpoint.exists()
 
-    # an identical rerun replaces the same as-of partition with the same numbers
+    # every published forecast is in the ledger; none has reached its target date yet
+    ledger = pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet")
+    assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.pending == 15
+    assert result.record.is_empty()
+
+    # an identical rerun replaces the same as-of partition with the same numbers, and the ledger's rows
     again = nightly(settings)
     rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
     assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
     assert again.model_version == result.model_version
     assert rerun["run_id"][0] != forecasts["run_id"][0]
-    assert "promoted" in result.decision and "no champion" in result.decision
+    assert pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet").height == 15
+    assert "promoted" in result.decision and "no champion" in result.decision and result.retrained
     assert again.decision.startswith("kept champion") and "still fresh" in again.decision  # nothing retrained
+    assert not again.retrained
 
-    # an aged champion is retrained; the identical challenger does not beat it, so the champion stays
+    # an aged champion is retrained; the identical challenger does not beat it out of sample, so it stays
     aged = settings.model_copy(update={"train": settings.train.model_copy(update={"max_age_days": 0})})
     third = nightly(aged)
     assert "does not beat the champion" in third.decision and third.model_version == result.model_version
+    assert f"origins {result.test_start} .. {result.test_end}, out of sample for both" in third.decision
 
 
 def test_health_gate_blocks_training_but_not_publishing(prefect_harness, settings, tmp_path):
@@ -140,7 +142,7 @@ def test_guardrail_can_publish_the_best_baseline(prefect_harness, settings):
     result = nightly(strict)
     assert not any(result.skill.values())
     pooled = result.metrics.filter(
-        (pl.col("ticker") == "ALL") & pl.col("model").is_in(["random_walk", "hist_mean", "ridge"])
+        (pl.col("scope") == "pooled") & pl.col("model").is_in(["random_walk", "hist_mean", "ridge"])
     )
     best = dict(
         pooled.sort("mse").group_by("horizon", maintain_order=True).first().select("horizon", "model").iter_rows()
@@ -155,12 +157,13 @@ def test_train_flow_promotes_a_first_challenger_then_keeps_an_equal_champion(pre
     from flows.train import train_flow
 
     first = train_flow(settings)
-    assert "promoted" in first.decision and first.challenger_mse is not None and first.champion_mse is None
-    champion = json.loads((settings.paths.models / "champion.json").read_text())
-    assert champion["version"] == first.version and champion["recent_mse"] == pytest.approx(first.challenger_mse)
+    assert "promoted" in first.decision and first.verdict.champion_score is None
+    (record,) = json.loads((settings.paths.models / "champion.json").read_text())["history"]
+    assert record["version"] == first.version and record["evaluation_version"] == first.evaluation_version
+    assert not record["checkpoint"].startswith("/") and (settings.paths.models / record["checkpoint"]).exists()
     second = train_flow(settings)  # same data and seed: the challenger ties, and a tie keeps the champion
-    assert "does not beat the champion" in second.decision
-    assert second.champion_mse == pytest.approx(second.challenger_mse) and second.version == first.version
+    assert "does not beat the champion" in second.decision and second.verdict.n_forecasts == 3 * 60 * 5
+    assert second.verdict.champion_score == second.verdict.challenger_score and second.version == first.version
 
 
 def test_dask_runner_gives_the_threads_runners_forecasts(prefect_harness, settings, tmp_path):

@@ -27,3 +27,23 @@ def test_unchanged_lake_skips_feature_building(prefect_harness, tmp_path, monkey
     names, shape = build_three_times()
     assert names == ["Completed", "Cached", "Completed", "Completed"]
     assert shape[0] > 0
+
+    # an upgrade that changes the feature code: the same lake and settings are built again, not served stale
+    import flows.tasks
+
+    monkeypatch.setattr(flows.tasks, "feature_code_version", lambda: "9.9.9+0123456789ab")
+
+    @flow
+    def after_upgrade():
+        return make_features(prices, settings, "lake-a", return_state=True).name
+
+    assert after_upgrade() == "Completed"
+
+
+def test_feature_code_version_names_the_package_and_hashes_the_code(tmp_path):
+    from features import version
+
+    first = version.feature_code_version()
+    assert first.startswith(version.package_version() + "+") and len(version.code_hash()) == 12
+    version.code_hash.cache_clear()
+    assert version.feature_code_version() == first  # stable across calls and processes (content, not time)

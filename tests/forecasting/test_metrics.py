@@ -81,7 +81,8 @@ def frame(models: dict[str, list[float]], truth: list[float], tickers=("A",), lo
 def test_metrics_table_by_hand():
     truth = [0.02, -0.01, -0.02, 0.01]
     table = metrics_table(frame({"m": [0.01, 0.0, -0.01, 0.02], "random_walk": [0.0] * 4}, truth, lower=0.015))
-    r = table.filter((pl.col("model") == "m") & (pl.col("ticker") == "ALL")).row(0, named=True)
+    r = table.filter((pl.col("model") == "m") & (pl.col("scope") == "pooled")).row(0, named=True)
+    assert r["ticker"] is None
     assert r["mse"] == pytest.approx(0.0001)  # every error is 0.01
     assert r["baseline_mse"] == pytest.approx((0.0004 + 0.0001 + 0.0004 + 0.0001) / 4)
     assert r["mse_ratio"] == pytest.approx(0.4)

@@ -29,9 +29,23 @@ def test_forecast_schema_rows_and_trading_days(panel):
     assert [panel.tickers[panel.ticker_id[r]] for r in rows] == ["AAA", "BBB"]  # stale CCC not forecast
     y = np.full((len(rows), 5), 0.01)
     close = np.array([10.0, 20.0])
-    frame = forecast_frame(panel, rows, y, close, asof, "run-1", "m-1", "XNYS")
+    lower, upper = y - 0.02, y + 0.03
+    lower[0, 4] = upper[0, 4] = np.nan  # no interval there
+    sources = ["m", "m", "m", "m", "random_walk"]
+    meta = {"run_id": "run-1", "model_version": "m-1", "trained_through": date(2014, 11, 28), "eval_version": "e-1"}
+    frame = forecast_frame(
+        panel, rows, y, (lower, upper), close, asof, "XNYS", sources, [True, False] * 2 + [False], meta
+    )
     assert tuple(frame.columns) == FORECAST_COLUMNS
     assert frame.height == 2 * 5
+    aaa = frame.filter(pl.col("ticker") == "AAA").sort("horizon")
+    assert aaa["source_model"].to_list() == sources and aaa["skill"].to_list() == [True, False, True, False, False]
+    assert aaa["pred_lower"][0] == pytest.approx(10.0 * np.exp(-0.01)) and aaa["pred_upper"][0] == pytest.approx(
+        10.0 * np.exp(0.04)
+    )
+    assert aaa["pred_lower"][4] is None and aaa["pred_upper"][4] is None
+    assert (frame["trained_through"] == date(2014, 11, 28)).all() and frame["eval_start"].null_count() == 10
+    assert (frame["run_id"] == "run-1").all() and (frame["model_version"] == "m-1").all()
     assert frame.filter(pl.col("ticker") == "AAA")["target_date"].to_list() == [
         date(2014, 12, 8),
         date(2014, 12, 9),

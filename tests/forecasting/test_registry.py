@@ -1,43 +1,44 @@
 from datetime import date
 
 import polars as pl
+import pytest
 
+from features.errors import NightcastError
 from features.health import check_health
 from features.settings import HealthSettings
-from forecasting.registry import Champion, read_champion, settings_hash, staleness, write_champion
+from forecasting.registry import champion_as_of, promote, read_history, settings_hash
 from tests.conftest import synthetic_prices
+from tests.forecasting.test_policy import champion
 
 
-def champion(**overrides) -> Champion:
-    fields = dict(
-        version="m-1",
-        checkpoint="/nowhere.pt",
-        trained_on="2024-01-10",
-        data_fingerprint="abc",
-        settings_hash="h1",
-        recent_mse=1e-4,
+def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("m-1.pt", "m-eval-1.pt", "m-2.pt", "m-eval-2.pt"):
+        (models / name).write_bytes(b"weights")
+    promote(models, champion())
+    promote(
+        models, champion(version="m-2", checkpoint="m-2.pt", evaluation_checkpoint="m-eval-2.pt", asof=date(2024, 3, 1))
     )
-    return Champion(**(fields | overrides))
+    assert champion_as_of(models, date(2024, 1, 8)) is None  # nothing was trained with data up to then
+    assert champion_as_of(models, date(2024, 2, 1)).version == "m-1"  # a replayed night never sees m-2
+    assert champion_as_of(models, date(2024, 3, 1)).version == "m-2"
+    assert [c.version for c in read_history(models)] == ["m-1", "m-2"]
+    # the record is relative to the models directory: moving the data directory keeps the champion
+    moved = tmp_path / "elsewhere"
+    models.rename(moved)
+    assert champion_as_of(moved, date(2024, 3, 5)).version == "m-2"
+    (moved / "m-2.pt").unlink()
+    assert champion_as_of(moved, date(2024, 3, 5)).version == "m-1"  # a champion whose checkpoint is gone is none
 
 
-def test_staleness_reasons():
-    today = date(2024, 1, 12)
-    assert staleness(None, "abc", "h1", today, 7, True) == "no champion model yet"
-    assert staleness(champion(), "abc", "h1", today, 7, True) is None
-    assert "settings changed" in staleness(champion(), "abc", "h2", today, 7, True)
-    assert "9 days old" in staleness(champion(), "abc", "h1", date(2024, 1, 19), 7, True)
-    assert "lake changed" in staleness(champion(), "xyz", "h1", today, 7, True)
-    assert staleness(champion(), "xyz", "h1", today, 7, False) is None
+def test_a_corrupt_champion_record_is_an_error_and_an_old_one_is_superseded(tmp_path):
+    (tmp_path / "champion.json").write_text('{"version": "attention_lstm-1", "checkpoint": "data/models/x.pt"}')
+    assert read_history(tmp_path) == []  # nightcast 0.1's flat record: retrained, with a warning
+    (tmp_path / "champion.json").write_text("{not json")
+    with pytest.raises(NightcastError, match="champion record .* is unreadable"):
+        read_history(tmp_path)
     assert settings_hash({"a": 1, "b": [1, 2]}) == settings_hash({"b": [1, 2], "a": 1}) != settings_hash({"a": 2})
-
-
-def test_champion_round_trip_and_missing_checkpoint(tmp_path):
-    ckpt = tmp_path / "m.pt"
-    ckpt.write_bytes(b"weights")
-    write_champion(tmp_path, champion(checkpoint=str(ckpt)))
-    assert read_champion(tmp_path).version == "m-1"
-    ckpt.unlink()
-    assert read_champion(tmp_path) is None  # a champion whose checkpoint is gone is no champion
 
 
 def test_health_gate_finds_gaps_jumps_and_stale_tickers():

@@ -84,6 +84,22 @@ def test_trains_on_cuda_with_bf16(panel):
     assert np.isfinite(pred).all()
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_checkpoint_means_the_same_on_any_device(panel, tmp_path):
+    """Exactly the same forecasts on the device it was saved from; within 1e-5 (log return) across devices."""
+    splits = date_splits(panel, WINDOWS)
+    for trained_on, other in (("cuda", "cpu"), ("cpu", "cuda")):
+        trained = fit(panel, splits, MODEL, TRAIN.model_copy(update={"device": trained_on}), WINDOWS.lookback)
+        before = predict(trained, panel, splits.test).mean
+        path = save_checkpoint(trained, tmp_path / f"{trained_on}.pt")
+        same = load_checkpoint(path, trained_on)
+        np.testing.assert_array_equal(predict(same, panel, splits.test).mean, before)
+        moved = load_checkpoint(path, other)
+        assert moved.device.type == other
+        np.testing.assert_allclose(predict(moved, panel, splits.test).mean, before, rtol=0, atol=1e-5)
+
+
 def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp_path):
     splits = date_splits(panel, WINDOWS)
     settings = MODEL.model_copy(
@@ -117,3 +133,33 @@ def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
     if again.best_epoch == 0:
         for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+
+
+def test_refit_trains_a_fixed_epoch_count_on_every_realised_label(panel):
+    from features.errors import NightcastError
+    from features.windows import known_ends, refit_split
+
+    splits = date_splits(panel, WINDOWS)
+    evaluated = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
+    assert evaluated.cutoff == str(splits.test_start)
+    assert np.datetime64(evaluated.trained_through) < splits.test_start  # its labels end before the test span
+
+    asof = panel.dates.max()
+    split = refit_split(panel, WINDOWS.lookback, asof + 1)
+    known = known_ends(panel, WINDOWS.lookback)
+    assert np.array_equal(split.train, known) and split.val.size == 0  # every realised label, no validation span
+    three = fit(panel, split, MODEL, TRAIN.model_copy(update={"epochs": 5}), WINDOWS.lookback, stop_after=3)
+    assert [h["epoch"] for h in three.history] == [1, 2, 3] and all("val_loss" not in h for h in three.history)
+    # trained through the last origin whose 3-day target is realised by the as-of date: 3 sessions before it
+    assert three.trained_through == str(panel.dates[panel.offsets[1] - 1 - 3]) and three.cutoff == str(asof + 1)
+    # the same learning-rate schedule as the early-stopped fit: stopping after 2 epochs is the first 2 of 3
+    two = fit(panel, split, MODEL, TRAIN.model_copy(update={"epochs": 5}), WINDOWS.lookback, stop_after=2)
+    assert [h["train_loss"] for h in two.history] == [h["train_loss"] for h in three.history[:2]]
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(two.model.state_dict().values(), three.model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(NightcastError, match="either a validation span"):
+        fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback, stop_after=2)
+    with pytest.raises(NightcastError, match="either a validation span"):
+        fit(panel, split, MODEL, TRAIN, WINDOWS.lookback)

@@ -1,0 +1,33 @@
+"""What version of the feature code built a result: the package version plus a hash of the code itself.
+
+Cached features are keyed on it, so an upgrade (or a local edit) that changes how a feature is computed
+never serves features built by the old code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def package_version() -> str:
+    try:
+        return version("nightcast")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+@cache
+def code_hash() -> str:
+    """Hash of every module of the `features` package (names and contents), in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def feature_code_version() -> str:
+    return f"{package_version()}+{code_hash()}"

@@ -1,0 +1,161 @@
+"""The forecast ledger: every published forecast, kept so it can be scored once its target date passes.
+
+Layout: `<ledger_dir>/asof=YYYY-MM-DD/ledger.parquet`, one partition per as-of date,
+rows of the published contract (`forecasting.publish.FORECAST_SCHEMA`), unique on
+(asof_date, ticker, horizon). Storage only; scoring lives in `forecasting.live`.
+
+One writer per partition at a time (the nightly run): a write reads the stored
+partition, merges and renames the result over it, so two concurrent writers of
+the same as-of date could lose each other's tickers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import NightcastError
+from features.io import atomic_write
+from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA
+
+FILE = "ledger.parquet"
+KEY = ("asof_date", "ticker", "horizon")
+# Columns a forecast may lack (no interval, no evaluation metadata); stored as null.
+OPTIONAL = ("pred_lower", "pred_upper", "trained_through", "eval_version", "eval_start", "eval_end")
+_PARTITION = re.compile(r"asof=(\d{4}-\d{2}-\d{2})")
+# Temp names made by features.io.atomic_write: `.{name}.{pid}.{uuid}.tmp`.
+_TEMP = re.compile(rf"\.{re.escape(FILE)}\.(\d+)\.[0-9a-f]+\.tmp")
+
+
+class LedgerError(NightcastError):
+    """The ledger could not be read or written, or was given rows it cannot store."""
+
+
+def partition_path(ledger_dir: Path, asof: date) -> Path:
+    return Path(ledger_dir) / f"asof={asof.isoformat()}" / FILE
+
+
+def empty_ledger() -> pl.DataFrame:
+    return pl.DataFrame(schema=FORECAST_SCHEMA)
+
+
+def conform(forecasts: pl.DataFrame) -> pl.DataFrame:
+    """`forecasts` in the contract's column order and dtypes, optional columns filled with null."""
+    unknown = [c for c in forecasts.columns if c not in FORECAST_SCHEMA]
+    if unknown:
+        raise LedgerError(f"forecasts have columns the ledger does not know: {unknown}; expected {FORECAST_COLUMNS}")
+    missing = [c for c in FORECAST_COLUMNS if c not in forecasts.columns and c not in OPTIONAL]
+    if missing:
+        raise LedgerError(f"forecasts lack required columns {missing}")
+    try:
+        frame = forecasts.select(
+            (pl.col(c) if c in forecasts.columns else pl.lit(None)).cast(dtype, strict=True).alias(c)
+            for c, dtype in FORECAST_SCHEMA.items()
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise LedgerError(f"forecasts do not fit the ledger schema: {_one_line(exc)}") from exc
+    nulls = [c for c in (*KEY, "target_date") if frame[c].null_count()]
+    if nulls:
+        raise LedgerError(f"forecasts have null values in key columns {nulls}")
+    return frame
+
+
+def write_partition(ledger_dir: Path, forecasts: pl.DataFrame) -> Path:
+    """Store the forecasts of one as-of date; returns the partition file.
+
+    Rows for the tickers in `forecasts` replace that date's stored rows for those tickers; stored
+    rows of other tickers are kept, so a rerun never duplicates and a run on a subset of the
+    universe never deletes the rest. The file is replaced atomically (temp file + rename).
+    """
+    frame = conform(forecasts)
+    dates = frame["asof_date"].unique().sort().to_list()
+    if len(dates) != 1:
+        shown = ", ".join(d.isoformat() for d in dates) or "none (no rows)"
+        raise LedgerError(f"a ledger partition holds one as-of date; the forecasts have {shown}")
+    dupes = frame.filter(pl.struct(KEY).is_duplicated())
+    if dupes.height:
+        first = dupes.row(0, named=True)
+        raise LedgerError(
+            f"forecasts repeat (ticker, horizon) pairs, e.g. {first['ticker']} horizon {first['horizon']}; "
+            "each must appear once"
+        )
+    path = partition_path(ledger_dir, dates[0])
+    _remove_leftovers(path.parent)
+    if path.is_file():
+        stored = _read(path, dates[0])
+        kept = stored.filter(~pl.col("ticker").is_in(frame["ticker"].unique().implode()))
+        frame = pl.concat([kept, frame])
+    frame = frame.sort("ticker", "horizon")
+    return atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+
+
+def read_ledger(ledger_dir: Path, until: date | None = None) -> pl.DataFrame:
+    """Every stored forecast (only as-of dates <= `until` when given), sorted by asof_date, ticker, horizon.
+
+    Reads only `asof=YYYY-MM-DD/ledger.parquet`; temp files and anything else are ignored.
+    """
+    parts = []
+    root = Path(ledger_dir)
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    for folder in folders:
+        match = _PARTITION.fullmatch(folder.name)
+        if not match or not (folder / FILE).is_file():
+            continue
+        try:
+            asof = date.fromisoformat(match.group(1))
+        except ValueError:  # e.g. asof=2024-13-45: not a partition of ours
+            continue
+        if until is None or asof <= until:
+            parts.append(_read(folder / FILE, asof))
+    if not parts:
+        return empty_ledger()
+    return pl.concat(parts).sort(*KEY)
+
+
+def _read(path: Path, asof: date) -> pl.DataFrame:
+    hint = "delete it and rerun that as-of date to rebuild it"
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise LedgerError(f"cannot read ledger partition {path} ({_one_line(exc)}); {hint}") from exc
+    try:
+        frame = conform(frame)  # older partitions may lack optional columns added since
+    except LedgerError as exc:
+        raise LedgerError(f"ledger partition {path} does not match the schema ({exc}); {hint}") from exc
+    if frame.filter(pl.col("asof_date") != asof).height:
+        raise LedgerError(f"ledger partition {path} holds rows of other as-of dates; {hint}")
+    return frame
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete temp files a killed writer left behind (atomic_write cleans up after exceptions, not SIGKILL).
+
+    A temp file whose writer process is still alive is left alone: it may be mid-write.
+    """
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = _TEMP.fullmatch(entry.name)
+        if match and not _alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but not ours (PermissionError), or cannot tell: keep the file
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,206 @@
+"""The live record: ledger forecasts whose target date has passed, scored against realised prices.
+
+Scoring is a pure function of the ledger and the lake's current prices, recomputed
+every night: a revised price (a late split adjustment, a corrected bar) re-scores
+the forecasts it touches the next time, and scoring twice gives the same frame.
+The record uses `forecasting.metrics.metrics_table`, so the ratio to the random
+walk, the Diebold-Mariano test, hit rate and "always up" rate mean what they mean
+in the backtest.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from forecasting.metrics import PER_TICKER, POOLED, metrics_table, pooled
+from forecasting.reports import _pyplot, _save
+
+PUBLISHED = "published"
+BASELINE = "random_walk"
+KEY = ("asof_date", "ticker", "horizon")
+
+# The long "predictions" contract of forecasting.metrics, plus where each forecast came from.
+SCORED_SCHEMA: dict[str, pl.DataType] = {
+    "model": pl.String,
+    "ticker": pl.String,
+    "asof_date": pl.Date,
+    "horizon": pl.Int32,
+    "target_date": pl.Date,
+    "y_true": pl.Float64,  # log(adj_close[target_date] / adj_close[asof_date]), current lake values
+    "y_pred": pl.Float64,  # the published pred_log_return
+    "last_price": pl.Float64,  # adj_close on asof_date, so price metrics are in adjusted prices
+    "y_lower": pl.Float64,  # interval as log returns; null when the forecast had none
+    "y_upper": pl.Float64,
+    "source_model": pl.String,
+    "model_version": pl.String,
+}
+
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "scope": pl.String,  # "pooled" (ticker null) or "ticker"
+    "ticker": pl.String,
+    "horizon": pl.Int32,
+    "n": pl.Int64,
+    "mse": pl.Float64,
+    "baseline_mse": pl.Float64,  # random walk (zero return) on the same forecasts
+    "mse_ratio": pl.Float64,
+    "hit_rate": pl.Float64,
+    "up_rate": pl.Float64,  # the "always up" directional baseline
+    "dm_stat": pl.Float64,
+    "dm_pvalue": pl.Float64,
+    "coverage": pl.Float64,
+    "interval_width": pl.Float64,
+    "first_asof": pl.Date,
+    "last_target": pl.Date,
+}
+
+
+def score(ledger: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
+    """Ledger rows whose ticker has an adj_close on both its asof_date and its target_date, scored.
+
+    `prices`: the lake's frame (ticker, date, adj_close at least), possibly cut at an as-of date;
+    forecasts whose target date it does not reach are simply not scored yet.
+    """
+    px = prices.select("ticker", pl.col("date").cast(pl.Date), pl.col("adj_close").cast(pl.Float64)).filter(
+        pl.col("adj_close").is_finite() & (pl.col("adj_close") > 0)
+    )
+    start = px.rename({"date": "asof_date", "adj_close": "p0"})
+    end = px.rename({"date": "target_date", "adj_close": "p1"})
+    joined = ledger.join(start, on=["ticker", "asof_date"], how="inner").join(
+        end, on=["ticker", "target_date"], how="inner"
+    )
+    # The interval was published as prices around the ledger's own last_price (the close), so its
+    # log-return bounds are relative to that price, not to the adjusted close.
+    return (
+        joined.select(
+            pl.lit(PUBLISHED).alias("model"),
+            "ticker",
+            "asof_date",
+            "horizon",
+            "target_date",
+            (pl.col("p1") / pl.col("p0")).log().alias("y_true"),
+            pl.col("pred_log_return").alias("y_pred"),
+            pl.col("p0").alias("last_price"),
+            (pl.col("pred_lower") / pl.col("last_price")).log().alias("y_lower"),
+            (pl.col("pred_upper") / pl.col("last_price")).log().alias("y_upper"),
+            "source_model",
+            "model_version",
+        )
+        .cast(SCORED_SCHEMA)
+        .sort(*KEY)
+    )
+
+
+def pending_count(ledger: pl.DataFrame, scored: pl.DataFrame) -> int:
+    """Ledger forecasts not scored yet: target date not reached, or not priced in the lake yet."""
+    return ledger.select(KEY).join(scored.select(KEY), on=list(KEY), how="anti").height
+
+
+def live_record(scored: pl.DataFrame) -> pl.DataFrame:
+    """Per horizon, pooled (scope "pooled", ticker null) and per ticker (scope "ticker"): the published
+    forecasts against a random walk on the same (ticker, asof_date) pairs."""
+    if scored.is_empty():
+        return pl.DataFrame(schema=RECORD_SCHEMA)
+    walk = scored.with_columns(
+        model=pl.lit(BASELINE),
+        y_pred=pl.lit(0.0),
+        y_lower=pl.lit(None, dtype=pl.Float64),
+        y_upper=pl.lit(None, dtype=pl.Float64),
+    )
+    table = metrics_table(pl.concat([scored, walk]), baseline=BASELINE).filter(pl.col("model") == PUBLISHED)
+    span = [pl.col("asof_date").min().alias("first_asof"), pl.col("target_date").max().alias("last_target")]
+    spans = pl.concat(
+        [
+            scored.group_by("horizon").agg(span).with_columns(scope=pl.lit(POOLED), ticker=pl.lit(None, pl.String)),
+            scored.group_by("ticker", "horizon").agg(span).with_columns(scope=pl.lit(PER_TICKER)),
+        ],
+        how="diagonal",
+    )
+    # nulls_equal: the pooled rows' ticker is null on both sides
+    record = table.join(spans, on=["scope", "ticker", "horizon"], how="left", nulls_equal=True)
+    # coverage and interval_width only exist when some forecast had an interval
+    record = record.with_columns(
+        pl.lit(None, dtype=dtype).alias(c) for c, dtype in RECORD_SCHEMA.items() if c not in record.columns
+    )
+    return record.select(pl.col(c).cast(dtype) for c, dtype in RECORD_SCHEMA.items()).sort(
+        pl.col("scope") != POOLED, "ticker", "horizon"
+    )
+
+
+def excess_loss(scored: pl.DataFrame) -> pl.DataFrame:
+    """Per horizon and target date: squared error of the published forecast minus that of the random
+    walk (zero return), averaged across tickers (`d`), and its running sum over target dates."""
+    return (
+        scored.group_by("horizon", "target_date")
+        .agg((((pl.col("y_true") - pl.col("y_pred")) ** 2) - pl.col("y_true") ** 2).mean().alias("d"))
+        .sort("horizon", "target_date")
+        .with_columns(cumulative=pl.col("d").cum_sum().over("horizon"))
+    )
+
+
+def plot_live_record(scored: pl.DataFrame, path: Path) -> Path:
+    """Per horizon: cumulative (published squared error - random walk squared error), averaged across
+    tickers per target date, over target dates; below 0 = better than the random walk. Written as PNG."""
+    plt = _pyplot()
+    if scored.is_empty():
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no forecast has reached its target date yet", ha="center", va="center")
+        return _save(fig, path)
+    diff = excess_loss(scored)
+    horizons = diff["horizon"].unique().sort().to_list()
+    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
+    for ax, h in zip(axes[0], horizons, strict=True):
+        g = diff.filter(pl.col("horizon") == h)
+        ax.plot(g["target_date"].to_numpy(), g["cumulative"].to_numpy(), marker="." if g.height < 60 else None)
+        _date_axis(ax, g["target_date"].min(), g["target_date"].max())
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"horizon {h}: published minus random walk (live)")
+        ax.set_xlabel("target date")
+        ax.set_ylabel("cumulative squared error difference\nbelow 0 = better than the random walk")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _date_axis(ax, first: date, last: date) -> None:
+    """Whole days on the x axis, also in the first nights when only a day or two are scored."""
+    import matplotlib.dates as mdates
+
+    pad = max(timedelta(days=1), (last - first) / 20)
+    ax.set_xlim(first - pad, last + pad)
+    locator = mdates.DayLocator() if (last - first).days <= 10 else mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def record_markdown(record: pl.DataFrame, pending: int) -> str:
+    """A short Markdown section: the pooled live record, how to read it, and what is still pending."""
+    lines = ["## Live record", ""]
+    rows = pooled(record).sort("horizon")
+    if rows.is_empty():
+        lines.append("No forecast has reached its target date yet.")
+    else:
+        lines += [
+            "| horizon | count | MSE ratio vs random walk | hit rate | always up | DM p | coverage |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows.iter_rows(named=True):
+            cells = [r["mse_ratio"], r["hit_rate"], r["up_rate"], r["dm_pvalue"], r["coverage"]]
+            lines.append(f"| {r['horizon']} | {r['n']} | " + " | ".join(_fmt(v) for v in cells) + " |")
+        first, last = rows["first_asof"].min(), rows["last_target"].max()
+        lines += [
+            "",
+            f"Forecasts made since {first}, target dates through {last}, scored on adjusted closes. "
+            "A ratio below 1 beats the random walk; a DM p below 0.05 says the difference is significant; "
+            "the directional baseline is the 'always up' rate, not 0.5.",
+        ]
+    plural = "" if pending == 1 else "s"
+    lines += ["", f"{pending} ledger forecast{plural} pending (target date not reached, or not yet in the price data)."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"

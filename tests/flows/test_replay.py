@@ -1,0 +1,88 @@
+"""Replaying past nights: data after the night is invisible, the champion rules decide retrains, the ledger
+fills and is scored. Real flows under a real (temporary) Prefect server, on a slice of the sample."""
+
+from datetime import date
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+import flows.cli
+from forecasting import ledger, live
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_replayed_night_equals_a_run_on_a_lake_cut_at_that_date(prefect_harness, settings, tmp_path):
+    from flows.nightly import nightly
+
+    night = date(2014, 11, 14)
+    replayed = nightly(settings, asof=night)  # the lake holds prices to 2014-12-31
+
+    cut_path = tmp_path / "cut.parquet"
+    pl.read_parquet(settings.source.path).filter(pl.col("date") <= night).write_parquet(cut_path)
+    cut = settings.model_copy(
+        update={
+            "source": settings.source.model_copy(update={"path": cut_path}),
+            "paths": settings.paths.model_copy(update={"data_dir": tmp_path / "cut", "out_dir": tmp_path / "cut-out"}),
+        }
+    )
+    live_run = nightly(cut)
+
+    assert replayed.asof == live_run.asof == night
+    assert replayed.forecasts.drop("run_id").equals(live_run.forecasts.drop("run_id"))
+    assert replayed.metrics.equals(live_run.metrics)
+    assert replayed.model_version == live_run.model_version and replayed.trained_through == date(2014, 11, 7)
+    assert (replayed.forecasts["target_date"].min(), replayed.forecasts["target_date"].max()) == (
+        date(2014, 11, 17),
+        date(2014, 11, 21),
+    )
+    # and the replayed night did not move what the newest run published
+    assert (
+        not (settings.paths.out_dir / "latest.json").exists()
+        or '"2014-11-14"' in (settings.paths.out_dir / "latest.json").read_text()
+    )
+
+
+def test_replay_retrains_by_the_rules_and_scores_the_ledger(prefect_harness, settings, tmp_path, monkeypatch):
+    from flows.nightly import nightly
+    from flows.replay import replay_flow
+
+    s = settings.model_copy(update={"train": settings.train.model_copy(update={"max_age_days": 3})})
+    result = replay_flow(s, date(2014, 11, 29), date(2014, 12, 8), progress=False)
+    nights = result.nights
+    assert nights["night"].to_list() == [date(2014, 12, d) for d in (1, 2, 3, 4, 5, 8)]  # sessions with data
+    # no champion on the first night; then a retrain whenever the champion is 3 days old
+    assert nights["retrained"].to_list() == [True, False, False, True, False, True] and result.retrains == 3
+    trained_through = dict(zip(nights["night"], nights["trained_through"], strict=True))
+    assert trained_through[date(2014, 12, 1)] == date(2014, 11, 21)  # 5 sessions back (Thanksgiving closed)
+    assert trained_through[date(2014, 12, 3)] == date(2014, 11, 21)  # the champion's model, kept
+    assert trained_through[date(2014, 12, 8)] == date(2014, 12, 1)
+
+    out = s.paths.out_dir
+    book = ledger.read_ledger(out / "ledger")
+    assert book.height == 6 * 3 * 5 and book["asof_date"].n_unique() == 6
+    record = result.last.record.filter(pl.col("scope") == "pooled").sort("horizon")
+    # by 2014-12-08, h=1 forecasts of the first 5 nights have come due, h=5 only the first night's
+    assert record["n"].to_list() == [15, 12, 9, 6, 3] and result.last.pending == 90 - 45
+    # the record is the published forecasts scored against the lake, the same from files alone
+    prices = pl.read_parquet(settings.source.path).filter(pl.col("date") <= date(2014, 12, 8))
+    assert live.live_record(live.score(book, prices)).equals(result.last.record)
+
+    # rerunning a night replaces its ledger rows and rescoring changes nothing
+    universe = s.model_copy(update={"source": s.source.model_copy(update={"tickers": ["NVDA", "ORCL", "^GSPC"]})})
+    again = nightly(universe, asof=date(2014, 12, 8), ingest=False)
+    assert ledger.read_ledger(out / "ledger").height == book.height
+    assert again.record.equals(result.last.record)
+
+    # `nightcast record` prints it from the files, without Prefect
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nightcast.toml").write_text(f'[paths]\ndata_dir = "{s.paths.data_dir}"\nout_dir = "{out}"\n')
+    recorder = Console(record=True, width=160)
+    monkeypatch.setattr(flows.cli, "console", recorder)
+    assert flows.cli.main(["record", "--by-ticker"]) == 0
+    text = recorder.export_text()
+    assert "90 forecasts scored, 0 still wait" in text and "ORCL" in text  # the lake holds prices to 12-31
+    assert flows.cli.main(["record", "--asof", "2014-12-03"]) == 0
+    # as it stood on 12-03: h=1 of 12-01 and 12-02 and h=2 of 12-01 had come due, for 3 tickers each
+    assert "9 forecasts scored, 36 still wait" in recorder.export_text()
