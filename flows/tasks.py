@@ -111,8 +111,9 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
     chunks = ticker_chunks(prices, settings.runner.chunk_size)
     whole, part = make_features, make_chunk_features
     if not settings.runner.cache_features:
-        whole = whole.with_options(cache_policy=NO_CACHE, persist_result=False)
-        part = part.with_options(cache_policy=NO_CACHE, persist_result=False)
+        # new uncached tasks of the same functions: with_options cannot drop a cache_key_fn
+        whole = task(make_features.fn, name="features", cache_policy=NO_CACHE)
+        part = task(make_chunk_features.fn, name="features (chunk)", cache_policy=NO_CACHE)
     if len(chunks) == 1:
         return whole(prices, settings, fingerprint)
     futures = [

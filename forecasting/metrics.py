@@ -62,8 +62,9 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tup
     """
     d = np.asarray(loss_a, dtype=np.float64) - np.asarray(loss_b, dtype=np.float64)
     n = d.size
-    if n < 3:
-        return math.nan, math.nan
+    correction = (n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n if n else 0.0
+    if n < 3 or n <= horizon or correction <= 0:
+        return math.nan, math.nan  # too few periods for this horizon's overlapping errors: no test
     dev = d - d.mean()
     gamma = [float(dev[k:] @ dev[: n - k]) / n for k in range(max(horizon, 1))]
     variance = (gamma[0] + 2 * sum(gamma[1:])) / n
@@ -71,8 +72,7 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tup
         variance = gamma[0] / n
     if variance <= 0:
         return 0.0, 1.0  # identical losses: no evidence either way
-    correction = math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
-    statistic = d.mean() / math.sqrt(variance) * correction
+    statistic = d.mean() / math.sqrt(variance) * math.sqrt(correction)
     return statistic, float(2 * stats.t.sf(abs(statistic), df=n - 1))
 
 

@@ -103,3 +103,14 @@ def test_skill_needs_a_lower_ratio_and_significance():
     table = metrics_table(frame({"m": list(good), "bad": list(-truth), "random_walk": [0.0] * 300}, list(truth)))
     assert skill(table, "m", 0.05) == {1: True}
     assert skill(table, "bad", 0.05) == {1: False}
+
+
+def test_diebold_mariano_needs_more_periods_than_the_horizon():
+    """The first nights of a live record (or a horizon the data cannot hold) have fewer origins than the
+    horizon's overlapping errors need: no test, never a crash."""
+    d = np.array([0.5, -0.2, 0.3, 0.1])
+    assert all(math.isnan(v) for v in diebold_mariano(d, np.zeros(4), horizon=5))
+    assert all(math.isnan(v) for v in diebold_mariano(d[:2], np.zeros(2), horizon=5))
+    assert all(math.isnan(v) for v in diebold_mariano(d, np.zeros(4), horizon=4))
+    stat, p = diebold_mariano(d, np.zeros(4), horizon=2)
+    assert stat > 0 and 0 < p < 1
