@@ -115,7 +115,8 @@ def _freshness(has_rows: bool, behind: int | None, stale_after: int, missing: st
 
 
 def stored_report(lake_dir: Path, tickers: list[str]) -> IngestReport:
-    """What the lake holds for `tickers`, as a report (no source is read): for replaying past nights."""
+    """What the lake holds for `tickers` (default: every ticker it holds), as a report; no source is read."""
+    tickers = tickers or sorted(lake.read_manifest(lake_dir))
     prices = lake.read_prices(lake_dir, tickers)
     first, last = _date_range(prices)
     rows = []

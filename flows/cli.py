@@ -377,6 +377,8 @@ def _replay(settings, start, end) -> int:
         f"replayed {nights.height} nights {nights['night'].min()} .. {nights['night'].max()}: "
         f"{result.retrains} retrains, {result.seconds:.0f} s"
     )
+    for r in nights.filter(nights["retrained"]).iter_rows(named=True):
+        console.print(f"  {r['night']}: {r['decision']}", markup=False, highlight=False)
     last = result.last
     console.print(_record_table(last.record, f"Live record as of {last.asof} (published forecasts, scored)"))
     console.print(f"{last.pending} published forecasts still wait for their target date")

@@ -6,7 +6,7 @@ realised before the evaluation span (the last `windows.test_days` origins), scor
 the baselines on identical origins. The model that publishes is the same recipe refit on every label realised
 by the as-of date. When the champion is stale (and the data-health gate passes) a challenger recipe is
 evaluated; it replaces the champion only by beating the champion's evaluation fit on forecasts out of sample
-for both, and is then refit.
+for both. Either way the winning recipe is then refit on the newer data, and the decision recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from flows.settings import Settings
 from flows.tasks import run_backtest
 from forecasting import policy, registry, train
 from forecasting.backtest import BacktestResult, FixedForecaster, NeuralForecaster, make_forecasters, walk_forward
+from forecasting.settings import ModelSettings, TrainSettings
 
 MODEL_NAME = "attention_lstm"
 BASELINES = ("random_walk", "hist_mean", "ridge")
@@ -97,12 +98,25 @@ def evaluate_fixed(panel: Panel, trained: train.TrainedModel, settings: Settings
 
 
 @task(name="refit on everything known", cache_policy=NO_CACHE)
-def refit(panel: Panel, recipe: NeuralForecaster, epochs: int, asof: date, fingerprint: str) -> train.TrainedModel:
+def refit(
+    panel: Panel,
+    model: ModelSettings,
+    training: TrainSettings,
+    lookback: int,
+    epochs: int,
+    asof: date,
+    fingerprint: str,
+) -> train.TrainedModel:
     """The evaluated recipe trained on every sample whose longest target is realised by `asof`."""
-    split = refit_split(panel, recipe.lookback, np.datetime64(asof + timedelta(days=1), "D"))
-    return train.fit(
-        panel, split, recipe.model_settings, recipe.train_settings, recipe.lookback, fingerprint, stop_after=epochs
-    )
+    split = refit_split(panel, lookback, np.datetime64(asof + timedelta(days=1), "D"))
+    return train.fit(panel, split, model, training, lookback, fingerprint, stop_after=epochs)
+
+
+def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[ModelSettings, TrainSettings]:
+    """The model and training settings an evaluation fit was trained with (device, threads, progress: today's)."""
+    saved = evaluated.settings["train"]
+    training = settings.train.model_copy(update={k: saved[k] for k in TRAINING_KEYS if k in saved})
+    return ModelSettings.model_validate(evaluated.settings["model"]), training
 
 
 def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str):
@@ -142,7 +156,14 @@ def choose_model(
     held = _held(models_dir, champion, inputs_hash)
     champion_result = evaluate_fixed(panel, held[1], settings) if held else None
 
-    def keep(decision: str, verdict: policy.Verdict | None = None) -> ModelChoice:
+    if reason is None or not health.ok:
+        if held is None:
+            why = "there is no champion yet" if champion is None else "the champion reads other features"
+            raise InsufficientDataError(
+                f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(health.problems)
+            )
+        why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
+        decision = f"kept champion {champion.version}: {why}"
         log.info("%s", decision)
         return ModelChoice(
             champion_result,
@@ -152,19 +173,10 @@ def choose_model(
             champion.version,
             models_dir / champion.checkpoint,
             decision,
-            reason is not None and health.ok,
-            verdict,
+            False,
+            None,
             health.problems,
         )
-
-    if reason is None or not health.ok:
-        if held is None:
-            why = "there is no champion yet" if champion is None else "the champion reads other features"
-            raise InsufficientDataError(
-                f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(health.problems)
-            )
-        why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
-        return keep(f"kept champion {champion.version}: {why}")
 
     timed = run_backtest.with_options(timeout_seconds=ts.timeout_s)
     challenger_result = timed(panel, settings, evaluation_settings(settings), fingerprint)
@@ -183,17 +195,23 @@ def choose_model(
             champion.cutoff if champion else None,
             date.fromisoformat(evaluated.cutoff),
         )
-    if not verdict.promote:
-        return keep(f"retrained ({reason}); kept champion {champion.version}: {verdict.reason}", verdict)
-
+    if verdict.promote:
+        model, training = recipe.model_settings, recipe.train_settings
+        result, event = challenger_result, "promoted"
+        evaluation_version = f"{MODEL_NAME}-eval-{train.weights_digest(evaluated.model)}"
+        train.save_checkpoint(evaluated, models_dir / f"{evaluation_version}.pt")
+    else:
+        # The champion's recipe won out of sample: it goes on publishing, refit on the newer data too.
+        evaluated, evaluation_version = held[1], champion.evaluation_version
+        model, training = _recipe_of(evaluated, settings)
+        result, event = champion_result, "kept"
     published = refit.with_options(timeout_seconds=ts.timeout_s)(
-        panel, recipe, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
+        panel, model, training, evaluated.lookback, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
     )
-    evaluation_version = f"{MODEL_NAME}-eval-{train.weights_digest(evaluated.model)}"
     version = f"{MODEL_NAME}-{train.weights_digest(published.model)}"
     checkpoint = train.save_checkpoint(published, models_dir / f"{version}.pt")
-    train.save_checkpoint(evaluated, models_dir / f"{evaluation_version}.pt")
-    registry.promote(
+    score = verdict.challenger_score if verdict.promote else verdict.champion_score
+    registry.record_decision(
         models_dir,
         registry.Champion(
             version,
@@ -207,24 +225,20 @@ def choose_model(
             fingerprint,
             recipe_hash,
             inputs_hash,
-            challenger_result.test_start.astype(object),
-            challenger_result.test_end.astype(object),
-            verdict.challenger_score
-            if verdict.challenger_score is not None
-            else policy.mean_ratio(_neural_predictions(challenger_result), "y_pred"),
+            result.test_start.astype(object),
+            result.test_end.astype(object),
+            score if score is not None else policy.mean_ratio(_neural_predictions(result), "y_pred"),
+            event,
         ),
     )
-    decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
+    if verdict.promote:
+        decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
+    else:
+        decision = (
+            f"retrained ({reason}); kept the champion's recipe ({evaluation_version}), refit as {version}: "
+            f"{verdict.reason}"
+        )
     log.info("%s", decision)
     return ModelChoice(
-        challenger_result,
-        evaluated,
-        evaluation_version,
-        published,
-        version,
-        checkpoint,
-        decision,
-        True,
-        verdict,
-        health.problems,
+        result, evaluated, evaluation_version, published, version, checkpoint, decision, True, verdict, health.problems
     )

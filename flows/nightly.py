@@ -65,14 +65,19 @@ class NightlyResult:
 
 
 def _bounds(
-    choice: ModelChoice, panel: Panel, rows: np.ndarray, y: np.ndarray, sources: list[str], settings: Settings
+    choice: ModelChoice,
+    panel: Panel,
+    rows: np.ndarray,
+    y: np.ndarray,
+    sources: list[str],
+    asof: date,
+    settings: Settings,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Interval bounds (log returns) per row and horizon: the model's quantile head under
     `backtest.interval = "quantile"`, otherwise conformal, from the evaluation's out-of-sample residuals."""
     bt = settings.backtest
     if bt.interval == "none":
         return None
-    asof = publish.current_rows(panel)[0]
     widths = conformal_widths(choice.evaluation.predictions, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
     w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, panel.horizons, strict=True)])
     lower, upper = y - w, y + w
@@ -122,7 +127,7 @@ def forecast(
         panel,
         rows,
         y,
-        _bounds(choice, panel, rows, y, by_horizon, settings),
+        _bounds(choice, panel, rows, y, by_horizon, asof, settings),
         close,
         asof,
         settings.publish.calendar,

@@ -1,10 +1,11 @@
 """Champion bookkeeping: which models publish, as of which date, and on what evidence.
 
-`<models>/champion.json` holds the history of promotions. Each record names two checkpoints of one recipe
-(the settings that define a model): the *evaluation* fit, trained only on labels realised before its
-evaluation span and scored out of sample there, and the *published* refit of the same recipe on every label
-realised by the as-of date. The champion as of a date is the latest promotion made with data up to that date,
-so replaying a past night never uses a model that saw its future, and a replay never unseats today's champion.
+`<models>/champion.json` holds the history of decisions: a challenger promoted, or the champion kept after
+a contest (its recipe refit on newer data). Each record names two checkpoints of one recipe (the settings
+that define a model): the *evaluation* fit, trained only on labels realised before its evaluation span and
+scored out of sample there, and the *published* refit of the same recipe on every label realised by the
+as-of date. The champion as of a date is the latest decision made with data up to that date, so replaying a
+past night never uses a model that saw its future, and a replay never unseats today's champion.
 Checkpoint paths are stored relative to the models directory: moving the data directory keeps the champion.
 """
 
@@ -32,16 +33,17 @@ class Champion:
     checkpoint: str  # its file, relative to the models directory
     evaluation_version: str  # the evaluation fit that vouched for the recipe
     evaluation_checkpoint: str
-    asof: date  # last date of the data it was trained with
-    trained_on: date  # the run date it was promoted on (the replayed date in a replay)
+    asof: date  # last date of the data the decision (and the published refit) was made with
+    trained_on: date  # the run date of the decision (the replayed date in a replay): the age rule counts from it
     trained_through: date  # last origin whose label the published model trained on
     cutoff: date  # the evaluation fit's cutoff: origins from here on are out of sample for it
-    data_fingerprint: str  # of the prices up to `asof`
+    data_fingerprint: str  # of the prices up to `asof`, then
     settings_hash: str  # everything that defines the model: a change retrains
     inputs_hash: str  # denoise, features and lookback: what the models read; equal -> they can score today's data
     eval_start: date  # the evaluation span that vouched for it when promoted
     eval_end: date
     eval_score: float  # its mean MSE ratio to the random walk there
+    event: str = "promoted"  # or "kept": the champion's recipe won a contest and was refit
 
 
 def settings_hash(parts: dict) -> str:
@@ -78,7 +80,7 @@ def read_history(models_dir: Path) -> list[Champion]:
 
 
 def champion_as_of(models_dir: Path, asof: date) -> Champion | None:
-    """The latest promotion made with data up to `asof` whose checkpoints still exist."""
+    """The latest decision made with data up to `asof` whose checkpoints still exist."""
     usable = [
         c
         for c in read_history(models_dir)
@@ -86,12 +88,12 @@ def champion_as_of(models_dir: Path, asof: date) -> Champion | None:
         and (Path(models_dir) / c.checkpoint).exists()
         and (Path(models_dir) / c.evaluation_checkpoint).exists()
     ]
-    # stable sort: of two promotions with the same as-of date, the later-written one wins
+    # stable sort: of two decisions with the same as-of date, the later-written one wins
     return sorted(usable, key=lambda c: c.asof)[-1] if usable else None
 
 
-def promote(models_dir: Path, champion: Champion) -> Path:
-    """Append a promotion to the history, atomically."""
+def record_decision(models_dir: Path, champion: Champion) -> Path:
+    """Append a decision (the champion from now on) to the history, atomically."""
     history = [asdict(c) for c in read_history(models_dir)] + [asdict(champion)]
     body = json.dumps({"format": FORMAT, "history": history}, indent=1, default=str)
     return atomic_write(Path(models_dir) / CHAMPION, lambda tmp: tmp.write_text(body))

@@ -6,7 +6,7 @@ import pytest
 
 from features import lake
 from features.errors import SourceError
-from features.ingest import ingest
+from features.ingest import ingest, stored_report
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from tests.fake_yahoo import FakeYahoo
 
@@ -125,3 +125,29 @@ def test_one_bad_ticker_does_not_sink_the_run(tmp_path):
     assert list(report.quarantined) == ["BAD"] and "conflicting_day" in report.quarantined["BAD"]
     assert report.prices["ticker"].unique().to_list() == ["GOOD"]
     assert not (tmp_path / "lake" / "prices" / "BAD.parquet").exists()
+
+
+def test_a_report_as_of_a_past_date_sees_nothing_after_it(tmp_path):
+    from tests.conftest import synthetic_prices
+
+    prices = synthetic_prices(["AAA", "LATE", "GONE"], 60, seed=1, start=date(2024, 1, 2))
+    prices = prices.filter(
+        ~((pl.col("ticker") == "LATE") & (pl.col("date") < date(2024, 2, 1)))  # listed on 1 February
+        & ~((pl.col("ticker") == "GONE") & (pl.col("date") > date(2024, 1, 10)))  # no bar after 10 January
+    )
+    path = tmp_path / "p.parquet"
+    prices.select("date", "ticker", "close").write_parquet(path)
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    assert report.stale == {"GONE": report.summary.filter(pl.col("ticker") == "GONE")["behind"][0]}
+
+    then = report.as_of(date(2024, 1, 12), stale_after=5)
+    assert then.prices["date"].max() == date(2024, 1, 12) and then.reference == date(2024, 1, 12)
+    status = dict(then.summary.select("ticker", "status").iter_rows())
+    assert status == {"AAA": "ok", "GONE": "ok", "LATE": "failed"}  # GONE was current then, LATE not listed yet
+    assert then.stale == {} and sorted(then.prices["ticker"].unique()) == ["AAA", "GONE"]
+    later = report.as_of(date(2024, 1, 25), stale_after=5)
+    assert later.stale == {"GONE": 10}  # 11 .. 25 January: 10 sessions (Martin Luther King Day closed)
+
+    # the lake alone gives the same answer as the ingest it stored
+    stored = stored_report(tmp_path / "lake", [])
+    assert stored.as_of(date(2024, 1, 25), stale_after=5).prices.equals(later.prices)

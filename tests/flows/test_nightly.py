@@ -110,6 +110,10 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     third = nightly(aged)
     assert "does not beat the champion" in third.decision and third.model_version == result.model_version
     assert f"origins {result.test_start} .. {result.test_end}, out of sample for both" in third.decision
+    # the contest is recorded: the champion's recipe was kept and refit (the same data: the same weights)
+    history = json.loads((settings.paths.models / "champion.json").read_text())["history"]
+    assert [r["event"] for r in history] == ["promoted", "kept"] and third.retrained
+    assert history[1]["evaluation_version"] == history[0]["evaluation_version"] == result.evaluation_version
 
 
 def test_health_gate_blocks_training_but_not_publishing(prefect_harness, settings, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from features.errors import NightcastError
 from features.health import check_health
 from features.settings import HealthSettings
-from forecasting.registry import champion_as_of, promote, read_history, settings_hash
+from forecasting.registry import champion_as_of, read_history, record_decision, settings_hash
 from tests.conftest import synthetic_prices
 from tests.forecasting.test_policy import champion
 
@@ -16,8 +16,8 @@ def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
     models.mkdir()
     for name in ("m-1.pt", "m-eval-1.pt", "m-2.pt", "m-eval-2.pt"):
         (models / name).write_bytes(b"weights")
-    promote(models, champion())
-    promote(
+    record_decision(models, champion())
+    record_decision(
         models, champion(version="m-2", checkpoint="m-2.pt", evaluation_checkpoint="m-eval-2.pt", asof=date(2024, 3, 1))
     )
     assert champion_as_of(models, date(2024, 1, 8)) is None  # nothing was trained with data up to then
