@@ -19,11 +19,15 @@ def package_version() -> str:
         return "0+unknown"
 
 
+def code_hash(package: Path | None = None) -> str:
+    """Hash of every module of a package (default: `features`), names and contents, in a stable order."""
+    return _hash(package or Path(__file__).parent)
+
+
 @cache
-def code_hash() -> str:
-    """Hash of every module of the `features` package (names and contents), in a stable order."""
+def _hash(package: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(package).glob("*.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

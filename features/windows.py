@@ -161,16 +161,18 @@ def splits_before(
     return Splits(train, val, np.empty(0, dtype=np.int64), val_start, origin, origin, train_start)
 
 
-def refit_split(panel: Panel, lookback: int, cutoff: np.datetime64, known: np.ndarray | None = None) -> Splits:
-    """Every sample whose longest target is realised before `cutoff`, all of them training: a refit on
-    everything known, with no validation span (the epoch count comes from an early-stopped fit).
+def refit_split(panel: Panel, lookback: int, asof: np.datetime64, known: np.ndarray | None = None) -> Splits:
+    """Every sample whose longest target is realised by `asof`, all of them training: a refit on everything
+    known then, with no validation span (the epoch count comes from an early-stopped fit).
 
-    Scalers see every row dated before `cutoff` (their features are known by then).
+    Scalers see every row dated up to `asof` (their features are known by then); the split's cutoff (first
+    origin out of sample) is the day after `asof`.
     """
+    cutoff = np.datetime64(asof, "D") + np.timedelta64(1, "D")
     known = known_ends(panel, lookback) if known is None else known
     realised = known[(panel.target_end < cutoff)[known]]
     if realised.size == 0:
-        raise InsufficientDataError(f"no sample has its targets realised before {cutoff}")
+        raise InsufficientDataError(f"no sample has its targets realised by {asof}")
     empty = np.empty(0, dtype=np.int64)
     return Splits(realised, empty, empty, cutoff, cutoff, cutoff)
 

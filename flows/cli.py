@@ -84,26 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--asof",
         metavar="DATE",
-        help="replay the night of a past date, YYYY-MM-DD: every stage sees only data up to it",
+        help="replay the night of a past date, YYYY-MM-DD: every stage sees only data up to it; outputs go to "
+        "<out>/replay, apart from what was published live",
     )
     replay = command(
         "replay",
         "run the nightly as of every session between two dates, retraining only when the champion rules say so",
         "Bring the lake up to date once, then run the nightly as of each session from --start to --end that has "
-        "data, in order, each from data up to its night only. Forecasts go into the ledger; the replay ends with "
-        "the live record (see `nightcast record`).",
+        "data, in order, each from data up to its night only. Replayed nights are kept apart from what was "
+        "published live: outputs under <out>/replay, champion decisions under <models>/replay. The replay ends "
+        "with the live record its nights would have had (`nightcast record --replay`).",
     )
     replay.add_argument("--start", metavar="DATE", required=True, help="first night, YYYY-MM-DD")
     replay.add_argument("--end", metavar="DATE", required=True, help="last night, YYYY-MM-DD")
     record = command(
         "record",
         "print the live record: every published forecast whose target date has passed, scored",
-        "Score the ledger (outputs/ledger) against the lake's adjusted closes: per horizon, pooled and per ticker, "
+        "Score the ledger (outputs/ledger; replayed nights: outputs/replay/ledger) against the lake's adjusted "
+        "closes: per horizon, pooled and per ticker, "
         "the MSE ratio to the random walk on the same forecasts, hit rate beside 'always up', Diebold-Mariano p, "
         "interval coverage and counts. Reads files only; starts no Prefect.",
     )
     record.add_argument("--asof", metavar="DATE", help="the record as it stood on DATE (default: everything known)")
     record.add_argument("--by-ticker", action="store_true", help="also print the per-ticker rows")
+    record.add_argument(
+        "--replay", action="store_true", help="the record of replayed nights (outputs/replay) instead of live ones"
+    )
     ingest = command(
         "ingest",
         "bring the Parquet lake up to date from a source and print a per-ticker summary",
@@ -262,7 +268,9 @@ def _record_table(record, title: str, by_ticker: bool = False) -> Table:
         columns.insert(0, "ticker")
     for col in columns:
         table.add_column(col, justify="left" if col == "ticker" else "right")
-    rows = record.filter(record["scope"] == ("ticker" if by_ticker else "pooled"))
+    from forecasting.metrics import per_ticker, pooled
+
+    rows = per_ticker(record) if by_ticker else pooled(record)
     for r in rows.iter_rows(named=True):
         ratio, p, stat, cov = r["mse_ratio"], r["dm_pvalue"], r["dm_stat"], r["coverage"]
         cells = [
@@ -287,17 +295,20 @@ def _print_result(result, elapsed: float) -> None:
             "days its evaluation fit never trained or early-stopped on)",
         )
     )
-    flagged = [h for h, ok in result.skill.items() if not ok]
-    replaced = {h: s for h, s in result.sources.items() if s != "attention_lstm"}
+    flagged = [h for h, s in result.sources.items() if not s.skill and s.model == "attention_lstm"]
+    worse = [h for h, s in result.sources.items() if s.worse]
+    replaced = {h: s.model for h, s in result.sources.items() if s.model != "attention_lstm"}
     if flagged:
         console.print(
             f"[bold red]no skill[/] at horizons {flagged}: not significantly better than the random walk; "
             "forecasts for them carry skill=false"
         )
+    if worse:
+        console.print(f"[bold red]significantly worse than the random walk[/] at horizons {worse}")
     if replaced:
         console.print(
-            "[bold red]significantly worse than the random walk[/] at horizons "
-            + ", ".join(f"{h} (published {s} instead)" for h, s in replaced.items())
+            "published a baseline instead of the model (publish.guardrail) at horizons "
+            + ", ".join(f"{h} ({s})" for h, s in replaced.items())
         )
     console.print(
         "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
@@ -318,7 +329,7 @@ def _print_result(result, elapsed: float) -> None:
     console.print(result.attention_summary, markup=False)
     if result.record.height:
         console.print(_record_table(result.record, f"Live record as of {result.asof} (published forecasts, scored)"))
-    console.print(f"{result.pending} published forecasts still wait for their target date")
+    console.print(_waiting(result.waiting, result.unpriced))
     console.print(
         f"as-of {result.asof}: {result.forecasts.height} forecasts from {result.model_version}, trained through "
         f"{result.trained_through}; recipe evaluated by {result.evaluation_version}"
@@ -330,30 +341,31 @@ def _print_result(result, elapsed: float) -> None:
     console.print(f"done in {elapsed:.1f}s ({stages})")
 
 
-def _record(settings, asof, by_ticker: bool) -> int:
+def _waiting(waiting: int, unpriced: int) -> str:
+    text = f"{waiting} published forecasts still wait for their target date"
+    return text + (f"; {unpriced} came due without an adjusted close in the lake to score them" if unpriced else "")
+
+
+def _record(settings, asof, by_ticker: bool, replay: bool) -> int:
     """`nightcast record`: the ledger scored against the lake, from files only."""
-    import polars as pl
+    from forecasting import live
 
-    from features import lake
-    from forecasting import ledger, live
-
-    book = ledger.read_ledger(settings.paths.out_dir / "ledger", until=asof)
-    if book.is_empty():
-        console.print(f"the ledger ({settings.paths.out_dir / 'ledger'}) holds no forecast yet: run `nightcast run`")
+    paths = settings.paths.for_replay() if replay else settings.paths
+    book = live.score_ledger(paths.out_dir / "ledger", paths.lake, asof)
+    if book.ledger.is_empty():
+        hint = "nightcast replay" if replay else "nightcast run (or nightcast record --replay for replayed nights)"
+        console.print(f"the ledger ({paths.out_dir / 'ledger'}) holds no forecast yet: {hint}")
         return 0
-    prices = lake.read_prices(settings.paths.lake, sorted(book["ticker"].unique().to_list()))
-    if asof is not None:
-        prices = prices.filter(pl.col("date") <= asof)
-    scored = live.score(book, prices)
-    record = live.live_record(scored)
-    first, last = book["asof_date"].min(), book["asof_date"].max()
-    title = f"Live record: forecasts published {first} .. {last}, scored against the lake"
-    console.print(_record_table(record, title))
+    record = live.live_record(book.scored)
+    first, last = book.ledger["asof_date"].min(), book.ledger["asof_date"].max()
+    kind = "replayed" if replay else "published"
+    console.print(_record_table(record, f"Live record: forecasts {kind} {first} .. {last}, scored against the lake"))
     if by_ticker:
         console.print(_record_table(record, "per ticker", by_ticker=True))
+    console.print(f"{book.scored.height} forecasts scored; " + _waiting(book.waiting, book.unpriced) + ".")
     console.print(
-        f"{scored.height} forecasts scored, {live.pending_count(book, scored)} still wait for their target date. "
-        "ratio < 1 beats the random walk on the same forecasts; 'always up' is the directional baseline."
+        "ratio < 1 beats the random walk on the same forecasts; 'always up' is the directional baseline.",
+        highlight=False,
     )
     return 0
 
@@ -377,11 +389,12 @@ def _replay(settings, start, end) -> int:
         f"replayed {nights.height} nights {nights['night'].min()} .. {nights['night'].max()}: "
         f"{result.retrains} retrains, {result.seconds:.0f} s"
     )
-    for r in nights.filter(nights["retrained"]).iter_rows(named=True):
+    for r in nights.filter(nights["retrained"] | nights["decision"].str.starts_with("failed")).iter_rows(named=True):
         console.print(f"  {r['night']}: {r['decision']}", markup=False, highlight=False)
     last = result.last
-    console.print(_record_table(last.record, f"Live record as of {last.asof} (published forecasts, scored)"))
-    console.print(f"{last.pending} published forecasts still wait for their target date")
+    console.print(_record_table(last.record, f"Live record of the replayed nights as of {last.asof}"))
+    console.print(_waiting(last.waiting, last.unpriced))
+    console.print(f"written under {settings.paths.for_replay().out_dir} (nightcast record --replay prints it again)")
     return 0
 
 
@@ -416,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(to_toml(settings), markup=False, highlight=False)
             return 0
         if args.command == "record":
-            return _record(settings, _date("--asof", args.asof), args.by_ticker)
+            return _record(settings, _date("--asof", args.asof), args.by_ticker, args.replay)
         asof = _date("--asof", getattr(args, "asof", None))
         if asof is not None and asof > date.today():
             raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,7 @@ def refit(
     fingerprint: str,
 ) -> train.TrainedModel:
     """The evaluated recipe trained on every sample whose longest target is realised by `asof`."""
-    split = refit_split(panel, lookback, np.datetime64(asof + timedelta(days=1), "D"))
+    split = refit_split(panel, lookback, np.datetime64(asof, "D"))
     return train.fit(panel, split, model, training, lookback, fingerprint, stop_after=epochs)
 
 
@@ -140,11 +140,14 @@ def choose_model(
     settings: Settings,
     today: date,
     asof: date,
+    fingerprint: str,
     force: bool = False,
 ) -> ModelChoice:
-    """The champion as of `asof`, retrained when the rules say so (and the data is healthy)."""
+    """The champion as of `asof`, retrained when the rules say so (and the data is healthy).
+
+    `fingerprint`: of `prices`, which hold data up to `asof` only.
+    """
     models_dir = settings.paths.models
-    fingerprint = lake.fingerprint(prices)
     recipe_hash, inputs_hash = config_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
     then = lake.fingerprint(prices.filter(pl.col("date") <= champion.asof)) if champion else None

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,7 +33,7 @@ from flows.ingest import ingest_flow
 from flows.model_choice import BASELINES, MODEL_NAME, ModelChoice, choose_model, evaluation_settings
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
-from forecasting import ledger, live, policy, publish, reports, train
+from forecasting import ledger, live, metrics, policy, publish, reports, train
 from forecasting.backtest import conformal_widths, make_forecasters
 
 log = logging.getLogger("nightcast.flows.nightly")
@@ -45,7 +45,8 @@ class NightlyResult:
     forecasts: pl.DataFrame
     metrics: pl.DataFrame  # the evaluation of the publishing recipe and the baselines
     record: pl.DataFrame  # the live record of every published forecast scored so far
-    pending: int  # published forecasts whose target date has not come yet
+    waiting: int  # published forecasts whose target date has not come yet
+    unpriced: int  # due, but without an adjusted close in the lake to score them
     paths: list[Path]
     quarantined: dict[str, str]
     stale: dict[str, int]
@@ -57,7 +58,7 @@ class NightlyResult:
     test_end: date
     attention_summary: str
     skill: dict[int, bool]
-    sources: dict[int, str]
+    sources: dict[int, policy.Source]  # what published at each horizon, and why
     decision: str = ""
     retrained: bool = False
     health: list[str] = field(default_factory=list)
@@ -101,7 +102,7 @@ def forecast(
     predictions = {MODEL_NAME: train.predict(choice.published, panel, rows).mean}
     needed = sorted(set(by_horizon) - {MODEL_NAME})
     if needed:
-        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof + timedelta(days=1), "D"))
+        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
         bt = evaluation_settings(settings).model_copy(update={"models": needed})
         for baseline in make_forecasters(bt, settings.model, settings.train, settings.windows.lookback):
             baseline.fit(panel, split)
@@ -109,10 +110,11 @@ def forecast(
     y = np.column_stack([predictions[s][:, k] for k, s in enumerate(by_horizon)]).astype(np.float64)
     for h in horizons:
         s = sources[h]
+        why = "is significantly worse than the random walk" if s.worse else "has no skill"
         if s.model != MODEL_NAME:
-            log.warning("horizon %d: the model is significantly worse than the random walk; publishing %s", h, s.model)
+            log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
         elif not s.skill:
-            log.warning("NO SKILL at horizon %d: published with skill=false", h)
+            log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
     close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
     ev = choice.evaluation
     meta = {
@@ -172,15 +174,14 @@ def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
 
 
 @task(name="live record", cache_policy=NO_CACHE)
-def live_record(prices: pl.DataFrame, asof: date, settings: Settings) -> tuple[pl.DataFrame, int, list[Path]]:
+def live_record(asof: date, settings: Settings) -> tuple[live.ScoredLedger, pl.DataFrame, list[Path]]:
     """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes."""
-    book = ledger.read_ledger(settings.paths.out_dir / "ledger", until=asof)
-    scored = live.score(book, prices.filter(pl.col("date") <= asof))
-    record = live.live_record(scored)
+    book = live.score_ledger(settings.paths.out_dir / "ledger", settings.paths.lake, asof)
+    record = live.live_record(book.scored)
     folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
     paths = publish.write_frame(record, folder, "record", settings.publish.formats)
-    paths.append(live.plot_live_record(scored, folder / "live_record.png"))
-    return record, live.pending_count(book, scored), paths
+    paths.append(live.plot_live_record(book.scored, folder / "live_record.png"))
+    return book, record, paths
 
 
 @task(name="run metadata and latest pointer", cache_policy=NO_CACHE)
@@ -196,7 +197,7 @@ def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadat
 
 def _run_metadata(choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, settings) -> dict:
     ev, verdict = choice.evaluation, choice.verdict
-    pooled = ev.metrics.filter((pl.col("scope") == "pooled") & (pl.col("model") == MODEL_NAME)).sort("horizon")
+    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == MODEL_NAME).sort("horizon")
     return {
         "model_version": choice.version,
         "checkpoint": str(choice.checkpoint),
@@ -222,7 +223,7 @@ def _run_metadata(choice: ModelChoice, sources: dict[int, policy.Source], record
         "data_fingerprint": choice.published.fingerprint,
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): s.model for h, s in sources.items()},
-        "live_record": record.filter(pl.col("scope") == "pooled").to_dicts(),
+        "live_record": metrics.pooled(record).to_dicts(),
         "settings": settings.model_dump(mode="json"),
     }
 
@@ -292,6 +293,8 @@ def nightly(
     live record). `ingest=False` reads the lake as stored instead of the source (for `source.tickers`).
     """
     logger = get_run_logger()
+    if asof is not None:
+        settings = settings.model_copy(update={"paths": settings.paths.for_replay()})
     day = asof or market_day(settings, run_date)
     if asof is not None and asof > market_day(settings, None):
         raise ConfigError(f"--asof {asof} is in the future")
@@ -318,6 +321,7 @@ def nightly(
     report = nightly_report(settings, asof, ingest)
     prices, short = require_history(report.prices, settings)
     quarantined = {**report.quarantined, **short}
+    fingerprint = lake.fingerprint(prices)
     lap("ingest")
     # a replayed night's data is never seen again: caching its features would only fill the disk
     cache = (
@@ -325,11 +329,11 @@ def nightly(
         if asof is None
         else settings.model_copy(update={"runner": settings.runner.model_copy(update={"cache_features": False})})
     )
-    ff, panel = features_by_chunk(prices, cache, lake.fingerprint(prices))
+    ff, panel = features_by_chunk(prices, cache, fingerprint)
     lap("features")
     data_asof = publish.current_rows(panel)[0]
     _name_run_after(data_asof)
-    choice = choose_model(panel, prices, report.stale, settings, day, data_asof)
+    choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
     ev = choice.evaluation
     logger.info(
         "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
@@ -348,7 +352,7 @@ def nightly(
     forecasts = forecast(choice, panel, ff, settings, sources)
     paths = publish_outputs(data_asof, forecasts, choice, settings)
     paths.append(record_in_ledger(forecasts, settings))
-    record, pending, record_paths = live_record(report.prices, data_asof, settings)
+    book, record, record_paths = live_record(data_asof, settings)
     paths += record_paths
     attention_summary, report_paths = inspect_attention(choice.published, panel, ev.test_start, data_asof, settings)
     paths += report_paths
@@ -361,7 +365,7 @@ def nightly(
             ev.metrics, forecasts, quarantined, choice.version, choice.decision, choice.health, attention_summary
         )
         + "\n\n"
-        + live.record_markdown(record, pending),
+        + live.record_markdown(record, book.waiting, book.unpriced),
         key="nightly-summary",
         description=f"nightcast nightly as of {data_asof}",
     )
@@ -370,7 +374,8 @@ def nightly(
         forecasts,
         ev.metrics,
         record,
-        pending,
+        book.waiting,
+        book.unpriced,
         paths,
         quarantined,
         report.stale,
@@ -382,7 +387,7 @@ def nightly(
         ev.test_end.astype(object),
         attention_summary,
         {h: s.skill for h, s in sources.items()},
-        {h: s.model for h, s in sources.items()},
+        sources,
         choice.decision,
         choice.retrained,
         choice.health,

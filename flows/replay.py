@@ -2,11 +2,13 @@
 
 The lake is brought up to date once; each night is then a `nightly` subflow run `asof` that night, reading
 the lake as stored. The champion rules decide when a night retrains, exactly as they would have live, and
-each night's forecasts go into the ledger, so the replay ends with a live record.
+each night's forecasts go into the replay's own ledger (`<out>/replay`, apart from what was published live),
+so the replay ends with the live record it would have had.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -16,12 +18,16 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features import lake
 from features.calendar import is_session
-from features.errors import ConfigError, InsufficientDataError
+from features.errors import ConfigError, InsufficientDataError, NightcastError
 from flows.ingest import ingest_flow
 from flows.nightly import NightlyResult, nightly
 from flows.settings import Settings
 from forecasting import live
+from forecasting.metrics import pooled
+
+log = logging.getLogger("nightcast.flows.replay")
 
 
 @dataclass
@@ -49,16 +55,18 @@ def replay_flow(settings: Settings, start: date, end: date, progress: bool = Tru
         raise ConfigError(f"--end {end} is before --start {start}")
     started = time.perf_counter()
     report = ingest_flow(settings)
-    usable = report.summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
+    # The universe: every requested ticker the lake holds (one quarantined by today's ingest still has its
+    # stored history); each night then judges from the lake what was usable by then.
+    stored = set(lake.read_manifest(settings.paths.lake))
+    universe = [t for t in report.summary["ticker"].to_list() if t in stored]
     days = report.prices.filter(pl.col("date").is_between(start, end))["date"].unique().sort().to_list()
     nights = [d for d in days if is_session(d, settings.publish.calendar)]
     if not nights:
         raise InsufficientDataError(f"no session with data between {start} and {end}")
-    # the universe is fixed to what the source holds now, and each night reads the lake as stored
     # (the replay's bar is the progress: the nights train without their own epoch bars)
     fixed = settings.model_copy(
         update={
-            "source": settings.source.model_copy(update={"tickers": usable}),
+            "source": settings.source.model_copy(update={"tickers": universe}),
             "train": settings.train.model_copy(update={"progress": False}),
         }
     )
@@ -74,25 +82,34 @@ def replay_flow(settings: Settings, start: date, end: date, progress: bool = Tru
         task = bar.add_task("nights", total=len(nights), night="")
         for night in nights:
             t0 = time.perf_counter()
-            last = nightly(fixed, asof=night, ingest=False)
+            try:
+                result = nightly(fixed, asof=night, ingest=False)
+            except NightcastError as exc:  # e.g. too little history yet: that night publishes nothing, the rest go on
+                log.warning("night %s: %s", night, exc)
+                rows.append({"night": night, "retrained": False, "decision": f"failed: {exc}"})
+                bar.update(task, advance=1, night=f"{night} (failed)")
+                continue
+            last = result
             rows.append(
                 {
                     "night": night,
-                    "asof": last.asof,
-                    "retrained": last.retrained,
-                    "model_version": last.model_version,
-                    "trained_through": last.trained_through,
-                    "forecasts": last.forecasts.height,
-                    "scored": int(last.record.filter(pl.col("scope") == "pooled")["n"].sum()),
+                    "asof": result.asof,
+                    "retrained": result.retrained,
+                    "model_version": result.model_version,
+                    "trained_through": result.trained_through,
+                    "forecasts": result.forecasts.height,
+                    "scored": int(pooled(result.record)["n"].sum()),
                     "seconds": round(time.perf_counter() - t0, 1),
-                    "decision": last.decision,
+                    "decision": result.decision,
                 }
             )
-            bar.update(task, advance=1, night=f"{night} ({'retrained' if last.retrained else 'kept'})")
-    result = ReplayResult(pl.DataFrame(rows), last, time.perf_counter() - started)
+            bar.update(task, advance=1, night=f"{night} ({'retrained' if result.retrained else 'kept'})")
+    if last is None:
+        raise InsufficientDataError(f"every night from {start} to {end} failed: {rows[0]['decision']}")
+    result = ReplayResult(pl.DataFrame(rows, infer_schema_length=None), last, time.perf_counter() - started)
     create_markdown_artifact(
         markdown=f"# nightcast replay {nights[0]} .. {nights[-1]}\n\n{len(nights)} nights, {result.retrains} "
-        f"retrains, {result.seconds:.0f} s\n\n" + live.record_markdown(last.record, last.pending),
+        f"retrains, {result.seconds:.0f} s\n\n" + live.record_markdown(last.record, last.waiting, last.unpriced),
         key="replay-summary",
         description="replayed nights and the live record they left",
     )

@@ -57,6 +57,14 @@ class PathSettings(Section):
     def cache(self) -> Path:
         return self.data_dir / "cache"
 
+    def for_replay(self) -> PathSettings:
+        """Where replayed nights go: apart from what was published live (`<out>/replay`, `<models>/replay`).
+
+        A replay simulates nights from today's lake; it must never replace forecasts that were actually
+        published, nor take part in the live champion's history. The lake is shared.
+        """
+        return self.model_copy(update={"out_dir": self.out_dir / "replay", "models_dir": self.models / "replay"})
+
 
 class ScheduleSettings(Section):
     nightly_cron: str = Field("30 18 * * 1-5", description="when the nightly deployment runs (after the US close)")

@@ -25,9 +25,11 @@ def train_flow(settings: Settings) -> ModelChoice:
     """Evaluate a challenger now; it replaces the champion only by beating it out of sample, then is refit."""
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
-    _, panel = features_by_chunk(prices, settings, lake.fingerprint(prices))
+    fingerprint = lake.fingerprint(prices)
+    _, panel = features_by_chunk(prices, settings, fingerprint)
     asof = publish.current_rows(panel)[0]
-    choice = choose_model(panel, prices, report.stale, settings, market_day(settings, None), asof, force=True)
+    today = market_day(settings, None)
+    choice = choose_model(panel, prices, report.stale, settings, today, asof, fingerprint, force=True)
     create_markdown_artifact(
         markdown=f"# Train\n\n{choice.decision}\n" + "".join(f"\n- data health: {p}" for p in choice.health),
         key="train-decision",

@@ -11,17 +11,19 @@ in the backtest.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
+from features import lake
+from forecasting.ledger import KEY, read_ledger
 from forecasting.metrics import PER_TICKER, POOLED, metrics_table, pooled
 from forecasting.reports import _pyplot, _save
 
 PUBLISHED = "published"
 BASELINE = "random_walk"
-KEY = ("asof_date", "ticker", "horizon")
 
 # The long "predictions" contract of forecasting.metrics, plus where each forecast came from.
 SCORED_SCHEMA: dict[str, pl.DataType] = {
@@ -97,6 +99,30 @@ def score(ledger: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
 def pending_count(ledger: pl.DataFrame, scored: pl.DataFrame) -> int:
     """Ledger forecasts not scored yet: target date not reached, or not priced in the lake yet."""
     return ledger.select(KEY).join(scored.select(KEY), on=list(KEY), how="anti").height
+
+
+@dataclass
+class ScoredLedger:
+    ledger: pl.DataFrame  # every forecast published up to the as-of date
+    scored: pl.DataFrame  # those whose target date has passed, scored (`score`)
+    waiting: int  # target date after the newest price: not due yet
+    unpriced: int  # due, but the lake has no adjusted close on the as-of or the target date (a halt, a gap)
+
+
+def score_ledger(ledger_dir: Path, lake_dir: Path, asof: date | None = None) -> ScoredLedger:
+    """The ledger as of `asof` (default: everything) scored against the lake's adjusted closes up to `asof`.
+
+    The one way the live record is computed, by the nightly and by `nightcast record` alike: prices are read
+    for every ticker in the ledger, so a ticker that left the universe is still scored.
+    """
+    book = read_ledger(ledger_dir, until=asof)
+    prices = lake.read_prices(lake_dir, sorted(book["ticker"].unique().to_list()))
+    if asof is not None:
+        prices = prices.filter(pl.col("date") <= asof)
+    scored = score(book, prices)
+    newest = prices["date"].max() if not prices.is_empty() else None
+    waiting = book.height if newest is None else book.filter(pl.col("target_date") > newest).height
+    return ScoredLedger(book, scored, waiting, pending_count(book, scored) - waiting)
 
 
 def live_record(scored: pl.DataFrame) -> pl.DataFrame:
@@ -176,7 +202,7 @@ def _date_axis(ax, first: date, last: date) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
 
 
-def record_markdown(record: pl.DataFrame, pending: int) -> str:
+def record_markdown(record: pl.DataFrame, waiting: int, unpriced: int = 0) -> str:
     """A short Markdown section: the pooled live record, how to read it, and what is still pending."""
     lines = ["## Live record", ""]
     rows = pooled(record).sort("horizon")
@@ -197,8 +223,10 @@ def record_markdown(record: pl.DataFrame, pending: int) -> str:
             "A ratio below 1 beats the random walk; a DM p below 0.05 says the difference is significant; "
             "the directional baseline is the 'always up' rate, not 0.5.",
         ]
-    plural = "" if pending == 1 else "s"
-    lines += ["", f"{pending} ledger forecast{plural} pending (target date not reached, or not yet in the price data)."]
+    plural = "" if waiting == 1 else "s"
+    lines += ["", f"{waiting} ledger forecast{plural} still wait for their target date."]
+    if unpriced:
+        lines.append(f"{unpriced} came due but cannot be scored: the lake has no adjusted close on the day.")
     return "\n".join(lines) + "\n"
 
 

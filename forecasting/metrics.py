@@ -151,12 +151,3 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> p
 
 
 MODEL_ORDER = ("attention_lstm", "lstm", "ridge", "hist_mean", "random_walk")
-
-
-def skill(table: pl.DataFrame, model: str, alpha: float) -> dict[int, bool]:
-    """Per horizon: the model beats the random walk (pooled ratio < 1) and the DM test says so at `alpha`."""
-    rows = pooled(table).filter(pl.col("model") == model)
-    return {
-        int(r["horizon"]): bool(r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < alpha)
-        for r in rows.iter_rows(named=True)
-    }

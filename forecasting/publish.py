@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 from collections.abc import Iterable
 from datetime import date
@@ -139,9 +140,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _json_safe(value):
+    """NaN and infinities (a DM test with too few periods, a ratio over zero) become null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_run_metadata(folder: Path, metadata: dict) -> Path:
     """`run.json` beside the forecasts: settings, versions, data fingerprint, checkpoint (written atomically)."""
-    body = json.dumps({**metadata, "versions": package_versions()}, indent=1, default=str)
+    body = json.dumps(_json_safe({**metadata, "versions": package_versions()}), indent=1, default=str, allow_nan=False)
     return atomic_write(Path(folder) / "run.json", lambda tmp: tmp.write_text(body))
 
 

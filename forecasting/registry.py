@@ -38,7 +38,7 @@ class Champion:
     trained_through: date  # last origin whose label the published model trained on
     cutoff: date  # the evaluation fit's cutoff: origins from here on are out of sample for it
     data_fingerprint: str  # of the prices up to `asof`, then
-    settings_hash: str  # everything that defines the model: a change retrains
+    settings_hash: str  # the settings the decision was made under: a change retrains
     inputs_hash: str  # denoise, features and lookback: what the models read; equal -> they can score today's data
     eval_start: date  # the evaluation span that vouched for it when promoted
     eval_end: date
@@ -57,7 +57,7 @@ def _record(raw: dict) -> Champion:
 
 
 def read_history(models_dir: Path) -> list[Champion]:
-    """Every promotion, oldest first. An unreadable file is an error: it is never silently replaced."""
+    """Every decision (promoted or kept), oldest first. An unreadable file is an error, never silently replaced."""
     path = Path(models_dir) / CHAMPION
     if not path.exists():
         return []

@@ -91,7 +91,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
 
     # every published forecast is in the ledger; none has reached its target date yet
     ledger = pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet")
-    assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.pending == 15
+    assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.waiting == 15 and result.unpriced == 0
     assert result.record.is_empty()
 
     # an identical rerun replaces the same as-of partition with the same numbers, and the ledger's rows

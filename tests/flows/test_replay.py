@@ -16,6 +16,9 @@ pytestmark = pytest.mark.slow
 def test_a_replayed_night_equals_a_run_on_a_lake_cut_at_that_date(prefect_harness, settings, tmp_path):
     from flows.nightly import nightly
 
+    out = settings.paths.out_dir
+    published = nightly(settings)  # the live run: data to 2014-12-31
+    live_ledger = ledger.read_ledger(out / "ledger")
     night = date(2014, 11, 14)
     replayed = nightly(settings, asof=night)  # the lake holds prices to 2014-12-31
 
@@ -37,11 +40,13 @@ def test_a_replayed_night_equals_a_run_on_a_lake_cut_at_that_date(prefect_harnes
         date(2014, 11, 17),
         date(2014, 11, 21),
     )
-    # and the replayed night did not move what the newest run published
-    assert (
-        not (settings.paths.out_dir / "latest.json").exists()
-        or '"2014-11-14"' in (settings.paths.out_dir / "latest.json").read_text()
-    )
+    # the live champion saw the future of that night: the replay trained its own
+    assert replayed.retrained and replayed.model_version != published.model_version
+    # and the replay is kept apart from what was published live
+    assert '"2014-12-31"' in (out / "latest.json").read_text()
+    assert ledger.read_ledger(out / "ledger").equals(live_ledger)
+    assert (out / "replay" / "ledger" / "asof=2014-11-14" / "ledger.parquet").exists()
+    assert not (out / "forecasts" / "asof=2014-11-14").exists()
 
 
 def test_replay_retrains_by_the_rules_and_scores_the_ledger(prefect_harness, settings, tmp_path, monkeypatch):
@@ -59,30 +64,38 @@ def test_replay_retrains_by_the_rules_and_scores_the_ledger(prefect_harness, set
     assert trained_through[date(2014, 12, 3)] == date(2014, 11, 21)  # the champion's model, kept
     assert trained_through[date(2014, 12, 8)] == date(2014, 12, 1)
 
-    out = s.paths.out_dir
+    out = s.paths.out_dir / "replay"  # replayed nights are kept apart from live ones
     book = ledger.read_ledger(out / "ledger")
     assert book.height == 6 * 3 * 5 and book["asof_date"].n_unique() == 6
     record = result.last.record.filter(pl.col("scope") == "pooled").sort("horizon")
     # by 2014-12-08, h=1 forecasts of the first 5 nights have come due, h=5 only the first night's
-    assert record["n"].to_list() == [15, 12, 9, 6, 3] and result.last.pending == 90 - 45
+    assert record["n"].to_list() == [15, 12, 9, 6, 3] and result.last.waiting == 90 - 45
     # the record is the published forecasts scored against the lake, the same from files alone
     prices = pl.read_parquet(settings.source.path).filter(pl.col("date") <= date(2014, 12, 8))
     assert live.live_record(live.score(book, prices)).equals(result.last.record)
 
-    # rerunning a night replaces its ledger rows and rescoring changes nothing
+    # rerunning a night replaces its ledger rows, and the champion as of that night is the one decided with
+    # data up to it (12-01's, not 12-04's or 12-08's): the night comes out exactly as the replay made it
     universe = s.model_copy(update={"source": s.source.model_copy(update={"tickers": ["NVDA", "ORCL", "^GSPC"]})})
+    night = nightly(universe, asof=date(2014, 12, 3), ingest=False)
+    replayed = ledger.read_ledger(out / "ledger").filter(pl.col("asof_date") == date(2014, 12, 3))
+    assert night.forecasts.drop("run_id").equals(replayed.drop("run_id")) and not night.retrained
     again = nightly(universe, asof=date(2014, 12, 8), ingest=False)
     assert ledger.read_ledger(out / "ledger").height == book.height
     assert again.record.equals(result.last.record)
 
     # `nightcast record` prints it from the files, without Prefect
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "nightcast.toml").write_text(f'[paths]\ndata_dir = "{s.paths.data_dir}"\nout_dir = "{out}"\n')
+    (tmp_path / "nightcast.toml").write_text(
+        f'[paths]\ndata_dir = "{s.paths.data_dir}"\nout_dir = "{s.paths.out_dir}"\n'
+    )
     recorder = Console(record=True, width=160)
     monkeypatch.setattr(flows.cli, "console", recorder)
-    assert flows.cli.main(["record", "--by-ticker"]) == 0
+    assert flows.cli.main(["record", "--replay", "--by-ticker"]) == 0
     text = recorder.export_text()
-    assert "90 forecasts scored, 0 still wait" in text and "ORCL" in text  # the lake holds prices to 12-31
-    assert flows.cli.main(["record", "--asof", "2014-12-03"]) == 0
+    assert "90 forecasts scored; 0 published forecasts still wait" in text and "ORCL" in text  # prices to 12-31
+    assert flows.cli.main(["record", "--replay", "--asof", "2014-12-03"]) == 0
     # as it stood on 12-03: h=1 of 12-01 and 12-02 and h=2 of 12-01 had come due, for 3 tickers each
-    assert "9 forecasts scored, 36 still wait" in recorder.export_text()
+    assert "9 forecasts scored; 36 published forecasts still wait" in recorder.export_text()
+    assert flows.cli.main(["record"]) == 0  # nothing was published live
+    assert "holds no forecast yet" in recorder.export_text()

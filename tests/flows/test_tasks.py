@@ -41,9 +41,17 @@ def test_unchanged_lake_skips_feature_building(prefect_harness, tmp_path, monkey
 
 
 def test_feature_code_version_names_the_package_and_hashes_the_code(tmp_path):
+    import shutil
+    from pathlib import Path
+
     from features import version
 
     first = version.feature_code_version()
     assert first.startswith(version.package_version() + "+") and len(version.code_hash()) == 12
-    version.code_hash.cache_clear()
-    assert version.feature_code_version() == first  # stable across calls and processes (content, not time)
+    copy = tmp_path / "features"
+    shutil.copytree(Path(version.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert version.code_hash(copy) == version.code_hash()  # content, not place or time
+    edited = tmp_path / "edited"
+    shutil.copytree(copy, edited)
+    (edited / "build.py").write_text((edited / "build.py").read_text() + "\n# a changed feature\n")
+    assert version.code_hash(edited) != version.code_hash()

@@ -145,9 +145,9 @@ def test_live_record_by_hand_and_all_is_not_pooled(ledger):
     assert pooled(record)["horizon"].to_list() == [1, 2]
     assert pooled(record).filter(pl.col("horizon") == 2)["n"].item() == 2
 
-    text = record_markdown(record, pending=4)
+    text = record_markdown(record, waiting=4)
     assert f"| 1 | 4 | {row['mse_ratio']:.3f} | 0.750 | 0.500 |" in text
-    assert "4 ledger forecasts pending" in text
+    assert "4 ledger forecasts still wait for their target date" in text
     assert "ALL" not in text  # the section shows the pooled table only
 
 
@@ -156,8 +156,8 @@ def test_empty_inputs_do_not_crash(ledger):
     assert nothing.is_empty()
     record = live_record(nothing)
     assert record.is_empty() and dict(record.schema) == RECORD_SCHEMA
-    text = record_markdown(record, pending=pending_count(ledger, nothing))
-    assert "No forecast has reached its target date yet" in text and "10 ledger forecasts pending" in text
+    text = record_markdown(record, waiting=pending_count(ledger, nothing))
+    assert "No forecast has reached its target date yet" in text and "10 ledger forecasts still wait" in text
     assert score(ledger.clear(), prices_frame()).is_empty()
 
 
@@ -196,3 +196,21 @@ def test_excess_loss_and_plot(ledger, tmp_path):
     empty = plot_live_record(scored.clear(), tmp_path / "empty.png")
     assert empty.read_bytes()[:8] == PNG
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["live.png"]  # no temp file left
+
+
+def test_the_ledger_scored_from_files_tells_waiting_from_unpriced(tmp_path, ledger):
+    """The one entry point of the nightly and `nightcast record`: prices of every ledger ticker from the lake."""
+    from features import lake
+    from forecasting.live import score_ledger
+
+    # the lake: ALL has a gap on D2 (a halt), AAA is priced through D3; nothing after D3
+    prices = {"AAA": {**PRICES["AAA"], D3: 101.0}, "ALL": {D0: 50.0, D1: 45.0, D3: 52.0}}
+    frame = prices_frame(prices).with_columns(pl.col("date").cast(pl.Date), pl.lit("test").alias("source"))
+    lake.upsert(tmp_path / "lake", frame)
+    book = score_ledger(tmp_path, tmp_path / "lake")
+    assert book.ledger.height == 10 and book.scored.height + book.waiting + book.unpriced == 10
+    assert book.waiting == 0  # every target (D1 .. D3) is on or before the newest price, D3
+    # ALL's forecasts made on D2 or due on D2 cannot be scored: h1 from D1, h2 from D0, h1 from D2
+    assert book.unpriced == 3
+    then = score_ledger(tmp_path, tmp_path / "lake", asof=D1)
+    assert then.ledger.height == 8 and then.scored.height == 2 and then.waiting == 6 and then.unpriced == 0

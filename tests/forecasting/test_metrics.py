@@ -13,8 +13,8 @@ from forecasting.metrics import (
     mae,
     metrics_table,
     mse,
-    skill,
 )
+from forecasting.policy import horizon_sources
 
 
 def test_point_metrics_by_hand():
@@ -101,8 +101,9 @@ def test_skill_needs_a_lower_ratio_and_significance():
     truth = rng.normal(0, 0.01, 300)
     good = truth + rng.normal(0, 0.002, 300)
     table = metrics_table(frame({"m": list(good), "bad": list(-truth), "random_walk": [0.0] * 300}, list(truth)))
-    assert skill(table, "m", 0.05) == {1: True}
-    assert skill(table, "bad", 0.05) == {1: False}
+    sources = {m: horizon_sources(table, m, ("random_walk",), 0.05, "flag")[1] for m in ("m", "bad")}
+    assert sources["m"].skill and not sources["m"].worse
+    assert not sources["bad"].skill and sources["bad"].worse
 
 
 def test_diebold_mariano_needs_more_periods_than_the_horizon():

@@ -145,7 +145,7 @@ def test_refit_trains_a_fixed_epoch_count_on_every_realised_label(panel):
     assert np.datetime64(evaluated.trained_through) < splits.test_start  # its labels end before the test span
 
     asof = panel.dates.max()
-    split = refit_split(panel, WINDOWS.lookback, asof + 1)
+    split = refit_split(panel, WINDOWS.lookback, asof)
     known = known_ends(panel, WINDOWS.lookback)
     assert np.array_equal(split.train, known) and split.val.size == 0  # every realised label, no validation span
     three = fit(panel, split, MODEL, TRAIN.model_copy(update={"epochs": 5}), WINDOWS.lookback, stop_after=3)
