@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from forecasting.metrics import pooled
+
 
 def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4g}") -> str:
     """A GitHub-style Markdown table of `frame` (None shown as empty)."""
@@ -40,7 +42,7 @@ def nightly_markdown(
         "| horizon | model | MSE | ratio vs random walk | hit rate | always up | DM p |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in metrics.filter(pl.col("scope") == "pooled").iter_rows(named=True):
+    for r in pooled(metrics).iter_rows(named=True):
         ratio = "" if r["mse_ratio"] is None else f"{r['mse_ratio']:.4f}"
         p = "" if r["dm_pvalue"] is None else f"{r['dm_pvalue']:.3f}"
         lines.append(
