@@ -31,6 +31,7 @@ SUMMARY_SCHEMA = {
     "ticker": pl.String,
     "rows_added": pl.Int64,
     "rows_revised": pl.Int64,
+    "rows_filled": pl.Int64,
     "first_date": pl.Date,
     "last_date": pl.Date,
     "behind": pl.Int64,
@@ -123,7 +124,8 @@ def stored_report(lake_dir: Path, tickers: list[str]) -> IngestReport:
     for t in tickers:
         status, reason = _freshness(t in last, None, 0, "not in the lake")
         rows.append(
-            {"ticker": t, "rows_added": 0, "rows_revised": 0, "first_date": first.get(t), "last_date": last.get(t)}
+            {"ticker": t, "rows_added": 0, "rows_revised": 0, "rows_filled": 0}
+            | {"first_date": first.get(t), "last_date": last.get(t)}
             | {"behind": None, "repaired": 0, "status": status, "reason": reason}
         )
     summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
@@ -180,13 +182,21 @@ def ingest(
                 "; ".join(f"{t}: {why[:100]}" for t, why in sorted(failed.items())[:10]),
             )
     else:
-        new = sources.load(source)
-        requested = sorted(str(t) for t in new["ticker"].unique().to_list())
+        new, read = sources.load(source)
+        findings += read
+        requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in read})
         safe = [t for t in requested if is_valid_ticker(t)]
         reference = None
 
     stored = lake.read_prices(lake_dir, safe)
-    combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), conform(new)])
+    # values the source lacks come from the lake before validation, so a close-only file is judged (and
+    # stored) with the bars the lake already holds instead of having them "repaired" away
+    incoming = lake.fill_from_stored(conform(new), stored).with_columns(
+        # then a missing close or adjusted close is the other one (a close-only or a wide adjusted-only file)
+        adj_close=pl.coalesce("adj_close", "close"),
+        close=pl.coalesce("close", "adj_close"),
+    )
+    combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming])
     if combined.is_empty():
         by_reason: dict[str, list[str]] = {}
         for t, why in sorted(failed.items()):
@@ -199,7 +209,7 @@ def ingest(
         raise SourceError(f"no usable data for {requested}: {exc}") from exc
     findings += report.findings
     results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
-    changed = sorted(t for t, r in results.items() if r.rows_added or r.rows_changed)
+    changed = sorted(t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled)
     if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
         lake.update_manifest(lake_dir, sorted(results))
 
@@ -228,7 +238,8 @@ def ingest(
             {
                 "ticker": t,
                 "rows_added": r.rows_added if r else 0,
-                "rows_revised": r.rows_changed if r else 0,
+                "rows_revised": r.rows_revised if r else 0,
+                "rows_filled": r.rows_filled if r else 0,
                 "first_date": first.get(t),
                 "last_date": last.get(t),
                 "behind": behind,

@@ -27,8 +27,9 @@ log = logging.getLogger("nightcast.features.lake")
 class UpsertResult:
     ticker: str
     rows_added: int
-    rows_changed: int
+    rows_revised: int  # stored rows where a stored value was replaced by a different one
     path: Path
+    rows_filled: int = 0  # stored rows whose missing values (null) were filled, nothing replaced
 
 
 def ticker_path(lake_dir: Path, ticker: str) -> Path:
@@ -56,12 +57,26 @@ def read_ticker(lake_dir: Path, ticker: str) -> pl.DataFrame:
         raise LakeError(f"cannot read {path} for {ticker}: {exc}") from exc
 
 
+def fill_from_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """`new` with every value it lacks (null) taken from the stored row of the same ticker and date.
+
+    A source that carries fewer columns than the lake (a close-only file into a lake of OHLCV bars) or a
+    missing field never erases a stored value; a different non-null value is a revision and replaces it.
+    """
+    if stored.is_empty() or new.is_empty():
+        return new
+    keys = ["ticker", "date"]
+    joined = new.join(stored.select(*keys, *VALUE_COLUMNS), on=keys, how="left", suffix="_stored")
+    filled = joined.with_columns(pl.coalesce(c, f"{c}_stored").alias(c) for c in VALUE_COLUMNS)
+    return filled.select(new.columns).sort(keys)
+
+
 def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     """Merge one ticker's validated rows into its lake file.
 
-    New dates are added; a stored date whose values differ is replaced (revisions
-    win); rows whose values are unchanged keep their stored `ingested_at`. When
-    nothing changes the file is not rewritten, so reruns are idempotent.
+    New dates are added; a stored value that differs is replaced (revisions win); a value missing from the
+    new rows keeps the stored one (`fill_from_stored`); rows whose values are unchanged keep their stored
+    `ingested_at`. When nothing changes the file is not rewritten, so reruns are idempotent.
     """
     tickers = frame["ticker"].unique().to_list()
     if len(tickers) != 1:
@@ -77,15 +92,21 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     key_values = ["date", *VALUE_COLUMNS]
     if old.height == new.height and old.select(key_values).equals(new.select(key_values)):
         return UpsertResult(ticker, 0, 0, path)  # the same data again: fast path, nothing to write
+    new = fill_from_stored(new, old)
     unchanged = new.join(old.select(key_values), on=key_values, how="semi", nulls_equal=True)
     changed = new.join(unchanged.select("date"), on="date", how="anti")
     if changed.is_empty():
         return UpsertResult(ticker, 0, 0, path)
-    added = changed.join(old.select("date"), on="date", how="anti").height
+    before = changed.join(old.select(key_values), on="date", how="inner", suffix="_stored")
+    replaced = pl.any_horizontal(
+        pl.col(f"{c}_stored").is_not_null() & (pl.col(c) != pl.col(f"{c}_stored")) for c in VALUE_COLUMNS
+    )
+    revised = before.filter(replaced).height
+    added = changed.height - before.height
     merged = pl.concat([old.join(changed.select("date"), on="date", how="anti"), changed]).sort("date")
     atomic_write_parquet(merged, path)
-    log.info("lake: %s +%d rows, %d revised -> %s", ticker, added, changed.height - added, path)
-    return UpsertResult(ticker, added, changed.height - added, path)
+    log.info("lake: %s +%d rows, %d revised, %d filled -> %s", ticker, added, revised, before.height - revised, path)
+    return UpsertResult(ticker, added, revised, path, before.height - revised)
 
 
 def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:

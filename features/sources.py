@@ -1,6 +1,8 @@
 """Price sources: the bundled sample and price files (yfinance lives in `features.yahoo`).
 
-Each returns a polars frame in the lake schema (`features.schema.LAKE_SCHEMA`).
+Each returns a polars frame in the lake schema (`features.schema.LAKE_SCHEMA`) and the findings of what it
+could not read (a non-numeric column or cell), at the smallest size: a cell, a column, never the whole file.
+A missing `close` or `adj_close` stays null here: ingest fills it from the lake first, then from the other.
 Files come in two layouts:
 
 - long: `date,ticker,close[,open,high,low,adj_close,volume]`, names case-insensitive;
@@ -20,6 +22,7 @@ import polars as pl
 from features.errors import SourceError
 from features.schema import conform
 from features.settings import SourceSettings
+from features.validate import Finding
 
 log = logging.getLogger("nightcast.features.sources")
 
@@ -38,16 +41,19 @@ _ALIASES = {
 }
 
 
-def load(settings: SourceSettings) -> pl.DataFrame:
-    """Load prices from the sample or a file, filtered to `settings.tickers`."""
+def load(settings: SourceSettings) -> tuple[pl.DataFrame, list[Finding]]:
+    """Load prices from the sample or a file, filtered to `settings.tickers`, with the findings of reading."""
     if settings.kind == "sample":
-        frame = load_sample()
+        frame, findings = load_sample(), []
     elif settings.kind == "file":
-        assert settings.path is not None  # enforced by SourceSettings
-        frame = load_file(settings.path)
+        if settings.path is None:  # SourceSettings forbids it; say so rather than fail on None
+            raise SourceError("source.kind='file' needs source.path")
+        frame, findings = read_file(settings.path)
     else:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.ingest.ingest")
-    return select_tickers(frame, settings.tickers)
+    if settings.tickers:
+        findings = [f for f in findings if f.ticker in settings.tickers]
+    return select_tickers(frame, settings.tickers), findings
 
 
 def select_tickers(frame: pl.DataFrame, tickers: Sequence[str]) -> pl.DataFrame:
@@ -69,9 +75,14 @@ def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:
 
 
 def load_file(path: Path) -> pl.DataFrame:
-    """Read a CSV or Parquet price file in long or wide layout (module docstring).
+    """The rows of a CSV or Parquet price file (see `read_file`)."""
+    return read_file(path)[0]
 
-    Column names are matched case-insensitively; `adj_close` defaults to `close`.
+
+def read_file(path: Path) -> tuple[pl.DataFrame, list[Finding]]:
+    """Read a CSV or Parquet price file in long or wide layout (module docstring), with the findings.
+
+    Column names are matched case-insensitively.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,9 +97,11 @@ def load_file(path: Path) -> pl.DataFrame:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
         raise SourceError(f"{path}: cannot read: {exc}") from exc
+    findings: list[Finding] = []
     if _is_wide(raw):
-        return normalise_long(wide_to_long(raw, where=str(path)), source=f"file:{path.name}", where=str(path))
-    return normalise_long(raw, source=f"file:{path.name}", where=str(path))
+        raw, findings = wide_to_long(raw, where=str(path))
+    frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path))
+    return frame, findings + cells
 
 
 def _is_wide(raw: pl.DataFrame) -> bool:
@@ -96,30 +109,68 @@ def _is_wide(raw: pl.DataFrame) -> bool:
     return "date" in lower and not lower & {"ticker", "symbol"} and not lower & {"close", "adj_close", "adj close"}
 
 
-def wide_to_long(raw: pl.DataFrame, *, where: str) -> pl.DataFrame:
-    """`date` + one adjusted-close column per ticker -> long rows (close = adj_close: that is all a wide file has).
+def _numbers(column: pl.Series) -> pl.Series:
+    """`column` as Float64; values that are not numbers become null (whatever the column's dtype)."""
+    if column.dtype.is_numeric():
+        return column.cast(pl.Float64)
+    text = column.cast(pl.String).str.strip_chars()
+    return text.cast(pl.Float64, strict=False)
 
-    Empty cells before a ticker's first and after its last price are not rows;
-    gaps in between stay (as nulls) for validation to repair or reject.
+
+def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+    """`date` + one adjusted-close column per ticker -> long rows of `adj_close` (that is all a wide file has).
+
+    Empty cells before a ticker's first and after its last price are not rows; gaps in between stay (as nulls)
+    for validation to repair or reject. A column with no number in it quarantines that ticker, not the file.
     """
     date_col = next(c for c in raw.columns if c.lower().strip() == "date")
     value_cols = [c for c in raw.columns if c != date_col]
     if not value_cols:
         raise SourceError(f"{where}: wide layout needs one price column per ticker besides '{date_col}'")
-    try:
-        values = raw.select(pl.col(date_col).alias("date"), *(pl.col(c).cast(pl.Float64) for c in value_cols))
-    except pl.exceptions.PolarsError as exc:
-        raise SourceError(f"{where}: non-numeric values in wide price columns: {exc}") from exc
+    findings, kept = [], []
+    for c in value_cols:
+        numbers = _numbers(raw[c])
+        if raw[c].null_count() < raw.height and numbers.null_count() == raw.height:
+            example = raw[c].drop_nulls()[0]
+            findings.append(
+                Finding(
+                    c.strip().upper(),
+                    None,
+                    "non_numeric",
+                    "quarantined",
+                    f"column {c!r} holds no number, e.g. {example!r}",
+                )
+            )
+            continue
+        unreadable = raw[c].is_not_null() & numbers.is_null()
+        if unreadable.any():
+            first = raw[date_col].filter(unreadable)[0]
+            n = int(unreadable.sum())
+            detail = f"{n} cells of column {c!r} that are not numbers, treated as missing"
+            findings.append(Finding(c.strip().upper(), first, "non_numeric", "repaired", detail, n))
+        kept.append(numbers.alias(c))
+    if not kept:
+        raise SourceError(f"{where}: no wide price column holds numbers: " + "; ".join(str(f) for f in findings))
+    values = pl.DataFrame([raw[date_col].alias("date"), *kept])
     long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close").with_columns(
         pl.col("adj_close").fill_nan(None)
     )
     seen = pl.col("adj_close").is_not_null()
     listed = (seen.cum_sum().over("ticker") > 0) & (seen.cum_sum(reverse=True).over("ticker") > 0)
-    return long.filter(listed).with_columns(pl.col("adj_close").alias("close"))
+    return long.filter(listed), findings
 
 
 def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFrame:
-    """Rename aliased columns, parse dates, fill `adj_close`, and conform to the lake schema."""
+    """`normalise` without its findings (for sources that are numeric by construction: yfinance, Yahoo CSVs)."""
+    return normalise(raw, source=source, where=where)[0]
+
+
+def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+    """Rename aliased columns, parse dates and numbers, conform to the lake schema.
+
+    A price cell that is not a number becomes null (validation then repairs or rejects that ticker's row)
+    and is reported per ticker; a date that cannot be parsed is an error naming how many.
+    """
     lower = {c.lower().strip(): c for c in raw.columns}
     rename: dict[str, str] = {}
     for target, aliases in _ALIASES.items():
@@ -128,6 +179,8 @@ def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFram
                 rename[lower[alias]] = target
                 break
     frame = raw.rename(rename)
+    if "close" not in frame.columns and "adj_close" in frame.columns:  # a wide file: adjusted closes only
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("close"))
     missing = [c for c in ("date", "ticker", "close") if c not in frame.columns]
     if missing:
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")
@@ -139,19 +192,23 @@ def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFram
             raise SourceError(f"{where}: {frame['date'].null_count()} dates could not be parsed (expected YYYY-MM-DD)")
     elif frame.schema["date"] != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.Date))
-    if "adj_close" not in frame.columns:
-        frame = frame.with_columns(pl.col("close").alias("adj_close"))
+    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
     numeric = [c for c in ("open", "high", "low", "close", "adj_close", "volume") if c in frame.columns]
-    try:
-        frame = frame.with_columns(pl.col(c).cast(pl.Float64) for c in numeric)
-    except pl.exceptions.PolarsError as exc:
-        raise SourceError(f"{where}: non-numeric values in price columns {numeric}: {exc}") from exc
-    frame = frame.with_columns(
-        pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase(),
-        pl.lit(source).alias("source"),
-        pl.lit(datetime.now(UTC)).alias("ingested_at"),
-    )
-    return conform(frame)
+    parsed = frame.with_columns(_numbers(frame[c]).alias(c) for c in numeric)
+    unreadable = pl.any_horizontal(parsed[c].is_null() & frame[c].is_not_null() for c in numeric)
+    findings = _cells(parsed.filter(unreadable), where)
+    parsed = parsed.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
+    return conform(parsed), findings
+
+
+def _cells(rows: pl.DataFrame, where: str) -> list[Finding]:
+    if rows.is_empty():
+        return []
+    agg = rows.group_by("ticker").agg(pl.col("date").min(), pl.len().alias("n")).sort("ticker")
+    return [
+        Finding(t, d, "non_numeric", "repaired", f"{n} rows with a price or volume that is not a number in {where}", n)
+        for t, d, n in agg.iter_rows()
+    ]
 
 
 def read_yahoo_csv(path: Path, ticker: str) -> pl.DataFrame:

@@ -133,11 +133,13 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
     dups = f.filter(key.is_duplicated())
     if not dups.is_empty():
         distinct = dups.unique(subset=["ticker", "date", *VALUE_COLUMNS]).filter(key.is_duplicated())
-        quarantine(
-            distinct.unique(subset=["ticker", "date"]),
-            "conflicting_day",
-            "{n} dates appear twice with different values",
+        conflicted = distinct.unique(subset=["ticker", "date"])
+        # which of two different prices is right cannot be told: that day is dropped (a value stored for it
+        # earlier is kept), never the ticker's whole history
+        out += _collect(
+            conflicted, "conflicting_day", "dropped", "{n} dates appear twice with different values: dropped"
         )
+        f = f.join(conflicted.select("ticker", "date"), on=["ticker", "date"], how="anti")
         same = f.filter(key.is_duplicated() & key.is_first_distinct().not_())
         out += _collect(same, "duplicate_day", "repaired", "{n} identical duplicate rows removed")
         f = f.unique(subset=["ticker", "date"], keep="first")

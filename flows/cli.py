@@ -213,8 +213,9 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _print_ingest(report) -> None:
     table = Table(title=f"Ingest summary (reference date {report.reference})")
-    for col in ("ticker", "rows added", "revised", "first date", "last date", "behind", "repaired", "status", "reason"):
-        numeric = col in ("rows added", "revised", "behind", "repaired")
+    columns = ("ticker", "rows added", "revised", "filled", "first date", "last date", "behind", "repaired")
+    for col in (*columns, "status", "reason"):
+        numeric = col in ("rows added", "revised", "filled", "behind", "repaired")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     colour = {"ok": "green", "stale": "yellow", "quarantined": "red", "failed": "red"}
     for r in report.summary.iter_rows(named=True):
@@ -222,6 +223,7 @@ def _print_ingest(report) -> None:
             r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'"),
             str(r["rows_added"]),
             str(r["rows_revised"]),
+            str(r["rows_filled"]),
             str(r["first_date"] or ""),
             str(r["last_date"] or ""),
             "" if r["behind"] is None else str(r["behind"]),

@@ -116,15 +116,16 @@ def test_wide_adjusted_close_file(tmp_path):
     assert bbb["close"][2] == 10.5 and (bbb["close"] == bbb["adj_close"]).all()
 
 
-def test_one_bad_ticker_does_not_sink_the_run(tmp_path):
+def test_a_conflicting_day_drops_that_day_not_the_ticker(tmp_path):
     path = tmp_path / "long.csv"
     rows = ["date,ticker,close"] + [f"2024-01-{d:02d},GOOD,{10 + d}" for d in range(2, 12)]
     rows += ["2024-01-02,BAD,1", "2024-01-02,BAD,2", "2024-01-03,BAD,3"]
     path.write_text("\n".join(rows) + "\n")
     report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
-    assert list(report.quarantined) == ["BAD"] and "conflicting_day" in report.quarantined["BAD"]
-    assert report.prices["ticker"].unique().to_list() == ["GOOD"]
-    assert not (tmp_path / "lake" / "prices" / "BAD.parquet").exists()
+    # one conflicting day drops that day (reported), not the ticker's whole history
+    assert report.quarantined == {} and any(f.rule == "conflicting_day" and f.ticker == "BAD" for f in report.findings)
+    assert lake.read_ticker(tmp_path / "lake", "BAD")["date"].to_list() == [date(2024, 1, 3)]
+    assert lake.read_ticker(tmp_path / "lake", "GOOD").height == 10
 
 
 def test_a_report_as_of_a_past_date_sees_nothing_after_it(tmp_path):
@@ -151,3 +152,39 @@ def test_a_report_as_of_a_past_date_sees_nothing_after_it(tmp_path):
     # the lake alone gives the same answer as the ingest it stored
     stored = stored_report(tmp_path / "lake", [])
     assert stored.as_of(date(2024, 1, 25), stale_after=5).prices.equals(later.prices)
+
+
+def test_a_close_only_file_never_erases_stored_bars(tmp_path):
+    """Issue 12, row 2: a close-only CSV into a lake that holds OHLCV for the same ticker."""
+    from tests.conftest import synthetic_prices
+
+    bars = synthetic_prices(["NVDA"], 80, seed=3)
+    full, close_only = tmp_path / "bars.parquet", tmp_path / "close.csv"
+    bars.drop("source", "ingested_at").write_parquet(full)
+    bars.select("date", "ticker", "close").write_csv(close_only)
+    lake_dir = tmp_path / "lake"
+    ingest(SourceSettings(kind="file", path=full), QUICK, VALID, lake_dir, today=date(2024, 6, 1))
+    before = lake.read_ticker(lake_dir, "NVDA")
+    report = ingest(SourceSettings(kind="file", path=close_only), QUICK, VALID, lake_dir, today=date(2024, 6, 1))
+    row = report.summary.row(0, named=True)
+    assert (row["rows_added"], row["rows_revised"], row["rows_filled"], row["status"]) == (0, 0, 0, "ok")
+    after = lake.read_ticker(lake_dir, "NVDA")
+    assert after.drop("ingested_at", "source").equals(before.drop("ingested_at", "source"))
+    assert after["open"].null_count() == 0 and after["volume"].null_count() == 0
+
+
+def test_a_wide_file_with_a_text_column_quarantines_that_column_only(tmp_path):
+    """Issue 12, row 8: one all-text column used to reject the whole file with a raw cast error."""
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "Date,AAA,NOTES,CCC\n2024-01-02,10.0,hello,5\n2024-01-03,10.5,world,5.1\n2024-01-04,11.0,,oops\n"
+        "2024-01-05,11.5,again,5.3\n"
+    )
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    status = dict(report.summary.select("ticker", "status").iter_rows())
+    assert status == {"AAA": "ok", "CCC": "ok", "NOTES": "quarantined"}
+    assert "holds no number, e.g. 'hello'" in report.quarantined["NOTES"]
+    ccc = lake.read_ticker(tmp_path / "lake", "CCC")
+    # the one unreadable cell is a missing close, carried forward by validation and reported
+    assert ccc["close"].to_list() == [5.0, 5.1, 5.1, 5.3]
+    assert {f.rule for f in report.findings if f.ticker == "CCC"} == {"non_numeric", "bad_price"}

@@ -1,5 +1,7 @@
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from features import lake
 from features.errors import ValidationError
@@ -9,10 +11,10 @@ from tests.conftest import synthetic_prices
 def test_upsert_is_idempotent(tmp_path):
     frame = synthetic_prices(["AAA"], 50)
     first = lake.upsert_ticker(tmp_path, frame)
-    assert (first.rows_added, first.rows_changed) == (50, 0)
+    assert (first.rows_added, first.rows_revised) == (50, 0)
     before = first.path.read_bytes()
     again = lake.upsert_ticker(tmp_path, frame.with_columns(pl.lit("other").alias("source")))
-    assert (again.rows_added, again.rows_changed) == (0, 0)
+    assert (again.rows_added, again.rows_revised) == (0, 0)
     assert first.path.read_bytes() == before  # not rewritten
 
 
@@ -26,7 +28,7 @@ def test_upsert_adds_new_days_and_takes_revisions(tmp_path):
         .drop("index")
     )
     result = lake.upsert_ticker(tmp_path, revised)
-    assert (result.rows_added, result.rows_changed) == (10, 1)
+    assert (result.rows_added, result.rows_revised) == (10, 1)
     stored = lake.read_ticker(tmp_path, "AAA")
     assert stored.height == 50 and stored["date"].is_sorted() and stored["date"].is_unique().all()
     assert stored["close"][35] == frame["close"][35] + 1
@@ -65,3 +67,67 @@ def test_fingerprint_ignores_provenance_but_not_prices():
     same = frame.with_columns(pl.lit("elsewhere").alias("source")).reverse()
     assert lake.fingerprint(frame) == lake.fingerprint(same)
     assert lake.fingerprint(frame) != lake.fingerprint(frame.with_columns(pl.col("close") * 1.0001))
+
+
+def test_a_close_only_upsert_keeps_the_stored_bars(tmp_path):
+    frame = synthetic_prices(["AAA"], 30)
+    lake.upsert_ticker(tmp_path, frame)
+    close_only = frame.select("ticker", "date", "close", "adj_close", "source", "ingested_at")
+    result = lake.upsert_ticker(tmp_path, close_only)
+    assert (result.rows_added, result.rows_revised, result.rows_filled) == (0, 0, 0)
+    assert lake.read_ticker(tmp_path, "AAA").equals(lake.conform(frame))  # open/high/low/volume kept
+    revised = close_only.with_columns(
+        pl.when(pl.col("date") == frame["date"][5])
+        .then(pl.col("close") * 1.01)
+        .otherwise(pl.col("close"))
+        .alias("close")
+    )
+    result = lake.upsert_ticker(tmp_path, revised)
+    assert (result.rows_added, result.rows_revised) == (0, 1)  # a real revision is reported as one
+    stored = lake.read_ticker(tmp_path, "AAA")
+    assert stored["close"][5] == frame["close"][5] * 1.01 and stored["open"].equals(frame["open"])
+
+
+VALUES = ("open", "high", "low", "close", "adj_close", "volume")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 7), st.sampled_from(VALUES), st.one_of(st.none(), st.integers(1, 4))),
+            min_size=1,
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_no_sequence_of_upserts_loses_a_stored_value(tmp_path_factory, batches):
+    """Each batch sets some (day, field) cells to a value or to null; a stored value survives unless the
+    same field is revised to another value."""
+    from datetime import date, timedelta
+
+    folder = tmp_path_factory.mktemp("lake")
+    expected: dict[tuple[int, str], float] = {}
+    for batch in batches:
+        cells: dict[int, dict[str, float | None]] = {}
+        for day, field, value in batch:
+            cells.setdefault(day, {})[field] = None if value is None else float(value)
+        rows = [
+            {"ticker": "AAA", "date": date(2024, 1, 1) + timedelta(days=d)} | {c: v.get(c) for c in VALUES}
+            for d, v in cells.items()
+        ]
+        lake.upsert_ticker(folder, pl.DataFrame(rows, schema_overrides={c: pl.Float64 for c in VALUES}))
+        for day, values in cells.items():
+            for field, value in values.items():
+                if value is not None:
+                    expected[(day, field)] = value
+        stored = lake.read_ticker(folder, "AAA")
+        got = {
+            ((r["date"] - date(2024, 1, 1)).days, c): r[c]
+            for r in stored.iter_rows(named=True)
+            for c in VALUES
+            if r[c] is not None
+        }
+        assert got == expected

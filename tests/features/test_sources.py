@@ -9,7 +9,8 @@ def test_long_file_case_insensitive(tmp_path):
     path = tmp_path / "prices.csv"
     path.write_text("Date,TICKER,Close,Volume\n2024-01-02,AAA,10.5,100\n2024-01-03,AAA,11,200\n")
     frame = load_file(path)
-    assert frame["adj_close"].to_list() == [10.5, 11.0]  # adj_close defaults to close
+    assert frame["close"].to_list() == [10.5, 11.0]
+    assert frame["adj_close"].null_count() == 2  # filled at ingest: from the lake first, then from close
     assert frame["open"].null_count() == 2
     assert frame["source"][0] == "file:prices.csv"
 
@@ -28,8 +29,22 @@ def test_file_errors_name_the_problem(tmp_path):
 
 
 def test_sample_source_and_ticker_filter():
-    frame = load(SourceSettings(kind="sample", tickers=["NVDA"]))
+    frame, findings = load(SourceSettings(kind="sample", tickers=["NVDA"]))
+    assert findings == []
     assert frame["ticker"].unique().to_list() == ["NVDA"]
     assert str(frame["date"].max()) == "2014-12-31"
     with pytest.raises(SourceError, match=r"tickers not in the source: \['AAPL'\]"):
         select_tickers(frame, ["AAPL"])
+
+
+def test_a_non_numeric_cell_is_missing_and_reported_not_a_failed_file(tmp_path):
+    from features.sources import read_file
+
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close,volume\n2024-01-02,AAA,10.5,100\n2024-01-03,AAA,n/a,200\n2024-01-02,BBB,3,x\n")
+    frame, findings = read_file(path)
+    assert frame.height == 3 and frame["close"].to_list() == [10.5, None, 3.0]
+    assert [(f.ticker, str(f.date), f.rule, f.count) for f in findings] == [
+        ("AAA", "2024-01-03", "non_numeric", 1),
+        ("BBB", "2024-01-02", "non_numeric", 1),
+    ]

@@ -82,12 +82,16 @@ def test_duplicates_future_dates_bounds_and_volume():
     assert first["volume"] is None
 
 
-def test_conflicting_duplicate_quarantines():
+def test_a_conflicting_day_is_dropped_not_the_ticker():
     frame = base()
-    dup = frame.filter(pl.col("ticker") == "BBB").slice(5, 1).with_columns(pl.col("close") * 2, pl.col("adj_close") * 2)
+    bbb = frame.filter(pl.col("ticker") == "BBB")
+    dup = bbb.slice(5, 1).with_columns(pl.col("close") * 2, pl.col("adj_close") * 2)
     report = validate_prices(pl.concat([frame, dup]), SETTINGS, today=TODAY)
-    assert list(report.quarantined) == ["BBB"]
-    assert "conflicting_day" in report.quarantined["BBB"]
+    assert report.quarantined == {}
+    kept = report.frame.filter(pl.col("ticker") == "BBB")
+    assert kept.height == bbb.height - 1 and bbb["date"][5] not in kept["date"].to_list()
+    (finding,) = [f for f in report.findings if f.rule == "conflicting_day"]
+    assert (finding.ticker, finding.date, finding.action, finding.count) == ("BBB", bbb["date"][5], "dropped", 1)
 
 
 @pytest.mark.parametrize("ticker", ["../x", "a/b", "", "BAD\x00", "TOOLONGTICKER12345", "lower"])
