@@ -34,7 +34,8 @@ log = logging.getLogger("nightcast.features.yahoo")
 
 # Reasons worth another attempt; anything else (unknown symbol, delisted) is final.
 _TRANSIENT = re.compile(
-    r"rate ?limit|too many requests|timed? ?out|timeout|connection|temporar|reset|503|502|500", re.I
+    r"rate ?limit|too many requests|timed? ?out|timeout|connection|could not resolve|temporar|reset|503|502|500",
+    re.I,
 )
 
 
@@ -55,15 +56,30 @@ def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[i : i + size])
 
 
+# yfinance logs the real cause first ("Failed to get ticker 'AAPL' reason: Failed to perform, curl: (6) Could
+# not resolve host: ...") and then its own summary ("['AAPL']: possibly delisted; no timezone found").
+_CAUSE = re.compile(r"Failed to get ticker '([^']+)' reason:\s*(.*?)(?:\s*See https?://\S+.*)?$", re.S)
+
+
 class _FailureLog(logging.Handler):
-    """Collects yfinance's "['SYM', ...]: reason" error lines."""
+    """Collects yfinance's error lines: the cause per symbol, and its "['SYM', ...]: reason" summary."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.reasons: dict[str, str] = {}
+        self.causes: dict[str, str] = {}
+
+    def reason(self, symbol: str) -> str | None:
+        """The real cause first, yfinance's summary after it ("possibly delisted" is also what it says offline)."""
+        parts = [p for p in (self.causes.get(symbol), self.reasons.get(symbol)) if p]
+        return " / ".join(parts) or None
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
+        cause = _CAUSE.match(message)
+        if cause:
+            self.causes[cause.group(1)] = cause.group(2).strip().rstrip(".")
+            return
         match = re.match(r"^(\[.*?\]):\s*(.*)$", message, re.S)
         if not match:
             return
@@ -100,6 +116,10 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
     """One yfinance call for `tickers` from `start`: (rows in the lake schema, failure reasons)."""
     import yfinance as yf
 
+    # By default yfinance swallows a symbol's exception (a connection error included) and reports it as
+    # "possibly delisted"; with this off, download() records the exception itself, which is what a user needs
+    # to read when the network is down. (Process-wide, and the same value from every thread: no race matters.)
+    yf.config.debug.hide_exceptions = False
     with _capture_failures() as failures:
         try:
             raw = yf.download(
@@ -116,7 +136,7 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
             return conform(pl.DataFrame(schema={"ticker": pl.String})), {t: repr(exc) for t in tickers}
     frame = from_yfinance(raw)
     got = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
-    reasons = {t: failures.reasons.get(t, "no rows returned") for t in tickers if t not in got}
+    reasons = {t: failures.reason(t) or "no rows returned" for t in tickers if t not in got}
     return frame, reasons
 
 

@@ -464,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
             report = ingest_flow(settings)
             _print_ingest(report)
             console.print(f"lake: {settings.paths.lake}  ({time.perf_counter() - started:.1f}s)")
+            requested = report.summary["ticker"].to_list()
+            if requested and all(t in report.fetch_failed or t in report.quarantined for t in requested):
+                # a scheduler must see this: nothing was brought up to date (the lake itself is untouched)
+                reasons = "; ".join(sorted({why[:160] for why in report.fetch_failed.values()})) or "all quarantined"
+                err_console.print(f"error: no ticker could be updated: {reasons}", markup=False, highlight=False)
+                return 1
             return 0
         if args.command == "backtest":
             from flows.backtest import backtest_flow

@@ -25,7 +25,7 @@ from prefect.runtime import flow_run
 from features import lake
 from features.build import FeatureFrame
 from features.calendar import is_session, sessions_between
-from features.errors import ConfigError
+from features.errors import ConfigError, InsufficientDataError
 from features.ingest import IngestReport, stored_report
 from features.windows import Panel, known_ends, refit_split
 from flows.artifacts import nightly_markdown
@@ -92,11 +92,18 @@ def _bounds(
 
 @task(name="forecast", cache_policy=NO_CACHE)
 def forecast(
-    choice: ModelChoice, panel: Panel, ff: FeatureFrame, settings: Settings, sources: dict[int, policy.Source]
+    choice: ModelChoice,
+    panel: Panel,
+    ff: FeatureFrame,
+    settings: Settings,
+    sources: dict[int, policy.Source],
+    stale: dict[str, int],
 ) -> pl.DataFrame:
     """Forecasts from every current ticker's last row: the published model, or a baseline refit on every
     realised label where the guardrail says so."""
-    asof, rows = publish.current_rows(panel)
+    asof, rows, left_out = publish.current_rows(panel, stale)
+    for ticker in left_out:
+        log.warning("%s is not current on %s (stale or lagging): not forecast", ticker, asof)
     horizons = panel.horizons
     by_horizon = [sources[h].model for h in horizons]
     predictions = {MODEL_NAME: train.predict(choice.published, panel, rows).mean}
@@ -197,7 +204,9 @@ def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadat
     return [meta] + ([pointer] if pointer else [])
 
 
-def _run_metadata(choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, settings) -> dict:
+def _run_metadata(
+    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, stale: dict[str, int], settings
+) -> dict:
     ev, verdict = choice.evaluation, choice.verdict
     pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == MODEL_NAME).sort("horizon")
     return {
@@ -223,6 +232,7 @@ def _run_metadata(choice: ModelChoice, sources: dict[int, policy.Source], record
             "forecasts": verdict.n_forecasts,
         },
         "data_fingerprint": choice.published.fingerprint,
+        "stale_not_forecast": stale,
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): s.model for h, s in sources.items()},
         "live_record": metrics.pooled(record).to_dicts(),
@@ -322,6 +332,12 @@ def nightly(
 
     report = nightly_report(settings, asof, ingest)
     prices, short = require_history(report.prices, settings)
+    if set(prices["ticker"].unique().to_list()) <= set(report.stale):  # before any training: fail fast
+        raise InsufficientDataError(
+            "nothing current to forecast: every ticker is stale ("
+            + ", ".join(f"{t} {n} sessions behind {report.reference}" for t, n in sorted(report.stale.items()))
+            + "); nothing published"
+        )
     quarantined = {**report.quarantined, **short}
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
@@ -333,7 +349,7 @@ def nightly(
     )
     ff, panel = features_by_chunk(prices, cache, fingerprint)
     lap("features")
-    data_asof = publish.current_rows(panel)[0]
+    data_asof = publish.current_rows(panel, report.stale)[0]
     _name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
     ev = choice.evaluation
@@ -351,14 +367,16 @@ def nightly(
         ev.metrics, MODEL_NAME, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
     )
     lap("train+evaluate")
-    forecasts = forecast(choice, panel, ff, settings, sources)
+    forecasts = forecast(choice, panel, ff, settings, sources, report.stale)
     paths = publish_outputs(data_asof, forecasts, choice, settings)
     paths.append(record_in_ledger(forecasts, settings))
     book, record, record_paths = live_record(data_asof, settings)
     paths += record_paths
     attention_summary, report_paths = inspect_attention(choice.published, panel, ev.test_start, data_asof, settings)
     paths += report_paths
-    paths += finish_publishing(data_asof, paths, settings, _run_metadata(choice, sources, record, settings))
+    paths += finish_publishing(
+        data_asof, paths, settings, _run_metadata(choice, sources, record, report.stale, settings)
+    )
     _artifacts(forecasts, paths)
     logger.info("%s", attention_summary)
     lap("forecast+publish")

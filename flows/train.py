@@ -27,7 +27,7 @@ def train_flow(settings: Settings) -> ModelChoice:
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
     _, panel = features_by_chunk(prices, settings, fingerprint)
-    asof = publish.current_rows(panel)[0]
+    asof = publish.current_rows(panel, report.stale)[0]
     today = market_day(settings, None)
     choice = choose_model(panel, prices, report.stale, settings, today, asof, fingerprint, force=True)
     create_markdown_artifact(

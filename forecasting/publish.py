@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import platform
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date
 from pathlib import Path
 
@@ -47,20 +47,20 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
 FORECAST_COLUMNS = tuple(FORECAST_SCHEMA)
 
 
-def current_rows(panel: Panel) -> tuple[date, np.ndarray]:
-    """The as-of date (latest date in the data) and the last row of each ticker that reached it.
+def current_rows(panel: Panel, stale: Collection[str] = ()) -> tuple[date, np.ndarray, list[str]]:
+    """The as-of date, the last row of each ticker that is current then, and the tickers left out.
 
-    Tickers whose data stops earlier are stale: they are skipped with a warning
-    rather than forecast as if current.
+    Left out, never forecast as if current: tickers flagged `stale` by ingest (too far behind the reference
+    date, e.g. delisted, or not updated because the source was down) and tickers whose data stops before
+    the as-of date (the newest date among the others).
     """
     last = panel.last_rows()
-    asof = panel.dates[last].max()
-    fresh = panel.dates[last] == asof
-    for i in np.flatnonzero(~fresh):
-        log.warning(
-            "stale ticker %s: last bar %s, as-of %s; not forecast", panel.tickers[i], panel.dates[last[i]], asof
-        )
-    return asof.astype(object), last[fresh]
+    current = np.array([t not in stale for t in panel.tickers], dtype=bool)
+    if not current.any():
+        return panel.dates[last].max().astype(object), last[:0], list(panel.tickers)
+    asof = panel.dates[last[current]].max()
+    fresh = current & (panel.dates[last] == asof)
+    return asof.astype(object), last[fresh], [t for t, ok in zip(panel.tickers, fresh, strict=True) if not ok]
 
 
 def forecast_frame(

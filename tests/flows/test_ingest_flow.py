@@ -78,3 +78,37 @@ def test_yfinance_universe_is_ingested_in_parallel_chunks(prefect_harness, tmp_p
     assert rows["NOPE"]["status"] == "failed" and "404" in rows["NOPE"]["reason"]
     assert sorted(lake.read_manifest(settings.paths.lake)) == ["AAPL", "MSFT"]  # written once, after the chunks
     assert len(fake.history_requests("AAPL")) == len(fake.history_requests("MSFT")) == 1  # one download each
+
+
+def test_offline_yfinance_is_said_and_nothing_stale_is_published(prefect_harness, tmp_path, monkeypatch, sample):
+    """Issue 12, rows 3 and 10: the lake holds NVDA and ORCL to 2014; Yahoo cannot be reached today."""
+    from rich.console import Console
+
+    import flows.cli
+    from features.errors import InsufficientDataError
+    from flows.nightly import nightly
+    from tests.fake_yahoo import FakeYahoo
+
+    recorder, errors = Console(record=True, width=200), Console(record=True, width=200)
+    monkeypatch.setattr(flows.cli, "console", recorder)
+    monkeypatch.setattr(flows.cli, "err_console", errors)
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "old.parquet"
+    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL"])).write_parquet(path)
+    assert main(["ingest", "--path", str(path)]) == 0
+    fake = FakeYahoo({}).install(monkeypatch, tmp_path / "yf-cache")
+    fake.offline = True
+    monkeypatch.setenv("NIGHTCAST_INGEST__RETRIES", "0")
+
+    assert main(["ingest", "--source", "yfinance", "--tickers", "NVDA", "ORCL"]) == 1  # nothing updated
+    said = errors.export_text()
+    assert "no ticker could be updated" in said and "Could not resolve host" in said
+    assert "stale" in recorder.export_text()
+
+    settings = load_settings(None, overrides={"source": {"kind": "yfinance", "tickers": ["NVDA", "ORCL"]}})
+    with pytest.raises(InsufficientDataError, match="nothing current to forecast: every ticker is stale"):
+        nightly(settings, run_date=date(2026, 11, 25))
+    assert not (tmp_path / "outputs").exists()  # no forecast, no ledger row, latest.json never moved
+    monkeypatch.setenv("NIGHTCAST_SCHEDULE__SKIP_CLOSED_DAYS", "false")  # whatever day the test runs on
+    assert main(["run", "--source", "yfinance", "--tickers", "NVDA", "ORCL"]) == 2
+    assert "every ticker is stale (NVDA" in errors.export_text() and not (tmp_path / "outputs").exists()

@@ -24,9 +24,13 @@ def panel():
 
 
 def test_forecast_schema_rows_and_trading_days(panel):
-    asof, rows = current_rows(panel)
+    asof, rows, left_out = current_rows(panel)
     assert asof == date(2014, 12, 5)
-    assert [panel.tickers[panel.ticker_id[r]] for r in rows] == ["AAA", "BBB"]  # stale CCC not forecast
+    assert [panel.tickers[panel.ticker_id[r]] for r in rows] == ["AAA", "BBB"] and left_out == ["CCC"]
+    # a ticker ingest flagged stale is never forecast, even where its last bar is the newest
+    assert current_rows(panel, stale={"BBB"})[1:] == (rows[:1], ["BBB", "CCC"])
+    nothing = current_rows(panel, stale={"AAA", "BBB", "CCC"})
+    assert nothing[1].size == 0 and nothing[2] == ["AAA", "BBB", "CCC"]
     y = np.full((len(rows), 5), 0.01)
     close = np.array([10.0, 20.0])
     lower, upper = y - 0.02, y + 0.03
