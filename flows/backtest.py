@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features import lake
 from flows.ingest import ingest_flow
+from flows.lock import exclusive
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish, reports
@@ -35,6 +36,11 @@ def _run_name() -> str:
 @flow(name="backtest", flow_run_name=_run_name)
 def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[Path]]:
     """Walk-forward backtest of every configured model on identical origins; files into `out_dir`."""
+    with exclusive(settings.paths.data_dir, "backtest"):
+        return _backtest(settings, out_dir)
+
+
+def _backtest(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[Path]]:
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)

@@ -10,12 +10,14 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is imported)
 from features.errors import ConfigError, NightcastError
@@ -42,14 +44,28 @@ environment variables (e.g. NIGHTCAST_TRAIN__EPOCHS=5), then flags.
 """
 
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the resolved settings first")
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=["sample", "file", "yfinance"], help="price source (default: sample)")
     p.add_argument(
-        "--path", type=Path, metavar="FILE", help="price file for --source file (CSV or Parquet, long layout)"
+        "--path",
+        type=Path,
+        metavar="FILE",
+        help="price file (CSV or Parquet): long layout date,ticker,close[,open,high,low,adj_close,volume] or "
+        "wide layout date + one adjusted-close column per ticker; implies --source file",
     )
     p.add_argument("--tickers", nargs="+", metavar="TICKER", help="tickers to use (default: all in the source)")
+
+
+def _out_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: outputs)")
+
+
+def _runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=["threads", "dask"], help="task runner (default: threads)")
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
@@ -61,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"nightcast {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    def command(name: str, summary: str, description: str, *groups) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=summary,
@@ -71,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=SETTINGS_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_settings_flags(p)
+        _common_flags(p)
+        for add in groups:
+            add(p)
         return p
 
     run = command(
@@ -80,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the nightly job once and print the evaluation table, the live record and the files written. "
         "The recipe is judged out of sample on the last windows.test_days origins; the model that publishes is "
         "the same recipe refit on every label realised by the as-of date.",
+        _source_flags,
+        _out_flag,
+        _runner_flags,
     )
     run.add_argument(
         "--asof",
@@ -94,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data, in order, each from data up to its night only. Replayed nights are kept apart from what was "
         "published live: outputs under <out>/replay, champion decisions under <models>/replay. The replay ends "
         "with the live record its nights would have had (`nightcast record --replay`).",
+        _source_flags,
+        _out_flag,
+        _runner_flags,
     )
     replay.add_argument("--start", metavar="DATE", required=True, help="first night, YYYY-MM-DD")
     replay.add_argument("--end", metavar="DATE", required=True, help="last night, YYYY-MM-DD")
@@ -101,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "record",
         "print the live record: every published forecast whose target date has passed, scored",
         "Score the ledger (outputs/ledger; replayed nights: outputs/replay/ledger) against the lake's adjusted "
-        "closes: per horizon, pooled and per ticker, "
-        "the MSE ratio to the random walk on the same forecasts, hit rate beside 'always up', Diebold-Mariano p, "
-        "interval coverage and counts. Reads files only; starts no Prefect.",
+        "closes: per horizon, pooled and per ticker, the MSE ratio to the random walk on the same forecasts, hit "
+        "rate beside 'always up', Diebold-Mariano p, interval coverage and counts. Reads files only; starts no "
+        "Prefect.",
+        _out_flag,
     )
     record.add_argument("--asof", metavar="DATE", help="the record as it stood on DATE (default: everything known)")
     record.add_argument("--by-ticker", action="store_true", help="also print the per-ticker rows")
@@ -115,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bring the Parquet lake up to date from a source and print a per-ticker summary",
         "Fetch (yfinance, incrementally from each ticker's last stored date) or load (file, sample) prices, "
         "validate them, and upsert them into the lake. Bad tickers are quarantined, never the whole run; "
-        "when yfinance is unreachable the stored lake is kept and its staleness reported.",
+        "when yfinance is unreachable the stored lake is kept and its staleness reported. Exits 1 when no "
+        "ticker could be updated.",
+        _source_flags,
+        _runner_flags,
     )
     ingest.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
     bt = command(
@@ -124,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Refit every N trading days on labels realised before each refit, forecast every trading day of the "
         "test span, and write predictions.*, metrics.*, folds.*, PNG plots and report.md into --out "
         "(default: outputs/backtest).",
+        _source_flags,
+        _out_flag,
+        _runner_flags,
     )
     bt.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
     bt.add_argument("--test-end", metavar="DATE", help="last forecast origin, YYYY-MM-DD (default: the data's end)")
@@ -134,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--cold-start", action="store_true", help="refit from fresh weights instead of the previous fold's")
     command(
         "train",
-        "train a challenger now; it replaces the champion only if it beats it on the recent span",
-        "Ingest, check data health, build features, train a challenger and compare its out-of-sample MSE on "
-        "the last windows.test_days with the champion's; the nightly publishes with the champion.",
+        "evaluate a challenger now; it replaces the champion only by beating it out of sample",
+        "Ingest, check data health, build features, evaluate a challenger recipe on the last windows.test_days "
+        "origins beside the champion's evaluation fit (out of sample for both), and refit the winner on every "
+        "realised label; the nightly publishes with the champion.",
+        _source_flags,
+        _runner_flags,
     )
     command(
         "ui",
@@ -155,8 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         "config",
         "print the resolved settings as TOML",
         "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
+        _source_flags,
+        _out_flag,
+        _runner_flags,
     )
     return parser
+
+
+def _version() -> str:
+    from features.version import package_version
+
+    return package_version()
 
 
 def _date(flag: str, value: str | None) -> date | None:
@@ -169,21 +213,22 @@ def _date(flag: str, value: str | None) -> date | None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    source = {k: v for k, v in (("kind", args.source), ("path", args.path), ("tickers", args.tickers)) if v is not None}
-    if args.path is not None and args.source is None:
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 (commands carry only their own flags)
+    source = {k: v for k, v in (("kind", flag("source")), ("path", flag("path")), ("tickers", flag("tickers"))) if v}
+    if flag("path") is not None and flag("source") is None:
         source["kind"] = "file"
     out: dict = {}
     if source:
         out["source"] = source
     paths = {}
-    if args.out is not None:
-        paths["out_dir"] = args.out
-    if getattr(args, "lake", None) is not None:
-        paths["lake_dir"] = args.lake
+    if flag("out") is not None:
+        paths["out_dir"] = flag("out")
+    if flag("lake") is not None:
+        paths["lake_dir"] = flag("lake")
     if paths:
         out["paths"] = paths
-    runner = {k: v for k, v in (("kind", args.runner), ("dask_address", args.dask_address)) if v is not None}
-    if args.dask_address and not args.runner:
+    runner = {k: v for k, v in (("kind", flag("runner")), ("dask_address", flag("dask_address"))) if v is not None}
+    if flag("dask_address") and not flag("runner"):
         runner["kind"] = "dask"
     if runner:
         out["runner"] = runner
@@ -420,7 +465,27 @@ def _ui(settings) -> int:
         stop_server(process)
 
 
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C, SIGTERM or a closed terminal: stop a fit that runs in a worker thread too, then unwind the main
+    thread (so Prefect records the run as crashed and stops its temporary server on the way out)."""
+    train = sys.modules.get("forecasting.train")
+    if train is not None:
+        train.STOP.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        return _main(argv)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
     for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
@@ -435,11 +500,24 @@ def main(argv: list[str] | None = None) -> int:
         asof = _date("--asof", getattr(args, "asof", None))
         if asof is not None and asof > date.today():
             raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")
+        if args.command == "replay":
+            start, end = _date("--start", args.start), _date("--end", args.end)
+            if end < start:
+                raise ConfigError(f"--end {end} is before --start {start}")
+        from flows.preflight import preflight
+
+        out_dir = (args.out or settings.paths.out_dir / "backtest") if args.command == "backtest" else None
+        preflight(settings, args.command, out_dir)
+        if args.verbose:
+            console.print("[bold]nightcast settings[/]")
+            console.print(to_toml(settings), markup=False, highlight=False)
         from flows.tasks import task_runner
 
-        console.print("[bold]nightcast settings[/]")
-        console.print(to_toml(settings), markup=False, highlight=False)
         started = time.perf_counter()
+        if args.command in ("run", "replay", "train", "backtest", "ingest"):
+            from flows.deploy import start_ephemeral_server
+
+            start_ephemeral_server()
         if args.command == "ui":
             return _ui(settings)
         if args.command == "serve":
@@ -474,7 +552,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "backtest":
             from flows.backtest import backtest_flow
 
-            out_dir = args.out or settings.paths.out_dir / "backtest"
             result, paths = backtest_flow.with_options(task_runner=task_runner(settings))(settings, out_dir)
             console.print(
                 _metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}")
@@ -488,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
             return 0
         if args.command == "replay":
-            return _replay(settings, _date("--start", args.start), _date("--end", args.end))
+            return _replay(settings, start, end)
         from flows.nightly import MarketClosed, nightly
 
         result = nightly.with_options(task_runner=task_runner(settings))(settings, asof=asof)
@@ -498,10 +575,11 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(result, time.perf_counter() - started)
         return 0
     except NightcastError as exc:
-        err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        # the message literally: rule names like [too_short] are not rich markup
+        err_console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        err_console.print("interrupted: stopped; every file is replaced atomically, so nothing is half-written")
         return 130
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from functools import cache
 from pathlib import Path
 
 from features.errors import NightcastError
@@ -118,3 +119,45 @@ def stop_server(process: subprocess.Popen, timeout: float = 20.0) -> int:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     return process.returncode
+
+
+def start_ephemeral_server() -> None:
+    """Start Prefect's temporary API server (when no server is configured) in a session of its own.
+
+    A terminal's Ctrl-C signals the whole foreground process group: a temporary server in that group stops at
+    once, and the run can no longer record that it was interrupted (minutes of retries, then a run shown
+    "Running" forever). In its own session only nightcast gets the signal, records the crash, and stops the
+    server on its way out. The command and environment are Prefect's own; only the session differs.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():  # a real server lives apart already
+        return
+    _OwnSessionServer().start()
+
+
+@cache
+def _own_session_server_class():
+    import prefect.server.api.server as module
+
+    class OwnSessionServer(module.SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            class Spawner:  # the module's `subprocess`, whose Popen starts a new session
+                def __getattr__(self, name):
+                    return getattr(subprocess, name)
+
+                @staticmethod
+                def Popen(*args, **kwargs):  # noqa: N802 (subprocess' name)
+                    return subprocess.Popen(*args, start_new_session=True, **kwargs)
+
+            original, module.subprocess = module.subprocess, Spawner()
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                module.subprocess = original
+
+    return OwnSessionServer
+
+
+def _OwnSessionServer():  # noqa: N802 (a class, built on first use so that Prefect is imported only then)
+    return _own_session_server_class()()

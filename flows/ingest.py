@@ -14,6 +14,7 @@ from features import lake
 from features.errors import SourceError
 from features.ingest import IngestReport, ingest
 from flows.artifacts import markdown_table
+from flows.lock import exclusive
 from flows.settings import Settings
 
 log = logging.getLogger("nightcast.flows.ingest")
@@ -89,7 +90,8 @@ def _run_name() -> str:
 @flow(name="ingest", flow_run_name=_run_name)
 def ingest_flow(settings: Settings) -> IngestReport:
     """Fetch or load prices, validate them and upsert them into the lake; return what is usable."""
-    report = ingest_chunks(settings)
+    with exclusive(settings.paths.data_dir, "ingest"):
+        report = ingest_chunks(settings)
     text = [
         f"# Ingest from {settings.source.kind}",
         "",

@@ -30,6 +30,7 @@ from features.ingest import IngestReport, stored_report
 from features.windows import Panel, known_ends, refit_split
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
+from flows.lock import exclusive
 from flows.model_choice import BASELINES, MODEL_NAME, ModelChoice, choose_model, evaluation_settings
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
@@ -167,7 +168,8 @@ def inspect_attention(
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_outputs(asof: date, forecasts: pl.DataFrame, choice: ModelChoice, settings: Settings) -> list[Path]:
     out, formats = settings.paths.out_dir, settings.publish.formats
-    paths = publish.write_frame(forecasts, publish.partition_dir(out, "forecasts", asof), "forecasts", formats)
+    folder = publish.partition_dir(out, "forecasts", asof)
+    paths = publish.write_frame(publish.merge_forecasts(folder, "forecasts", forecasts), folder, "forecasts", formats)
     metrics_dir = publish.partition_dir(out, "metrics", asof)
     paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
     # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
@@ -304,6 +306,13 @@ def nightly(
     data up to it only (lake rows after it are invisible to features, health gate, training, calendar and the
     live record). `ingest=False` reads the lake as stored instead of the source (for `source.tickers`).
     """
+    with exclusive(settings.paths.data_dir, "nightly"):
+        return _nightly(settings, run_date, asof, ingest)
+
+
+def _nightly(
+    settings: Settings, run_date: date | None, asof: date | None, ingest: bool
+) -> NightlyResult | MarketClosed:
     logger = get_run_logger()
     if asof is not None:
         settings = settings.model_copy(update={"paths": settings.paths.for_replay()})

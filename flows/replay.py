@@ -22,6 +22,7 @@ from features import lake
 from features.calendar import is_session
 from features.errors import ConfigError, InsufficientDataError, NightcastError
 from flows.ingest import ingest_flow
+from flows.lock import exclusive
 from flows.nightly import NightlyResult, nightly
 from flows.settings import Settings
 from forecasting import live
@@ -53,6 +54,11 @@ def replay_flow(settings: Settings, start: date, end: date, progress: bool = Tru
     """Run the nightly as of every session from `start` to `end` that has data, in order."""
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")
+    with exclusive(settings.paths.data_dir, "replay"):
+        return _replay(settings, start, end, progress)
+
+
+def _replay(settings: Settings, start: date, end: date, progress: bool) -> ReplayResult:
     started = time.perf_counter()
     report = ingest_flow(settings)
     # The universe: every requested ticker the lake holds (one quarantined by today's ingest still has its

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from features import lake
 from flows.ingest import ingest_flow
+from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model
 from flows.nightly import market_day
 from flows.settings import Settings
@@ -23,6 +24,11 @@ def _run_name() -> str:
 @flow(name="train", flow_run_name=_run_name)
 def train_flow(settings: Settings) -> ModelChoice:
     """Evaluate a challenger now; it replaces the champion only by beating it out of sample, then is refit."""
+    with exclusive(settings.paths.data_dir, "train"):
+        return _train(settings)
+
+
+def _train(settings: Settings) -> ModelChoice:
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)

@@ -125,6 +125,34 @@ def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterab
     return paths
 
 
+def merge_forecasts(folder: Path, stem: str, forecasts: pl.DataFrame) -> pl.DataFrame:
+    """`forecasts` with the stored rows of every other ticker for the same as-of date.
+
+    A run on a subset of the universe (`--tickers NVDA ORCL`) replaces those tickers' forecasts and keeps the
+    rest: publishing never deletes what another run published for that date.
+    """
+    stored_path = next(
+        (folder / f"{stem}.{fmt}" for fmt in ("parquet", "csv") if (folder / f"{stem}.{fmt}").exists()), None
+    )
+    if stored_path is None:
+        return forecasts
+    try:
+        if stored_path.suffix == ".parquet":
+            stored = pl.read_parquet(stored_path)
+        else:
+            stored = pl.read_csv(stored_path, schema_overrides=FORECAST_SCHEMA, try_parse_dates=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        log.warning("could not read %s to keep its other tickers (%s); it is replaced", stored_path, exc)
+        return forecasts
+    if set(stored.columns) != set(forecasts.columns):
+        log.warning("%s has other columns (an older nightcast); it is replaced", stored_path)
+        return forecasts
+    kept = stored.filter(~pl.col("ticker").is_in(forecasts["ticker"].unique().implode()))
+    if not kept.is_empty():
+        log.info("kept the forecasts of %d other tickers published for this date", kept["ticker"].n_unique())
+    return pl.concat([kept.select(forecasts.columns).cast(forecasts.schema), forecasts]).sort("ticker", "horizon")
+
+
 PACKAGES = ("nightcast", "torch", "polars", "numpy", "prefect", "scikit-learn", "pywavelets", "yfinance")
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,15 @@ from forecasting.settings import ModelSettings, TrainSettings
 log = logging.getLogger("nightcast.forecasting.train")
 
 CHECKPOINT_FORMAT = 2
+
+# Set by the CLI on Ctrl-C or SIGTERM: a fit running in a worker thread (Prefect runs tasks with a time limit
+# in threads, which a KeyboardInterrupt in the main thread never reaches) stops at its next batch.
+STOP = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt("training interrupted")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,6 +237,7 @@ def fit(
             order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
             running = torch.zeros((), device=device)
             for start in range(0, order.numel(), ts.batch_size):
+                _check_stop()
                 idx = order[start : start + ts.batch_size]
                 with autocast():
                     out = model(*data.inputs(idx))

@@ -4,23 +4,40 @@ import sys
 from flows.cli import build_parser, main
 
 
-def test_help_lists_commands(capsys):
+def help_of(capsys, *argv: str) -> str:
     try:
-        build_parser().parse_args(["--help"])
+        build_parser().parse_args([*argv, "--help"])
     except SystemExit as exc:
         assert exc.code == 0
-    out = capsys.readouterr().out
-    assert "run" in out and "config" in out and "NIGHTCAST_" in out
+    return capsys.readouterr().out
 
 
-def test_run_help_lists_flags(capsys):
+def test_help_lists_every_command_with_its_summary(capsys):
+    out = help_of(capsys)
+    for command in ("run", "replay", "record", "ingest", "backtest", "train", "ui", "serve", "config"):
+        assert f"\n    {command} " in out or f"\n    {command}\n" in out, command
+    assert "NIGHTCAST_" in out
+
+
+def test_each_command_lists_only_its_own_flags(capsys):
+    run = help_of(capsys, "run")
+    assert all(f in run for f in ("--config", "--source", "--path", "--tickers", "--out", "--asof", "--verbose"))
+    assert "wide layout" in run  # --path explains both layouts
+    ui = help_of(capsys, "ui")
+    assert "--config" in ui and "--source" not in ui and "--out" not in ui
+    record = help_of(capsys, "record")
+    assert "--replay" in record and "--source" not in record
+    assert "--lake" in help_of(capsys, "ingest") and "--lake" not in run
+
+
+def test_version(capsys):
+    from features.version import package_version
+
     try:
-        build_parser().parse_args(["run", "--help"])
-    except SystemExit:
-        pass
-    out = capsys.readouterr().out
-    for flag in ("--config", "--source", "--path", "--tickers", "--out"):
-        assert flag in out
+        build_parser().parse_args(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert capsys.readouterr().out.strip() == f"nightcast {package_version()}"
 
 
 def test_user_errors_print_one_line_without_traceback(tmp_path):

@@ -81,3 +81,34 @@ def test_rerun_replaces_files_atomically(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert paths[0].stat().st_mode & 0o777 == 0o666 & ~umask  # normal file mode, not a temp file's 0600
+
+
+def test_a_subset_run_keeps_the_other_tickers_forecasts(panel, tmp_path):
+    from forecasting.publish import merge_forecasts
+
+    asof, rows, _ = current_rows(panel)
+    meta = {"run_id": "run-1", "model_version": "m-1"}
+
+    def frame(y: float, which: slice, run: str):
+        return forecast_frame(
+            panel,
+            rows[which],
+            np.full((len(rows[which]), 5), y),
+            None,
+            np.array([10.0, 20.0])[which],
+            asof,
+            "XNYS",
+            ["m"] * 5,
+            [False] * 5,
+            meta | {"run_id": run},
+        )
+
+    folder = partition_dir(tmp_path, "forecasts", asof)
+    write_frame(frame(0.01, slice(0, 2), "all"), folder, "forecasts", ["parquet", "csv"])
+    only_bbb = frame(0.02, slice(1, 2), "subset")
+    merged = merge_forecasts(folder, "forecasts", only_bbb)
+    assert merged.height == 10 and merged["ticker"].unique().sort().to_list() == ["AAA", "BBB"]
+    assert merged.filter(pl.col("ticker") == "AAA")["run_id"].unique().to_list() == ["all"]  # kept
+    assert merged.filter(pl.col("ticker") == "BBB")["pred_log_return"].unique().to_list() == [0.02]  # replaced
+    (folder / "forecasts.parquet").unlink()  # only the CSV left: read back with the contract's types
+    assert merge_forecasts(folder, "forecasts", only_bbb).equals(merged)

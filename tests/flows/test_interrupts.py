@@ -1,0 +1,109 @@
+"""Ctrl-C and kill -9 on a real `nightcast run` (subprocesses, each with its own Prefect home): a clean stop in
+seconds with one line, and no run left "Running", no server left behind."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = """
+[source]
+kind = "file"
+path = "slice.parquet"
+[windows]
+lookback = 20
+test_days = 60
+val_days = 60
+[model]
+hidden_size = 16
+attention_size = 8
+[train]
+epochs = 500
+patience = 500
+batch_size = 16
+progress = false
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, sample):
+    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL"])).group_by("ticker").tail(500).write_parquet(
+        tmp_path / "slice.parquet"
+    )
+    (tmp_path / "nightcast.toml").write_text(CONFIG)
+    return tmp_path
+
+
+def start(workdir: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NIGHTCAST_"))}
+    env |= {"PREFECT_HOME": str(workdir / "prefect"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+
+
+def wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared:\n" + "".join(seen[-30:]))
+
+
+def run_states(workdir: Path) -> dict[str, str]:
+    with sqlite3.connect(workdir / "prefect" / "prefect.db") as db:
+        return dict(db.execute("select name, state_type from flow_run").fetchall())
+
+
+def test_ctrl_c_stops_a_run_in_seconds_with_one_line(workdir):
+    proc = start(workdir, "run")
+    wait_for(proc, "training LSTM")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    interrupted = time.monotonic()
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - interrupted < 15
+    assert "interrupted: stopped" in rest and "Traceback" not in rest
+    assert not (workdir / "data" / "nightcast.lock").exists()
+    assert "RUNNING" not in run_states(workdir).values()
+    assert not (workdir / "outputs" / "latest.json").exists()
+
+
+def test_a_killed_run_leaves_no_ghost_once_the_next_run_starts(workdir):
+    proc = start(workdir, "run")
+    wait_for(proc, "training LSTM")
+    lock = json.loads((workdir / "data" / "nightcast.lock").read_text())
+    proc.kill()  # SIGKILL: no cleanup at all
+    proc.wait()
+    assert "RUNNING" in run_states(workdir).values()
+    (server,) = lock["servers"]
+    assert Path(f"/proc/{server}").exists()  # Prefect's temporary server outlived it
+
+    nxt = start(workdir, "ingest")
+    out, _ = nxt.communicate(timeout=120)
+    assert nxt.returncode == 0, out
+    assert "taking over the lock of a nightcast run that died" in out and "marked Crashed" in out
+    assert "RUNNING" not in run_states(workdir).values()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{server}").exists() or b"zombie" in Path(f"/proc/{server}/status").read_bytes().lower()
