@@ -56,7 +56,9 @@ class TrainSettings(Section):
     patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     seed: int = Field(7, description="seed for weights and batch order: same seed, same model on CPU")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = one per core")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch; 0 = one per core not busy with other processes (re-measured)"
+    )
     progress: bool = Field(True, description="show a progress bar while training (hidden when not a terminal)")
     max_age_days: int = Field(
         7, ge=0, description="the nightly retrains (evaluates a challenger and refits) when the champion is this old"

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import logging
 import math
-import os
 import pickle
 import platform
 import threading
@@ -29,6 +28,7 @@ from features.io import atomic_write
 from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.model import Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
 from forecasting.settings import ModelSettings, TrainSettings
+from forecasting.threads import set_threads
 
 log = logging.getLogger("nightcast.forecasting.train")
 
@@ -57,17 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device='mps' but MPS is not available (use 'auto' or 'cpu')")
     return torch.device(name)
-
-
-def set_threads(threads: int) -> int:
-    """Fix torch's CPU thread count (0 = one per available core) and return it.
-
-    Chosen deliberately: oversubscribed threads slow LSTM steps by 50x or more.
-    """
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    return torch.get_num_threads()
 
 
 def gather_windows(X: torch.Tensor, ends: torch.Tensor, lookback: int) -> torch.Tensor:
@@ -232,6 +221,8 @@ def fit(
     with _progress(ts.progress) as bar:
         task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
         for epoch in range(1, epochs + 1):
+            if not ts.threads and device.type == "cpu":
+                set_threads(0)  # load comes and goes: take the cores other processes leave free, every epoch
             model.train()
             epoch_start = time.perf_counter()
             order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
@@ -313,6 +304,8 @@ def predict(trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: i
     """Forecasts for samples ending at rows `ends`, unscaled to log returns, with the attention weights."""
     if list(panel.features) != trained.features:
         raise NightcastError(f"panel features {panel.features} differ from the model's {trained.features}")
+    if trained.device.type == "cpu" and not trained.settings.get("train", {}).get("threads"):
+        set_threads(0)
     data = _Batches(trained, panel, trained.device)
     chunks: dict[str, list[np.ndarray]] = {"mean": [], "attention": [], "quantiles": [], "feature_attention": []}
     trained.model.eval()

@@ -1,0 +1,70 @@
+"""How many CPU threads torch uses: by default, as many as there are cores other processes leave free.
+
+An LSTM step is a chain of small matrix products; torch's OpenMP threads spin while they wait for each
+other, so a thread whose core another process is using stalls every step of its team (measured here: two
+threads on 2 cores with one core busy train at half the speed of one thread; reported elsewhere 10-50x).
+With every core free, every core helps (1.7x on 2 cores). So the default measures what other processes use
+over a short interval and takes the rest, again at every epoch, since load comes and goes
+(`benchmarks/threads.py` has the figures).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import torch
+
+_cache: tuple[float, int] | None = None  # (when, threads) of the last measurement
+REMEASURE_S = 5.0  # predict calls come in bursts: one measurement serves them
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _busy_jiffies() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cores_busy_elsewhere(interval: float = 0.05) -> float | None:
+    """Cores' worth of CPU other processes used over `interval` seconds (Linux); None where unknown."""
+    before, own_before = _busy_jiffies(), os.times()
+    if before is None:
+        return None
+    time.sleep(interval)
+    after, own_after = _busy_jiffies(), os.times()
+    if after is None or after[1] == before[1]:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    elapsed = (after[1] - before[1]) / hz / (os.cpu_count() or 1)  # wall seconds, from the kernel's own clock
+    own = (own_after.user - own_before.user) + (own_after.system - own_before.system)
+    busy = (after[0] - before[0]) / hz - own
+    return max(0.0, busy / max(elapsed, 1e-3))
+
+
+def auto_threads() -> int:
+    """One thread per core not busy with other processes (at least one)."""
+    global _cache
+    now = time.monotonic()
+    if _cache is not None and now - _cache[0] < REMEASURE_S:
+        return _cache[1]
+    cores = usable_cores()
+    busy = cores_busy_elsewhere()
+    threads = cores if busy is None else max(1, min(cores, cores - math.floor(busy + 0.5)))
+    _cache = (now, threads)
+    return threads
+
+
+def set_threads(threads: int) -> int:
+    """Fix torch's CPU thread count (0 = `auto_threads`) and return it."""
+    torch.set_num_threads(threads or auto_threads())
+    return torch.get_num_threads()
