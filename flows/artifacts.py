@@ -1,6 +1,14 @@
-"""Small renderers for Prefect artifacts (Markdown shown in the UI)."""
+"""What a run leaves in the Prefect UI: Markdown summaries, tables and images the UI renders.
+
+Images travel inside the artifact as data URIs (a local file:// link does not open from a browser), so the
+heatmap and the plots show on the run page whatever machine serves the UI.
+"""
 
 from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
 
 import polars as pl
 
@@ -67,3 +75,50 @@ def nightly_markdown(
         )
     lines += ["", "## Attention", "", attention]
     return "\n".join(lines)
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+
+
+def image_artifact(png: Path, key: str, description: str) -> None:
+    """A PNG on the run's Artifacts tab (and the Artifacts page, by `key`)."""
+    from prefect.artifacts import create_image_artifact
+
+    create_image_artifact(image_url=data_uri(png), key=key, description=description)
+
+
+def inline_images(markdown: str, folder: Path) -> str:
+    """`![name](file.png)` links relative to `folder` replaced by the images themselves, for the UI."""
+
+    def embed(match: re.Match) -> str:
+        path = folder / match.group(2)
+        return f"![{match.group(1)}]({data_uri(path)})" if path.suffix == ".png" and path.exists() else match.group(0)
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", embed, markdown)
+
+
+def files_markdown(paths: list[Path], title: str) -> str:
+    """The files a run wrote, as text to copy (no links: a browser will not open local paths from the UI)."""
+    return "\n".join([f"# {title}", "", *(f"- `{p}`" for p in paths)])
+
+
+FORECAST_TABLE = {
+    "ticker": "ticker",
+    "target_date": "target date",
+    "horizon": "horizon",
+    "last_price": "last price",
+    "pred_price": "predicted price",
+    "pred_lower": "low (80%)",
+    "pred_upper": "high (80%)",
+    "skill": "skill",
+    "source_model": "from",
+}
+
+
+def forecast_rows(forecasts: pl.DataFrame) -> list[dict]:
+    """The forecasts for the UI's table: led by what a reader looks for, ids left to the files."""
+    shown = forecasts.select(
+        *(pl.col(c).round(2) if c.startswith(("pred_", "last_")) else pl.col(c) for c in FORECAST_TABLE)
+    ).with_columns(pl.col(pl.Date).cast(pl.String))
+    return shown.rename(FORECAST_TABLE).to_dicts()

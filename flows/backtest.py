@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features import lake
+from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.settings import Settings
@@ -49,6 +50,8 @@ def _backtest(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[P
         panel, settings, settings.backtest, fingerprint
     )
     paths = write_backtest(result, settings, out_dir)
-    summary = (out_dir / "report.md").read_text()
-    create_markdown_artifact(markdown=summary, key="backtest-report", description="walk-forward backtest")
+    summary = artifacts.inline_images((out_dir / "report.md").read_text(), out_dir)
+    create_markdown_artifact(
+        markdown=summary, key="backtest-report", description="walk-forward backtest: metrics, plots and folds"
+    )
     return result, paths

@@ -35,14 +35,16 @@ def deployments(settings: Settings) -> list:
             name="nightly",
             schedules=[Cron(s.nightly_cron, timezone=s.timezone)],
             parameters=params,
-            description="ingest, evaluate against the baselines, forecast and publish, after the close",
+            description=f"ingest, evaluate against the baselines, forecast and publish, after the close: "
+            f"cron '{s.nightly_cron}' in {s.timezone}",
             tags=["nightcast"],
         ),
         backtest_flow.to_deployment(
             name="weekly-backtest",
             schedules=[Cron(s.backtest_cron, timezone=s.timezone)],
             parameters={**params, "out_dir": str(settings.paths.out_dir / "backtest")},
-            description="walk-forward backtest of the model, its ablation and the baselines",
+            description=f"walk-forward backtest of the model, its ablation and the baselines: "
+            f"cron '{s.backtest_cron}' in {s.timezone}",
             tags=["nightcast"],
         ),
     ]

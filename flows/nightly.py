@@ -8,7 +8,6 @@ artifacts in the UI. `asof` replays a past night: every stage sees only data up 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -18,7 +17,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -28,6 +27,7 @@ from features.calendar import is_session, sessions_between
 from features.errors import ConfigError, InsufficientDataError
 from features.ingest import IngestReport, stored_report
 from features.windows import Panel, known_ends, refit_split
+from flows import artifacts
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
@@ -242,14 +242,28 @@ def _run_metadata(
     }
 
 
-def _artifacts(forecasts: pl.DataFrame, paths: list[Path]) -> None:
-    """A table of the forecasts and links to the published files and plots, for the Prefect UI."""
-    rows = forecasts.with_columns(pl.col(pl.Date).cast(pl.String)).to_dicts()
-    create_table_artifact(table=rows, key="nightly-forecasts", description="the forecasts just published")
+def _artifacts(forecasts: pl.DataFrame, paths: list[Path], asof: date) -> None:
+    """The forecasts as a table, the plots as images and the files written, for the Prefect UI."""
+    create_table_artifact(
+        table=artifacts.forecast_rows(forecasts),
+        key="nightly-forecasts",
+        description=f"forecasts published as of {asof} (all columns: the forecasts file)",
+    )
+    images = {
+        "attention.png": ("attention-heatmap", "mean temporal attention per ticker and lag over the evaluation span"),
+        "live_record.png": (
+            "live-record",
+            "cumulative squared error of the published forecasts minus the random walk's",
+        ),
+    }
     for path in paths:
-        if path.suffix in (".parquet", ".png", ".json") and path.name != "latest.json":
-            key = re.sub(r"[^a-z0-9-]+", "-", f"{path.parent.parent.name}-{path.stem}-{path.suffix[1:]}".lower())
-            create_link_artifact(link=path.resolve().as_uri(), link_text=str(path), key=key.strip("-"))
+        if path.name in images:
+            artifacts.image_artifact(path, *images[path.name])
+    create_markdown_artifact(
+        markdown=artifacts.files_markdown(paths, f"Files written as of {asof}"),
+        key="nightly-files",
+        description="where the forecasts, metrics, ledger and plots were written",
+    )
 
 
 def _name_run_after(asof: date) -> None:
@@ -386,7 +400,7 @@ def _nightly(
     paths += finish_publishing(
         data_asof, paths, settings, _run_metadata(choice, sources, record, report.stale, settings)
     )
-    _artifacts(forecasts, paths)
+    _artifacts(forecasts, paths, data_asof)
     logger.info("%s", attention_summary)
     lap("forecast+publish")
     create_markdown_artifact(

@@ -222,7 +222,7 @@ def fit(
         task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
         for epoch in range(1, epochs + 1):
             if not ts.threads and device.type == "cpu":
-                set_threads(0)  # load comes and goes: take the cores other processes leave free, every epoch
+                threads = set_threads(0)  # load comes and goes: take the cores other processes leave free
             model.train()
             epoch_start = time.perf_counter()
             order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
@@ -242,13 +242,21 @@ def fit(
             train_loss = running.item() / order.numel()  # .item() waits for the device: the epoch is done
             train_seconds = time.perf_counter() - epoch_start
             if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
-                trained.history.append({"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds})
+                trained.history.append(
+                    {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds, "threads": threads}
+                )
                 bar.update(task, advance=1, train=f"{train_loss:.4f}")
                 trained.best_epoch, best_state = epoch, None
                 continue
             val_loss = _evaluate_loss(model, data, val_ends, ts.batch_size * 4, levels, autocast)
             trained.history.append(
-                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "train_seconds": train_seconds}
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "train_seconds": train_seconds,
+                    "threads": threads,  # float sums depend on it: a rerun is bit-identical only with the same
+                }
             )
             bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
             if val_loss < trained.best_val_loss - 1e-6:

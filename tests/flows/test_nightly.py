@@ -11,6 +11,8 @@ from forecasting.publish import FORECAST_COLUMNS
 
 pytestmark = pytest.mark.slow
 
+UI_KEYS = ["nightly-summary", "nightly-forecasts", "nightly-files", "attention-heatmap", "live-record"]
+
 
 def test_nightly_flow_end_to_end(prefect_harness, settings):
     from flows.nightly import nightly
@@ -88,6 +90,26 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
         "^GSPC.parquet",
     ]
     assert result.checkpoint.exists()
+
+    # the UI gets the plots as images it can render and a table led by ticker, target date and prices
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = {
+            a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=UI_KEYS)))
+        }
+    assert set(found) == set(UI_KEYS)
+    assert found["attention-heatmap"].type == "image" and found["attention-heatmap"].data.startswith(
+        "data:image/png;base64,iVBORw0KGgo"  # a PNG's signature, base64
+    )
+    table = (
+        json.loads(found["nightly-forecasts"].data)
+        if isinstance(found["nightly-forecasts"].data, str)
+        else found["nightly-forecasts"].data
+    )
+    assert list(table[0])[:3] == ["ticker", "target date", "horizon"] and len(table) == 15
+    assert "file://" not in found["nightly-files"].data
 
     # every published forecast is in the ledger; none has reached its target date yet
     ledger = pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet")

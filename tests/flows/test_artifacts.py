@@ -1,0 +1,44 @@
+"""What the Prefect UI shows: images inside the artifacts, a forecasts table a person can read."""
+
+import base64
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from flows.artifacts import FORECAST_TABLE, data_uri, files_markdown, forecast_rows, inline_images
+
+PNG = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00" * 16
+
+
+def test_images_travel_inside_the_markdown(tmp_path):
+    (tmp_path / "plot.png").write_bytes(PNG)
+    text = inline_images(
+        "# report\\n\\n![cumulative error](plot.png)\\n\\n![missing](gone.png) [a link](x.csv)", tmp_path
+    )
+    uri = data_uri(tmp_path / "plot.png")
+    assert f"![cumulative error]({uri})" in text and base64.b64decode(uri.split(",", 1)[1]) == PNG
+    assert "![missing](gone.png)" in text and "[a link](x.csv)" in text  # left as they were
+
+
+def test_the_forecasts_table_leads_with_what_a_reader_wants():
+    forecasts = pl.DataFrame(
+        {
+            "run_id": ["0b4f..."],
+            "model_version": ["attention_lstm-1"],
+            "ticker": ["NVDA"],
+            "target_date": [date(2015, 1, 2)],
+            "horizon": [1],
+            "last_price": [20.049999],
+            "pred_price": [20.1234],
+            "pred_lower": [19.5],
+            "pred_upper": [None],
+            "skill": [False],
+            "source_model": ["attention_lstm"],
+        },
+        schema_overrides={"pred_upper": pl.Float64},
+    )
+    (row,) = forecast_rows(forecasts)
+    assert list(row) == list(FORECAST_TABLE.values())[: len(row)] and "run_id" not in row
+    assert row["ticker"] == "NVDA" and row["target date"] == "2015-01-02" and row["predicted price"] == 20.12
+    assert "- `out/f.csv`" in files_markdown([Path("out/f.csv")], "Files")
