@@ -578,6 +578,10 @@ def _main(argv: list[str] | None) -> int:
         # the message literally: rule names like [too_short] are not rich markup
         err_console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
         return 2
+    except OSError as exc:  # the disk filled up, a permission changed mid-run: the machine, not a bug to trace
+        where = f": {exc.filename}" if exc.filename else ""
+        err_console.print(Text("error: ", style="red") + Text(f"{exc.strerror or exc}{where}"), highlight=False)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: stopped; every file is replaced atomically, so nothing is half-written")
         return 130

@@ -70,6 +70,26 @@ def _create(path: Path, what: str) -> bool:
     return True
 
 
+def check_free(data_dir: Path) -> dict | None:
+    """Raise `Busy` when another live process holds the data directory's lock; return a dead owner's record
+    (None when there is no lock, or it is unreadable)."""
+    path = (Path(data_dir) / LOCK).resolve()
+    owner = _read(path) if path.exists() else None
+    if not owner or owner.get("pid") == os.getpid():
+        return None if not owner else owner
+    if owner.get("host") != socket.gethostname():
+        raise Busy(
+            f"{data_dir} is in use by nightcast on host {owner.get('host')} (pid {owner.get('pid')}, since "
+            f"{owner.get('started')}); if that machine is gone, delete {path}"
+        )
+    if _alive(int(owner.get("pid", -1))):
+        raise Busy(
+            f"{data_dir} is in use by another nightcast run (pid {owner['pid']}: {owner.get('argv')}, since "
+            f"{owner.get('started')}); wait for it to finish, or use another paths.data_dir"
+        )
+    return owner
+
+
 @contextmanager
 def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
     """Hold `<data_dir>/nightcast.lock` for the block; yields the flow runs a dead owner left behind."""
@@ -83,17 +103,7 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
         return
     ghosts: list[str] = []
     while not _create(path, what):
-        owner = _read(path)
-        if owner and owner.get("host") != socket.gethostname():
-            raise Busy(
-                f"{data_dir} is in use by nightcast on host {owner.get('host')} (pid {owner.get('pid')}, since "
-                f"{owner.get('started')}); if that machine is gone, delete {path}"
-            )
-        if owner and _alive(int(owner.get("pid", -1))):
-            raise Busy(
-                f"{data_dir} is in use by another nightcast run (pid {owner['pid']}: {owner.get('argv')}, since "
-                f"{owner.get('started')}); wait for it to finish, or use another paths.data_dir"
-            )
+        owner = check_free(data_dir)
         ghosts += (owner or {}).get("flow_runs", [])
         _stop_orphaned_servers((owner or {}).get("servers", []))
         log.warning("taking over the lock of a nightcast run that died (%s)", owner or "unreadable lock file")

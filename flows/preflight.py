@@ -8,26 +8,33 @@ import uuid
 from pathlib import Path
 
 from features.errors import ConfigError
+from flows.lock import check_free
 from flows.settings import Settings
 
 READABLE = (".csv", ".txt", ".parquet")
 
 
 def writable_dir(path: Path, what: str) -> None:
-    """`path` is a directory this process can write into, or one it could create (nothing is created here)."""
+    """`path` is a directory this process can write into, or can create: tried for real (permission bits say
+    nothing of read-only or special file systems, nor of root), and whatever the try created is removed."""
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"{what} {path}: {existing} is a file, not a directory")
-    if existing == path:
-        try:  # the real test: permission bits say nothing of read-only mounts
-            probe = path / f".nightcast-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"{what} {path} is not writable: {exc.strerror or exc}") from None
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path} cannot be created: {existing} is not writable")
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".nightcast-write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} is not writable: {exc.strerror or exc}") from None
+    finally:
+        for folder in created:  # deepest first: the check leaves nothing behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> None:
@@ -42,6 +49,7 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
         if not os.access(path, os.R_OK):
             raise ConfigError(f"price file {path} is not readable")
     if command in ("run", "replay", "train", "backtest", "ingest"):
+        check_free(settings.paths.data_dir)  # another run holds it: say so now, not after Prefect starts
         writable_dir(settings.paths.data_dir, "data directory (paths.data_dir)")
         writable_dir(settings.paths.lake, "lake directory (paths.lake_dir)")
     if command in ("run", "replay", "train"):

@@ -205,7 +205,7 @@ def fit(
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     log.info(
-        "training %s on %s (%d threads): %d train / %d val samples, %d features, lookback %d",
+        "training %s on %s (%d thread(s)): %d train / %d val samples, %d features, lookback %d",
         describe(config),
         device,
         threads,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flows.lock import LOCK, Busy, data_lock, note_flow_run
+from flows.lock import LOCK, Busy, check_free, data_lock, note_flow_run
 
 
 def test_the_lock_is_reentrant_in_a_process_and_released_after(tmp_path):
@@ -38,6 +38,8 @@ def test_a_second_process_is_refused_with_the_holders_name(tmp_path):
         with pytest.raises(Busy, match=rf"in use by another nightcast run \(pid {holder.pid}: .*wait for it"):
             with data_lock(tmp_path, "nightly"):
                 pass
+        with pytest.raises(Busy):  # what the CLI checks before Prefect starts
+            check_free(tmp_path)
     finally:
         holder.kill()
         holder.wait()

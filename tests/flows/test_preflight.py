@@ -28,7 +28,9 @@ def test_sources_outputs_and_horizons_that_cannot_work(tmp_path):
     ):
         preflight(settings(features={"horizons": [1, 300]}), "run")
     preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": tmp_path / "new" / "out"}), "run")
-    assert not (tmp_path / "new").exists() and not (tmp_path / "d").exists()  # checking creates nothing
+    assert not (tmp_path / "new").exists() and not (tmp_path / "d").exists()  # checking leaves nothing
+    with pytest.raises(ConfigError, match="output directory .*/proc/nightcast-out is not writable"):
+        preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": "/proc/nightcast-out"}), "run")
 
 
 def test_the_cli_fails_fast_and_literally(tmp_path):
