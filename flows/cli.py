@@ -274,7 +274,7 @@ def _print_ingest(report) -> None:
             "" if r["behind"] is None else str(r["behind"]),
             str(r["repaired"]),
             f"[{colour[r['status']]}]{r['status']}[/]",
-            r["reason"],
+            Text(r["reason"] or ""),  # literally: rule names like [non_numeric] are not markup
         )
     console.print(table)
 
