@@ -191,10 +191,20 @@ def ingest(
     stored = lake.read_prices(lake_dir, safe)
     # values the source lacks come from the lake before validation, so a close-only file is judged (and
     # stored) with the bars the lake already holds instead of having them "repaired" away
-    incoming = lake.fill_from_stored(conform(new), stored).with_columns(
-        # then a missing close or adjusted close is the other one (a close-only or a wide adjusted-only file)
-        adj_close=pl.coalesce("adj_close", "close"),
-        close=pl.coalesce("close", "adj_close"),
+    # A source that lacks a price column for a ticker altogether (a close-only file, a wide adjusted-only file)
+    # stands for it with the other one, but only after the lake has supplied what it holds; a single missing
+    # cell in a column the source does carry stays missing, for validation to repair or reject and report.
+    lacks = conform(new).with_columns(
+        pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
+        pl.col("close").is_null().all().over("ticker").alias("_no_close"),
+    )
+    incoming = (
+        lake.fill_from_stored(lacks, stored)
+        .with_columns(
+            adj_close=pl.when(pl.col("_no_adj")).then(pl.coalesce("adj_close", "close")).otherwise("adj_close"),
+            close=pl.when(pl.col("_no_close")).then(pl.coalesce("close", "adj_close")).otherwise("close"),
+        )
+        .drop("_no_adj", "_no_close")
     )
     combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming])
     if combined.is_empty():

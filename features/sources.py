@@ -53,14 +53,16 @@ def load(settings: SourceSettings) -> tuple[pl.DataFrame, list[Finding]]:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.ingest.ingest")
     if settings.tickers:
         findings = [f for f in findings if f.ticker in settings.tickers]
-    return select_tickers(frame, settings.tickers), findings
+    quarantined = {f.ticker for f in findings if f.action == "quarantined"}  # in the source, though unreadable
+    return select_tickers(frame, settings.tickers, quarantined), findings
 
 
-def select_tickers(frame: pl.DataFrame, tickers: Sequence[str]) -> pl.DataFrame:
-    """Keep only `tickers` (all when empty); a requested ticker absent from the source is an error."""
+def select_tickers(frame: pl.DataFrame, tickers: Sequence[str], also_present: set[str] = frozenset()) -> pl.DataFrame:
+    """Keep only `tickers` (all when empty); a requested ticker absent from the source is an error (one the
+    source holds but could not read, `also_present`, is reported by its finding instead)."""
     if not tickers:
         return frame
-    present = set(frame["ticker"].unique().to_list())
+    present = set(frame["ticker"].unique().to_list()) | set(also_present)
     missing = [t for t in tickers if t not in present]
     if missing:
         raise SourceError(f"tickers not in the source: {missing}; available: {sorted(present)}")
@@ -130,17 +132,11 @@ def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[F
     findings, kept = [], []
     for c in value_cols:
         numbers = _numbers(raw[c])
-        if raw[c].null_count() < raw.height and numbers.null_count() == raw.height:
-            example = raw[c].drop_nulls()[0]
-            findings.append(
-                Finding(
-                    c.strip().upper(),
-                    None,
-                    "non_numeric",
-                    "quarantined",
-                    f"column {c!r} holds no number, e.g. {example!r}",
-                )
-            )
+        if numbers.fill_nan(None).null_count() == raw.height:  # not one price: that ticker, not the file
+            text = raw[c].drop_nulls()
+            text = text.filter(text.cast(pl.String).str.to_lowercase() != "nan") if text.len() else text
+            why = f"column {c!r} holds no number, e.g. {text[0]!r}" if text.len() else f"column {c!r} is empty"
+            findings.append(Finding(c.strip().upper(), None, "non_numeric", "quarantined", why))
             continue
         unreadable = raw[c].is_not_null() & numbers.is_null()
         if unreadable.any():

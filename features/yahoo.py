@@ -116,10 +116,6 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
     """One yfinance call for `tickers` from `start`: (rows in the lake schema, failure reasons)."""
     import yfinance as yf
 
-    # By default yfinance swallows a symbol's exception (a connection error included) and reports it as
-    # "possibly delisted"; with this off, download() records the exception itself, which is what a user needs
-    # to read when the network is down. (Process-wide, and the same value from every thread: no race matters.)
-    yf.config.debug.hide_exceptions = False
     with _capture_failures() as failures:
         try:
             raw = yf.download(
@@ -138,6 +134,22 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
     got = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
     reasons = {t: failures.reason(t) or "no rows returned" for t in tickers if t not in got}
     return frame, reasons
+
+
+def network_cause(symbol: str, timeout: float) -> str | None:
+    """The error of one plain chart request through yfinance's own session, or None when it succeeds.
+
+    yfinance swallows a symbol's exception (a connection error included) and reports "possibly delisted"; this
+    one request, made only after a whole batch came back empty, says what the network really answered.
+    """
+    from yfinance.data import YfData
+
+    url = f"https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
+    try:
+        YfData().get(url, params={"range": "1d", "interval": "1d"}, timeout=timeout)
+    except Exception as exc:  # whatever the transport raised is the answer
+        return f"{type(exc).__name__}: {str(exc).split(' See https://', 1)[0]}"
+    return None
 
 
 def fetch(
@@ -171,9 +183,11 @@ def fetch(
                 failed.update(reasons)
                 if frame.is_empty():
                     # yfinance reports an unreachable network as "possibly delisted" for every symbol:
-                    # when a whole batch comes back empty, assume the network, not the symbols.
+                    # when a whole batch comes back empty, assume the network, not the symbols, and ask it.
+                    cause = network_cause(pending[0], settings.timeout)
                     reasons = {
-                        t: f"nothing came back for the whole batch (offline or blocked?): {why}"
+                        t: "nothing came back for the whole batch (offline or blocked?): "
+                        + (f"{cause} / {why}" if cause else why)
                         for t, why in reasons.items()
                     }
                     failed.update(reasons)

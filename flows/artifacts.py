@@ -103,22 +103,26 @@ def files_markdown(paths: list[Path], title: str) -> str:
     return "\n".join([f"# {title}", "", *(f"- `{p}`" for p in paths)])
 
 
-FORECAST_TABLE = {
-    "ticker": "ticker",
-    "target_date": "target date",
-    "horizon": "horizon",
-    "last_price": "last price",
-    "pred_price": "predicted price",
-    "pred_lower": "low (80%)",
-    "pred_upper": "high (80%)",
-    "skill": "skill",
-    "source_model": "from",
-}
+def forecast_table(coverage: float) -> dict[str, str]:
+    """Forecast columns shown in the UI and their headings, led by what a reader looks for."""
+    band = f"{coverage:.0%}"
+    return {
+        "ticker": "ticker",
+        "target_date": "target date",
+        "horizon": "horizon",
+        "last_price": "last price",
+        "pred_price": "predicted price",
+        "pred_lower": f"low ({band})",
+        "pred_upper": f"high ({band})",
+        "skill": "skill",
+        "source_model": "from",
+    }
 
 
-def forecast_rows(forecasts: pl.DataFrame) -> list[dict]:
-    """The forecasts for the UI's table: led by what a reader looks for, ids left to the files."""
+def forecast_rows(forecasts: pl.DataFrame, coverage: float) -> list[dict]:
+    """The forecasts for the UI's table; ids and versions stay in the files."""
+    columns = forecast_table(coverage)
     shown = forecasts.select(
-        *(pl.col(c).round(2) if c.startswith(("pred_", "last_")) else pl.col(c) for c in FORECAST_TABLE)
+        *(pl.col(c).round(2) if c.startswith(("pred_", "last_")) else pl.col(c) for c in columns)
     ).with_columns(pl.col(pl.Date).cast(pl.String))
-    return shown.rename(FORECAST_TABLE).to_dicts()
+    return shown.rename(columns).to_dicts()

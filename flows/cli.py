@@ -477,12 +477,17 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
         return _main(argv)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    # a signal the caller chose to ignore (nohup: SIGHUP; a background job: SIGINT) stays ignored
+    signals = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) != signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _interrupt) for sig in signals}
     try:
         return _main(argv)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        train = sys.modules.get("forecasting.train")
+        if train is not None:
+            train.STOP.clear()  # an interrupt stops this command, not the next one in the same process
 
 
 def _main(argv: list[str] | None) -> int:
@@ -492,6 +497,9 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
+        if args.verbose and args.command != "config":
+            console.print("[bold]nightcast settings[/]")
+            console.print(to_toml(settings), markup=False, highlight=False)
         if args.command == "config":
             console.print(to_toml(settings), markup=False, highlight=False)
             return 0
@@ -508,9 +516,6 @@ def _main(argv: list[str] | None) -> int:
 
         out_dir = (args.out or settings.paths.out_dir / "backtest") if args.command == "backtest" else None
         preflight(settings, args.command, out_dir)
-        if args.verbose:
-            console.print("[bold]nightcast settings[/]")
-            console.print(to_toml(settings), markup=False, highlight=False)
         from flows.tasks import task_runner
 
         started = time.perf_counter()
@@ -579,6 +584,8 @@ def _main(argv: list[str] | None) -> int:
         err_console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
         return 2
     except OSError as exc:  # the disk filled up, a permission changed mid-run: the machine, not a bug to trace
+        if getattr(args, "verbose", False):
+            err_console.print_exception()
         where = f": {exc.filename}" if exc.filename else ""
         err_console.print(Text("error: ", style="red") + Text(f"{exc.strerror or exc}{where}"), highlight=False)
         return 2

@@ -138,6 +138,15 @@ def start_ephemeral_server() -> None:
     _OwnSessionServer().start()
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it starts: on Linux, be sent SIGTERM when nightcast dies, however it
+    dies (kill -9 included), so no temporary server is ever left running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @cache
 def _own_session_server_class():
     import prefect.server.api.server as module
@@ -150,8 +159,9 @@ def _own_session_server_class():
 
                 @staticmethod
                 def Popen(*args, **kwargs):  # noqa: N802 (subprocess' name)
-                    return subprocess.Popen(*args, start_new_session=True, **kwargs)
+                    return subprocess.Popen(*args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
 
+            # swapped for the instant of the spawn, at start-up (before any task thread exists)
             original, module.subprocess = module.subprocess, Spawner()
             try:
                 return super()._run_uvicorn_command()

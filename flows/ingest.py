@@ -72,7 +72,7 @@ def ingest_chunks(settings: Settings) -> IngestReport:
     for reason in failures:
         log.warning("a chunk of tickers brought nothing: %s", reason)
     failed_rows = [
-        {"ticker": t, "status": "failed", "reason": r[:200]}
+        {"ticker": t, "status": "failed", "reason": r[:500]}
         for c, r in zip(chunks, parts, strict=True)
         if isinstance(r, str)
         for t in c

@@ -1,156 +1,203 @@
 """One run at a time per data directory, and no ghost runs left behind.
 
 Two runs writing the same lake, champion record and outputs could interleave their writes, so every flow
-that writes takes `<data>/nightcast.lock` first: a file created exclusively, holding the owner's pid, host,
-command and the Prefect flow runs it started. Flows of one process nest (the nightly's ingest subflow, the
-replay's nights): the lock is re-entrant within a process. A second process gets a one-line error naming
-the holder. A lock whose owner died (kill -9, a power cut) is taken over, and the flow runs it left in
-"Running" are marked Crashed, so the Prefect UI never shows a ghost.
+that writes holds `<data>/nightcast.lock`: an advisory lock (`flock`) taken by the kernel, so it can never be
+held twice and is released the moment its owner dies, whatever killed it. The file's content is only
+information: the owner's pid, command and the Prefect flow runs it started (and Prefect's temporary server),
+emptied on a normal release. Flows of one process nest (the nightly's ingest subflow, the replay's nights):
+the lock is re-entrant within a process. A second process gets a one-line error naming the holder. Whoever
+finds the information of an owner that died (kill -9, a power cut) marks the flow runs it left "Running" as
+Crashed and stops the temporary server it left, so the Prefect UI never shows a ghost.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from features.errors import NightcastError
-from features.io import atomic_write
 
 LOCK = "nightcast.lock"
 log = logging.getLogger("nightcast.flows.lock")
 
-_held: dict[Path, int] = {}  # lock path -> nesting depth in this process
+_guard = threading.Lock()
+_held: dict[Path, tuple[int, int]] = {}  # lock path -> (file descriptor, nesting depth) in this process
 
 
 class Busy(NightcastError):
     """Another nightcast process is using the data directory."""
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (a pid can be reused; a pid with its start time cannot)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
-def _read(path: Path) -> dict | None:
+def _info(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = b""
+    while chunk := os.read(fd, 65536):
+        raw += chunk
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # vanished, or half-written by a process that died: no owner to respect
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {}  # half-written by an owner that died while writing it
 
 
-def _create(path: Path, what: str) -> bool:
-    """Create the lock exclusively; False when it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    body = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": what,
-        "argv": " ".join(sys.argv[:6]),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "flow_runs": [],
-    }
-    with os.fdopen(fd, "w") as fh:
-        json.dump(body, fh)
-    return True
+def _write(fd: int, info: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(info).encode())
 
 
-def check_free(data_dir: Path) -> dict | None:
-    """Raise `Busy` when another live process holds the data directory's lock; return a dead owner's record
-    (None when there is no lock, or it is unreadable)."""
+def check_free(data_dir: Path) -> None:
+    """Raise `Busy` when another process holds the data directory's lock (a check, nothing is taken)."""
     path = (Path(data_dir) / LOCK).resolve()
-    owner = _read(path) if path.exists() else None
-    if not owner or owner.get("pid") == os.getpid():
-        return None if not owner else owner
-    if owner.get("host") != socket.gethostname():
-        raise Busy(
-            f"{data_dir} is in use by nightcast on host {owner.get('host')} (pid {owner.get('pid')}, since "
-            f"{owner.get('started')}); if that machine is gone, delete {path}"
-        )
-    if _alive(int(owner.get("pid", -1))):
-        raise Busy(
-            f"{data_dir} is in use by another nightcast run (pid {owner['pid']}: {owner.get('argv')}, since "
-            f"{owner.get('started')}); wait for it to finish, or use another paths.data_dir"
-        )
-    return owner
+    if path in _held or not path.exists():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(data_dir, _info(fd)) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _busy(data_dir: Path, owner: dict) -> Busy:
+    where = "" if owner.get("host", socket.gethostname()) == socket.gethostname() else f" on {owner['host']}"
+    return Busy(
+        f"{data_dir} is in use by another nightcast run{where} (pid {owner.get('pid', '?')}: "
+        f"{owner.get('argv', '?')}, since {owner.get('started', '?')}); wait for it to finish, or use another "
+        "paths.data_dir"
+    )
 
 
 @contextmanager
 def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
-    """Hold `<data_dir>/nightcast.lock` for the block; yields the flow runs a dead owner left behind."""
+    """Hold `<data_dir>/nightcast.lock` for the block; yields the flow runs an owner that died left behind."""
     path = (Path(data_dir) / LOCK).resolve()
-    if _held.get(path):
-        _held[path] += 1
+    with _guard:
+        if path in _held:
+            fd, depth = _held[path]
+            _held[path] = (fd, depth + 1)
+            nested = True
+        else:
+            nested = False
+    if nested:
         try:
             yield []
         finally:
-            _held[path] -= 1
+            with _guard:
+                fd, depth = _held[path]
+                _held[path] = (fd, depth - 1)
         return
-    ghosts: list[str] = []
-    while not _create(path, what):
-        owner = check_free(data_dir)
-        ghosts += (owner or {}).get("flow_runs", [])
-        _stop_orphaned_servers((owner or {}).get("servers", []))
-        log.warning("taking over the lock of a nightcast run that died (%s)", owner or "unreadable lock file")
-        path.unlink(missing_ok=True)
-    _held[path] = 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield ghosts
-    except BaseException:
-        # Interrupted or failed: if this run's flow runs cannot be closed now (Ctrl-C in a terminal stops
-        # Prefect's temporary server too), the lock stays behind for the next run to mend them.
-        owner = _read(path) or {}
-        if mark_crashed(owner.get("flow_runs", [])):
-            path.unlink(missing_ok=True)
-        raise
-    else:
-        path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _info(fd)
+        os.close(fd)
+        raise _busy(data_dir, owner) from None
+    left = _info(fd)  # information that survived its owner: that owner died without releasing normally
+    if left:
+        log.warning("taking over from a nightcast run that died (pid %s: %s)", left.get("pid"), left.get("argv"))
+        _stop_orphaned_servers(left.get("servers", []))
+    _write(
+        fd,
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": what,
+            "argv": " ".join(sys.argv[:6]),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "flow_runs": [],
+            "servers": [],
+        },
+    )
+    with _guard:
+        _held[path] = (fd, 1)
+    try:
+        yield left.get("flow_runs", [])
     finally:
-        _held.pop(path, None)
+        with _guard:
+            _held.pop(path, None)
+        os.ftruncate(fd, 0)  # a normal release leaves nothing for a successor to mend
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
-def note_flow_run(data_dir: Path, flow_run_id: str, server_pid: int | None = None) -> None:
-    """Record a flow run (and Prefect's temporary server) in the lock this process holds, so a successor can
-    mark the run crashed, and stop the server, if this process is killed."""
+def note(data_dir: Path, flow_runs: list[str] = (), server_pid: int | None = None) -> None:
+    """Record flow runs (and Prefect's temporary server) in the lock this process holds, so that a successor
+    can mark the runs crashed, and stop the server, if this process is killed."""
     path = (Path(data_dir) / LOCK).resolve()
-    owner = _read(path)
-    if not owner or owner.get("pid") != os.getpid():
-        return
-    owner["flow_runs"] = [*owner.get("flow_runs", []), flow_run_id]
-    if server_pid and server_pid not in owner.get("servers", []):
-        owner["servers"] = [*owner.get("servers", []), server_pid]
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(owner)))
+    with _guard:
+        if path not in _held:
+            return
+        fd = _held[path][0]
+        info = _info(fd)
+        info["flow_runs"] = list(dict.fromkeys([*info.get("flow_runs", []), *flow_runs]))
+        if server_pid and server_pid not in [s.get("pid") for s in info.get("servers", [])]:
+            info["servers"] = [*info.get("servers", []), {"pid": server_pid, "started": _start_time(server_pid)}]
+        _write(fd, info)
 
 
-def _stop_orphaned_servers(pids: list[int]) -> None:
-    """Prefect's temporary server outlives a process killed with SIGKILL: stop it (only if the pid is still
-    that server, never a process that reused the number)."""
-    for pid in pids:
+def _stop_orphaned_servers(servers: list[dict]) -> None:
+    """Prefect's temporary server outlives a process killed with SIGKILL: stop it, if that pid is still that
+    very process (same start time) and not a child of ours."""
+    for server in servers:
+        pid = server.get("pid")
+        if not pid or _start_time(pid) is None or _start_time(pid) != server.get("started"):
+            continue  # gone, or the number was reused
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue  # gone (or no /proc here)
-        if b"prefect.server.api.server" in command and b"uvicorn" in command:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != os.getpid() and b"prefect.server.api.server" in command:
             try:
                 os.kill(pid, 15)
                 log.warning("stopped Prefect's temporary server (pid %d) left by a nightcast run that died", pid)
             except OSError:
                 pass
+
+
+def mark_crashed(flow_run_ids: list[str]) -> list[str]:
+    """Flow runs left "Running" (or pending) become Crashed; returns those that could not be mended now."""
+    if not flow_run_ids:
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    unmended = []
+    with get_client(sync_client=True) as client:
+        for run_id in flow_run_ids:
+            try:
+                run = client.read_flow_run(run_id)
+                if run.state is None or run.state.is_final():
+                    continue
+                message = "its nightcast process stopped before the run could finish"
+                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
+            except Exception as exc:  # unknown to this server (another API), or the server is unreachable
+                log.debug("could not mark flow run %s crashed: %s", run_id, exc)
+                unmended.append(run_id)
+    return unmended
 
 
 def _ephemeral_server_pid() -> int | None:
@@ -160,38 +207,12 @@ def _ephemeral_server_pid() -> int | None:
     return process.pid if process is not None else None
 
 
-def mark_crashed(flow_run_ids: list[str]) -> bool:
-    """Flow runs left "Running" (or pending) become Crashed; True when every one is final now.
-
-    Best effort: a run on another server, or one that is gone, is nothing to mend.
-    """
-    if not flow_run_ids:
-        return True
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    try:
-        with get_client(sync_client=True) as client:
-            for run_id in flow_run_ids:
-                run = client.read_flow_run(run_id)
-                if run.state is None or run.state.is_final():
-                    continue
-                message = "its nightcast process stopped before the run could finish"
-                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
-                log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
-    except Exception as exc:  # the server is unreachable (stopped with us), or the run is unknown to it
-        log.debug("could not mark flow runs %s crashed: %s", flow_run_ids, exc)
-        return False
-    return True
-
-
 @contextmanager
 def exclusive(data_dir: Path, what: str) -> Iterator[None]:
     """The lock for a flow body: taken (or re-entered), ghosts mended, this flow run recorded."""
     from prefect.runtime import flow_run
 
     with data_lock(data_dir, what) as ghosts:
-        mark_crashed(ghosts)
-        if flow_run.id:
-            note_flow_run(data_dir, str(flow_run.id), _ephemeral_server_pid())
+        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run
+        note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
         yield

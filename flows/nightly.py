@@ -166,10 +166,13 @@ def inspect_attention(
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_outputs(asof: date, forecasts: pl.DataFrame, choice: ModelChoice, settings: Settings) -> list[Path]:
+def publish_outputs(
+    asof: date, forecasts: pl.DataFrame, choice: ModelChoice, universe: list[str], settings: Settings
+) -> list[Path]:
     out, formats = settings.paths.out_dir, settings.publish.formats
     folder = publish.partition_dir(out, "forecasts", asof)
-    paths = publish.write_frame(publish.merge_forecasts(folder, "forecasts", forecasts), folder, "forecasts", formats)
+    merged = publish.merge_forecasts(folder, "forecasts", forecasts, universe, formats)
+    paths = publish.write_frame(merged, folder, "forecasts", formats)
     metrics_dir = publish.partition_dir(out, "metrics", asof)
     paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
     # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
@@ -207,7 +210,7 @@ def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadat
 
 
 def _run_metadata(
-    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, stale: dict[str, int], settings
+    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, not_forecast: dict, settings
 ) -> dict:
     ev, verdict = choice.evaluation, choice.verdict
     pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == MODEL_NAME).sort("horizon")
@@ -234,7 +237,7 @@ def _run_metadata(
             "forecasts": verdict.n_forecasts,
         },
         "data_fingerprint": choice.published.fingerprint,
-        "stale_not_forecast": stale,
+        "not_forecast": not_forecast,
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): s.model for h, s in sources.items()},
         "live_record": metrics.pooled(record).to_dicts(),
@@ -242,23 +245,30 @@ def _run_metadata(
     }
 
 
-def _artifacts(forecasts: pl.DataFrame, paths: list[Path], asof: date) -> None:
-    """The forecasts as a table, the plots as images and the files written, for the Prefect UI."""
+def _not_forecast(report: IngestReport, forecasts: pl.DataFrame, quarantined: dict[str, str]) -> dict[str, str]:
+    """Every ticker of the run's universe without a forecast, and why (stale, quarantined, lagging)."""
+    done = set(forecasts["ticker"].unique().to_list())
+    why = {t: f"stale: {n} sessions behind {report.reference}" for t, n in report.stale.items()} | quarantined
+    return {t: why.get(t, "no bar on the as-of date") for t in report.summary["ticker"].to_list() if t not in done}
+
+
+def _artifacts(forecasts: pl.DataFrame, paths: list[Path], asof: date, settings: Settings, images: bool) -> None:
+    """The forecasts as a table, the plots as images (`images`) and the files written, for the Prefect UI."""
     create_table_artifact(
-        table=artifacts.forecast_rows(forecasts),
+        table=artifacts.forecast_rows(forecasts, settings.backtest.coverage),
         key="nightly-forecasts",
         description=f"forecasts published as of {asof} (all columns: the forecasts file)",
     )
-    images = {
+    shown = {
         "attention.png": ("attention-heatmap", "mean temporal attention per ticker and lag over the evaluation span"),
         "live_record.png": (
             "live-record",
             "cumulative squared error of the published forecasts minus the random walk's",
         ),
     }
-    for path in paths:
-        if path.name in images:
-            artifacts.image_artifact(path, *images[path.name])
+    for path in paths if images else []:
+        if path.name in shown:
+            artifacts.image_artifact(path, *shown[path.name])
     create_markdown_artifact(
         markdown=artifacts.files_markdown(paths, f"Files written as of {asof}"),
         key="nightly-files",
@@ -391,16 +401,21 @@ def _nightly(
     )
     lap("train+evaluate")
     forecasts = forecast(choice, panel, ff, settings, sources, report.stale)
-    paths = publish_outputs(data_asof, forecasts, choice, settings)
+    universe = report.summary["ticker"].to_list()
+    paths = publish_outputs(data_asof, forecasts, choice, universe, settings)
     paths.append(record_in_ledger(forecasts, settings))
     book, record, record_paths = live_record(data_asof, settings)
     paths += record_paths
     attention_summary, report_paths = inspect_attention(choice.published, panel, ev.test_start, data_asof, settings)
     paths += report_paths
     paths += finish_publishing(
-        data_asof, paths, settings, _run_metadata(choice, sources, record, report.stale, settings)
+        data_asof,
+        paths,
+        settings,
+        _run_metadata(choice, sources, record, _not_forecast(report, forecasts, quarantined), settings),
     )
-    _artifacts(forecasts, paths, data_asof)
+    # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
+    _artifacts(forecasts, paths, data_asof, settings, images=asof is None)
     logger.info("%s", attention_summary)
     lap("forecast+publish")
     create_markdown_artifact(

@@ -59,7 +59,7 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
     if command == "backtest" and out_dir is not None:
         writable_dir(out_dir, "backtest output directory (--out)")
     longest = max(settings.features.horizons)
-    if longest >= settings.windows.test_days:
+    if command in ("run", "replay", "train", "backtest") and longest >= settings.windows.test_days:
         raise ConfigError(
             f"features.horizons: the longest horizon ({longest} sessions) must be shorter than the evaluation span "
             f"windows.test_days ({settings.windows.test_days}): no forecast of it could ever be scored there"

@@ -125,15 +125,15 @@ def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterab
     return paths
 
 
-def merge_forecasts(folder: Path, stem: str, forecasts: pl.DataFrame) -> pl.DataFrame:
-    """`forecasts` with the stored rows of every other ticker for the same as-of date.
+def merge_forecasts(
+    folder: Path, stem: str, forecasts: pl.DataFrame, universe: Collection[str], formats: Iterable[str]
+) -> pl.DataFrame:
+    """`forecasts` with the stored rows of tickers outside this run's `universe`, for the same as-of date.
 
-    A run on a subset of the universe (`--tickers NVDA ORCL`) replaces those tickers' forecasts and keeps the
-    rest: publishing never deletes what another run published for that date.
+    A run on a subset of tickers (`--tickers NVDA ORCL`) never deletes the rest; a ticker of this run's
+    universe that it did not forecast (stale, quarantined) loses its earlier row, as the run says it should.
     """
-    stored_path = next(
-        (folder / f"{stem}.{fmt}" for fmt in ("parquet", "csv") if (folder / f"{stem}.{fmt}").exists()), None
-    )
+    stored_path = next((folder / f"{stem}.{f}" for f in formats if (folder / f"{stem}.{f}").exists()), None)
     if stored_path is None:
         return forecasts
     try:
@@ -147,9 +147,10 @@ def merge_forecasts(folder: Path, stem: str, forecasts: pl.DataFrame) -> pl.Data
     if set(stored.columns) != set(forecasts.columns):
         log.warning("%s has other columns (an older nightcast); it is replaced", stored_path)
         return forecasts
-    kept = stored.filter(~pl.col("ticker").is_in(forecasts["ticker"].unique().implode()))
+    mine = set(universe) | set(forecasts["ticker"].unique().to_list())
+    kept = stored.filter(~pl.col("ticker").is_in(sorted(mine)))
     if not kept.is_empty():
-        log.info("kept the forecasts of %d other tickers published for this date", kept["ticker"].n_unique())
+        log.info("kept the forecasts of %d tickers outside this run's universe", kept["ticker"].n_unique())
     return pl.concat([kept.select(forecasts.columns).cast(forecasts.schema), forecasts]).sort("ticker", "horizon")
 
 

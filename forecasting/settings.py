@@ -54,7 +54,7 @@ class TrainSettings(Section):
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="maximum global gradient norm")
     patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
-    seed: int = Field(7, description="seed for weights and batch order: same seed, same model on CPU")
+    seed: int = Field(7, description="seed for weights and batch order: same seed and thread count, same model on CPU")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
     threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0 = one per core not busy with other processes (re-measured)"

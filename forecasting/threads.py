@@ -25,27 +25,38 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _busy_jiffies() -> tuple[int, int] | None:
+def _busy_jiffies(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) clock ticks so far of the CPUs this process may use (their /proc/stat lines)."""
+    busy = total = 0
     try:
         with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
+            for line in fh:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                    continue
+                ticks = [int(v) for v in values]
+                idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+                busy, total = busy + sum(ticks) - idle, total + sum(ticks)
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    return (busy, total) if total else None
 
 
-def cores_busy_elsewhere(interval: float = 0.05) -> float | None:
-    """Cores' worth of CPU other processes used over `interval` seconds (Linux); None where unknown."""
-    before, own_before = _busy_jiffies(), os.times()
+def cores_busy_elsewhere(interval: float = 0.1) -> float | None:
+    """Cores' worth of CPU that other processes used, over `interval` seconds, on the CPUs this process may
+    use (Linux; None elsewhere). A 0.1 s sample is 10 clock ticks per core: enough to tell a busy core."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = os.sched_getaffinity(0)
+    before, own_before = _busy_jiffies(cpus), os.times()
     if before is None:
         return None
     time.sleep(interval)
-    after, own_after = _busy_jiffies(), os.times()
+    after, own_after = _busy_jiffies(cpus), os.times()
     if after is None or after[1] == before[1]:
         return None
     hz = os.sysconf("SC_CLK_TCK")
-    elapsed = (after[1] - before[1]) / hz / (os.cpu_count() or 1)  # wall seconds, from the kernel's own clock
+    elapsed = (after[1] - before[1]) / hz / len(cpus)  # wall seconds, on the kernel's own clock
     own = (own_after.user - own_before.user) + (own_after.system - own_before.system)
     busy = (after[0] - before[0]) / hz - own
     return max(0.0, busy / max(elapsed, 1e-3))

@@ -189,3 +189,18 @@ def test_a_wide_file_with_a_text_column_quarantines_that_column_only(tmp_path):
     # the one unreadable cell is a missing close, carried forward by validation and reported
     assert ccc["close"].to_list() == [5.0, 5.1, 5.1, 5.3]
     assert {f.rule for f in report.findings if f.ticker == "CCC"} == {"non_numeric", "bad_price"}
+
+
+def test_one_missing_adjusted_close_is_not_taken_from_the_close(tmp_path):
+    """Only a source that lacks the column for a ticker stands in with the other price; one missing cell
+    would otherwise become an unadjusted price (a fake jump) with no finding."""
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "date,ticker,close,adj_close\n2024-01-02,AAA,200,100\n2024-01-03,AAA,202,\n2024-01-04,AAA,204,102\n"
+        "2024-01-02,CLS,10,\n2024-01-03,CLS,11,\n"
+    )
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    aaa = lake.read_ticker(tmp_path / "lake", "AAA")
+    assert aaa["adj_close"].to_list() == [100.0, 100.0, 102.0]  # carried forward by validation, not 202
+    assert any(f.ticker == "AAA" and f.rule == "bad_price" for f in report.findings)
+    assert lake.read_ticker(tmp_path / "lake", "CLS")["adj_close"].to_list() == [10.0, 11.0]  # close-only

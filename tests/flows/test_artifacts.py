@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.artifacts import FORECAST_TABLE, data_uri, files_markdown, forecast_rows, inline_images
+from flows.artifacts import data_uri, files_markdown, forecast_rows, forecast_table, inline_images
 
 PNG = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00" * 16
 
@@ -38,7 +38,7 @@ def test_the_forecasts_table_leads_with_what_a_reader_wants():
         },
         schema_overrides={"pred_upper": pl.Float64},
     )
-    (row,) = forecast_rows(forecasts)
-    assert list(row) == list(FORECAST_TABLE.values())[: len(row)] and "run_id" not in row
+    (row,) = forecast_rows(forecasts, 0.9)
+    assert list(row) == list(forecast_table(0.9).values()) and "run_id" not in row and "low (90%)" in row
     assert row["ticker"] == "NVDA" and row["target date"] == "2015-01-02" and row["predicted price"] == 20.12
     assert "- `out/f.csv`" in files_markdown([Path("out/f.csv")], "Files")

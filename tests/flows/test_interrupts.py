@@ -81,9 +81,9 @@ def test_ctrl_c_stops_a_run_in_seconds_with_one_line(workdir):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     interrupted = time.monotonic()
     rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.monotonic() - interrupted < 15
-    assert "interrupted: stopped" in rest and "Traceback" not in rest
-    assert not (workdir / "data" / "nightcast.lock").exists()
+    assert proc.returncode == 130 and time.monotonic() - interrupted < 30  # about 3 s idle; a loaded CI is slower
+    assert rest.count("interrupted: stopped") == 1 and "Traceback" not in rest
+    assert (workdir / "data" / "nightcast.lock").read_text() == ""  # released normally
     assert "RUNNING" not in run_states(workdir).values()
     assert not (workdir / "outputs" / "latest.json").exists()
 
@@ -95,15 +95,14 @@ def test_a_killed_run_leaves_no_ghost_once_the_next_run_starts(workdir):
     proc.kill()  # SIGKILL: no cleanup at all
     proc.wait()
     assert "RUNNING" in run_states(workdir).values()
-    (server,) = lock["servers"]
-    assert Path(f"/proc/{server}").exists()  # Prefect's temporary server outlived it
+    (server,) = [s["pid"] for s in lock["servers"]]
+    deadline = time.monotonic() + 15  # Prefect's temporary server is told to stop when its parent dies
+    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{server}").exists() or b"zombie" in Path(f"/proc/{server}/status").read_bytes().lower()
 
     nxt = start(workdir, "ingest")
     out, _ = nxt.communicate(timeout=120)
     assert nxt.returncode == 0, out
-    assert "taking over the lock of a nightcast run that died" in out and "marked Crashed" in out
+    assert "taking over from a nightcast run that died" in out and "marked Crashed" in out
     assert "RUNNING" not in run_states(workdir).values()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not Path(f"/proc/{server}").exists() or b"zombie" in Path(f"/proc/{server}/status").read_bytes().lower()

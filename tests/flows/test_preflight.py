@@ -29,8 +29,9 @@ def test_sources_outputs_and_horizons_that_cannot_work(tmp_path):
         preflight(settings(features={"horizons": [1, 300]}), "run")
     preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": tmp_path / "new" / "out"}), "run")
     assert not (tmp_path / "new").exists() and not (tmp_path / "d").exists()  # checking leaves nothing
-    with pytest.raises(ConfigError, match="output directory .*/proc/nightcast-out is not writable"):
-        preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": "/proc/nightcast-out"}), "run")
+    if sys.platform.startswith("linux"):  # a place even root cannot write
+        with pytest.raises(ConfigError, match="output directory .*/proc/nightcast-out is not writable"):
+            preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": "/proc/nightcast-out"}), "run")
 
 
 def test_the_cli_fails_fast_and_literally(tmp_path):
@@ -42,7 +43,7 @@ def test_the_cli_fails_fast_and_literally(tmp_path):
         cwd=tmp_path,
         timeout=60,
     )
-    assert proc.returncode == 2 and time.perf_counter() - started < 10  # no Prefect server was started
+    assert proc.returncode == 2 and time.perf_counter() - started < 20  # ~0.3 s: no Prefect server started
     assert proc.stderr.strip() == f"error: price file not found: {tmp_path / 'missing.csv'}"
     assert proc.stdout == ""  # no settings dump unless --verbose
 

@@ -104,11 +104,14 @@ def test_a_subset_run_keeps_the_other_tickers_forecasts(panel, tmp_path):
         )
 
     folder = partition_dir(tmp_path, "forecasts", asof)
-    write_frame(frame(0.01, slice(0, 2), "all"), folder, "forecasts", ["parquet", "csv"])
+    both = ["parquet", "csv"]
+    write_frame(frame(0.01, slice(0, 2), "all"), folder, "forecasts", both)
     only_bbb = frame(0.02, slice(1, 2), "subset")
-    merged = merge_forecasts(folder, "forecasts", only_bbb)
+    merged = merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], both)
     assert merged.height == 10 and merged["ticker"].unique().sort().to_list() == ["AAA", "BBB"]
     assert merged.filter(pl.col("ticker") == "AAA")["run_id"].unique().to_list() == ["all"]  # kept
     assert merged.filter(pl.col("ticker") == "BBB")["pred_log_return"].unique().to_list() == [0.02]  # replaced
+    # AAA in this run's universe but not forecast (stale, quarantined): its earlier row goes, as the run says
+    assert merge_forecasts(folder, "forecasts", only_bbb, ["AAA", "BBB"], both).height == 5
     (folder / "forecasts.parquet").unlink()  # only the CSV left: read back with the contract's types
-    assert merge_forecasts(folder, "forecasts", only_bbb).equals(merged)
+    assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["csv"]).equals(merged)
