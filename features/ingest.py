@@ -189,11 +189,11 @@ def ingest(
         reference = None
 
     stored = lake.read_prices(lake_dir, safe)
-    # values the source lacks come from the lake before validation, so a close-only file is judged (and
-    # stored) with the bars the lake already holds instead of having them "repaired" away
-    # A source that lacks a price column for a ticker altogether (a close-only file, a wide adjusted-only file)
-    # stands for it with the other one, but only after the lake has supplied what it holds; a single missing
-    # cell in a column the source does carry stays missing, for validation to repair or reject and report.
+    # Values the source lacks come from the lake before validation, so a close-only file is judged (and stored)
+    # with the bars the lake already holds instead of having them "repaired" away. A source that lacks a price
+    # column for a ticker altogether (a close-only file, a wide adjusted-only file) then stands for it with the
+    # other one; a single missing cell in a column the source does carry stays missing, for validation to
+    # repair or reject and report.
     lacks = conform(new).with_columns(
         pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),

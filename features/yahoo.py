@@ -56,30 +56,15 @@ def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[i : i + size])
 
 
-# yfinance logs the real cause first ("Failed to get ticker 'AAPL' reason: Failed to perform, curl: (6) Could
-# not resolve host: ...") and then its own summary ("['AAPL']: possibly delisted; no timezone found").
-_CAUSE = re.compile(r"Failed to get ticker '([^']+)' reason:\s*(.*?)(?:\s*See https?://\S+.*)?$", re.S)
-
-
 class _FailureLog(logging.Handler):
-    """Collects yfinance's error lines: the cause per symbol, and its "['SYM', ...]: reason" summary."""
+    """Collects yfinance's "['SYM', ...]: reason" error lines."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.reasons: dict[str, str] = {}
-        self.causes: dict[str, str] = {}
-
-    def reason(self, symbol: str) -> str | None:
-        """The real cause first, yfinance's summary after it ("possibly delisted" is also what it says offline)."""
-        parts = [p for p in (self.causes.get(symbol), self.reasons.get(symbol)) if p]
-        return " / ".join(parts) or None
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        cause = _CAUSE.match(message)
-        if cause:
-            self.causes[cause.group(1)] = cause.group(2).strip().rstrip(".")
-            return
         match = re.match(r"^(\[.*?\]):\s*(.*)$", message, re.S)
         if not match:
             return
@@ -132,7 +117,7 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
             return conform(pl.DataFrame(schema={"ticker": pl.String})), {t: repr(exc) for t in tickers}
     frame = from_yfinance(raw)
     got = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
-    reasons = {t: failures.reason(t) or "no rows returned" for t in tickers if t not in got}
+    reasons = {t: failures.reasons.get(t, "no rows returned") for t in tickers if t not in got}
     return frame, reasons
 
 

@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    """One line on stderr, printed literally: rule names like [too_short] are not rich markup."""
+    err_console.print(Text("error: ", style="red") + Text(message), highlight=False)
+
+
 def _version() -> str:
     from features.version import package_version
 
@@ -551,7 +556,7 @@ def _main(argv: list[str] | None) -> int:
             if requested and all(t in report.fetch_failed or t in report.quarantined for t in requested):
                 # a scheduler must see this: nothing was brought up to date (the lake itself is untouched)
                 reasons = "; ".join(sorted({why[:160] for why in report.fetch_failed.values()})) or "all quarantined"
-                err_console.print(f"error: no ticker could be updated: {reasons}", markup=False, highlight=False)
+                _error(f"no ticker could be updated: {reasons}")
                 return 1
             return 0
         if args.command == "backtest":
@@ -580,14 +585,13 @@ def _main(argv: list[str] | None) -> int:
         _print_result(result, time.perf_counter() - started)
         return 0
     except NightcastError as exc:
-        # the message literally: rule names like [too_short] are not rich markup
-        err_console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        _error(str(exc))
         return 2
     except OSError as exc:  # the disk filled up, a permission changed mid-run: the machine, not a bug to trace
         if getattr(args, "verbose", False):
             err_console.print_exception()
         where = f": {exc.filename}" if exc.filename else ""
-        err_console.print(Text("error: ", style="red") + Text(f"{exc.strerror or exc}{where}"), highlight=False)
+        _error(f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: stopped; every file is replaced atomically, so nothing is half-written")

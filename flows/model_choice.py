@@ -150,7 +150,11 @@ def choose_model(
     models_dir = settings.paths.models
     recipe_hash, inputs_hash = config_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
-    then = lake.fingerprint(prices.filter(pl.col("date") <= champion.asof)) if champion else None
+    then = None
+    if champion is not None:  # `prices` end at `asof`: when the champion's as-of covers them, nothing to cut
+        then = (
+            fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
+        )
     ts = settings.train
     reason = policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision)
     if force and reason is None:
@@ -188,9 +192,8 @@ def choose_model(
         raise TypeError(f"the evaluation did not train {MODEL_NAME}")
     evaluated = recipe.trained
     if held is None and champion is not None:
-        verdict = policy.Verdict(
-            True, "the champion reads other features (denoise, feature or lookback settings changed)", *[None] * 4, 0
-        )
+        why = "the champion reads other features (denoise, feature or lookback settings changed)"
+        verdict = policy.Verdict(True, why, None, None, None, None, 0)
     else:
         verdict = policy.judge(
             _neural_predictions(champion_result) if champion_result else None,

@@ -58,18 +58,21 @@ class NightlyResult:
     test_start: date
     test_end: date
     attention_summary: str
-    skill: dict[int, bool]
     sources: dict[int, policy.Source]  # what published at each horizon, and why
     decision: str = ""
     retrained: bool = False
     health: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def skill(self) -> dict[int, bool]:
+        return {h: s.skill for h, s in self.sources.items()}
+
 
 def _bounds(
     choice: ModelChoice,
     panel: Panel,
-    rows: np.ndarray,
+    quantiles: np.ndarray | None,
     y: np.ndarray,
     sources: list[str],
     asof: date,
@@ -83,11 +86,9 @@ def _bounds(
     widths = conformal_widths(choice.evaluation.predictions, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
     w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, panel.horizons, strict=True)])
     lower, upper = y - w, y + w
-    if bt.interval == "quantile":
-        q = train.predict(choice.published, panel, rows).quantiles
-        if q is not None:
-            from_model = np.array([s == MODEL_NAME for s in sources])
-            lower[:, from_model], upper[:, from_model] = q[:, from_model, 0], q[:, from_model, -1]
+    if bt.interval == "quantile" and quantiles is not None:
+        from_model = np.array([s == MODEL_NAME for s in sources])
+        lower[:, from_model], upper[:, from_model] = quantiles[:, from_model, 0], quantiles[:, from_model, -1]
     return lower, upper
 
 
@@ -107,7 +108,8 @@ def forecast(
         log.warning("%s is not current on %s (stale or lagging): not forecast", ticker, asof)
     horizons = panel.horizons
     by_horizon = [sources[h].model for h in horizons]
-    predictions = {MODEL_NAME: train.predict(choice.published, panel, rows).mean}
+    published = train.predict(choice.published, panel, rows)  # the mean and, with a quantile head, its band
+    predictions = {MODEL_NAME: published.mean}
     needed = sorted(set(by_horizon) - {MODEL_NAME})
     if needed:
         split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
@@ -137,7 +139,7 @@ def forecast(
         panel,
         rows,
         y,
-        _bounds(choice, panel, rows, y, by_horizon, asof, settings),
+        _bounds(choice, panel, published.quantiles, y, by_horizon, asof, settings),
         close,
         asof,
         settings.publish.calendar,
@@ -444,7 +446,6 @@ def _nightly(
         ev.test_start.astype(object),
         ev.test_end.astype(object),
         attention_summary,
-        {h: s.skill for h, s in sources.items()},
         sources,
         choice.decision,
         choice.retrained,

@@ -359,8 +359,9 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
     """The model of a checkpoint on `device` (`auto`: where this machine trains, cuda > mps > cpu).
 
     Weights are stored on the CPU, so a checkpoint loads on any device. On the device it was trained on it
-    reproduces its forecasts exactly; across devices (CUDA <-> CPU) within float32 kernel differences: at most
-    1e-5 on a forecast log return (tests/forecasting/test_train.py; ~6e-7 measured on an H100).
+    reproduces its forecasts exactly; across devices (CUDA <-> CPU) within float32 kernel differences, asserted
+    at 1e-5 on a forecast log return by a CUDA test in tests/forecasting/test_train.py (issue 11 reported ~6e-7
+    on an H100; the test has not yet run on a GPU).
     """
     device = resolve_device(device)
     try:
