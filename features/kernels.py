@@ -56,6 +56,30 @@ def _exact_moments(x: np.ndarray, lo: int, hi: int, count: int) -> tuple[float, 
 
 
 @njit(cache=True, nogil=True)
+def _drop(old: float, count: int, mean: float, m2: float, err: float) -> tuple[int, float, float, float]:
+    """Welford's update removing the non-NaN value `old` from a window of `count` values (count, mean, m2, err)."""
+    count -= 1
+    if count == 0:
+        return 0, 0.0, 0.0, 0.0
+    d = old - mean
+    mean -= d / count
+    m2 -= d * (old - mean)
+    err += 8.0 * abs(d) * (abs(old) + abs(mean))
+    return count, mean, m2, err
+
+
+@njit(cache=True, nogil=True)
+def _reported(defined: bool, flat: bool, v: float, mean: float, m2: float, window: int) -> tuple[float, float]:
+    """The mean and std written for a row: NaN before the window is full or with a NaN in it; a flat window
+    (`flat`: its values all equal `v`) gets exactly `v` and 0, not a sliding average's rounding."""
+    if not defined:
+        return np.nan, np.nan
+    if flat:
+        return v, (0.0 if window > 1 else np.nan)
+    return mean, (np.sqrt(max(m2, 0.0) / (window - 1)) if window > 1 else np.nan)
+
+
+@njit(cache=True, nogil=True)
 def _rolling_moments(x: np.ndarray, pos: np.ndarray, window: int, mean_out: np.ndarray, std_out: np.ndarray) -> None:
     """Rolling mean and sample standard deviation (ddof=1) of the last `window` rows of each ticker."""
     inv_w = 1.0 / window
@@ -95,14 +119,7 @@ def _rolling_moments(x: np.ndarray, pos: np.ndarray, window: int, mean_out: np.n
                 if np.isnan(old):
                     nans -= 1
                 else:
-                    count -= 1
-                    if count == 0:
-                        mean, m2, err = 0.0, 0.0, 0.0
-                    else:
-                        d = old - mean
-                        mean -= d / count
-                        m2 -= d * (old - mean)
-                        err += 8.0 * abs(d) * (abs(old) + abs(mean))
+                    count, mean, m2, err = _drop(old, count, mean, m2, err)
         # Exact recomputes: on a schedule fixed by the row's position alone (so no value depends on
         # rows older than two windows), and whenever sliding may have lost too many digits.
         fresh -= 1
@@ -112,15 +129,7 @@ def _rolling_moments(x: np.ndarray, pos: np.ndarray, window: int, mean_out: np.n
             err = 0.0
             if fresh == 0:
                 fresh = window
-        if not defined:
-            mean_out[t] = np.nan
-            std_out[t] = np.nan
-        elif same >= window:
-            mean_out[t] = v
-            std_out[t] = 0.0 if window > 1 else np.nan
-        else:
-            mean_out[t] = mean
-            std_out[t] = np.sqrt(max(m2, 0.0) / (window - 1)) if window > 1 else np.nan
+        mean_out[t], std_out[t] = _reported(defined, same >= window, v, mean, m2, window)
 
 
 @njit(cache=True, nogil=True)
