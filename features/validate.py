@@ -68,24 +68,14 @@ class ValidationReport:
     def tickers(self) -> list[str]:
         return sorted(self.frame["ticker"].unique().to_list())
 
-    def repaired(self) -> dict[str, int]:
-        """Rows repaired or dropped per ticker."""
-        out: dict[str, int] = {}
-        for f in self.findings:
-            if f.action != "quarantined":
-                out[f.ticker] = out.get(f.ticker, 0) + f.count
-        return out
 
-    def summary(self) -> pl.DataFrame:
-        """Counts per (ticker, rule, action)."""
-        schema = {"ticker": pl.String, "rule": pl.String, "action": pl.String, "count": pl.Int64}
-        rows = [{"ticker": f.ticker, "rule": f.rule, "action": f.action, "count": f.count} for f in self.findings]
-        return (
-            pl.DataFrame(rows, schema=schema)
-            .group_by("ticker", "rule", "action")
-            .agg(pl.col("count").sum())
-            .sort("ticker", "rule")
-        )
+def rows_repaired(findings: list[Finding]) -> dict[str, int]:
+    """Rows repaired or dropped per ticker (quarantines are not counted: the ticker is gone)."""
+    out: dict[str, int] = {}
+    for f in findings:
+        if f.action != "quarantined":
+            out[f.ticker] = out.get(f.ticker, 0) + f.count
+    return out
 
 
 def _bad(col: str) -> pl.Expr:
@@ -101,51 +91,58 @@ def _collect(rows: pl.DataFrame, rule: str, action: str, detail: str) -> list[Fi
     return [Finding(t, d, rule, action, detail.format(n=n), n) for t, d, n in agg.iter_rows()]
 
 
-def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: date | None = None) -> ValidationReport:
-    """Check `frame` (lake schema) against every rule; return the repaired frame and all findings.
+# What a rule returns: the frame with its rows repaired, dropped or quarantined, and what it found.
+Checked = tuple[pl.DataFrame, list[Finding]]
 
-    Raises ValidationError only when no ticker survives.
-    """
-    today = today or date.today()
-    f = conform(frame)
-    out: list[Finding] = []
 
-    def quarantine(rows: pl.DataFrame, rule: str, detail: str) -> None:
-        nonlocal f
-        found = _collect(rows, rule, "quarantined", detail)
-        out.extend(found)
-        f = f.filter(~TICKER.is_in([x.ticker for x in found]))
+def _quarantine(f: pl.DataFrame, rows: pl.DataFrame, rule: str, detail: str) -> Checked:
+    """`f` without the tickers of `rows`, with one finding per ticker."""
+    found = _collect(rows, rule, "quarantined", detail)
+    return f.filter(~TICKER.is_in([x.ticker for x in found])), found
 
+
+def check_symbols(f: pl.DataFrame) -> Checked:
+    """ticker_symbol: a symbol unsafe as a file name or implausible as a ticker quarantines it."""
     symbols = f["ticker"].unique().to_list()
-    for bad_symbol in sorted((t for t in symbols if not is_valid_ticker(t)), key=str):
-        out.append(
-            Finding(str(bad_symbol), None, "ticker_symbol", "quarantined", f"{bad_symbol!r} is not a valid symbol")
-        )
-    f = f.filter(TICKER.is_in([t for t in symbols if is_valid_ticker(t)]))
+    found = [
+        Finding(str(bad), None, "ticker_symbol", "quarantined", f"{bad!r} is not a valid symbol")
+        for bad in sorted((t for t in symbols if not is_valid_ticker(t)), key=str)
+    ]
+    return f.filter(TICKER.is_in([t for t in symbols if is_valid_ticker(t)])), found
 
-    out += _collect(f.filter(pl.col("date").is_null()), "missing_date", "dropped", "{n} rows without a date")
-    out += _collect(
+
+def check_dates(f: pl.DataFrame, today: date) -> Checked:
+    """missing_date, future_date: rows without a date or dated after `today` are dropped."""
+    found = _collect(f.filter(pl.col("date").is_null()), "missing_date", "dropped", "{n} rows without a date")
+    found += _collect(
         f.filter(pl.col("date") > today), "future_date", "dropped", f"{{n}} rows dated after today ({today})"
     )
-    f = f.filter(pl.col("date") <= today)
+    return f.filter(pl.col("date") <= today), found
 
+
+def check_duplicates(f: pl.DataFrame) -> Checked:
+    """duplicate_day, conflicting_day: one row per (ticker, date), sorted by both."""
     key = pl.struct("ticker", "date")
+    found: list[Finding] = []
     dups = f.filter(key.is_duplicated())
     if not dups.is_empty():
         distinct = dups.unique(subset=["ticker", "date", *VALUE_COLUMNS]).filter(key.is_duplicated())
         conflicted = distinct.unique(subset=["ticker", "date"])
         # which of two different prices is right cannot be told: that day is dropped (a value stored for it
         # earlier is kept), never the ticker's whole history
-        out += _collect(
+        found += _collect(
             conflicted, "conflicting_day", "dropped", "{n} dates appear twice with different values: dropped"
         )
         f = f.join(conflicted.select("ticker", "date"), on=["ticker", "date"], how="anti")
         same = f.filter(key.is_duplicated() & key.is_first_distinct().not_())
-        out += _collect(same, "duplicate_day", "repaired", "{n} identical duplicate rows removed")
+        found += _collect(same, "duplicate_day", "repaired", "{n} identical duplicate rows removed")
         f = f.unique(subset=["ticker", "date"], keep="first")
-    f = f.sort("ticker", "date")
+    return f.sort("ticker", "date"), found
 
-    # close / adj_close: leading invalid rows dropped, short runs carried forward, long runs quarantine.
+
+def check_prices(f: pl.DataFrame, max_fill: int) -> Checked:
+    """bad_price on close / adj_close (rows sorted): leading invalid rows dropped, runs of at most `max_fill`
+    carried forward, longer runs quarantine the ticker."""
     bad = _bad("close") | _bad("adj_close")
     f = f.with_columns(
         bad.alias("_bad"),
@@ -153,46 +150,85 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
         (bad != bad.shift(1)).fill_null(True).cum_sum().over("ticker").alias("_run"),
     ).with_columns(pl.len().over("ticker", "_run").alias("_run_len"))
     inner = pl.col("_bad") & ~pl.col("_leading")
-    out += _collect(
+    found = _collect(
         f.filter(pl.col("_bad") & pl.col("_leading")), "bad_price", "dropped", "{n} leading rows without a valid close"
     )
-    quarantine(
-        f.filter(inner & (pl.col("_run_len") > settings.max_fill)),
+    f, quarantined = _quarantine(
+        f,
+        f.filter(inner & (pl.col("_run_len") > max_fill)),
         "bad_price",
-        f"{{n}} invalid closes in runs longer than max_fill={settings.max_fill}",
+        f"{{n}} invalid closes in runs longer than max_fill={max_fill}",
     )
-    out += _collect(f.filter(inner), "bad_price", "repaired", "{n} invalid closes carried forward")
+    found += quarantined
+    found += _collect(f.filter(inner), "bad_price", "repaired", "{n} invalid closes carried forward")
     f = f.filter(~(pl.col("_bad") & pl.col("_leading"))).with_columns(
         pl.when(_bad(c)).then(None).otherwise(pl.col(c)).forward_fill().over("ticker").alias(c)
         for c in ("close", "adj_close")
     )
-    f = f.drop("_bad", "_leading", "_run", "_run_len")
+    return f.drop("_bad", "_leading", "_run", "_run_len"), found
 
+
+def check_ohlc(f: pl.DataFrame) -> Checked:
+    """bad_ohlc: an invalid open/high/low is set to the day's close (an all-null column is close-only data)."""
+    found: list[Finding] = []
     for col in ("open", "high", "low"):
         present = pl.col(col).is_not_null().any().over("ticker")  # all-null: close-only data, not an error
         broken = _bad(col) & present
-        out += _collect(f.filter(broken), "bad_ohlc", "repaired", f"{{n}} invalid {col} values set to close")
+        found += _collect(f.filter(broken), "bad_ohlc", "repaired", f"{{n}} invalid {col} values set to close")
         f = f.with_columns(pl.when(broken).then(pl.col("close")).otherwise(pl.col(col)).alias(col))
+    return f, found
 
+
+def check_bounds(f: pl.DataFrame) -> Checked:
+    """ohlc_bounds: a high below max(open, close) or a low above min(open, close) is widened to the bar."""
     full_bar = pl.col("open").is_not_null() & pl.col("high").is_not_null() & pl.col("low").is_not_null()
     top, bottom = pl.max_horizontal("open", "high", "close"), pl.min_horizontal("open", "low", "close")
     broken = full_bar & ((pl.col("high") < top) | (pl.col("low") > bottom))
-    out += _collect(
+    found = _collect(
         f.filter(broken), "ohlc_bounds", "repaired", "{n} bars whose high/low did not contain open/close widened"
     )
     f = f.with_columns(
         pl.when(broken).then(top).otherwise(pl.col("high")).alias("high"),
         pl.when(broken).then(bottom).otherwise(pl.col("low")).alias("low"),
     )
+    return f, found
 
+
+def check_volume(f: pl.DataFrame) -> Checked:
+    """bad_volume: a negative, NaN or infinite volume is set to null."""
     vol = pl.col("volume")
     broken = vol.is_not_null() & (vol.is_nan() | vol.is_infinite() | (vol < 0))
-    out += _collect(f.filter(broken), "bad_volume", "repaired", "{n} negative or non-finite volumes set to null")
-    f = f.with_columns(pl.when(broken).then(None).otherwise(vol).alias("volume"))
+    found = _collect(f.filter(broken), "bad_volume", "repaired", "{n} negative or non-finite volumes set to null")
+    return f.with_columns(pl.when(broken).then(None).otherwise(vol).alias("volume")), found
 
-    short = f.filter(pl.len().over("ticker") < settings.min_rows)
-    quarantine(short, "too_short", f"{{n}} valid rows, fewer than min_rows={settings.min_rows}")
 
+def check_length(f: pl.DataFrame, min_rows: int) -> Checked:
+    """too_short: a ticker with fewer than `min_rows` rows left is quarantined."""
+    short = f.filter(pl.len().over("ticker") < min_rows)
+    return _quarantine(f, short, "too_short", f"{{n}} valid rows, fewer than min_rows={min_rows}")
+
+
+def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: date | None = None) -> ValidationReport:
+    """Check `frame` (lake schema) against every rule; return the repaired frame and all findings.
+
+    The rules run in the order of the module's table, each on what the previous left.
+    Raises ValidationError only when no ticker survives.
+    """
+    today = today or date.today()
+    rules = (
+        check_symbols,
+        lambda f: check_dates(f, today),
+        check_duplicates,
+        lambda f: check_prices(f, settings.max_fill),
+        check_ohlc,
+        check_bounds,
+        check_volume,
+        lambda f: check_length(f, settings.min_rows),
+    )
+    f, out = conform(frame), []
+    for rule in rules:
+        f, found = rule(f)
+        out += found
     out.sort(key=lambda x: (x.ticker, x.rule))
     for finding in out:
         (log.warning if finding.action == "quarantined" else log.info)("%s", finding)
