@@ -23,7 +23,7 @@ from features.calendar import latest_closed_session, sessions_behind
 from features.errors import SourceError, ValidationError
 from features.schema import conform, is_valid_ticker
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
-from features.validate import Finding, validate_prices
+from features.validate import Finding, rows_repaired, validate_prices
 
 log = logging.getLogger("nightcast.features.ingest")
 
@@ -140,60 +140,68 @@ def incremental_start(entry: dict | None, overlap_days: int, default: date) -> d
     return date.fromisoformat(entry["last_date"]) - timedelta(days=overlap_days * 7 // 5 + 3)
 
 
-def ingest(
+@dataclass
+class Incoming:
+    """What a source gave: new rows, the tickers asked for (`safe`: those valid as symbols), findings so far."""
+
+    new: pl.DataFrame
+    requested: list[str]
+    safe: list[str]
+    findings: list[Finding]
+    failed: dict[str, str] = field(default_factory=dict)  # ticker -> why yfinance gave nothing
+    reference: date | None = None  # the latest closed session, for a live source
+
+
+def fetch_yahoo(
     source: SourceSettings,
     settings: IngestSettings,
-    validation: ValidationSettings,
     lake_dir: Path,
     *,
-    cache_dir: Path | None = None,
-    today: date | None = None,
-    now: datetime | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    write_manifest: bool = True,
-) -> IngestReport:
-    """Bring the lake up to date for the tickers of `source` and return what is usable."""
-    today = today or date.today()
-    findings: list[Finding] = []
-    failed: dict[str, str] = {}
-    if source.kind == "yfinance":
-        requested = list(source.tickers)
-        safe = [t for t in requested if is_valid_ticker(t)]
-        findings += [
-            Finding(t, None, "ticker_symbol", "quarantined", f"{t!r} is not a valid symbol")
-            for t in requested
-            if t not in safe
-        ]
-        manifest = lake.read_manifest(lake_dir)
-        starts = {
-            t: incremental_start(manifest.get(t), settings.overlap_days, date.fromisoformat(source.start)) for t in safe
-        }
-        if cache_dir is not None:
-            yahoo.configure_cache(cache_dir)
-        fetched = yahoo.fetch(starts, settings, sleep=sleep)
-        new, failed = fetched.frame, fetched.failed
-        reference = latest_closed_session(now)
-        if failed:
-            log.warning(
-                "yfinance failed for %d of %d tickers after %d attempts: %s",
-                len(failed),
-                len(safe),
-                fetched.attempts,
-                "; ".join(f"{t}: {why[:100]}" for t, why in sorted(failed.items())[:10]),
-            )
-    else:
-        new, read = sources.load(source)
-        findings += read
-        requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in read})
-        safe = [t for t in requested if is_valid_ticker(t)]
-        reference = None
+    cache_dir: Path | None,
+    now: datetime | None,
+    sleep: Callable[[float], None],
+) -> Incoming:
+    """New rows from yfinance for the valid symbols of `source`, each from a little before its last stored bar."""
+    requested = list(source.tickers)
+    safe = [t for t in requested if is_valid_ticker(t)]
+    findings = [
+        Finding(t, None, "ticker_symbol", "quarantined", f"{t!r} is not a valid symbol")
+        for t in requested
+        if t not in safe
+    ]
+    manifest = lake.read_manifest(lake_dir)
+    default = date.fromisoformat(source.start)
+    starts = {t: incremental_start(manifest.get(t), settings.overlap_days, default) for t in safe}
+    if cache_dir is not None:
+        yahoo.configure_cache(cache_dir)
+    fetched = yahoo.fetch(starts, settings, sleep=sleep)
+    if fetched.failed:
+        log.warning(
+            "yfinance failed for %d of %d tickers after %d attempts: %s",
+            len(fetched.failed),
+            len(safe),
+            fetched.attempts,
+            "; ".join(f"{t}: {why[:100]}" for t, why in sorted(fetched.failed.items())[:10]),
+        )
+    return Incoming(fetched.frame, requested, safe, findings, fetched.failed, latest_closed_session(now))
 
-    stored = lake.read_prices(lake_dir, safe)
-    # Values the source lacks come from the lake before validation, so a close-only file is judged (and stored)
-    # with the bars the lake already holds instead of having them "repaired" away. A source that lacks a price
-    # column for a ticker altogether (a close-only file, a wide adjusted-only file) then stands for it with the
-    # other one; a single missing cell in a column the source does carry stays missing, for validation to
-    # repair or reject and report.
+
+def read_source(source: SourceSettings) -> Incoming:
+    """The rows of a file or the bundled sample; every ticker in it (or named by a finding) is requested."""
+    new, findings = sources.load(source)
+    requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in findings})
+    return Incoming(new, requested, [t for t in requested if is_valid_ticker(t)], list(findings))
+
+
+def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Stored rows with `new` rows in place of the stored rows of their (ticker, date), gaps filled from the lake.
+
+    Values the source lacks come from the lake before validation, so a close-only file is judged (and stored)
+    with the bars the lake already holds instead of having them "repaired" away. A source that lacks a price
+    column for a ticker altogether (a close-only file, a wide adjusted-only file) then stands for it with the
+    other one; a single missing cell in a column the source does carry stays missing, for validation to
+    repair or reject and report.
+    """
     lacks = conform(new).with_columns(
         pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),
@@ -206,44 +214,42 @@ def ingest(
         )
         .drop("_no_adj", "_no_close")
     )
-    combined = pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming])
-    if combined.is_empty():
-        by_reason: dict[str, list[str]] = {}
-        for t, why in sorted(failed.items()):
-            by_reason.setdefault(why, []).append(t)
-        reasons = "; ".join(f"{', '.join(ts)}: {why}" for why, ts in by_reason.items()) or "the source returned no rows"
-        raise SourceError(f"no data at all for {', '.join(requested)}: nothing stored in {lake_dir} and {reasons}")
-    try:
-        report = validate_prices(combined, validation.model_copy(update={"min_rows": 1}), today=today)
-    except ValidationError as exc:
-        raise SourceError(f"no usable data for {requested}: {exc}") from exc
-    findings += report.findings
-    results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
-    changed = sorted(t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled)
-    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
-        lake.update_manifest(lake_dir, sorted(results))
+    return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming])
 
-    prices = lake.read_prices(lake_dir, sorted(results))
+
+def _no_data(requested: list[str], failed: dict[str, str], lake_dir: Path) -> SourceError:
+    """The error for a run with no row at all, grouping the tickers by why they failed."""
+    by_reason: dict[str, list[str]] = {}
+    for t, why in sorted(failed.items()):
+        by_reason.setdefault(why, []).append(t)
+    reasons = "; ".join(f"{', '.join(ts)}: {why}" for why, ts in by_reason.items()) or "the source returned no rows"
+    return SourceError(f"no data at all for {', '.join(requested)}: nothing stored in {lake_dir} and {reasons}")
+
+
+def ticker_status(
+    quarantine: str | None, has_rows: bool, behind: int | None, stale_after: int, failed: str | None
+) -> tuple[str, str]:
+    """Status and reason of one requested ticker: quarantined, else by freshness; `failed`: why its fetch failed."""
+    if quarantine is not None:
+        return "quarantined", quarantine
+    status, reason = _freshness(has_rows, behind, stale_after, "no rows" if failed is None else failed)
+    if status == "ok" and failed is not None:
+        reason = f"fetch failed, using stored rows: {failed[:120]}"
+    return status, reason
+
+
+def summarize(
+    got: Incoming, results: dict[str, lake.UpsertResult], prices: pl.DataFrame, reference: date | None, stale_after: int
+) -> pl.DataFrame:
+    """One row per requested ticker (SUMMARY_SCHEMA): what was stored, how far behind, status and reason."""
     first, last = _date_range(prices)
-    reference = reference or (max(last.values()) if last else None)
-    repaired: dict[str, int] = {}
-    for f in findings:
-        if f.action != "quarantined":
-            repaired[f.ticker] = repaired.get(f.ticker, 0) + f.count
-    quarantined = {f.ticker: str(f) for f in findings if f.action == "quarantined"}
-
-    rows, stale = [], []
-    for t in requested:
+    repaired = rows_repaired(got.findings)
+    quarantined = {f.ticker: str(f) for f in got.findings if f.action == "quarantined"}
+    rows = []
+    for t in got.requested:
         r = results.get(t)
         behind = sessions_behind(last[t], reference) if t in last and reference else None
-        if t in quarantined:
-            status, reason = "quarantined", quarantined[t]
-        else:
-            status, reason = _freshness(t in last, behind, settings.stale_after, failed.get(t, "no rows"))
-            if status == "stale":
-                stale.append(t)
-            elif status == "ok" and t in failed:
-                reason = f"fetch failed, using stored rows: {failed[t][:120]}"
+        status, reason = ticker_status(quarantined.get(t), t in last, behind, stale_after, got.failed.get(t))
         rows.append(
             {
                 "ticker": t,
@@ -258,7 +264,10 @@ def ingest(
                 "reason": reason,
             }
         )
-    summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+
+
+def _warn_behind(summary: pl.DataFrame, failed: dict[str, str], reference: date | None, stale_after: int) -> None:
     lagging = summary.filter(pl.col("behind") > 0)
     if failed and not lagging.is_empty():
         log.warning(
@@ -269,14 +278,51 @@ def ingest(
             reference,
             ", ".join(f"{t} ({b})" for t, b in lagging.select("ticker", "behind").iter_rows()),
         )
-    for t in stale:
+    for t in summary.filter(pl.col("status") == "stale")["ticker"]:
         log.warning(
             "stale ticker %s: no new bar for more than %d sessions (delisted or halted?); not forecast",
             t,
-            settings.stale_after,
+            stale_after,
         )
+
+
+def ingest(
+    source: SourceSettings,
+    settings: IngestSettings,
+    validation: ValidationSettings,
+    lake_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    today: date | None = None,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    write_manifest: bool = True,
+) -> IngestReport:
+    """Bring the lake up to date for the tickers of `source` and return what is usable."""
+    today = today or date.today()
+    if source.kind == "yfinance":
+        got = fetch_yahoo(source, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
+    else:
+        got = read_source(source)
+    combined = merge_stored(got.new, lake.read_prices(lake_dir, got.safe))
+    if combined.is_empty():
+        raise _no_data(got.requested, got.failed, lake_dir)
+    try:
+        report = validate_prices(combined, validation.model_copy(update={"min_rows": 1}), today=today)
+    except ValidationError as exc:
+        raise SourceError(f"no usable data for {got.requested}: {exc}") from exc
+    got.findings += report.findings
+    results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
+    changed = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
+    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
+        lake.update_manifest(lake_dir, sorted(results))
+
+    prices = lake.read_prices(lake_dir, sorted(results))
+    reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
+    summary = summarize(got, results, prices, reference, settings.stale_after)
+    _warn_behind(summary, got.failed, reference, settings.stale_after)
     # stale tickers stay in `prices` (their history is valid training data); publishing skips them
     usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
     return IngestReport(
-        prices.filter(pl.col("ticker").is_in(usable)), summary, findings, reference, failed, sorted(results)
+        prices.filter(pl.col("ticker").is_in(usable)), summary, got.findings, reference, got.failed, sorted(results)
     )
