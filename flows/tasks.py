@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from features import denoise, validate
-from features.build import FeatureFrame, build_features
+from features.build import FeatureFrame, build_features, concat_features
 from features.errors import InsufficientDataError
 from features.version import feature_code_version
 from features.windows import Panel, make_panel
@@ -105,8 +105,7 @@ def ticker_chunks(prices: pl.DataFrame, size: int) -> list[list[str]]:
 def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
     """Build features per chunk of tickers as parallel tasks (features never mix tickers), then one panel.
 
-    With a single chunk this is `make_features` itself. Bar features a chunk lacks entirely are null there,
-    exactly as for its close-only tickers in a single build.
+    With a single chunk this is `make_features` itself; `concat_features` joins the chunks as one build would.
     """
     chunks = ticker_chunks(prices, settings.runner.chunk_size)
     whole, part = make_features, make_chunk_features
@@ -122,16 +121,7 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
         )
         for chunk in chunks
     ]
-    parts = [f.result() for f in futures]
-    names = list(dict.fromkeys(n for part in parts for n in part.features))
-    optional = [n for n in ("hl_range", "co_return") if n in names] + [n for n in names if n.startswith("volume_z")]
-    ordered = [n for n in names if n not in optional] + optional
-    frame = (
-        pl.concat([p.frame for p in parts], how="diagonal_relaxed")
-        .select("ticker", "date", "close", "adj_close", *ordered, *parts[0].targets)
-        .sort("ticker", "date")
-    )
-    ff = FeatureFrame(frame, ordered, parts[0].targets)
+    ff = concat_features([f.result() for f in futures], settings.features)
     return ff, make_panel(ff, settings.features.max_horizon)
 
 

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import features.denoise as dn
-from features.build import LP, build_features
+from features.build import build_features
+from features.catalogue import LP
 from features.denoise import denoise, denoise_series
 from features.settings import DenoiseSettings, FeatureSettings
 from tests.conftest import synthetic_prices
@@ -119,11 +120,11 @@ def test_the_feature_check_catches_a_non_causal_denoiser(monkeypatch):
 
 
 def test_the_feature_check_catches_a_forward_looking_feature(monkeypatch):
-    import features.build as fb
+    import features.catalogue as fc
 
-    real = fb.core_features
-    peek = fb.Feature("peek", (LP.shift(-1) - LP).over("ticker"))
-    monkeypatch.setattr(fb, "core_features", lambda s: [*real(s), peek])
+    real = fc.core_features
+    peek = fc.Feature("peek", (LP.shift(-1) - LP).over("ticker"))
+    monkeypatch.setattr(fc, "core_features", lambda s: [*real(s), peek])
     assert feature_leaks(PRICES, DATES[150], DenoiseSettings(method="none"), FeatureSettings(), seed=2) == ["peek"]
 
 
