@@ -1,7 +1,9 @@
-"""Ctrl-C and kill -9 on a real `nightcast run` (subprocesses, each with its own Prefect home): a clean stop in
-seconds with one line, and no run left "Running", no server left behind."""
+"""Ctrl-C on a real `nightcast run` (a subprocess with its own Prefect home and temporary server): a clean stop
+in seconds with one line, and no run left "Running".
 
-import json
+The one test here that starts a whole CLI process (about 12 s, most of it Prefect's temporary server starting).
+What kill -9 leaves behind and how the next run mends it is tested piece by piece in test_lock.py."""
+
 import os
 import signal
 import sqlite3
@@ -22,11 +24,11 @@ kind = "file"
 path = "slice.parquet"
 [windows]
 lookback = 20
-test_days = 60
-val_days = 60
+test_days = 20
+val_days = 20
 [model]
-hidden_size = 16
-attention_size = 8
+hidden_size = 4
+attention_size = 4
 [train]
 epochs = 500
 patience = 500
@@ -37,9 +39,8 @@ progress = false
 
 @pytest.fixture
 def workdir(tmp_path, sample):
-    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL"])).group_by("ticker").tail(500).write_parquet(
-        tmp_path / "slice.parquet"
-    )
+    # one ticker, just past validation.min_rows (300): the run reaches training in a few seconds
+    sample.filter(pl.col("ticker") == "NVDA").tail(310).write_parquet(tmp_path / "slice.parquet")
     (tmp_path / "nightcast.toml").write_text(CONFIG)
     return tmp_path
 
@@ -47,6 +48,7 @@ def workdir(tmp_path, sample):
 def start(workdir: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NIGHTCAST_"))}
     env |= {"PREFECT_HOME": str(workdir / "prefect"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # its telemetry write races the first flow run for sqlite
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=workdir,
@@ -86,23 +88,3 @@ def test_ctrl_c_stops_a_run_in_seconds_with_one_line(workdir):
     assert (workdir / "data" / "nightcast.lock").read_text() == ""  # released normally
     assert "RUNNING" not in run_states(workdir).values()
     assert not (workdir / "outputs" / "latest.json").exists()
-
-
-def test_a_killed_run_leaves_no_ghost_once_the_next_run_starts(workdir):
-    proc = start(workdir, "run")
-    wait_for(proc, "training LSTM")
-    lock = json.loads((workdir / "data" / "nightcast.lock").read_text())
-    proc.kill()  # SIGKILL: no cleanup at all
-    proc.wait()
-    assert "RUNNING" in run_states(workdir).values()
-    (server,) = [s["pid"] for s in lock["servers"]]
-    deadline = time.monotonic() + 15  # Prefect's temporary server is told to stop when its parent dies
-    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not Path(f"/proc/{server}").exists() or b"zombie" in Path(f"/proc/{server}/status").read_bytes().lower()
-
-    nxt = start(workdir, "ingest")
-    out, _ = nxt.communicate(timeout=120)
-    assert nxt.returncode == 0, out
-    assert "taking over from a nightcast run that died" in out and "marked Crashed" in out
-    assert "RUNNING" not in run_states(workdir).values()

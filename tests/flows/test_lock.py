@@ -62,3 +62,109 @@ def test_an_unreadable_lock_file_is_no_obstacle(tmp_path):
     (tmp_path / LOCK).write_text("{half a json")
     with data_lock(tmp_path, "nightly") as ghosts:
         assert ghosts == []
+
+
+# What the killed-run subprocess test used to prove end to end (30 s), piece by piece at unit level: the dead
+# owner's runs are marked Crashed, its orphaned server is stopped, and a server dies with its parent.
+
+
+def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from flows.lock import exclusive, mark_crashed
+
+    @flow
+    def ghost():
+        pass
+
+    with get_client(sync_client=True) as client:
+        running = str(client.create_flow_run(ghost, state=Running()).id)
+        done = str(client.create_flow_run(ghost, state=Completed()).id)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert mark_crashed([done, unknown]) == [unknown]  # unknown to this server: handed on, not lost
+
+    # a holder that dies (SIGKILL) with the running flow run noted in the lock: the next run marks it Crashed
+    body = f"    note({str(tmp_path)!r}, [{running!r}])\n    print('noted', flush=True)\n    import time; time.sleep(60)"
+    proc = holder(tmp_path, body)
+    assert proc.stdout.readline().strip() == "noted"
+    proc.kill()
+    proc.wait()
+    with exclusive(tmp_path, "ingest"):
+        pass
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(running).state.type.value == "CRASHED"
+        assert client.read_flow_run(done).state.type.value == "COMPLETED"  # a finished run is left alone
+    assert (tmp_path / LOCK).read_text() == ""
+
+
+def orphan(argv_tag: str) -> int:
+    """A process that is not our child (its parent shell exits at once), whose command line names `argv_tag`."""
+    out = subprocess.run(
+        ["sh", "-c", f'{sys.executable} -c "import time; time.sleep(60)" {argv_tag} >/dev/null 2>&1 & echo $!'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip())
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or b"zombie" in status.read_bytes().lower():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_orphaned_prefect_server_is_stopped_but_a_reused_pid_is_not(tmp_path):
+    from flows.lock import _start_time, _stop_orphaned_servers
+
+    server, stranger = orphan("prefect.server.api.server"), orphan("not-a-server")
+    try:
+        started = _start_time(server)
+        _stop_orphaned_servers([{"pid": server, "started": str(int(started) + 1)}])  # same pid, another process
+        assert not gone(server, timeout=0.3)
+        _stop_orphaned_servers([{"pid": stranger, "started": _start_time(stranger)}])  # not a Prefect server
+        assert not gone(stranger, timeout=0.3)
+        _stop_orphaned_servers([{"pid": server, "started": started}])
+        assert gone(server)
+    finally:
+        for pid in (server, stranger):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_temporary_server_dies_with_its_parent_even_on_kill_9():
+    """The parent (standing in for nightcast) starts a child the way Prefect's server is started, then is
+    SIGKILLed: the kernel sends the child SIGTERM."""
+    code = (
+        "import subprocess, sys, time\n"
+        "from flows.deploy import _die_with_parent\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True,"
+        " preexec_fn=_die_with_parent)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    child = int(parent.stdout.readline())
+    try:
+        assert not gone(child, timeout=0.2)
+        parent.kill()
+        parent.wait()
+        assert gone(child)
+    finally:
+        try:
+            os.kill(child, 9)
+        except OSError:
+            pass
