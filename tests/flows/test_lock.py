@@ -86,7 +86,9 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
     assert mark_crashed([done, unknown]) == [unknown]  # unknown to this server: handed on, not lost
 
     # a holder that dies (SIGKILL) with the running flow run noted in the lock: the next run marks it Crashed
-    body = f"    note({str(tmp_path)!r}, [{running!r}])\n    print('noted', flush=True)\n    import time; time.sleep(60)"
+    body = (
+        f"    note({str(tmp_path)!r}, [{running!r}])\n    print('noted', flush=True)\n    import time; time.sleep(60)"
+    )
     proc = holder(tmp_path, body)
     assert proc.stdout.readline().strip() == "noted"
     proc.kill()
