@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.build import build_features
+from features.build import build_features, concat_features
+from features.catalogue import feature_names
 from features.denoise import denoise
 from features.settings import DenoiseSettings, FeatureSettings
 
@@ -70,7 +71,9 @@ def test_close_only_data_skips_ohlcv_features():
         pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low", "volume")
     )
     ff = build_features(denoise(frame, DenoiseSettings(method="none")), SMALL)
-    assert "hl_range" not in ff.features and "volume_z_2" not in ff.features
+    # the core features only, in the catalogue's order: no column of bar features that would be all null
+    assert ff.features == [n for n in feature_names(SMALL) if n not in ("hl_range", "co_return", "volume_z_2")]
+    assert ff.features[-3:] == ["dow", "month_sin", "month_cos"]
     assert ff.frame.height == 30 - 2  # two warm-up rows: ret_2 and vol_2 need two earlier closes
 
 
@@ -81,7 +84,7 @@ def test_mixed_close_only_tickers_get_neutral_bar_features():
         *(pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low", "volume")),
     )
     ff = build_features(denoise(pl.concat([full, bare]), DenoiseSettings(method="none")), SMALL)
-    assert {"hl_range", "co_return", "volume_z_2"} <= set(ff.features)
+    assert ff.features == feature_names(SMALL) and ff.features[-3:] == ["hl_range", "co_return", "volume_z_2"]
     b = ff.frame.filter(pl.col("ticker") == "BBB")
     assert b.height == 28 and b["hl_range"].null_count() == 28  # rows kept, bar features missing
     a = ff.frame.filter(pl.col("ticker") == "AAA")
@@ -178,3 +181,35 @@ def test_is_sorted(tickers, days, expected):
 
     frame = pl.DataFrame({"ticker": tickers, "date": [date(2020, 1, d) for d in days]})
     assert is_sorted(frame) is expected
+
+
+def test_feature_names_follow_the_families_in_build_order():
+    assert feature_names(SMALL) == [
+        *("ret_1", "ret_2", "ret_1_lag1", "vol_2", "rsi_2", "macd", "macd_hist", "bb_pctb_2", "denoise_gap"),
+        *("dow", "month_sin", "month_cos", "hl_range", "co_return", "volume_z_2"),
+    ]
+    only = SMALL.model_copy(update={"families": ["volume", "lags", "calendar"]})
+    assert feature_names(only) == ["ret_1_lag1", "dow", "month_sin", "month_cos", "volume_z_2"]
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        pytest.param([["DDD"], ["CCC"], ["AAA", "BBB"]], id="volume-only-part-first"),
+        pytest.param([["CCC"], ["AAA", "DDD"], ["BBB"]], id="close-only-part-first"),
+        pytest.param([["AAA", "BBB", "CCC", "DDD"]], id="one-part"),
+    ],
+)
+def test_builds_of_disjoint_tickers_concat_to_one_build(groups):
+    """What the flows do with tickers built in parallel chunks: the same frame as one build, column order too."""
+    frame, s = multi_ticker(seed=7), FeatureSettings()
+    volume_only = frame.filter(pl.col("ticker") == "BBB").with_columns(
+        pl.lit("DDD").alias("ticker"), *(pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low"))
+    )
+    frame = pl.concat([frame, volume_only])
+    whole = build_features(frame, s)
+    parts = [build_features(frame.filter(pl.col("ticker").is_in(g)), s) for g in groups]
+    joined = concat_features(parts, s)
+    assert joined.features == whole.features and joined.targets == whole.targets
+    assert whole.features[-3:] == ["hl_range", "co_return", "volume_z_21"]
+    assert joined.frame.equals(whole.frame)

@@ -6,7 +6,7 @@ import pytest
 
 from features import lake
 from features.errors import SourceError
-from features.ingest import ingest, stored_report
+from features.ingest import ingest, stored_report, ticker_status
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from tests.fake_yahoo import FakeYahoo
 
@@ -87,7 +87,8 @@ def test_offline_with_an_empty_lake_is_a_clear_error(fake, tmp_path):
 def test_delisted_ticker_is_flagged_stale_not_dropped(fake, tmp_path):
     report = run(tmp_path, yf_source("AAPL", "OLD"))
     assert report.stale == {"OLD": 40}  # NYSE sessions 1 Feb .. 28 Mar 2024
-    assert "OLD" in report.prices["ticker"].unique().to_list()  # history still trains the model
+    old = report.prices.filter(pl.col("ticker") == "OLD")["date"]  # its history still trains the model
+    assert (old.min(), old.max(), old.len()) == (date(2024, 1, 2), date(2024, 1, 31), 22)  # the fake quotes weekdays
     assert report.summary.filter(pl.col("ticker") == "AAPL")["status"][0] == "ok"
 
 
@@ -204,3 +205,18 @@ def test_one_missing_adjusted_close_is_not_taken_from_the_close(tmp_path):
     assert aaa["adj_close"].to_list() == [100.0, 100.0, 102.0]  # carried forward by validation, not 202
     assert any(f.ticker == "AAA" and f.rule == "bad_price" for f in report.findings)
     assert lake.read_ticker(tmp_path / "lake", "CLS")["adj_close"].to_list() == [10.0, 11.0]  # close-only
+
+
+@pytest.mark.parametrize(
+    "quarantine, has_rows, behind, failed, expected",
+    [
+        pytest.param("bad [rule]", True, 0, None, ("quarantined", "bad [rule]"), id="quarantine-wins"),
+        pytest.param(None, True, 5, None, ("ok", ""), id="behind-by-stale-after-is-ok"),
+        pytest.param(None, True, 6, None, ("stale", "no new bar for 6 sessions (delisted or halted?)"), id="stale"),
+        pytest.param(None, True, 2, "timeout", ("ok", "fetch failed, using stored rows: timeout"), id="stored-rows"),
+        pytest.param(None, False, None, "HTTP 404", ("failed", "HTTP 404"), id="failed-and-nothing-stored"),
+        pytest.param(None, False, None, None, ("failed", "no rows"), id="source-had-no-rows"),
+    ],
+)
+def test_ticker_status(quarantine, has_rows, behind, failed, expected):
+    assert ticker_status(quarantine, has_rows, behind, 5, failed) == expected

@@ -5,7 +5,7 @@ import pytest
 
 from features.errors import ValidationError
 from features.settings import ValidationSettings
-from features.validate import validate_prices
+from features.validate import check_bounds, check_prices, rows_repaired, validate_prices
 from tests.conftest import synthetic_prices
 
 SETTINGS = ValidationSettings(min_rows=50, max_fill=2)
@@ -35,7 +35,14 @@ def test_lone_nan_close_is_carried_forward():
     report = validate_prices(frame, SETTINGS, today=TODAY)
     aaa = report.frame.filter(pl.col("ticker") == "AAA")
     assert aaa["close"][10] == aaa["close"][9]
-    assert ("bad_price", "repaired") in rules(report, "AAA")
+    (finding,) = report.findings
+    assert (finding.ticker, finding.date, finding.rule, finding.action, finding.count) == (
+        "AAA",
+        aaa["date"][10],
+        "bad_price",
+        "repaired",
+        1,
+    )
     assert aaa.height == 100
 
 
@@ -69,17 +76,20 @@ def test_duplicates_future_dates_bounds_and_volume():
     )
     report = validate_prices(frame, SETTINGS, today=TODAY)
     got = rules(report, "AAA")
-    assert {
+    assert got == {
         ("future_date", "dropped"),
         ("duplicate_day", "repaired"),
         ("ohlc_bounds", "repaired"),
         ("bad_volume", "repaired"),
-    } <= got
+    }
+    assert rules(report, "BBB") == set()
     out = report.frame.filter(pl.col("ticker") == "AAA")
     assert out.height == 100 and out["date"].is_unique().all() and out["date"].max() < TODAY
-    first = out.row(0, named=True)
-    assert first["high"] >= max(first["open"], first["close"]) and first["low"] <= min(first["open"], first["close"])
+    first, bar = out.row(0, named=True), swapped.row(0, named=True)
+    # high and low were swapped, so the high lies below open and close and the low above: widened to them
+    assert first["high"] == max(bar["open"], bar["close"]) and first["low"] == min(bar["open"], bar["close"])
     assert first["volume"] is None
+    assert rows_repaired(report.findings) == {"AAA": 4}  # future, duplicate, bounds, volume: one row each
 
 
 def test_a_conflicting_day_is_dropped_not_the_ticker():
@@ -105,3 +115,47 @@ def test_junk_ticker_is_quarantined(ticker):
 def test_nothing_valid_left_fails_with_reasons():
     with pytest.raises(ValidationError, match="too_short"):
         validate_prices(synthetic_prices(["AAA"], 20), SETTINGS, today=TODAY)
+
+
+def test_check_prices_drops_leading_carries_short_runs_quarantines_long_ones():
+    dates = [date(2024, 1, d) for d in range(1, 9)]
+    closes = {
+        "LEAD": [None, -1.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0],  # two leading invalid rows: dropped
+        "GAPS": [10.0, float("nan"), 0.0, 13.0, 14.0, float("inf"), 16.0, 17.0],  # runs of 2 and 1: carried
+        "LONG": [10.0, 11.0, None, None, None, 15.0, 16.0, 17.0],  # a run of 3 > max_fill=2: quarantined
+    }
+    frame = pl.DataFrame(
+        {
+            "ticker": [t for t in closes for _ in dates],
+            "date": dates * len(closes),
+            "close": [c for cs in closes.values() for c in cs],
+        }
+    ).with_columns(pl.col("close").alias("adj_close"))
+    out, found = check_prices(frame, max_fill=2)
+    assert out.columns == frame.columns
+    assert out.filter(pl.col("ticker") == "LEAD")["close"].to_list() == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+    gaps = out.filter(pl.col("ticker") == "GAPS")
+    assert gaps["close"].to_list() == gaps["adj_close"].to_list() == [10.0, 10.0, 10.0, 13.0, 14.0, 14.0, 16.0, 17.0]
+    assert "LONG" not in out["ticker"].to_list()
+    assert [(f.ticker, f.date, f.action, f.count) for f in found] == [
+        ("LEAD", date(2024, 1, 1), "dropped", 2),
+        ("LONG", date(2024, 1, 3), "quarantined", 3),
+        ("GAPS", date(2024, 1, 2), "repaired", 3),
+    ]
+
+
+def test_check_bounds_widens_only_bars_that_do_not_contain_open_and_close():
+    frame = pl.DataFrame(
+        {
+            "ticker": ["A", "A", "A", "A"],
+            "date": [date(2024, 1, d) for d in (2, 3, 4, 5)],
+            "open": [10.0, 10.0, 10.0, None],
+            "high": [11.0, 9.5, 12.0, None],  # row 2: high below open
+            "low": [9.0, 9.0, 10.5, None],  # row 3: low above open; row 4: close-only
+            "close": [10.5, 9.8, 11.0, 10.0],
+        }
+    )
+    out, found = check_bounds(frame)
+    assert out["high"].to_list() == [11.0, 10.0, 12.0, None]
+    assert out["low"].to_list() == [9.0, 9.0, 10.0, None]
+    assert [(f.ticker, f.date, f.rule, f.count) for f in found] == [("A", date(2024, 1, 3), "ohlc_bounds", 2)]
