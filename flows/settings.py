@@ -1,11 +1,11 @@
-"""The one settings object: TOML file, then NIGHTCAST_* environment, then CLI flags.
+"""The one settings object: defaults, then a TOML file, then NIGHTCAST_* environment, then CLI flags.
 
-Later sources override earlier ones. Each package owns the sections of its
-stages; this module only composes them. Unknown sections or keys are errors.
+pydantic-settings layers the sources (later ones override earlier ones). Each package owns the sections of
+its stages; this module only composes them. Unknown sections or keys are errors.
 
-Environment variables: NIGHTCAST_<SECTION>__<KEY>, e.g. NIGHTCAST_TRAIN__EPOCHS=5
-or NIGHTCAST_FEATURES__HORIZONS="[1, 5]" (values are parsed as TOML values
-when they parse, otherwise taken as strings).
+Environment variables: NIGHTCAST_<SECTION>__<KEY>, e.g. NIGHTCAST_TRAIN__EPOCHS=5 or
+NIGHTCAST_FEATURES__HORIZONS="[1, 5]" (values are read as TOML values when they parse, otherwise taken
+as strings); NIGHTCAST_DATA_DIR is short for NIGHTCAST_PATHS__DATA_DIR; NIGHTCAST_CONFIG names the file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from features.errors import ConfigError
 from features.settings import (
@@ -39,7 +48,7 @@ DEFAULT_CONFIG = Path("nightcast.toml")
 class PathSettings(Section):
     data_dir: Path = Field(
         Path("data"),
-        description="root of what the pipeline stores (lake, models); Prefect's home is NIGHTCAST_DATA_DIR/prefect",
+        description="root of what the pipeline stores (lake, models, cache); Prefect's home is data_dir/prefect",
     )
     lake_dir: Path | None = Field(None, description="Parquet price lake, one file per ticker (default: data_dir/lake)")
     models_dir: Path | None = Field(None, description="model checkpoints (default: data_dir/models)")
@@ -56,6 +65,10 @@ class PathSettings(Section):
     @property
     def cache(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def backtest(self) -> Path:
+        return self.out_dir / "backtest"
 
     def for_replay(self) -> PathSettings:
         """Where replayed nights go: apart from what was published live (`<out>/replay`, `<models>/replay`).
@@ -93,7 +106,16 @@ class RunnerSettings(Section):
     )
 
 
-class Settings(Section):
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        enable_decoding=False,  # not JSON: environment values are TOML, see `_Environment`
+    )
+
     source: SourceSettings = SourceSettings()
     ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
@@ -109,62 +131,75 @@ class Settings(Section):
     runner: RunnerSettings = RunnerSettings()
     paths: PathSettings = PathSettings()
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is a plain model of its arguments, whatever the process environment holds;
+        # `load_settings` alone layers the file and the environment in.
+        return (init_settings,)
 
-def _merge(base: dict, extra: Mapping) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
-    return out
+
+class _Environment(EnvSettingsSource):
+    """NIGHTCAST_<SECTION>__<KEY> variables of a given mapping: the CLI passes os.environ, tests their own."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str]:
+        names = {n: v for n, v in self.environ.items() if n.startswith(ENV_PREFIX) and n != "NIGHTCAST_CONFIG"}
+        if "NIGHTCAST_DATA_DIR" in names:  # the short name of paths.data_dir
+            names.setdefault("NIGHTCAST_PATHS__DATA_DIR", names.pop("NIGHTCAST_DATA_DIR"))
+        sections = Settings.model_fields
+        for name in names:
+            section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+            # the library skips variables naming no section; a typo must not silently run the default
+            if section not in sections or not key or "__" in key:
+                raise ConfigError(
+                    f"environment variable {name}: expected NIGHTCAST_<SECTION>__<KEY> with SECTION one of "
+                    f"{', '.join(s.upper() for s in sections)}"
+                )
+        return {n.lower(): v for n, v in names.items()}
+
+    def explode_env_vars(self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]) -> dict:
+        # a value is read as TOML, like the file's, when it parses ("[1, 5]", '"a b"', true), else as a string
+        return {key: _toml_value(raw) for key, raw in super().explode_env_vars(field_name, field, env_vars).items()}
 
 
-def _parse_env_value(raw: str) -> Any:
+def _toml_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict:
-    """Nested overrides from NIGHTCAST_<SECTION>__<KEY> variables."""
-    out: dict[str, dict] = {}
-    sections = Settings.model_fields
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ("NIGHTCAST_DATA_DIR", "NIGHTCAST_CONFIG"):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) != 2 or parts[0] not in sections:
-            raise ConfigError(
-                f"environment variable {name}: expected NIGHTCAST_<SECTION>__<KEY> with SECTION one of "
-                f"{', '.join(s.upper() for s in sections)}"
-            )
-        out.setdefault(parts[0], {})[parts[1]] = _parse_env_value(raw)
-    return out
-
-
-def read_toml(path: Path) -> dict:
+def _file_source(config: Path) -> TomlConfigSettingsSource:
+    if not config.is_file():  # the library skips a missing file silently
+        raise ConfigError(f"config file not found: {config}")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
+        return TomlConfigSettingsSource(Settings, toml_file=config)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
 
 
 def load_settings(
     config: Path | None = None, environ: Mapping[str, str] | None = None, overrides: Mapping | None = None
 ) -> Settings:
-    """Resolve settings: defaults < TOML file < environment < `overrides` (CLI flags)."""
+    """Resolve settings: defaults < TOML file < environment < `overrides` (CLI flags, nested by section).
+
+    `config` defaults to $NIGHTCAST_CONFIG, else ./nightcast.toml if it exists; `environ` to os.environ.
+    """
     environ = os.environ if environ is None else environ
     if config is None and environ.get("NIGHTCAST_CONFIG"):
         config = Path(environ["NIGHTCAST_CONFIG"])
     if config is None and DEFAULT_CONFIG.exists():
         config = DEFAULT_CONFIG
-    merged: dict = read_toml(config) if config is not None else {}
-    merged = _merge(merged, env_overrides(environ))
-    merged = _merge(merged, overrides or {})
+    sources = (InitSettingsSource(Settings, dict(overrides or {})), _Environment(environ))  # first wins
+    if config is not None:
+        sources += (_file_source(config),)
     try:
-        return Settings.model_validate(merged)
+        return Settings(_build_sources=(sources, {}))
     except pydantic.ValidationError as exc:
         raise ConfigError(_explain(exc, config)) from None
 

@@ -16,22 +16,62 @@ def test_defaults_are_documented_and_valid():
     assert s.features.horizons == [1, 2, 3, 4, 5]
     assert s.windows.test_days == 250
     assert s.paths.lake == Path("data/lake")
+    assert s.paths.backtest == Path("outputs/backtest")
     for section in Settings.model_fields.values():
         for name, field in section.annotation.model_fields.items():
             assert field.description, f"{section.annotation.__name__}.{name} has no description"
 
 
-def test_precedence_file_then_env_then_flags(tmp_path):
+def test_each_layer_overrides_only_what_it_sets(tmp_path):
     cfg = tmp_path / "n.toml"
-    cfg.write_text(
-        '[train]\nepochs = 3\nbatch_size = 64\n[features]\nhorizons = [1, 5]\n[source]\ntickers = ["NVDA"]\n'
-    )
-    env = {"NIGHTCAST_TRAIN__EPOCHS": "7", "NIGHTCAST_WINDOWS__LOOKBACK": "30", "HOME": "/x"}
+    cfg.write_text("[train]\nepochs = 3\nbatch_size = 64\npatience = 9\n[features]\nhorizons = [1, 5]\n")
+    env = {
+        "NIGHTCAST_TRAIN__EPOCHS": "7",
+        "NIGHTCAST_TRAIN__BATCH_SIZE": "48",
+        "NIGHTCAST_WINDOWS__LOOKBACK": "30",
+        "NIGHTCAST_FEATURES__HORIZONS": "[2, 3]",
+        "HOME": "/x",  # not ours: ignored
+    }
     s = load_settings(cfg, environ=env, overrides={"train": {"batch_size": 32}})
-    assert s.train.epochs == 7  # env beats file
-    assert s.train.batch_size == 32  # flags beat file
-    assert s.windows.lookback == 30
-    assert s.features.horizons == [1, 5] and s.source.tickers == ["NVDA"]
+    assert s.train.patience == 9  # file over default
+    assert s.train.epochs == 7 and s.features.horizons == [2, 3]  # environment over file
+    assert s.train.batch_size == 32  # flag over environment over file
+    assert s.windows.lookback == 30  # environment over default
+    assert s.train.learning_rate == Settings().train.learning_rate  # untouched by every layer
+
+
+def test_config_file_lookup(tmp_path):
+    (tmp_path / "nightcast.toml").write_text("[train]\nepochs = 4\n")
+    named = tmp_path / "named.toml"
+    named.write_text("[train]\nepochs = 5\n")
+    assert load_settings(None, environ={}).train.epochs == 4  # ./nightcast.toml
+    assert load_settings(None, environ={"NIGHTCAST_CONFIG": str(named)}).train.epochs == 5
+    assert load_settings(tmp_path / "nightcast.toml", environ={"NIGHTCAST_CONFIG": str(named)}).train.epochs == 4
+
+
+def test_environment_values_read_as_toml_when_they_parse():
+    env = {
+        "NIGHTCAST_SCHEDULE__NIGHTLY_CRON": '"15 19 * * 1-5"',  # a TOML string
+        "NIGHTCAST_SCHEDULE__BACKTEST_CRON": "0 8 * * 6",  # not TOML: taken as it is
+        "NIGHTCAST_SOURCE__TICKERS": "['nvda', \"ORCL\"]",
+        "NIGHTCAST_MODEL__ATTENTION": "false",
+        "NIGHTCAST_TRAIN__LEARNING_RATE": "2e-3",
+    }
+    s = load_settings(None, environ=env)
+    assert (s.schedule.nightly_cron, s.schedule.backtest_cron) == ("15 19 * * 1-5", "0 8 * * 6")
+    assert (s.source.tickers, s.model.attention, s.train.learning_rate) == (["NVDA", "ORCL"], False, 2e-3)
+
+
+def test_data_dir_variable_is_short_for_paths_data_dir():
+    assert load_settings(None, environ={"NIGHTCAST_DATA_DIR": "/srv/d"}).paths.lake == Path("/srv/d/lake")
+    both = {"NIGHTCAST_DATA_DIR": "/srv/d", "NIGHTCAST_PATHS__DATA_DIR": "/srv/e"}
+    assert load_settings(None, environ=both).paths.data_dir == Path("/srv/e")
+
+
+def test_constructing_settings_ignores_the_environment(monkeypatch):
+    monkeypatch.setenv("NIGHTCAST_TRAIN__EPOCHS", "2")
+    assert Settings().train.epochs == 30
+    assert load_settings(None).train.epochs == 2  # the process environment by default
 
 
 def test_unknown_keys_are_rejected(tmp_path):
@@ -39,19 +79,39 @@ def test_unknown_keys_are_rejected(tmp_path):
     cfg.write_text("[train]\nepochs = 3\nepoch = 4\n")
     with pytest.raises(ConfigError, match=r"setting train\.epoch: unknown setting"):
         load_settings(cfg, environ={})
-    with pytest.raises(ConfigError, match="NIGHTCAST_TRIAN__EPOCHS"):
+    cfg.write_text("[trian]\nepochs = 3\n")
+    with pytest.raises(ConfigError, match=r"setting trian: unknown setting"):
+        load_settings(cfg, environ={})
+    with pytest.raises(ConfigError, match="environment variable NIGHTCAST_TRIAN__EPOCHS: expected"):
         load_settings(None, environ={"NIGHTCAST_TRIAN__EPOCHS": "3"})
+    with pytest.raises(ConfigError, match="environment variable NIGHTCAST_TRAIN: expected"):
+        load_settings(None, environ={"NIGHTCAST_TRAIN": "3"})
+    with pytest.raises(ConfigError, match=r"setting train\.epoch: unknown setting, got 3$"):
+        load_settings(None, environ={"NIGHTCAST_TRAIN__EPOCH": "3"})
 
 
-def test_bad_values_name_setting_and_value():
-    with pytest.raises(ConfigError, match=r"setting train\.epochs: .*got 'many'"):
+def test_bad_values_name_setting_value_and_where_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"\(NIGHTCAST_\* environment or flags\):\n  setting train\.epochs: .*'many'"):
         load_settings(None, environ={"NIGHTCAST_TRAIN__EPOCHS": "many"})
+    with pytest.raises(ConfigError, match=r"setting features\.horizons: Input should be a valid list, got '1,5'"):
+        load_settings(None, environ={"NIGHTCAST_FEATURES__HORIZONS": "1,5"})  # a TOML list is [1, 5]
     with pytest.raises(ConfigError, match="source.path"):
         load_settings(None, environ={}, overrides={"source": {"kind": "file"}})
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        bad = Path("bad.toml")
-        bad.write_text("[train\n")
+    cfg = tmp_path / "n.toml"
+    cfg.write_text("[train]\nepochs = -1\n")
+    with pytest.raises(ConfigError, match=rf"(?s)config file {cfg}, .*setting train\.epochs: .*got -1"):
+        load_settings(cfg, environ={})
+
+
+def test_unreadable_config_file_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match=rf"^config file {bad} is not valid TOML: [^\n]*$"):
         load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match=rf"^config file not found: {tmp_path / 'gone.toml'}$"):
+        load_settings(tmp_path / "gone.toml", environ={})
+    with pytest.raises(ConfigError, match="config file not found: gone.toml"):
+        load_settings(None, environ={"NIGHTCAST_CONFIG": "gone.toml"})
 
 
 def test_printed_toml_reads_back_to_the_same_settings(tmp_path):
