@@ -23,7 +23,6 @@ LAKE_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(),
     "ingested_at": pl.Datetime("us", "UTC"),
 }
-LAKE_COLUMNS = tuple(LAKE_SCHEMA)
 
 # Upper-case letters and digits, optionally led by '^' (indices) and with '.', '-', '='
 # inside (BRK-B, RDS.A, EURUSD=X). No '/', no leading '.', at most 15 characters:

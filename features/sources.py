@@ -76,11 +76,6 @@ def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:
     return conform(pl.read_parquet(path))
 
 
-def load_file(path: Path) -> pl.DataFrame:
-    """The rows of a CSV or Parquet price file (see `read_file`)."""
-    return read_file(path)[0]
-
-
 def read_file(path: Path) -> tuple[pl.DataFrame, list[Finding]]:
     """Read a CSV or Parquet price file in long or wide layout (module docstring), with the findings.
 

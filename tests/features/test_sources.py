@@ -2,13 +2,14 @@ import pytest
 
 from features.errors import SourceError
 from features.settings import SourceSettings
-from features.sources import load, load_file, select_tickers
+from features.sources import load, read_file, select_tickers
 
 
 def test_long_file_case_insensitive(tmp_path):
     path = tmp_path / "prices.csv"
     path.write_text("Date,TICKER,Close,Volume\n2024-01-02,AAA,10.5,100\n2024-01-03,AAA,11,200\n")
-    frame = load_file(path)
+    frame, findings = read_file(path)
+    assert findings == []
     assert frame["close"].to_list() == [10.5, 11.0]
     assert frame["adj_close"].null_count() == 2  # filled at ingest: from the lake first, then from close
     assert frame["open"].null_count() == 2
@@ -17,15 +18,15 @@ def test_long_file_case_insensitive(tmp_path):
 
 def test_file_errors_name_the_problem(tmp_path):
     with pytest.raises(SourceError, match="not found"):
-        load_file(tmp_path / "nope.csv")
+        read_file(tmp_path / "nope.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("when,price\n2024-01-02,1\n")
     with pytest.raises(SourceError, match=r"missing required columns \['date', 'ticker', 'close'\]"):
-        load_file(bad)
+        read_file(bad)
     dates = tmp_path / "dates.csv"
     dates.write_text("date,ticker,close\n02/01/2024,AAA,1\n")
     with pytest.raises(SourceError, match="could not be parsed"):
-        load_file(dates)
+        read_file(dates)
 
 
 def test_sample_source_and_ticker_filter():
