@@ -12,15 +12,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is imported)
 from features.errors import ConfigError, NightcastError
+from flows import prefect_env
 from flows.settings import load_settings, to_toml
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
@@ -70,6 +72,115 @@ def _runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
 
 
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--asof",
+        metavar="DATE",
+        help="replay the night of a past date, YYYY-MM-DD: every stage sees only data up to it; outputs go to "
+        "<out>/replay, apart from what was published live",
+    )
+
+
+def _replay_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", metavar="DATE", required=True, help="first night, YYYY-MM-DD")
+    p.add_argument("--end", metavar="DATE", required=True, help="last night, YYYY-MM-DD")
+
+
+def _record_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asof", metavar="DATE", help="the record as it stood on DATE (default: everything known)")
+    p.add_argument("--by-ticker", action="store_true", help="also print the per-ticker rows")
+    p.add_argument(
+        "--replay", action="store_true", help="the record of replayed nights (outputs/replay) instead of live ones"
+    )
+
+
+def _ingest_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
+
+
+def _backtest_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
+    p.add_argument("--test-end", metavar="DATE", help="last forecast origin, YYYY-MM-DD (default: the data's end)")
+    p.add_argument("--horizons", metavar="H,H", help="forecast horizons, e.g. 1,5 (default: 1,2,3,4,5)")
+    p.add_argument(
+        "--refit-every", type=int, metavar="N", help="trading days between refits; 0 = fit once (default 63)"
+    )
+    p.add_argument(
+        "--cold-start",
+        action="store_true",
+        default=None,  # absent leaves backtest.warm_start to the settings
+        help="refit from fresh weights instead of the previous fold's",
+    )
+
+
+# name: (summary in the command list, description, flag groups after --config and --verbose)
+COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], None], ...]]] = {
+    "run": (
+        "run the nightly job once: ingest, evaluate, refit, forecast, publish, score the ledger",
+        "Run the nightly job once and print the evaluation table, the live record and the files written. "
+        "The recipe is judged out of sample on the last windows.test_days origins; the model that publishes is "
+        "the same recipe refit on every label realised by the as-of date.",
+        (_source_flags, _out_flag, _runner_flags, _run_flags),
+    ),
+    "replay": (
+        "run the nightly as of every session between two dates, retraining only when the champion rules say so",
+        "Bring the lake up to date once, then run the nightly as of each session from --start to --end that has "
+        "data, in order, each from data up to its night only. Replayed nights are kept apart from what was "
+        "published live: outputs under <out>/replay, champion decisions under <models>/replay. The replay ends "
+        "with the live record its nights would have had (`nightcast record --replay`).",
+        (_source_flags, _out_flag, _runner_flags, _replay_flags),
+    ),
+    "record": (
+        "print the live record: every published forecast whose target date has passed, scored",
+        "Score the ledger (outputs/ledger; replayed nights: outputs/replay/ledger) against the lake's adjusted "
+        "closes: per horizon, pooled and per ticker, the MSE ratio to the random walk on the same forecasts, hit "
+        "rate beside 'always up', Diebold-Mariano p, interval coverage and counts. Reads files only; starts no "
+        "Prefect.",
+        (_out_flag, _record_flags),
+    ),
+    "ingest": (
+        "bring the Parquet lake up to date from a source and print a per-ticker summary",
+        "Fetch (yfinance, incrementally from each ticker's last stored date) or load (file, sample) prices, "
+        "validate them, and upsert them into the lake. Bad tickers are quarantined, never the whole run; "
+        "when yfinance is unreachable the stored lake is kept and its staleness reported. Exits 1 when no "
+        "ticker could be updated.",
+        (_source_flags, _runner_flags, _ingest_flags),
+    ),
+    "backtest": (
+        "walk-forward backtest of the model, its LSTM ablation and the baselines on identical origins",
+        "Refit every N trading days on labels realised before each refit, forecast every trading day of the "
+        "test span, and write predictions.*, metrics.*, folds.*, PNG plots and report.md into <out>/backtest "
+        "(default: outputs/backtest).",
+        (_source_flags, _out_flag, _runner_flags, _backtest_flags),
+    ),
+    "train": (
+        "evaluate a challenger now; it replaces the champion only by beating it out of sample",
+        "Ingest, check data health, build features, evaluate a challenger recipe on the last windows.test_days "
+        "origins beside the champion's evaluation fit (out of sample for both), and refit the winner on every "
+        "realised label; the nightly publishes with the champion.",
+        (_source_flags, _runner_flags),
+    ),
+    "ui": (
+        "start a local Prefect server and UI (bound to 127.0.0.1) for nightcast's runs",
+        "Starts `prefect server start` on schedule.ui_host:ui_port with its database in data/prefect and "
+        "analytics off, waits until it answers, and keeps it running until Ctrl-C. Point runs at it with "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api.",
+        (),
+    ),
+    "serve": (
+        "register the nightly and weekly-backtest deployments and run them on their schedules",
+        "Serves a `nightly` deployment (schedule.nightly_cron in schedule.timezone) and a `weekly-backtest` "
+        "deployment until Ctrl-C. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
+        (),
+    ),
+    "config": (
+        "print the resolved settings as TOML",
+        "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
+        (_source_flags, _out_flag, _runner_flags),
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nightcast",
@@ -79,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nightcast {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, summary: str, description: str, *groups) -> argparse.ArgumentParser:
+    for name, (summary, description, groups) in COMMANDS.items():
         p = sub.add_parser(
             name,
             help=summary,
@@ -88,112 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=SETTINGS_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _common_flags(p)
-        for add in groups:
+        for add in (_common_flags, *groups):
             add(p)
-        return p
-
-    run = command(
-        "run",
-        "run the nightly job once: ingest, evaluate, refit, forecast, publish, score the ledger",
-        "Run the nightly job once and print the evaluation table, the live record and the files written. "
-        "The recipe is judged out of sample on the last windows.test_days origins; the model that publishes is "
-        "the same recipe refit on every label realised by the as-of date.",
-        _source_flags,
-        _out_flag,
-        _runner_flags,
-    )
-    run.add_argument(
-        "--asof",
-        metavar="DATE",
-        help="replay the night of a past date, YYYY-MM-DD: every stage sees only data up to it; outputs go to "
-        "<out>/replay, apart from what was published live",
-    )
-    replay = command(
-        "replay",
-        "run the nightly as of every session between two dates, retraining only when the champion rules say so",
-        "Bring the lake up to date once, then run the nightly as of each session from --start to --end that has "
-        "data, in order, each from data up to its night only. Replayed nights are kept apart from what was "
-        "published live: outputs under <out>/replay, champion decisions under <models>/replay. The replay ends "
-        "with the live record its nights would have had (`nightcast record --replay`).",
-        _source_flags,
-        _out_flag,
-        _runner_flags,
-    )
-    replay.add_argument("--start", metavar="DATE", required=True, help="first night, YYYY-MM-DD")
-    replay.add_argument("--end", metavar="DATE", required=True, help="last night, YYYY-MM-DD")
-    record = command(
-        "record",
-        "print the live record: every published forecast whose target date has passed, scored",
-        "Score the ledger (outputs/ledger; replayed nights: outputs/replay/ledger) against the lake's adjusted "
-        "closes: per horizon, pooled and per ticker, the MSE ratio to the random walk on the same forecasts, hit "
-        "rate beside 'always up', Diebold-Mariano p, interval coverage and counts. Reads files only; starts no "
-        "Prefect.",
-        _out_flag,
-    )
-    record.add_argument("--asof", metavar="DATE", help="the record as it stood on DATE (default: everything known)")
-    record.add_argument("--by-ticker", action="store_true", help="also print the per-ticker rows")
-    record.add_argument(
-        "--replay", action="store_true", help="the record of replayed nights (outputs/replay) instead of live ones"
-    )
-    ingest = command(
-        "ingest",
-        "bring the Parquet lake up to date from a source and print a per-ticker summary",
-        "Fetch (yfinance, incrementally from each ticker's last stored date) or load (file, sample) prices, "
-        "validate them, and upsert them into the lake. Bad tickers are quarantined, never the whole run; "
-        "when yfinance is unreachable the stored lake is kept and its staleness reported. Exits 1 when no "
-        "ticker could be updated.",
-        _source_flags,
-        _runner_flags,
-    )
-    ingest.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
-    bt = command(
-        "backtest",
-        "walk-forward backtest of the model, its LSTM ablation and the baselines on identical origins",
-        "Refit every N trading days on labels realised before each refit, forecast every trading day of the "
-        "test span, and write predictions.*, metrics.*, folds.*, PNG plots and report.md into --out "
-        "(default: outputs/backtest).",
-        _source_flags,
-        _out_flag,
-        _runner_flags,
-    )
-    bt.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
-    bt.add_argument("--test-end", metavar="DATE", help="last forecast origin, YYYY-MM-DD (default: the data's end)")
-    bt.add_argument("--horizons", metavar="H,H", help="forecast horizons, e.g. 1,5 (default: 1,2,3,4,5)")
-    bt.add_argument(
-        "--refit-every", type=int, metavar="N", help="trading days between refits; 0 = fit once (default 63)"
-    )
-    bt.add_argument("--cold-start", action="store_true", help="refit from fresh weights instead of the previous fold's")
-    command(
-        "train",
-        "evaluate a challenger now; it replaces the champion only by beating it out of sample",
-        "Ingest, check data health, build features, evaluate a challenger recipe on the last windows.test_days "
-        "origins beside the champion's evaluation fit (out of sample for both), and refit the winner on every "
-        "realised label; the nightly publishes with the champion.",
-        _source_flags,
-        _runner_flags,
-    )
-    command(
-        "ui",
-        "start a local Prefect server and UI (bound to 127.0.0.1) for nightcast's runs",
-        "Starts `prefect server start` on schedule.ui_host:ui_port with its database in data/prefect and "
-        "analytics off, waits until it answers, and keeps it running until Ctrl-C. Point runs at it with "
-        "PREFECT_API_URL=http://127.0.0.1:4200/api.",
-    )
-    command(
-        "serve",
-        "register the nightly and weekly-backtest deployments and run them on their schedules",
-        "Serves a `nightly` deployment (schedule.nightly_cron in schedule.timezone) and a `weekly-backtest` "
-        "deployment until Ctrl-C. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
-    )
-    command(
-        "config",
-        "print the resolved settings as TOML",
-        "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
-        _source_flags,
-        _out_flag,
-        _runner_flags,
-    )
     return parser
 
 
@@ -217,47 +223,45 @@ def _date(flag: str, value: str | None) -> date | None:
         raise ConfigError(f"{flag}: expected a date like 2014-07-01, got {value!r}") from None
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    flag = lambda name: getattr(args, name, None)  # noqa: E731 (commands carry only their own flags)
-    source = {k: v for k, v in (("kind", flag("source")), ("path", flag("path")), ("tickers", flag("tickers"))) if v}
-    if flag("path") is not None and flag("source") is None:
-        source["kind"] = "file"
-    out: dict = {}
-    if source:
-        out["source"] = source
-    paths = {}
-    if flag("out") is not None:
-        paths["out_dir"] = flag("out")
-    if flag("lake") is not None:
-        paths["lake_dir"] = flag("lake")
-    if paths:
-        out["paths"] = paths
-    runner = {k: v for k, v in (("kind", flag("runner")), ("dask_address", flag("dask_address"))) if v is not None}
-    if flag("dask_address") and not flag("runner"):
-        runner["kind"] = "dask"
-    if runner:
-        out["runner"] = runner
-    if args.command == "backtest":
-        bt = {
-            k: v
-            for k, v in (
-                ("test_start", args.test_start),
-                ("test_end", args.test_end),
-                ("refit_every", args.refit_every),
-            )
-            if v is not None
-        }
-        if args.cold_start:
-            bt["warm_start"] = False
-        if bt:
-            out["backtest"] = bt
-        if args.horizons:
-            try:
-                out["features"] = {"horizons": [int(h) for h in args.horizons.split(",") if h.strip()]}
-            except ValueError:
-                raise ConfigError(
-                    f"--horizons: expected comma-separated integers like 1,5, got {args.horizons!r}"
-                ) from None
+def _horizons(value: str) -> list[int]:
+    try:
+        return [int(h) for h in value.split(",") if h.strip()]
+    except ValueError:
+        raise ConfigError(f"--horizons: expected comma-separated integers like 1,5, got {value!r}") from None
+
+
+def _always(value: Any) -> Callable[[Any], Any]:
+    return lambda _: value
+
+
+# Every flag that sets a setting: (argparse dest, settings path, converter). A later row wins: the kind that
+# --path or --dask-address implies comes first, so an explicit --source or --runner overrides it.
+SETTING_FLAGS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("path", "source.kind", _always("file")),
+    ("dask_address", "runner.kind", _always("dask")),
+    ("source", "source.kind", str),
+    ("path", "source.path", Path),
+    ("tickers", "source.tickers", list),
+    ("out", "paths.out_dir", Path),
+    ("lake", "paths.lake_dir", Path),
+    ("runner", "runner.kind", str),
+    ("dask_address", "runner.dask_address", str),
+    ("test_start", "backtest.test_start", str),
+    ("test_end", "backtest.test_end", str),
+    ("refit_every", "backtest.refit_every", int),
+    ("cold_start", "backtest.warm_start", _always(False)),
+    ("horizons", "features.horizons", _horizons),
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings the flags set, nested by section as `load_settings` takes them."""
+    out: dict[str, dict[str, Any]] = {}
+    for dest, path, convert in SETTING_FLAGS:
+        value = getattr(args, dest, None)  # each command carries only its own flags
+        if value is not None:
+            section, key = path.split(".")
+            out.setdefault(section, {})[key] = convert(value)
     return out
 
 
@@ -495,6 +499,129 @@ def main(argv: list[str] | None = None) -> int:
             train.STOP.clear()  # an interrupt stops this command, not the next one in the same process
 
 
+FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
+
+
+def _start(settings, command: str) -> float:
+    """Check what can be known to fail before anything starts, then start Prefect's temporary server for a
+    flow command; return the start time."""
+    from flows.preflight import preflight
+
+    preflight(settings, command, settings.paths.backtest if command == "backtest" else None)
+    started = time.perf_counter()
+    if command in FLOW_COMMANDS:
+        from flows.deploy import start_ephemeral_server
+
+        start_ephemeral_server()
+    return started
+
+
+def _config_command(settings, args: argparse.Namespace) -> int:
+    console.print(to_toml(settings), markup=False, highlight=False)
+    return 0
+
+
+def _record_command(settings, args: argparse.Namespace) -> int:
+    return _record(settings, _date("--asof", args.asof), args.by_ticker, args.replay)
+
+
+def _run_command(settings, args: argparse.Namespace) -> int:
+    asof = _date("--asof", args.asof)
+    if asof is not None and asof > date.today():
+        raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")
+    started = _start(settings, "run")
+    from flows.nightly import MarketClosed, nightly
+    from flows.tasks import task_runner
+
+    result = nightly.with_options(task_runner=task_runner(settings))(settings, asof=asof)
+    if isinstance(result, MarketClosed):
+        console.print(result.message)
+        return 0
+    _print_result(result, time.perf_counter() - started)
+    return 0
+
+
+def _replay_command(settings, args: argparse.Namespace) -> int:
+    start, end = _date("--start", args.start), _date("--end", args.end)
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    _start(settings, "replay")
+    return _replay(settings, start, end)
+
+
+def _train_command(settings, args: argparse.Namespace) -> int:
+    _start(settings, "train")
+    from flows.tasks import task_runner
+    from flows.train import train_flow
+
+    choice = train_flow.with_options(task_runner=task_runner(settings))(settings)
+    console.print(_metrics_table(choice.evaluation.metrics, "Out-of-sample evaluation of the champion's recipe"))
+    console.print(f"model: {choice.decision}", markup=False)
+    for problem in choice.health:
+        console.print(f"[yellow]data health:[/] {problem}")
+    return 0
+
+
+def _ingest_command(settings, args: argparse.Namespace) -> int:
+    started = _start(settings, "ingest")
+    from flows.ingest import ingest_flow  # Prefect is imported only when a flow runs
+
+    report = ingest_flow(settings)
+    _print_ingest(report)
+    console.print(f"lake: {settings.paths.lake}  ({time.perf_counter() - started:.1f}s)")
+    requested = report.summary["ticker"].to_list()
+    if requested and all(t in report.fetch_failed or t in report.quarantined for t in requested):
+        # a scheduler must see this: nothing was brought up to date (the lake itself is untouched)
+        reasons = "; ".join(sorted({why[:160] for why in report.fetch_failed.values()})) or "all quarantined"
+        _error(f"no ticker could be updated: {reasons}")
+        return 1
+    return 0
+
+
+def _backtest_command(settings, args: argparse.Namespace) -> int:
+    started = _start(settings, "backtest")
+    from flows.backtest import backtest_flow
+    from flows.tasks import task_runner
+
+    flow = backtest_flow.with_options(task_runner=task_runner(settings))
+    result, paths = flow(settings, settings.paths.backtest)
+    console.print(_metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}"))
+    console.print(
+        "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
+        "significant (a positive one: significantly worse)."
+    )
+    console.print(result.folds)
+    console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
+    console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
+    return 0
+
+
+def _ui_command(settings, args: argparse.Namespace) -> int:
+    _start(settings, "ui")
+    return _ui(settings)
+
+
+def _serve_command(settings, args: argparse.Namespace) -> int:
+    _start(settings, "serve")
+    from flows.deploy import serve
+
+    serve(settings)
+    return 0
+
+
+HANDLERS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "run": _run_command,
+    "replay": _replay_command,
+    "record": _record_command,
+    "ingest": _ingest_command,
+    "backtest": _backtest_command,
+    "train": _train_command,
+    "ui": _ui_command,
+    "serve": _serve_command,
+    "config": _config_command,
+}
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
@@ -502,88 +629,11 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
+        prefect_env.configure(settings.paths.data_dir)  # before any command imports Prefect
         if args.verbose and args.command != "config":
             console.print("[bold]nightcast settings[/]")
             console.print(to_toml(settings), markup=False, highlight=False)
-        if args.command == "config":
-            console.print(to_toml(settings), markup=False, highlight=False)
-            return 0
-        if args.command == "record":
-            return _record(settings, _date("--asof", args.asof), args.by_ticker, args.replay)
-        asof = _date("--asof", getattr(args, "asof", None))
-        if asof is not None and asof > date.today():
-            raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")
-        if args.command == "replay":
-            start, end = _date("--start", args.start), _date("--end", args.end)
-            if end < start:
-                raise ConfigError(f"--end {end} is before --start {start}")
-        from flows.preflight import preflight
-
-        out_dir = (args.out or settings.paths.out_dir / "backtest") if args.command == "backtest" else None
-        preflight(settings, args.command, out_dir)
-        from flows.tasks import task_runner
-
-        started = time.perf_counter()
-        if args.command in ("run", "replay", "train", "backtest", "ingest"):
-            from flows.deploy import start_ephemeral_server
-
-            start_ephemeral_server()
-        if args.command == "ui":
-            return _ui(settings)
-        if args.command == "serve":
-            from flows.deploy import serve
-
-            serve(settings)
-            return 0
-        if args.command == "train":
-            from flows.train import train_flow
-
-            choice = train_flow.with_options(task_runner=task_runner(settings))(settings)
-            console.print(
-                _metrics_table(choice.evaluation.metrics, "Out-of-sample evaluation of the champion's recipe")
-            )
-            console.print(f"model: {choice.decision}", markup=False)
-            for problem in choice.health:
-                console.print(f"[yellow]data health:[/] {problem}")
-            return 0
-        if args.command == "ingest":
-            from flows.ingest import ingest_flow  # Prefect is imported only when a flow runs
-
-            report = ingest_flow(settings)
-            _print_ingest(report)
-            console.print(f"lake: {settings.paths.lake}  ({time.perf_counter() - started:.1f}s)")
-            requested = report.summary["ticker"].to_list()
-            if requested and all(t in report.fetch_failed or t in report.quarantined for t in requested):
-                # a scheduler must see this: nothing was brought up to date (the lake itself is untouched)
-                reasons = "; ".join(sorted({why[:160] for why in report.fetch_failed.values()})) or "all quarantined"
-                _error(f"no ticker could be updated: {reasons}")
-                return 1
-            return 0
-        if args.command == "backtest":
-            from flows.backtest import backtest_flow
-
-            result, paths = backtest_flow.with_options(task_runner=task_runner(settings))(settings, out_dir)
-            console.print(
-                _metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}")
-            )
-            console.print(
-                "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
-                "significant (a positive one: significantly worse)."
-            )
-            console.print(result.folds)
-            console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
-            console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
-            return 0
-        if args.command == "replay":
-            return _replay(settings, start, end)
-        from flows.nightly import MarketClosed, nightly
-
-        result = nightly.with_options(task_runner=task_runner(settings))(settings, asof=asof)
-        if isinstance(result, MarketClosed):
-            console.print(result.message)
-            return 0
-        _print_result(result, time.perf_counter() - started)
-        return 0
+        return HANDLERS[args.command](settings, args)
     except NightcastError as exc:
         _error(str(exc))
         return 2

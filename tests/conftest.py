@@ -1,16 +1,16 @@
-"""Shared fixtures. Prefect gets a throw-away home before anything imports it."""
+"""Shared fixtures. Prefect gets nightcast's environment and a throw-away home before anything imports it."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="nightcast-test-prefect-")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+from flows import prefect_env
+
+os.environ.pop("PREFECT_HOME", None)  # a developer's own Prefect home must not receive the tests' runs
+prefect_env.configure(Path(tempfile.mkdtemp(prefix="nightcast-test-")))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402

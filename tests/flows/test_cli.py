@@ -1,42 +1,123 @@
+import os
+import re
 import subprocess
 import sys
+from datetime import date
+from pathlib import Path
 
-from flows.cli import build_parser, main
+import pytest
+
+from flows.cli import COMMANDS, SETTING_FLAGS, _overrides, build_parser, main
+from flows.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMON = {"--config", "--verbose", "--help"}
+SOURCE, RUNNER = {"--source", "--path", "--tickers"}, {"--runner", "--dask-address"}
+FLAGS = {
+    "run": COMMON | SOURCE | RUNNER | {"--out", "--asof"},
+    "replay": COMMON | SOURCE | RUNNER | {"--out", "--start", "--end"},
+    "record": COMMON | {"--out", "--asof", "--by-ticker", "--replay"},
+    "ingest": COMMON | SOURCE | RUNNER | {"--lake"},
+    "backtest": COMMON
+    | SOURCE
+    | RUNNER
+    | {"--out", "--test-start", "--test-end", "--horizons", "--refit-every", "--cold-start"},
+    "train": COMMON | SOURCE | RUNNER,
+    "ui": COMMON,
+    "serve": COMMON,
+    "config": COMMON | SOURCE | RUNNER | {"--out"},
+}
+# flags that are arguments of one command, not settings
+COMMAND_ARGUMENTS = {"help", "config", "verbose", "asof", "start", "end", "by_ticker", "replay"}
+
+
+@pytest.fixture(autouse=True)
+def _no_local_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a developer's ./nightcast.toml must not leak into these tests
+    for name in [n for n in os.environ if n.startswith("NIGHTCAST_")]:
+        monkeypatch.delenv(name)
 
 
 def help_of(capsys, *argv: str) -> str:
-    try:
+    with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([*argv, "--help"])
-    except SystemExit as exc:
-        assert exc.code == 0
+    assert exit_.value.code == 0
     return capsys.readouterr().out
 
 
+def settings_of(*argv: str):
+    return load_settings(None, environ={}, overrides=_overrides(build_parser().parse_args(argv)))
+
+
 def test_help_lists_every_command_with_its_summary(capsys):
-    out = help_of(capsys)
-    for command in ("run", "replay", "record", "ingest", "backtest", "train", "ui", "serve", "config"):
-        assert f"\n    {command} " in out or f"\n    {command}\n" in out, command
-    assert "NIGHTCAST_" in out
+    out = re.sub(r"\s", "", help_of(capsys))  # argparse wraps the summaries
+    assert set(COMMANDS) == set(FLAGS)
+    for command, (summary, _, _) in COMMANDS.items():
+        assert re.sub(r"\s", "", command + summary) in out, command
 
 
-def test_each_command_lists_only_its_own_flags(capsys):
-    run = help_of(capsys, "run")
-    assert all(f in run for f in ("--config", "--source", "--path", "--tickers", "--out", "--asof", "--verbose"))
-    assert "wide layout" in run  # --path explains both layouts
-    ui = help_of(capsys, "ui")
-    assert "--config" in ui and "--source" not in ui and "--out" not in ui
-    record = help_of(capsys, "record")
-    assert "--replay" in record and "--source" not in record
-    assert "--lake" in help_of(capsys, "ingest") and "--lake" not in run
+@pytest.mark.parametrize("command", sorted(FLAGS))
+def test_each_command_lists_exactly_its_own_flags(capsys, command):
+    listed = re.findall(r"^ +(?:-\w, )?(--[a-z-]+)", help_of(capsys, command), re.MULTILINE)
+    assert set(listed) == FLAGS[command]
+
+
+def test_every_settings_flag_lands_in_the_settings(tmp_path):
+    s = settings_of(
+        "backtest",
+        *("--source", "file", "--path", str(tmp_path / "p.csv"), "--tickers", "aaa", "BBB"),
+        *("--out", str(tmp_path / "o"), "--runner", "dask", "--dask-address", "tcp://h:8786"),
+        *("--test-start", "2014-07-01", "--test-end", "2014-12-31", "--horizons", "1,5"),
+        *("--refit-every", "20", "--cold-start"),
+    )
+    assert (s.source.kind, s.source.path, s.source.tickers) == ("file", tmp_path / "p.csv", ["AAA", "BBB"])
+    assert s.paths.out_dir == tmp_path / "o" and s.paths.backtest == tmp_path / "o" / "backtest"
+    assert (s.runner.kind, s.runner.dask_address) == ("dask", "tcp://h:8786")
+    assert (s.backtest.test_start, s.backtest.test_end) == (date(2014, 7, 1), date(2014, 12, 31))
+    assert (s.features.horizons, s.backtest.refit_every, s.backtest.warm_start) == ([1, 5], 20, False)
+    assert settings_of("ingest", "--lake", str(tmp_path / "lake")).paths.lake == tmp_path / "lake"
+    defaults = settings_of("backtest")
+    assert defaults == load_settings(None, environ={})  # a flag not given changes nothing
+    assert defaults.backtest.warm_start is True
+
+
+def test_every_flag_is_a_setting_or_a_command_argument():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices.values()
+    dests = {action.dest for command in commands for action in command._actions}
+    assert dests - COMMAND_ARGUMENTS == {dest for dest, _, _ in SETTING_FLAGS}
+
+
+def test_flags_imply_the_kind_they_need(tmp_path):
+    assert settings_of("config", "--path", str(tmp_path / "p.csv")).source.kind == "file"
+    assert settings_of("config", "--path", str(tmp_path / "p.csv"), "--source", "sample").source.kind == "sample"
+    assert settings_of("config", "--dask-address", "tcp://h:1").runner.kind == "dask"
+    assert settings_of("config", "--dask-address", "tcp://h:1", "--runner", "threads").runner.kind == "threads"
+
+
+def test_flags_override_environment_and_file(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[paths]\nout_dir = "from-file"\nlake_dir = "lake-from-file"\n[runner]\nkind = "dask"\n')
+    monkeypatch.setenv("NIGHTCAST_PATHS__OUT_DIR", "from-env")
+    assert main(["config", "--config", str(cfg), "--out", "from-flag"]) == 0
+    out = capsys.readouterr().out
+    assert 'out_dir = "from-flag"' in out and 'lake_dir = "lake-from-file"' in out and 'kind = "dask"' in out
+    assert main(["config", "--config", str(cfg)]) == 0
+    assert 'out_dir = "from-env"' in capsys.readouterr().out
+
+
+def test_bad_horizons_is_one_line_and_status_2(capsys):
+    assert main(["backtest", "--horizons", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --horizons: expected comma-separated integers like 1,5, got 'x'\n"
 
 
 def test_version(capsys):
     from features.version import package_version
 
-    try:
+    with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["--version"])
-    except SystemExit as exc:
-        assert exc.code == 0
+    assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"nightcast {package_version()}"
 
 
@@ -44,7 +125,11 @@ def test_user_errors_print_one_line_without_traceback(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochz = 1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -57,3 +142,27 @@ def test_missing_file_source_is_a_clear_error(tmp_path, capsys):
     assert main(["config", "--path", str(tmp_path / "p.csv"), "--tickers", "AAA", "BBB"]) == 0
     out = capsys.readouterr().out
     assert 'kind = "file"' in out and 'tickers = ["AAA", "BBB"]' in out
+
+
+PROBE = """
+import os, sys
+import flows.cli
+imported = sorted(n for n in os.environ if n.startswith("PREFECT")), sorted(os.listdir(".")), "prefect" in sys.modules
+code = flows.cli.main(sys.argv[1:])
+import prefect.settings
+print("PROBE", *imported, code, prefect.settings.get_current_settings().home)
+"""
+
+
+@pytest.mark.parametrize("argv", [["config"], ["run", "--path", "missing.csv"]], ids=["config", "run"])
+def test_importing_the_cli_changes_nothing_and_commands_home_prefect_in_the_data_dir(tmp_path, argv):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT", "NIGHTCAST"))}
+    env |= {"PYTHONPATH": str(ROOT), "NIGHTCAST_PATHS__DATA_DIR": "store"}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    probe = proc.stdout.splitlines()[-1]
+    assert probe.startswith("PROBE [] [] False ")  # on import: no PREFECT_* variable, no directory, no Prefect
+    code, home = probe.split()[-2:]
+    assert Path(home) == tmp_path / "store" / "prefect" and Path(home).is_dir()
+    assert int(code) == (0 if argv == ["config"] else 2)  # run: the missing price file, after Prefect's set-up

@@ -1,0 +1,40 @@
+"""Prefect's environment for nightcast, set by an explicit call: importing `flows` changes nothing.
+
+Prefect reads its settings (home, logging, analytics) once, when `prefect` is first imported, so
+`configure` must run before that: the CLI calls it as soon as the settings are resolved, the test suite
+in its conftest. Variables already set in the environment always win.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+
+def variables(data_dir: Path) -> dict[str, str]:
+    """Offline-safe defaults: no analytics, a longer ephemeral-server startup timeout, our `nightcast.*` loggers
+    forwarded to Prefect, and Prefect's home in the data directory instead of ~/.prefect."""
+    return {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "nightcast",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # library code also logs outside flow runs
+        "PREFECT_HOME": str(Path(data_dir).resolve() / "prefect"),
+    }
+
+
+def configure(data_dir: Path, environ: MutableMapping[str, str] = os.environ) -> Path:
+    """Set Prefect's defaults for `data_dir` where the environment does not set them; return Prefect's home.
+
+    Args:
+        data_dir: the pipeline's data directory (`paths.data_dir`); Prefect's home is `data_dir/prefect`.
+        environ: the environment to complete (the process's own by default).
+    """
+    for key, value in variables(data_dir).items():
+        environ.setdefault(key, value)
+    home = Path(environ["PREFECT_HOME"]).expanduser()
+    # Prefect creates its home without parents; without it the ephemeral server cannot open its database.
+    home.mkdir(parents=True, exist_ok=True)
+    return home
