@@ -29,7 +29,7 @@ from features.settings import DenoiseSettings, FeatureSettings, ValidationSettin
 from features.sources import load_sample  # noqa: E402
 from features.validate import validate_prices  # noqa: E402
 from features.windows import Scaler, date_splits, make_panel, training_rows  # noqa: E402
-from forecasting.model import ModelConfig, TemporalAttentionLSTM  # noqa: E402
+from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM  # noqa: E402
 from forecasting.settings import ModelSettings, TrainSettings  # noqa: E402
 from forecasting.train import fit, predict  # noqa: E402
 
@@ -60,10 +60,11 @@ def sync(device: torch.device) -> None:
 
 def train_step_flops(c: ModelConfig, lookback: int) -> float:
     """Analytic FLOPs of one training sample (forward x 3 for forward + backward)."""
-    H, F, L, A, K = c.hidden_size, c.n_features, lookback, c.attention_size, c.n_horizons
-    lstm = sum(L * 2 * 4 * H * ((F if layer == 0 else H) + H) for layer in range(c.num_layers))
-    attention = (L * 2 * H * A + 2 * H * A + L * 2 * A + L * 2 * H) if c.attention else 0
-    head_in = 2 * H if c.attention else H
+    a = c.arch
+    H, F, L, A, K = a.hidden_size, c.shape.n_features, lookback, a.attention_size, c.shape.n_horizons
+    lstm = sum(L * 2 * 4 * H * ((F if layer == 0 else H) + H) for layer in range(a.num_layers))
+    attention = (L * 2 * H * A + 2 * H * A + L * 2 * A + L * 2 * H) if a.attention else 0
+    head_in = 2 * H if a.attention else H
     head = 2 * head_in * H + 2 * H * K
     return 3.0 * (lstm + attention + head)
 
@@ -137,13 +138,8 @@ def main() -> None:
     lookback = WindowSettings().lookback
     panel, splits = sample_panel()
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    config = ModelConfig(
-        n_features=len(panel.features),
-        n_horizons=len(panel.targets),
-        lookback=lookback,
-        n_tickers=len(panel.tickers),
-        **{**model_settings.model_dump(), "quantiles": ()},
-    )
+    shape = DataShape(len(panel.features), len(panel.targets), lookback=lookback, n_tickers=len(panel.tickers))
+    config = ModelConfig(model_settings, shape)
 
     dense = matmul_flops(device, torch.float32)
     ours, _ = nightcast_samples_per_s(panel, splits, model_settings, settings, lookback, args.epochs)
@@ -159,7 +155,7 @@ def main() -> None:
 
     print(
         f"bundled sample: {len(splits.train):,} training windows, {len(panel.features)} features, lookback "
-        f"{lookback}, batch {settings.batch_size}, LSTM 1x{config.hidden_size} + additive attention, "
+        f"{lookback}, batch {settings.batch_size}, LSTM 1x{config.arch.hidden_size} + additive attention, "
         f"device {device}, torch threads {torch.get_num_threads()}"
     )
     print(f"{'loop':<34}{'samples/s':>12}")

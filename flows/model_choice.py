@@ -28,12 +28,18 @@ from features.windows import Panel, refit_split
 from flows.settings import Settings
 from flows.tasks import run_backtest
 from forecasting import policy, registry, train
-from forecasting.backtest import BacktestResult, FixedForecaster, NeuralForecaster, make_forecasters, walk_forward
-from forecasting.settings import ModelSettings, TrainSettings
+from forecasting.backtest import (
+    BacktestResult,
+    FixedForecaster,
+    Intervals,
+    NeuralForecaster,
+    Schedule,
+    make_forecasters,
+    walk_forward,
+)
+from forecasting.names import BASELINES, PUBLISHING_MODEL
+from forecasting.settings import ModelSettings, TrainSettings, training_recipe
 
-MODEL_NAME = "attention_lstm"
-BASELINES = ("random_walk", "hist_mean", "ridge")
-TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip", "patience", "seed")
 log = logging.getLogger("nightcast.flows.model_choice")
 
 
@@ -53,7 +59,7 @@ class ModelChoice:
 
 def evaluation_settings(settings: Settings):
     return settings.backtest.model_copy(
-        update={"refit_every": 0, "test_start": None, "test_end": None, "models": [MODEL_NAME, *BASELINES]}
+        update={"refit_every": 0, "test_start": None, "test_end": None, "models": [PUBLISHING_MODEL, *BASELINES]}
     )
 
 
@@ -63,7 +69,7 @@ def config_hashes(settings: Settings) -> tuple[str, str]:
     dumped = settings.model_dump(mode="json")
     inputs = {"denoise": dumped["denoise"], "features": dumped["features"], "lookback": dumped["windows"]["lookback"]}
     recipe = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
-        "train": {k: dumped["train"][k] for k in TRAINING_KEYS}
+        "train": training_recipe(settings.train)
     }
     return registry.settings_hash(recipe), registry.settings_hash(inputs)
 
@@ -80,20 +86,16 @@ def health_gate(prices: pl.DataFrame, stale: dict[str, int], settings: Settings)
 def evaluate_fixed(panel: Panel, trained: train.TrainedModel, settings: Settings) -> BacktestResult:
     """The champion's evaluation fit and freshly fit baselines on today's evaluation span (out of sample for
     the champion: its cutoff is at or before the span's start)."""
-    bt = evaluation_settings(settings)
+    bt, w = evaluation_settings(settings), settings.windows
     baselines = make_forecasters(
-        bt.model_copy(update={"models": list(BASELINES)}), settings.model, settings.train, settings.windows.lookback
+        bt.model_copy(update={"models": list(BASELINES)}), settings.model, settings.train, w.lookback
     )
     return walk_forward(
         panel,
-        bt,
-        settings.model,
-        settings.train,
-        settings.windows.lookback,
-        settings.windows.val_days,
-        settings.windows.test_days,
+        [FixedForecaster(PUBLISHING_MODEL, trained), *baselines],
+        Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days),
+        Intervals.from_settings(bt),
         progress=False,
-        forecasters=[FixedForecaster(MODEL_NAME, trained), *baselines],
     )
 
 
@@ -115,7 +117,7 @@ def refit(
 def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[ModelSettings, TrainSettings]:
     """The model and training settings an evaluation fit was trained with (device, threads, progress: today's)."""
     saved = evaluated.settings["train"]
-    training = settings.train.model_copy(update={k: saved[k] for k in TRAINING_KEYS if k in saved})
+    training = settings.train.model_copy(update={k: saved[k] for k in training_recipe(settings.train) if k in saved})
     return ModelSettings.model_validate(evaluated.settings["model"]), training
 
 
@@ -130,7 +132,7 @@ def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str
 
 
 def _neural_predictions(result: BacktestResult) -> pl.DataFrame:
-    return result.predictions.filter(pl.col("model") == MODEL_NAME)
+    return result.predictions.filter(pl.col("model") == PUBLISHING_MODEL)
 
 
 def choose_model(
@@ -187,9 +189,9 @@ def choose_model(
 
     timed = run_backtest.with_options(timeout_seconds=ts.timeout_s)
     challenger_result = timed(panel, settings, evaluation_settings(settings), fingerprint)
-    recipe = next(f for f in challenger_result.forecasters if f.name == MODEL_NAME)
+    recipe = next(f for f in challenger_result.forecasters if f.name == PUBLISHING_MODEL)
     if not isinstance(recipe, NeuralForecaster) or recipe.trained is None:
-        raise TypeError(f"the evaluation did not train {MODEL_NAME}")
+        raise TypeError(f"the evaluation did not train {PUBLISHING_MODEL}")
     evaluated = recipe.trained
     if held is None and champion is not None:
         why = "the champion reads other features (denoise, feature or lookback settings changed)"
@@ -204,7 +206,7 @@ def choose_model(
     if verdict.promote:
         model, training = recipe.model_settings, recipe.train_settings
         result, event = challenger_result, "promoted"
-        evaluation_version = f"{MODEL_NAME}-eval-{train.weights_digest(evaluated.model)}"
+        evaluation_version = f"{PUBLISHING_MODEL}-eval-{train.weights_digest(evaluated.model)}"
         train.save_checkpoint(evaluated, models_dir / f"{evaluation_version}.pt")
     else:
         # The champion's recipe won out of sample: it goes on publishing, refit on the newer data too.
@@ -214,7 +216,7 @@ def choose_model(
     published = refit.with_options(timeout_seconds=ts.timeout_s)(
         panel, model, training, evaluated.lookback, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
     )
-    version = f"{MODEL_NAME}-{train.weights_digest(published.model)}"
+    version = f"{PUBLISHING_MODEL}-{train.weights_digest(published.model)}"
     checkpoint = train.save_checkpoint(published, models_dir / f"{version}.pt")
     score = verdict.challenger_score if verdict.promote else verdict.champion_score
     registry.record_decision(

@@ -31,11 +31,12 @@ from flows import artifacts
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
-from flows.model_choice import BASELINES, MODEL_NAME, ModelChoice, choose_model, evaluation_settings
+from flows.model_choice import ModelChoice, choose_model, evaluation_settings
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
 from forecasting import ledger, live, metrics, policy, publish, reports, train
 from forecasting.backtest import conformal_widths, make_forecasters
+from forecasting.names import BASELINES, PUBLISHING_MODEL
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -87,7 +88,7 @@ def _bounds(
     w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, panel.horizons, strict=True)])
     lower, upper = y - w, y + w
     if bt.interval == "quantile" and quantiles is not None:
-        from_model = np.array([s == MODEL_NAME for s in sources])
+        from_model = np.array([s == PUBLISHING_MODEL for s in sources])
         lower[:, from_model], upper[:, from_model] = quantiles[:, from_model, 0], quantiles[:, from_model, -1]
     return lower, upper
 
@@ -109,8 +110,8 @@ def forecast(
     horizons = panel.horizons
     by_horizon = [sources[h].model for h in horizons]
     published = train.predict(choice.published, panel, rows)  # the mean and, with a quantile head, its band
-    predictions = {MODEL_NAME: published.mean}
-    needed = sorted(set(by_horizon) - {MODEL_NAME})
+    predictions = {PUBLISHING_MODEL: published.mean}
+    needed = sorted(set(by_horizon) - {PUBLISHING_MODEL})
     if needed:
         split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
         bt = evaluation_settings(settings).model_copy(update={"models": needed})
@@ -121,7 +122,7 @@ def forecast(
     for h in horizons:
         s = sources[h]
         why = "is significantly worse than the random walk" if s.worse else "has no skill"
-        if s.model != MODEL_NAME:
+        if s.model != PUBLISHING_MODEL:
             log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
         elif not s.skill:
             log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
@@ -144,7 +145,7 @@ def forecast(
         asof,
         settings.publish.calendar,
         by_horizon,
-        [sources[h].skill and sources[h].model == MODEL_NAME for h in horizons],
+        [sources[h].skill and sources[h].model == PUBLISHING_MODEL for h in horizons],
         meta,
     )
 
@@ -215,7 +216,7 @@ def _run_metadata(
     choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, not_forecast: dict, settings
 ) -> dict:
     ev, verdict = choice.evaluation, choice.verdict
-    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == MODEL_NAME).sort("horizon")
+    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == PUBLISHING_MODEL).sort("horizon")
     return {
         "model_version": choice.version,
         "checkpoint": str(choice.checkpoint),
@@ -399,7 +400,7 @@ def _nightly(
         choice.published.trained_through,
     )
     sources = policy.horizon_sources(
-        ev.metrics, MODEL_NAME, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
+        ev.metrics, PUBLISHING_MODEL, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
     )
     lap("train+evaluate")
     forecasts = forecast(choice, panel, ff, settings, sources, report.stale)

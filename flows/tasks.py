@@ -14,7 +14,7 @@ from features.errors import InsufficientDataError
 from features.version import feature_code_version
 from features.windows import Panel, make_panel
 from flows.settings import Settings
-from forecasting.backtest import BacktestResult, walk_forward
+from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.registry import settings_hash
 from forecasting.settings import BacktestSettings
 
@@ -60,15 +60,12 @@ def make_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) ->
 
 @task(name="walk-forward backtest", cache_policy=NO_CACHE)
 def run_backtest(panel: Panel, settings: Settings, backtest: BacktestSettings, fingerprint: str) -> BacktestResult:
+    w = settings.windows
     return walk_forward(
         panel,
-        backtest,
-        settings.model,
-        settings.train,
-        settings.windows.lookback,
-        settings.windows.val_days,
-        settings.windows.test_days,
-        fingerprint,
+        make_forecasters(backtest, settings.model, settings.train, w.lookback, fingerprint),
+        Schedule.from_settings(panel, backtest, w.lookback, w.val_days, w.test_days),
+        Intervals.from_settings(backtest),
         progress=settings.train.progress,
     )
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -23,6 +25,7 @@ from features.errors import InsufficientDataError
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, RandomWalk, RidgeBaseline
 from forecasting.metrics import metrics_table
+from forecasting.names import Model
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from forecasting.train import TrainedModel, fit, predict
 
@@ -77,10 +80,8 @@ class NeuralForecaster:
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         return predict(self.trained, panel, ends).mean
 
-    def quantile_band(self, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Lowest and highest forecast quantiles (N, K) when the model has a quantile head."""
-        q = predict(self.trained, panel, ends).quantiles
-        return None if q is None else (q[..., 0], q[..., -1])
+    def band(self, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return quantile_band(self.trained, panel, ends)
 
 
 class FixedForecaster:
@@ -95,6 +96,15 @@ class FixedForecaster:
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         return predict(self.trained, panel, ends).mean
 
+    def band(self, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        return quantile_band(self.trained, panel, ends)
+
+
+def quantile_band(trained: TrainedModel, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lowest and highest forecast quantiles (N, K) when the model has a quantile head."""
+    q = predict(trained, panel, ends).quantiles
+    return None if q is None else (q[..., 0], q[..., -1])
+
 
 def make_forecasters(
     bt: BacktestSettings, model: ModelSettings, train: TrainSettings, lookback: int, fingerprint: str = ""
@@ -103,13 +113,18 @@ def make_forecasters(
     quiet = train if bt.refit_every == 0 else train.model_copy(update={"progress": False})
     ablation = model.model_copy(update={"attention": False, "input_attention": False})
     factories = {
-        "attention_lstm": lambda: NeuralForecaster(
-            "attention_lstm", model.model_copy(update={"attention": True}), quiet, lookback, bt.warm_start, fingerprint
+        Model.ATTENTION_LSTM: lambda: NeuralForecaster(
+            Model.ATTENTION_LSTM,
+            model.model_copy(update={"attention": True}),
+            quiet,
+            lookback,
+            bt.warm_start,
+            fingerprint,
         ),
-        "lstm": lambda: NeuralForecaster("lstm", ablation, quiet, lookback, bt.warm_start, fingerprint),
-        "random_walk": RandomWalk,
-        "hist_mean": HistoricalMean,
-        "ridge": lambda: RidgeBaseline(bt.ridge_alpha),
+        Model.LSTM: lambda: NeuralForecaster(Model.LSTM, ablation, quiet, lookback, bt.warm_start, fingerprint),
+        Model.RANDOM_WALK: RandomWalk,
+        Model.HIST_MEAN: HistoricalMean,
+        Model.RIDGE: lambda: RidgeBaseline(bt.ridge_alpha),
     }
     return [factories[name]() for name in bt.models]
 
@@ -175,31 +190,84 @@ class BacktestResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Fold:
+    number: int
+    refit: np.datetime64  # the fold's models know only labels realised before this date
+    block: np.ndarray  # sample ends (rows) it forecasts from: its origins up to the next refit
+    split: Splits  # train and validation ends of its fit
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which origins a walk-forward forecasts from, when it refits, and on which window it trains."""
+
+    origins: np.ndarray  # forecast origin dates, ascending
+    refits: np.ndarray  # the first origin of each fold
+    lookback: int
+    val_days: int
+    rolling_days: int | None = None  # train on this many dates before the validation span (None: expanding)
+
+    @classmethod
+    def from_settings(cls, panel: Panel, bt: BacktestSettings, lookback: int, val_days: int, test_days: int):
+        """Origins from `bt.test_start` (default: the last `test_days` dates with known targets) to `bt.test_end`,
+        a refit every `bt.refit_every` origins (0: one fit, at the start)."""
+        grid = np.unique(panel.dates[known_ends(panel, lookback)])
+        start = np.datetime64(bt.test_start, "D") if bt.test_start else grid[-min(test_days, grid.size)]
+        end = np.datetime64(bt.test_end, "D") if bt.test_end else grid[-1]
+        origins = grid[(grid >= start) & (grid <= end)]
+        if origins.size == 0:
+            raise InsufficientDataError(f"no forecast origin with known targets between {start} and {end}")
+        refits = origins[:: bt.refit_every] if bt.refit_every else origins[:1]
+        rolling = bt.rolling_days if bt.window == "rolling" else None
+        return cls(origins, refits, lookback, val_days, rolling)
+
+    def folds(self, panel: Panel) -> Iterator[Fold]:
+        known = known_ends(panel, self.lookback)
+        dates = panel.dates[known]
+        end = self.origins[-1]
+        for k, refit in enumerate(self.refits):
+            stop = self.refits[k + 1] if k + 1 < len(self.refits) else end + np.timedelta64(1, "D")
+            block = known[(dates >= refit) & (dates < stop) & (dates <= end)]
+            yield Fold(k, refit, block, splits_before(panel, self.lookback, refit, self.val_days, self.rolling_days))
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """How prediction intervals are made: conformal on past out-of-sample residuals, the forecasters' own
+    quantile bands, or none."""
+
+    kind: Literal["conformal", "quantile", "none"] = "none"
+    coverage: float = 0.8
+    window: int = 250
+    min_count: int = 50
+
+    @classmethod
+    def from_settings(cls, bt: BacktestSettings) -> Intervals:
+        return cls(bt.interval, bt.coverage, bt.conformal_window, bt.conformal_min)
+
+
+def _fold_predictions(panel: Panel, fold: Fold, forecaster: Forecaster, intervals: Intervals) -> pl.DataFrame:
+    frame = long_predictions(panel, fold.block, forecaster.predict(panel, fold.block), forecaster.name)
+    if intervals.kind == "quantile" and (band := forecaster.band(panel, fold.block)) is not None:
+        frame = frame.with_columns(
+            pl.Series("y_lower", band[0].reshape(-1).astype(np.float64)),
+            pl.Series("y_upper", band[1].reshape(-1).astype(np.float64)),
+        )
+    return frame
+
+
 def walk_forward(
     panel: Panel,
-    bt: BacktestSettings,
-    model: ModelSettings,
-    train: TrainSettings,
-    lookback: int,
-    val_days: int,
-    test_days: int,
-    fingerprint: str = "",
+    forecasters: list[Forecaster],
+    schedule: Schedule,
+    intervals: Intervals = Intervals(),
     progress: bool = True,
-    forecasters: list[Forecaster] | None = None,
 ) -> BacktestResult:
-    """Run the walk-forward backtest of `bt.models` (or of `forecasters`) over the test span and score it all."""
+    """Every forecaster refit at each of `schedule`'s folds and scored on the fold's origins, all on identical
+    origins; every out-of-sample prediction kept and scored."""
     started = time.perf_counter()
-    known = known_ends(panel, lookback)
-    grid = np.unique(panel.dates[known])
-    start = np.datetime64(bt.test_start, "D") if bt.test_start else grid[-min(test_days, grid.size)]
-    end = np.datetime64(bt.test_end, "D") if bt.test_end else grid[-1]
-    origins = grid[(grid >= start) & (grid <= end)]
-    if origins.size == 0:
-        raise InsufficientDataError(f"no forecast origin with known targets between {start} and {end}")
-    refits = origins[:: bt.refit_every] if bt.refit_every else origins[:1]
-    forecasters = forecasters or make_forecasters(bt, model, train, lookback, fingerprint)
     frames, folds = [], []
-    rolling = bt.rolling_days if bt.window == "rolling" else None
     bar = Progress(
         TextColumn("[bold]backtest"),
         BarColumn(),
@@ -208,52 +276,41 @@ def walk_forward(
         disable=not progress,
     )
     with bar:
-        task = bar.add_task("folds", total=len(refits))
-        for k, refit in enumerate(refits):
-            stop = refits[k + 1] if k + 1 < len(refits) else end + np.timedelta64(1, "D")
-            dates = panel.dates[known]
-            block = known[(dates >= refit) & (dates < stop) & (dates <= end)]
-            split = splits_before(panel, lookback, refit, val_days, rolling)
-            fold = {
-                "fold": k,
-                "refit_date": refit.astype(object),
-                "train": len(split.train),
-                "val": len(split.val),
-                "origins": len(np.unique(panel.dates[block])),
-                "predictions": len(block),
+        task = bar.add_task("folds", total=len(schedule.refits))
+        for fold in schedule.folds(panel):
+            row = {
+                "fold": fold.number,
+                "refit_date": fold.refit.astype(object),
+                "train": len(fold.split.train),
+                "val": len(fold.split.val),
+                "origins": len(np.unique(panel.dates[fold.block])),
+                "predictions": len(fold.block),
             }
             for f in forecasters:
                 t0 = time.perf_counter()
-                f.fit(panel, split)
-                frame = long_predictions(panel, block, f.predict(panel, block), f.name)
-                if (
-                    bt.interval == "quantile"
-                    and isinstance(f, NeuralForecaster)
-                    and (band := f.quantile_band(panel, block))
-                ):
-                    frame = frame.with_columns(
-                        pl.Series("y_lower", band[0].reshape(-1).astype(np.float64)),
-                        pl.Series("y_upper", band[1].reshape(-1).astype(np.float64)),
-                    )
-                frames.append(frame)
-                fold[f"{f.name}_s"] = round(time.perf_counter() - t0, 2)
+                f.fit(panel, fold.split)
+                frames.append(_fold_predictions(panel, fold, f, intervals))
+                row[f"{f.name}_s"] = round(time.perf_counter() - t0, 2)
                 if isinstance(f, NeuralForecaster):
-                    fold[f"{f.name}_epochs"] = len(f.trained.history)
-            folds.append(fold)
+                    row[f"{f.name}_epochs"] = len(f.trained.history)
+            folds.append(row)
             log.info(
                 "fold %d/%d refit %s: %d train / %d val samples, %d origins",
-                k + 1,
-                len(refits),
-                refit,
-                fold["train"],
-                fold["val"],
-                fold["origins"],
+                fold.number + 1,
+                len(schedule.refits),
+                fold.refit,
+                row["train"],
+                row["val"],
+                row["origins"],
             )
             bar.update(task, advance=1)
     predictions = pl.concat(frames, how="diagonal_relaxed")
-    if bt.interval == "conformal":
+    if intervals.kind == "conformal":
         predictions = conformal_intervals(
-            predictions.drop("y_lower", "y_upper", strict=False), bt.coverage, bt.conformal_window, bt.conformal_min
+            predictions.drop("y_lower", "y_upper", strict=False),
+            intervals.coverage,
+            intervals.window,
+            intervals.min_count,
         )
     predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
     return BacktestResult(
@@ -261,7 +318,7 @@ def walk_forward(
         metrics_table(predictions),
         pl.DataFrame(folds),
         forecasters,
-        origins[0],
-        origins[-1],
+        schedule.origins[0],
+        schedule.origins[-1],
         time.perf_counter() - started,
     )

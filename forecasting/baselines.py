@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 
 from features.windows import Panel, Scaler, Splits, training_rows
+from forecasting.names import Model
 
 
 class Forecaster(Protocol):
@@ -21,14 +22,25 @@ class Forecaster(Protocol):
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray: ...
 
+    def band(self, panel: Panel, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Its own (lower, upper) forecast band (N, K), or None: then intervals come from past residuals."""
+        ...
+
+
+class PointForecaster:
+    """A forecaster with no band of its own."""
+
+    def band(self, panel: Panel, ends: np.ndarray) -> None:
+        return None
+
 
 def random_walk(n_samples: int, n_horizons: int) -> np.ndarray:
     """The random walk: tomorrow's price is today's, i.e. a zero forward log return."""
     return np.zeros((n_samples, n_horizons), dtype=np.float32)
 
 
-class RandomWalk:
-    name = "random_walk"
+class RandomWalk(PointForecaster):
+    name = Model.RANDOM_WALK
 
     def fit(self, panel: Panel, splits: Splits) -> None:
         pass
@@ -37,10 +49,10 @@ class RandomWalk:
         return random_walk(len(ends), len(panel.targets))
 
 
-class HistoricalMean:
+class HistoricalMean(PointForecaster):
     """Each ticker's mean forward return per horizon over the fold's realised labels (train and validation)."""
 
-    name = "hist_mean"
+    name = Model.HIST_MEAN
 
     def fit(self, panel: Panel, splits: Splits) -> None:
         seen = np.concatenate([splits.train, splits.val])
@@ -56,11 +68,11 @@ class HistoricalMean:
         return self.means[panel.ticker_id[ends]].astype(np.float32)
 
 
-class RidgeBaseline:
+class RidgeBaseline(PointForecaster):
     """Ridge regression of every horizon's return on the day's features (lagged returns included), standardised
     with the training span's scaler; fit on the fold's realised labels (train and validation)."""
 
-    name = "ridge"
+    name = Model.RIDGE
 
     def __init__(self, alpha: float):
         self.alpha = alpha

@@ -19,11 +19,9 @@ import polars as pl
 
 from features import lake
 from forecasting.ledger import KEY, read_ledger
-from forecasting.metrics import PER_TICKER, POOLED, metrics_table, pooled
+from forecasting.metrics import metrics_table, pooled
+from forecasting.names import BENCHMARK, PUBLISHED_FORECASTS, Scope
 from forecasting.reports import _pyplot, _save
-
-PUBLISHED = "published"
-BASELINE = "random_walk"
 
 # The long "predictions" contract of forecasting.metrics, plus where each forecast came from.
 SCORED_SCHEMA: dict[str, pl.DataType] = {
@@ -78,7 +76,7 @@ def score(ledger: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
     # log-return bounds are relative to that price, not to the adjusted close.
     return (
         joined.select(
-            pl.lit(PUBLISHED).alias("model"),
+            pl.lit(PUBLISHED_FORECASTS).alias("model"),
             "ticker",
             "asof_date",
             "horizon",
@@ -131,17 +129,19 @@ def live_record(scored: pl.DataFrame) -> pl.DataFrame:
     if scored.is_empty():
         return pl.DataFrame(schema=RECORD_SCHEMA)
     walk = scored.with_columns(
-        model=pl.lit(BASELINE),
+        model=pl.lit(BENCHMARK),
         y_pred=pl.lit(0.0),
         y_lower=pl.lit(None, dtype=pl.Float64),
         y_upper=pl.lit(None, dtype=pl.Float64),
     )
-    table = metrics_table(pl.concat([scored, walk]), baseline=BASELINE).filter(pl.col("model") == PUBLISHED)
+    table = metrics_table(pl.concat([scored, walk]), baseline=BENCHMARK).filter(pl.col("model") == PUBLISHED_FORECASTS)
     span = [pl.col("asof_date").min().alias("first_asof"), pl.col("target_date").max().alias("last_target")]
     spans = pl.concat(
         [
-            scored.group_by("horizon").agg(span).with_columns(scope=pl.lit(POOLED), ticker=pl.lit(None, pl.String)),
-            scored.group_by("ticker", "horizon").agg(span).with_columns(scope=pl.lit(PER_TICKER)),
+            scored.group_by("horizon")
+            .agg(span)
+            .with_columns(scope=pl.lit(Scope.POOLED), ticker=pl.lit(None, pl.String)),
+            scored.group_by("ticker", "horizon").agg(span).with_columns(scope=pl.lit(Scope.TICKER)),
         ],
         how="diagonal",
     )
@@ -152,7 +152,7 @@ def live_record(scored: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, dtype=dtype).alias(c) for c, dtype in RECORD_SCHEMA.items() if c not in record.columns
     )
     return record.select(pl.col(c).cast(dtype) for c, dtype in RECORD_SCHEMA.items()).sort(
-        pl.col("scope") != POOLED, "ticker", "horizon"
+        pl.col("scope") != Scope.POOLED, "ticker", "horizon"
     )
 
 

@@ -15,19 +15,16 @@ import polars as pl
 from scipy import stats
 from sklearn.metrics import precision_recall_fscore_support
 
-# Pooled rows carry scope "pooled" and a null ticker, so no real symbol (Allstate trades as ALL) can collide
-# with them; per-ticker rows carry scope "ticker".
-POOLED = "pooled"
-PER_TICKER = "ticker"
+from forecasting.names import BENCHMARK, DISPLAY_ORDER, Scope, display_rank
 
 
 def pooled(table: pl.DataFrame) -> pl.DataFrame:
     """The pooled rows of a metrics-shaped table (scope column)."""
-    return table.filter(pl.col("scope") == POOLED)
+    return table.filter(pl.col("scope") == Scope.POOLED)
 
 
 def per_ticker(table: pl.DataFrame) -> pl.DataFrame:
-    return table.filter(pl.col("scope") == PER_TICKER)
+    return table.filter(pl.col("scope") == Scope.TICKER)
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -115,7 +112,7 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
     return row
 
 
-def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> pl.DataFrame:
+def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:
     """One row per (model, ticker, horizon) with scope "ticker", and one per (model, horizon) with scope
     "pooled" (ticker null) for the figures pooled across tickers.
 
@@ -127,13 +124,15 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> p
             "ticker", "asof_date", "y_pred"
         )
         base = None if model == baseline or base_all.is_empty() else base_all
-        rows.append({"model": model, "scope": POOLED, "ticker": None, "horizon": horizon, **_scores(g, base, horizon)})
+        rows.append(
+            {"model": model, "scope": Scope.POOLED, "ticker": None, "horizon": horizon, **_scores(g, base, horizon)}
+        )
         for (ticker,), gt in g.group_by("ticker"):
             tbase = None if base is None else base.filter(pl.col("ticker") == ticker)
             rows.append(
                 {
                     "model": model,
-                    "scope": PER_TICKER,
+                    "scope": Scope.TICKER,
                     "ticker": ticker,
                     "horizon": horizon,
                     **_scores(gt, tbase, horizon),
@@ -141,13 +140,10 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = "random_walk") -> p
             )
     table = pl.DataFrame(rows, schema_overrides={"ticker": pl.String}, infer_schema_length=None)
     return table.sort(
-        pl.col("scope") != POOLED,
+        pl.col("scope") != Scope.POOLED,
         "ticker",
         "horizon",
         pl.col("model").replace_strict(
-            {m: i for i, m in enumerate(MODEL_ORDER)}, default=len(MODEL_ORDER), return_dtype=pl.Int32
+            {m.value: display_rank(m) for m in DISPLAY_ORDER}, default=len(DISPLAY_ORDER), return_dtype=pl.Int32
         ),
     )
-
-
-MODEL_ORDER = ("attention_lstm", "lstm", "ridge", "hist_mean", "random_walk")

@@ -7,33 +7,46 @@ With `attention=False` (and no input attention) the same class is a plain LSTM: 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from forecasting.settings import ModelSettings
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the data fixes about a network: how many inputs, outputs and tickers, and the window length."""
+
+    n_features: int
+    n_horizons: int
+    lookback: int = 0  # needed by input attention (it scores each variable's whole window)
+    n_tickers: int = 0  # embedding rows besides index 0, which stands for "unknown ticker"
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_features: int
-    n_horizons: int
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.1
-    attention: bool = True
-    attention_kind: str = "additive"  # "additive" or "dot"
-    attention_heads: int = 1
-    attention_size: int = 32
-    input_attention: bool = False
-    quantiles: tuple[float, ...] = field(default_factory=tuple)
-    ticker_embedding: int = 0
-    n_tickers: int = 0  # embedding rows besides index 0, which stands for "unknown ticker"
-    lookback: int = 0  # needed by input attention (it scores each variable's whole window)
+    """A network = the hyperparameters a user chose (`ModelSettings`, their one source of truth, defaults and
+    validation included) + the shape of the data it reads. Nothing here has a default of its own."""
+
+    arch: ModelSettings
+    shape: DataShape
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "quantiles": list(self.quantiles)}
+        return {"arch": self.arch.model_dump(mode="json"), "shape": asdict(self.shape)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModelConfig:
+        if "arch" not in raw:  # checkpoints written before 0.3 stored one flat dict
+            shape_keys = {f.name for f in fields(DataShape)}
+            raw = {
+                "arch": {k: v for k, v in raw.items() if k not in shape_keys},
+                "shape": {k: v for k, v in raw.items() if k in shape_keys},
+            }
+        return cls(ModelSettings.model_validate(raw["arch"]), DataShape(**raw["shape"]))
 
 
 class Forecast(NamedTuple):
@@ -100,25 +113,25 @@ class DotProductAttention(nn.Module):
 class TemporalAttentionLSTM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        c = self.config = config
-        self.input_attention = InputAttention(c.lookback, c.attention_size) if c.input_attention else None
-        self.encoder = nn.LSTM(
-            c.n_features, c.hidden_size, c.num_layers, batch_first=True, dropout=c.dropout if c.num_layers > 1 else 0.0
-        )
-        if not c.attention:
+        self.config = config
+        a, shape = config.arch, config.shape
+        self.input_attention = InputAttention(shape.lookback, a.attention_size) if a.input_attention else None
+        between_layers = a.dropout if a.num_layers > 1 else 0.0
+        self.encoder = nn.LSTM(shape.n_features, a.hidden_size, a.num_layers, batch_first=True, dropout=between_layers)
+        if not a.attention:
             self.attention = None
-        elif c.attention_kind == "dot":
-            self.attention = DotProductAttention(c.hidden_size, c.attention_heads)
+        elif a.attention_kind == "dot":
+            self.attention = DotProductAttention(a.hidden_size, a.attention_heads)
         else:
-            self.attention = AdditiveAttention(c.hidden_size, c.attention_size)
-        self.embedding = nn.Embedding(c.n_tickers + 1, c.ticker_embedding) if c.ticker_embedding else None
-        head_in = c.hidden_size * (2 if c.attention else 1) + c.ticker_embedding
-        self.n_outputs = max(len(c.quantiles), 1)
+            self.attention = AdditiveAttention(a.hidden_size, a.attention_size)
+        self.embedding = nn.Embedding(shape.n_tickers + 1, a.ticker_embedding) if a.ticker_embedding else None
+        head_in = a.hidden_size * (2 if a.attention else 1) + a.ticker_embedding
+        self.n_outputs = max(len(a.quantiles), 1)
         self.head = nn.Sequential(
-            nn.Linear(head_in, c.hidden_size),
+            nn.Linear(head_in, a.hidden_size),
             nn.GELU(),
-            nn.Dropout(c.dropout),
-            nn.Linear(c.hidden_size, c.n_horizons * self.n_outputs),
+            nn.Dropout(a.dropout),
+            nn.Linear(a.hidden_size, shape.n_horizons * self.n_outputs),
         )
 
     def forward(self, x: torch.Tensor, ticker: torch.Tensor | None = None) -> Forecast:
@@ -136,14 +149,14 @@ class TemporalAttentionLSTM(nn.Module):
             index = ticker if ticker is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
             parts.append(self.embedding(index))  # (B, E)
         out = self.head(torch.cat(parts, dim=1))  # (B, K * Q)
-        if not self.config.quantiles:
+        if not self.config.arch.quantiles:
             return Forecast(out, weights, None, feature_weights)
-        quantiles = monotone(out.view(len(out), self.config.n_horizons, self.n_outputs))  # (B, K, Q)
+        quantiles = monotone(out.view(len(out), self.config.shape.n_horizons, self.n_outputs))  # (B, K, Q)
         return Forecast(quantiles[..., self.median_index], weights, quantiles, feature_weights)
 
     @property
     def median_index(self) -> int:
-        levels = self.config.quantiles
+        levels = self.config.arch.quantiles
         return min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
 
 

@@ -101,7 +101,7 @@ def forecast_frame(
             "pred_lower": last_price * np.exp(lower),
             "pred_upper": last_price * np.exp(upper),
             "skill": list(skill) * n,
-            "source_model": list(sources) * n,
+            "source_model": [str(s) for s in sources] * n,  # plain strings: a list of enum members is an Enum column
         }
     ).with_columns(pl.col("pred_lower", "pred_upper").fill_nan(None))
     constants = {name: meta.get(name) for name in FORECAST_SCHEMA if name not in frame.columns}

@@ -10,8 +10,9 @@ import polars as pl
 
 from features.io import atomic_write
 from features.windows import Panel
-from forecasting.metrics import PER_TICKER, POOLED, per_ticker
+from forecasting.metrics import per_ticker
 from forecasting.metrics import pooled as pooled_rows
+from forecasting.names import Scope
 from forecasting.train import TrainedModel, predict
 
 
@@ -41,7 +42,7 @@ def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top:
             }
         )
         per_lag = _with_pooled(frame, "lag")
-        pooled = per_lag.filter(pl.col("scope") == POOLED).sort("weight", descending=True)
+        pooled = per_lag.filter(pl.col("scope") == Scope.POOLED).sort("weight", descending=True)
         best = ", ".join(f"lag {lag} ({w:.1%})" for lag, w in pooled.select("lag", "weight").head(top).iter_rows())
         recent = pooled.filter(pl.col("lag") < 5)["weight"].sum()
         spread = pooled["weight"].max() / max(pooled["weight"].min(), 1e-12)
@@ -65,7 +66,7 @@ def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top:
             }
         )
         per_feature = _with_pooled(frame, "feature")
-        pooled = per_feature.filter(pl.col("scope") == POOLED).sort("weight", descending=True)
+        pooled = per_feature.filter(pl.col("scope") == Scope.POOLED).sort("weight", descending=True)
         best = ", ".join(f"{f} ({w:.1%})" for f, w in pooled.select("feature", "weight").head(top).iter_rows())
         lines.append(f"Input attention: most weight on {best} (uniform {1 / Fn:.1%}).")
     return AttentionReport(per_lag, per_feature, " ".join(lines))
@@ -73,15 +74,15 @@ def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top:
 
 def _with_pooled(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     """Mean weight per (ticker, key) with scope "ticker", and across tickers with scope "pooled" (ticker null)."""
-    by_ticker = frame.group_by("ticker", key).agg(pl.col("weight").mean()).with_columns(scope=pl.lit(PER_TICKER))
+    by_ticker = frame.group_by("ticker", key).agg(pl.col("weight").mean()).with_columns(scope=pl.lit(Scope.TICKER))
     pooled = (
         frame.group_by(key)
         .agg(pl.col("weight").mean())
-        .with_columns(scope=pl.lit(POOLED), ticker=pl.lit(None, dtype=pl.String))
+        .with_columns(scope=pl.lit(Scope.POOLED), ticker=pl.lit(None, dtype=pl.String))
     )
     return (
         pl.concat([by_ticker, pooled.select(by_ticker.columns)])
-        .sort(pl.col("scope") != POOLED, "ticker", key)
+        .sort(pl.col("scope") != Scope.POOLED, "ticker", key)
         .select("scope", "ticker", key, "weight")
     )
 
@@ -103,7 +104,7 @@ def plot_attention(report: AttentionReport, path: Path) -> Path:
     )
     for ax, (frame, key, title) in zip(axes[:, 0], panels, strict=True):
         labelled = frame.with_columns(row=pl.coalesce("ticker", pl.lit("all tickers"))).sort(
-            pl.col("scope") == POOLED, "ticker"
+            pl.col("scope") == Scope.POOLED, "ticker"
         )
         wide = labelled.pivot(on=key, index="row", values="weight", sort_columns=True)
         tickers = wide["row"].to_list()

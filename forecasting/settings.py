@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from features.settings import Section
+from forecasting.names import Model
 
 
 class ModelSettings(Section):
@@ -47,6 +48,12 @@ class ModelSettings(Section):
         return self
 
 
+# Marks a training setting that says how and when a fit runs, not what it learns: it is left out of the recipe
+# (the hash whose change retrains, and what a kept champion's refit reuses). Every other setting is recipe,
+# so a new field retrains by default instead of being silently ignored.
+RUN_ONLY = {"recipe": False}
+
+
 class TrainSettings(Section):
     epochs: int = Field(30, ge=1, description="maximum passes over the training span")
     batch_size: int = Field(256, ge=1, description="samples per optimisation step")
@@ -55,21 +62,42 @@ class TrainSettings(Section):
     grad_clip: float = Field(1.0, gt=0, description="maximum global gradient norm")
     patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     seed: int = Field(7, description="seed for weights and batch order: same seed and thread count, same model on CPU")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
-    threads: int = Field(
-        0, ge=0, description="CPU threads for torch; 0 = one per core not busy with other processes (re-measured)"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto picks cuda > mps > cpu", json_schema_extra=RUN_ONLY
     )
-    progress: bool = Field(True, description="show a progress bar while training (hidden when not a terminal)")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads for torch; 0 = one per core not busy with other processes (re-measured)",
+        json_schema_extra=RUN_ONLY,
+    )
+    progress: bool = Field(
+        True, description="show a progress bar while training (hidden when not a terminal)", json_schema_extra=RUN_ONLY
+    )
     max_age_days: int = Field(
-        7, ge=0, description="the nightly retrains (evaluates a challenger and refits) when the champion is this old"
+        7,
+        ge=0,
+        description="the nightly retrains (evaluates a challenger and refits) when the champion is this old",
+        json_schema_extra=RUN_ONLY,
     )
     retrain_on_revision: bool = Field(
-        True, description="the nightly retrains when prices the champion trained on were revised (or tickers changed)"
+        True,
+        description="the nightly retrains when prices the champion trained on were revised (or tickers changed)",
+        json_schema_extra=RUN_ONLY,
     )
-    timeout_s: int = Field(3600, ge=1, description="time limit of a training or backtest task (seconds)")
+    timeout_s: int = Field(
+        3600, ge=1, description="time limit of a training or backtest task (seconds)", json_schema_extra=RUN_ONLY
+    )
 
 
-MODEL_NAMES = ("attention_lstm", "lstm", "random_walk", "hist_mean", "ridge")
+def training_recipe(training: TrainSettings) -> dict:
+    """The training settings that define what a fit learns (all but those marked RUN_ONLY), JSON-ready."""
+    dumped = training.model_dump(mode="json")
+    return {
+        name: dumped[name]
+        for name, info in TrainSettings.model_fields.items()
+        if (info.json_schema_extra or {}).get("recipe", True)
+    }
 
 
 class BacktestSettings(Section):
@@ -81,8 +109,9 @@ class BacktestSettings(Section):
     window: Literal["expanding", "rolling"] = Field("expanding", description="training window before each refit")
     rolling_days: int = Field(2520, ge=50, description="length of a rolling training window (trading days)")
     warm_start: bool = Field(True, description="a refit starts from the previous fold's weights (false: cold start)")
-    models: list[Literal[MODEL_NAMES]] = Field(  # type: ignore[valid-type]
-        list(MODEL_NAMES), description="models scored on identical origins"
+    models: list[Model] = Field(
+        [Model.ATTENTION_LSTM, Model.LSTM, Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE],
+        description="models scored on identical origins",
     )
     ridge_alpha: float = Field(10.0, ge=0, description="L2 penalty of the ridge baseline (standardised features)")
     interval: Literal["conformal", "quantile", "none"] = Field(

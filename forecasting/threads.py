@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -79,3 +81,18 @@ def set_threads(threads: int) -> int:
     """Fix torch's CPU thread count (0 = `auto_threads`) and return it."""
     torch.set_num_threads(threads or auto_threads())
     return torch.get_num_threads()
+
+
+@contextmanager
+def thread_scope(threads: int) -> Iterator[int]:
+    """torch's CPU thread count for one training or prediction call, restored when it returns.
+
+    torch has one process-wide count: scoping keeps a fit from changing what the rest of the process (another
+    library, a later call with other settings) runs with. Two fits in threads of one process still share the
+    count while both run; the thread and Dask runners run tasks that each set it the same way.
+    """
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        torch.set_num_threads(before)

@@ -26,9 +26,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from features.errors import ConfigError, NightcastError
 from features.io import atomic_write
 from features.windows import Panel, Scaler, Splits, training_rows
-from forecasting.model import Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
+from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
 from forecasting.settings import ModelSettings, TrainSettings
-from forecasting.threads import set_threads
+from forecasting.threads import set_threads, thread_scope
 
 log = logging.getLogger("nightcast.forecasting.train")
 
@@ -149,33 +149,52 @@ def fit(
     `init` warm-starts from another model's weights (the previous walk-forward fold).
     `stop_after`: a refit without a validation span (`splits.val` empty): train exactly that many epochs of
     the same learning-rate schedule an early-stopped fit would follow, and keep the last weights.
+    The seed and torch's thread count hold for this call only: the process's random state and thread count
+    are as they were when it returns.
     """
-    ts = train_settings
     if (stop_after is None) == (len(splits.val) == 0):
         raise NightcastError(
             "fit needs either a validation span for early stopping or a fixed epoch count (stop_after), not both"
         )
-    device = resolve_device(ts.device)
-    threads = set_threads(ts.threads)
-    torch.manual_seed(ts.seed)
-    generator = torch.Generator().manual_seed(ts.seed)
+    device = resolve_device(train_settings.device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), thread_scope(train_settings.threads) as threads:
+        torch.manual_seed(train_settings.seed)  # weight init and dropout; the batch order has its own generator
+        trained = _untrained(panel, splits, model_settings, train_settings, lookback, fingerprint, device)
+        if init is not None:
+            if init.model.config != trained.model.config:
+                raise NightcastError("cannot warm-start: the previous model has a different configuration")
+            trained.model.load_state_dict(init.model.state_dict())
+        log.info(
+            "training %s on %s (%d thread(s)): %d train / %d val samples, %d features, lookback %d",
+            describe(trained.model.config),
+            device,
+            threads,
+            len(splits.train),
+            len(splits.val),
+            len(panel.features),
+            lookback,
+        )
+        _Loop(trained, panel, splits, train_settings, device, threads).run(stop_after, warm=init is not None)
+    return trained
 
+
+def _untrained(
+    panel: Panel,
+    splits: Splits,
+    model_settings: ModelSettings,
+    ts: TrainSettings,
+    lookback: int,
+    fingerprint: str,
+    device: torch.device,
+) -> TrainedModel:
+    """A freshly initialised model with the scalers of the training span and its bookkeeping."""
     scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
     target_scale = np.nanstd(panel.Y[splits.train], axis=0).astype(np.float32)
     target_scale = np.where(target_scale > 0, target_scale, 1.0).astype(np.float32)
-    config = ModelConfig(
-        n_features=len(panel.features),
-        n_horizons=len(panel.targets),
-        lookback=lookback,
-        n_tickers=len(panel.tickers),
-        **{**model_settings.model_dump(), "quantiles": tuple(model_settings.quantiles)},
-    )
-    model = TemporalAttentionLSTM(config).to(device)
-    if init is not None:
-        if init.model.config != config:
-            raise NightcastError("cannot warm-start: the previous model has a different configuration")
-        model.load_state_dict(init.model.state_dict())
-    trained = TrainedModel(
+    shape = DataShape(len(panel.features), len(panel.targets), lookback=lookback, n_tickers=len(panel.tickers))
+    model = TemporalAttentionLSTM(ModelConfig(model_settings, shape)).to(device)
+    return TrainedModel(
         model,
         scaler,
         target_scale,
@@ -183,116 +202,126 @@ def fit(
         list(panel.targets),
         lookback,
         fingerprint,
-        {"model": model_settings.model_dump(), "train": ts.model_dump()},
+        {"model": model_settings.model_dump(mode="json"), "train": ts.model_dump(mode="json")},
         list(panel.tickers),
         cutoff=str(np.datetime64(splits.test_start, "D")),
         trained_through=str(panel.dates[np.concatenate([splits.train, splits.val])].max()),
     )
-    data = _Batches(trained, panel, device)
-    train_ends = torch.from_numpy(splits.train).to(device)
-    val_ends = torch.from_numpy(splits.val).to(device)
-    levels = torch.tensor(config.quantiles, device=device) if config.quantiles else None
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=ts.learning_rate, weight_decay=ts.weight_decay, fused=device.type in ("cpu", "cuda")
-    )  # fused: one kernel for all parameters (measured ~4% faster steps on this CPU)
-    steps_per_epoch = math.ceil(len(splits.train) / ts.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=ts.epochs * steps_per_epoch, eta_min=ts.learning_rate / 10
-    )
 
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+class _Loop:
+    """The epochs of one fit: AdamW on a cosine schedule, early stopping on the validation span (or a fixed
+    epoch count for a refit), the best weights kept."""
 
-    log.info(
-        "training %s on %s (%d thread(s)): %d train / %d val samples, %d features, lookback %d",
-        describe(config),
-        device,
-        threads,
-        len(splits.train),
-        len(splits.val),
-        config.n_features,
-        lookback,
-    )
-    best_state, stale = copy.deepcopy(model.state_dict()), 0
-    if init is not None:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
-        trained.best_val_loss = _evaluate_loss(model, data, val_ends, ts.batch_size * 4, levels, autocast)
-    epochs = ts.epochs if stop_after is None else max(1, min(stop_after, ts.epochs))
-    with _progress(ts.progress) as bar:
-        task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
-        for epoch in range(1, epochs + 1):
-            if not ts.threads and device.type == "cpu":
-                threads = set_threads(0)  # load comes and goes: take the cores other processes leave free
-            model.train()
-            epoch_start = time.perf_counter()
-            order = train_ends[torch.randperm(train_ends.numel(), generator=generator).to(device)]
-            running = torch.zeros((), device=device)
-            for start in range(0, order.numel(), ts.batch_size):
-                _check_stop()
-                idx = order[start : start + ts.batch_size]
-                with autocast():
-                    out = model(*data.inputs(idx))
-                loss = _loss(out, data.Y[idx], levels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip)
-                optimizer.step()
-                schedule.step()
-                running += loss.detach() * idx.numel()
-            train_loss = running.item() / order.numel()  # .item() waits for the device: the epoch is done
-            train_seconds = time.perf_counter() - epoch_start
-            if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
-                trained.history.append(
-                    {"epoch": epoch, "train_loss": train_loss, "train_seconds": train_seconds, "threads": threads}
-                )
-                bar.update(task, advance=1, train=f"{train_loss:.4f}")
-                trained.best_epoch, best_state = epoch, None
-                continue
-            val_loss = _evaluate_loss(model, data, val_ends, ts.batch_size * 4, levels, autocast)
-            trained.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                    "train_seconds": train_seconds,
-                    "threads": threads,  # float sums depend on it: a rerun is bit-identical only with the same
-                }
-            )
-            bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            if val_loss < trained.best_val_loss - 1e-6:
-                trained.best_val_loss, trained.best_epoch, stale = val_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= ts.patience:
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    if stop_after is not None:
-        log.info("refit %d epochs on every realised label (trained through %s)", epochs, trained.trained_through)
-    else:
+    def __init__(
+        self, trained: TrainedModel, panel: Panel, splits: Splits, ts: TrainSettings, device: torch.device, threads
+    ):
+        self.trained, self.ts, self.device, self.threads = trained, ts, device, threads
+        self.model = trained.model
+        self.data = _Batches(trained, panel, device)
+        self.train_ends = torch.from_numpy(splits.train).to(device)
+        self.val_ends = torch.from_numpy(splits.val).to(device)
+        quantiles = trained.model.config.arch.quantiles
+        self.levels = torch.tensor(quantiles, device=device) if quantiles else None
+        self.generator = torch.Generator().manual_seed(ts.seed)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=ts.learning_rate,
+            weight_decay=ts.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
+        )  # fused: one kernel for all parameters (measured ~4% faster steps on this CPU)
+        steps_per_epoch = math.ceil(len(splits.train) / ts.batch_size)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=ts.epochs * steps_per_epoch, eta_min=ts.learning_rate / 10
+        )
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def val_loss(self) -> float:
+        return _evaluate_loss(self.model, self.data, self.val_ends, self.ts.batch_size * 4, self.levels, self.autocast)
+
+    def epoch(self) -> tuple[float, float]:
+        """One pass over the training span in a seeded order: (mean training loss, seconds)."""
+        ts, device = self.ts, self.device
+        self.model.train()
+        started = time.perf_counter()
+        order = self.train_ends[torch.randperm(self.train_ends.numel(), generator=self.generator).to(device)]
+        running = torch.zeros((), device=device)
+        for start in range(0, order.numel(), ts.batch_size):
+            _check_stop()
+            idx = order[start : start + ts.batch_size]
+            with self.autocast():
+                out = self.model(*self.data.inputs(idx))
+            loss = _loss(out, self.data.Y[idx], self.levels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), ts.grad_clip)
+            self.optimizer.step()
+            self.schedule.step()
+            running += loss.detach() * idx.numel()
+        return running.item() / order.numel(), time.perf_counter() - started  # .item() waits for the device
+
+    def run(self, stop_after: int | None, warm: bool) -> None:
+        trained, ts = self.trained, self.ts
+        best_state, stale = copy.deepcopy(self.model.state_dict()), 0
+        if warm:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
+            trained.best_val_loss = self.val_loss()
+        epochs = ts.epochs if stop_after is None else max(1, min(stop_after, ts.epochs))
+        with _progress(ts.progress) as bar:
+            task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
+            for epoch in range(1, epochs + 1):
+                if not ts.threads and self.device.type == "cpu":
+                    self.threads = set_threads(0)  # load comes and goes: take the cores other processes leave free
+                train_loss, seconds = self.epoch()
+                # the thread count is recorded: float sums depend on it, a rerun is bit-identical only with the same
+                row = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds, "threads": self.threads}
+                if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
+                    trained.history.append(row)
+                    bar.update(task, advance=1, train=f"{train_loss:.4f}")
+                    trained.best_epoch, best_state = epoch, None
+                    continue
+                val_loss = self.val_loss()
+                trained.history.append({**row, "val_loss": val_loss})
+                bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+                if val_loss < trained.best_val_loss - 1e-6:
+                    trained.best_val_loss, trained.best_epoch, stale = val_loss, epoch, 0
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    stale += 1
+                    if stale >= ts.patience:
+                        break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        self._log(stop_after, epochs)
+
+    def _log(self, stop_after: int | None, epochs: int) -> None:
+        trained = self.trained
+        if stop_after is not None:
+            log.info("refit %d epochs on every realised label (trained through %s)", epochs, trained.trained_through)
+            return
         log.info(
             "trained %d epochs; best validation loss %.4f (%s on scaled targets) at epoch %d",
             len(trained.history),
             trained.best_val_loss,
-            "pinball" if levels is not None else "MSE",
+            "pinball" if self.levels is not None else "MSE",
             trained.best_epoch,
         )
-    return trained
 
 
 def describe(config: ModelConfig) -> str:
-    parts = [f"LSTM {config.num_layers}x{config.hidden_size}"]
-    if config.input_attention:
+    a = config.arch
+    parts = [f"LSTM {a.num_layers}x{a.hidden_size}"]
+    if a.input_attention:
         parts.append("input attention")
-    if config.attention:
-        heads = f", {config.attention_heads} heads" if config.attention_kind == "dot" else ""
-        parts.append(f"{config.attention_kind} temporal attention{heads}")
-    if config.quantiles:
-        parts.append(f"quantiles {list(config.quantiles)}")
-    if config.ticker_embedding:
-        parts.append(f"ticker embedding {config.ticker_embedding}")
+    if a.attention:
+        heads = f", {a.attention_heads} heads" if a.attention_kind == "dot" else ""
+        parts.append(f"{a.attention_kind} temporal attention{heads}")
+    if a.quantiles:
+        parts.append(f"quantiles {list(a.quantiles)}")
+    if a.ticker_embedding:
+        parts.append(f"ticker embedding {a.ticker_embedding}")
     return " + ".join(parts)
 
 
@@ -312,19 +341,19 @@ def predict(trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: i
     """Forecasts for samples ending at rows `ends`, unscaled to log returns, with the attention weights."""
     if list(panel.features) != trained.features:
         raise NightcastError(f"panel features {panel.features} differ from the model's {trained.features}")
-    if trained.device.type == "cpu" and not trained.settings.get("train", {}).get("threads"):
-        set_threads(0)
-    data = _Batches(trained, panel, trained.device)
-    chunks: dict[str, list[np.ndarray]] = {"mean": [], "attention": [], "quantiles": [], "feature_attention": []}
-    trained.model.eval()
-    with torch.no_grad():
-        for start in range(0, len(ends), batch_size):
-            idx = torch.from_numpy(np.asarray(ends[start : start + batch_size])).to(trained.device)
-            out = trained.model(*data.inputs(idx))
-            for name in chunks:
-                value = getattr(out, name)
-                if value is not None:
-                    chunks[name].append(value.float().cpu().numpy())
+    threads = trained.settings.get("train", {}).get("threads", 0)  # the count it trained with (0 = auto)
+    with thread_scope(threads):
+        data = _Batches(trained, panel, trained.device)
+        chunks: dict[str, list[np.ndarray]] = {"mean": [], "attention": [], "quantiles": [], "feature_attention": []}
+        trained.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(ends), batch_size):
+                idx = torch.from_numpy(np.asarray(ends[start : start + batch_size])).to(trained.device)
+                out = trained.model(*data.inputs(idx))
+                for name in chunks:
+                    value = getattr(out, name)
+                    if value is not None:
+                        chunks[name].append(value.float().cpu().numpy())
     scale = trained.target_scale
     joined = {k: np.concatenate(v) if v else None for k, v in chunks.items()}
     mean = joined["mean"] * scale if joined["mean"] is not None else np.empty((0, len(trained.targets)), np.float32)
@@ -370,8 +399,7 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
         raise NightcastError(f"cannot load checkpoint {path}: {exc}") from exc
     if state.get("format") != CHECKPOINT_FORMAT:
         raise NightcastError(f"checkpoint {path} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
-    config = {**state["config"], "quantiles": tuple(state["config"].get("quantiles", ()))}
-    model = TemporalAttentionLSTM(ModelConfig(**config)).to(device)
+    model = TemporalAttentionLSTM(ModelConfig.from_dict(state["config"])).to(device)
     model.load_state_dict(state["weights"])
     model.eval()
     return TrainedModel(

@@ -8,7 +8,7 @@ from features.build import build_features
 from features.denoise import denoise
 from features.settings import DenoiseSettings, FeatureSettings
 from features.windows import Panel, known_ends, make_panel, splits_before
-from forecasting.backtest import conformal_intervals, walk_forward
+from forecasting.backtest import Intervals, Schedule, conformal_intervals, make_forecasters, walk_forward
 from forecasting.baselines import HistoricalMean, RandomWalk, RidgeBaseline
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from tests.conftest import synthetic_prices
@@ -25,7 +25,9 @@ def panel_of(prices: pl.DataFrame) -> Panel:
 
 def run(panel: Panel, **overrides):
     bt = BacktestSettings(test_start=date(2011, 3, 1), refit_every=20, conformal_min=5, **overrides)
-    return walk_forward(panel, bt, MODEL, TRAIN, lookback=10, val_days=40, test_days=60, progress=False)
+    schedule = Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60)
+    forecasters = make_forecasters(bt, MODEL, TRAIN, lookback=10)
+    return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from forecasting.model import ModelConfig, TemporalAttentionLSTM, monotone, pinball_loss
+from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM, monotone, pinball_loss
+from forecasting.settings import ModelSettings
 from forecasting.train import gather_windows
 
 B, L, F, K = 16, 12, 5, 3
@@ -27,9 +28,8 @@ CONFIGS = [
 
 def build(**overrides) -> TemporalAttentionLSTM:
     torch.manual_seed(0)
-    config = ModelConfig(
-        n_features=F, n_horizons=K, hidden_size=16, attention_size=8, lookback=L, n_tickers=3, **overrides
-    )
+    arch = ModelSettings(hidden_size=16, attention_size=8, **overrides)
+    config = ModelConfig(arch, DataShape(n_features=F, n_horizons=K, lookback=L, n_tickers=3))
     return TemporalAttentionLSTM(config)
 
 

@@ -1,0 +1,39 @@
+"""The vocabulary the results are keyed by: model names and the scope of a metrics row, one place each.
+
+They are `StrEnum`s, so they compare equal to the plain strings stored in Parquet files, settings and
+checkpoints, and a misspelling is an AttributeError at import instead of an empty filter at run time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Model(StrEnum):
+    ATTENTION_LSTM = "attention_lstm"  # what the nightly publishes (when it has skill)
+    LSTM = "lstm"  # the same network without attention: the ablation
+    RIDGE = "ridge"
+    HIST_MEAN = "hist_mean"
+    RANDOM_WALK = "random_walk"  # the benchmark every ratio and Diebold-Mariano test is taken against
+
+
+PUBLISHING_MODEL = Model.ATTENTION_LSTM  # the recipe the nightly trains, refits and publishes
+BENCHMARK = Model.RANDOM_WALK
+NEURAL = (Model.ATTENTION_LSTM, Model.LSTM)
+BASELINES = (Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE)  # what the guardrail may publish instead
+# the live record scores the ledger's forecasts under one label, whichever model (or baseline) made each
+PUBLISHED_FORECASTS = "published"
+# the order tables and plots list models in: the model first, the benchmark last
+DISPLAY_ORDER = (Model.ATTENTION_LSTM, Model.LSTM, Model.RIDGE, Model.HIST_MEAN, Model.RANDOM_WALK)
+
+
+class Scope(StrEnum):
+    """Pooled rows carry a null ticker, so no real symbol (Allstate trades as ALL) can collide with them."""
+
+    POOLED = "pooled"
+    TICKER = "ticker"
+
+
+def display_rank(model: str) -> int:
+    """Position of a model in tables (unknown names last)."""
+    return DISPLAY_ORDER.index(model) if model in DISPLAY_ORDER else len(DISPLAY_ORDER)
