@@ -86,7 +86,11 @@ def month_of(dates: pl.Series) -> pl.Series:
 class FeatureFrame:
     frame: pl.DataFrame  # ticker, date, close, adj_close, features..., targets...
     features: list[str]
-    targets: list[str]
+    horizons: list[int]  # forecast horizons in trading days; their targets are columns `target_name(h)`
+
+    @property
+    def targets(self) -> list[str]:
+        return [catalogue.target_name(h) for h in self.horizons]
 
 
 def row_chunks(starts: np.ndarray, rows: int, chunk_rows: int) -> list[tuple[int, int]]:
@@ -133,7 +137,7 @@ def _plan(core: list[Feature], optional: list[Feature], horizons: list[int]) -> 
         output=[
             *map(pl.col, ("ticker", "date", "close", "adj_close", *names)),
             *(pl.col(f.name).fill_nan(None) for f in optional),
-            *(pl.col(f"y_h{h}") for h in horizons),
+            *(pl.col(catalogue.target_name(h)) for h in horizons),
         ],
     )
 
@@ -194,7 +198,7 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: i
     # 1/2/3/4 workers took 0.62/0.53/0.42/0.46 s (3.1M rows, median of 8).
     with ThreadPoolExecutor(max_workers=min(len(chunks), pl.thread_pool_size() + 1)) as pool:
         out = pl.concat(list(pool.map(build, chunks)), rechunk=False)
-    return FeatureFrame(out, [f.name for f in core + optional], [f"y_h{h}" for h in settings.horizons])
+    return FeatureFrame(out, [f.name for f in core + optional], list(settings.horizons))
 
 
 def concat_features(parts: list[FeatureFrame], settings: FeatureSettings) -> FeatureFrame:
@@ -210,4 +214,4 @@ def concat_features(parts: list[FeatureFrame], settings: FeatureSettings) -> Fea
         .select("ticker", "date", "close", "adj_close", *ordered, *parts[0].targets)
         .sort("ticker", "date")
     )
-    return FeatureFrame(frame, ordered, parts[0].targets)
+    return FeatureFrame(frame, ordered, parts[0].horizons)

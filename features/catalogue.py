@@ -217,10 +217,15 @@ def bar_features(frame: pl.DataFrame, settings: FeatureSettings, tickers: list[s
     return out
 
 
+def target_name(horizon: int) -> str:
+    """The column of the forward log return over `horizon` trading days: the one place it is spelled."""
+    return f"y_h{horizon}"
+
+
 def targets(horizons: list[int]) -> list[pl.Expr]:
     """Forward log returns of raw adj_close: the only look-ahead, and it is the label."""
     la = pl.col("_la")  # log adj_close, computed once
-    return [pl.when(pl.col("_left") >= h).then(la.shift(-h) - la).alias(f"y_h{h}") for h in horizons]
+    return [pl.when(pl.col("_left") >= h).then(la.shift(-h) - la).alias(target_name(h)) for h in horizons]
 
 
 def feature_names(settings: FeatureSettings) -> list[str]:

@@ -16,6 +16,7 @@ import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from features.build import FeatureFrame, sorted_by_ticker
+from features.catalogue import target_name
 from features.errors import InsufficientDataError
 from features.settings import WindowSettings
 
@@ -31,7 +32,7 @@ class Panel:
     offsets: np.ndarray  # (n_tickers + 1,) first row of each ticker, then R
     tickers: list[str]
     features: list[str]
-    targets: list[str]
+    horizons: list[int]  # forecast horizons in trading days, the columns of Y in this order
 
     def ends(self, lookback: int) -> np.ndarray:
         """Row indices with at least `lookback` rows of the same ticker up to and including them."""
@@ -45,9 +46,9 @@ class Panel:
         return sliding_window_view(self.X, lookback, axis=0).transpose(0, 2, 1)  # (R - L + 1, L, F)
 
     @property
-    def horizons(self) -> list[int]:
-        """Forecast horizons in trading days, in the order of `targets` (named `y_h{h}` by features.build)."""
-        return [int(t.removeprefix("y_h")) for t in self.targets]
+    def targets(self) -> list[str]:
+        """The target columns Y was read from."""
+        return [target_name(h) for h in self.horizons]
 
     def last_rows(self) -> np.ndarray:
         """Row index of each ticker's latest day."""
@@ -81,7 +82,7 @@ def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
         offsets=offsets,
         tickers=tickers,
         features=list(ff.features),
-        targets=list(ff.targets),
+        horizons=list(ff.horizons),
     )
 
 

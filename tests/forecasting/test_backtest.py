@@ -119,7 +119,7 @@ def test_ridge_recovers_an_ar1_coefficient():
         np.array([0, n - 1]),
         ["AR"],
         ["ret_1"],
-        ["y_h1"],
+        [1],
     )
     split = splits_before(panel, 1, dates[-1], val_days=200)
     ridge = RidgeBaseline(alpha=1.0)

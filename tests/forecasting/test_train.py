@@ -47,7 +47,7 @@ def test_the_model_can_learn_a_real_signal():
     y[L:, 0] = 0.01 * (X[L:, 0] + 0.5 * X[L - 3 : R - 3, 1])  # today's first feature and one from 3 steps back
     dates = np.datetime64("2000-01-03") + np.arange(R).astype("timedelta64[D]")
     panel = Panel(
-        X, y, dates, np.ones(R), dates + 1, np.zeros(R, np.int32), np.array([0, R]), ["AAA"], ["a", "b", "c"], ["y_h1"]
+        X, y, dates, np.ones(R), dates + 1, np.zeros(R, np.int32), np.array([0, R]), ["AAA"], ["a", "b", "c"], [1]
     )
     splits = date_splits(panel, WindowSettings(lookback=L, test_days=100, val_days=100))
     trained = fit(
