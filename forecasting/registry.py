@@ -56,27 +56,43 @@ def _record(raw: dict) -> Champion:
     return Champion(**{k: date.fromisoformat(v) if k in dates else v for k, v in raw.items()})
 
 
+class ChampionRecordError(NightcastError):
+    """`champion.json` cannot be read as a champion history: never silently replaced, or its history is lost."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"champion record {path} {problem}; move it away to train a new champion")
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_history(models_dir: Path) -> list[Champion]:
-    """Every decision (promoted or kept), oldest first. An unreadable file is an error, never silently replaced."""
+    """Every decision (promoted or kept), oldest first.
+
+    A file that cannot be read as a history (not JSON, another layout, a newer format, a malformed record) is a
+    `ChampionRecordError`: writing the next decision over it would lose the champion history. Only the flat
+    record of nightcast <= 0.1 is superseded (a warning, and a new champion is trained).
+    """
     path = Path(models_dir) / CHAMPION
     if not path.exists():
         return []
     try:
         body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NightcastError(
-            f"champion record {path} is unreadable ({exc}); move it away to train a new champion"
-        ) from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ChampionRecordError(path, f"is unreadable ({_one_line(exc)})") from None
+    if isinstance(body, dict) and "format" not in body and "version" in body and "checkpoint" in body:
         # champion.json of nightcast <= 0.1 (one flat record, no evaluation fit): superseded, not an error
         log.warning("champion record %s is from an older nightcast; a new champion will be trained", path)
         return []
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        found = body.get("format") if isinstance(body, dict) else type(body).__name__
+        raise ChampionRecordError(path, f"has an unknown format ({found!r}; this nightcast reads format {FORMAT})")
     try:
         return [_record(r) for r in body["history"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise NightcastError(
-            f"champion record {path} is malformed ({exc}); move it away to train a new champion"
-        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ChampionRecordError(path, f"is malformed ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def champion_as_of(models_dir: Path, asof: date) -> Champion | None:

@@ -6,7 +6,7 @@ import pytest
 from features.errors import NightcastError
 from features.health import check_health
 from features.settings import HealthSettings
-from forecasting.registry import champion_as_of, read_history, record_decision, settings_hash
+from forecasting.registry import ChampionRecordError, champion_as_of, read_history, record_decision, settings_hash
 from tests.conftest import synthetic_prices
 from tests.forecasting.test_policy import champion
 
@@ -32,12 +32,40 @@ def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
     assert champion_as_of(moved, date(2024, 3, 5)).version == "m-1"  # a champion whose checkpoint is gone is none
 
 
-def test_a_corrupt_champion_record_is_an_error_and_an_old_one_is_superseded(tmp_path):
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        pytest.param(b"{not json", "is unreadable", id="not-json"),
+        pytest.param(b"", "is unreadable", id="empty"),  # a write cut short by a full disk
+        pytest.param(b"\xff\xfe\x00garbage", "is unreadable", id="not-text"),
+        pytest.param(b"null", "has an unknown format ('NoneType'", id="null"),
+        pytest.param(b"[]", "has an unknown format ('list'", id="list"),
+        pytest.param(b'{"format": 3, "history": []}', "has an unknown format (3;", id="newer-format"),
+        pytest.param(b'{"format": 2}', "is malformed (KeyError", id="no-history"),
+        pytest.param(b'{"format": 2, "history": [{"version": "m-1"}]}', "is malformed (TypeError", id="short-record"),
+        pytest.param(b'{"format": 2, "history": ["m-1"]}', "is malformed (AttributeError", id="not-a-record"),
+    ],
+)
+def test_a_corrupt_champion_record_is_a_one_line_error_and_never_overwritten(tmp_path, content, problem):
+    path = tmp_path / "champion.json"
+    path.write_bytes(content)
+    with pytest.raises(ChampionRecordError) as caught:
+        read_history(tmp_path)
+    message = str(caught.value)
+    assert isinstance(caught.value, NightcastError) and "\n" not in message  # the CLI prints it as one line
+    assert message.startswith(f"champion record {path} {problem}") and message.endswith("to train a new champion")
+    with pytest.raises(ChampionRecordError):
+        champion_as_of(tmp_path, date(2024, 3, 1))  # what the nightly asks first: it stops there
+    with pytest.raises(ChampionRecordError):
+        record_decision(tmp_path, champion())
+    assert path.read_bytes() == content  # the history is still there for a person to mend
+
+
+def test_an_old_flat_champion_record_is_superseded(tmp_path):
     (tmp_path / "champion.json").write_text('{"version": "attention_lstm-1", "checkpoint": "data/models/x.pt"}')
     assert read_history(tmp_path) == []  # nightcast 0.1's flat record: retrained, with a warning
-    (tmp_path / "champion.json").write_text("{not json")
-    with pytest.raises(NightcastError, match="champion record .* is unreadable"):
-        read_history(tmp_path)
+    record_decision(tmp_path, champion())
+    assert [c.version for c in read_history(tmp_path)] == ["m-1"]
     assert settings_hash({"a": 1, "b": [1, 2]}) == settings_hash({"b": [1, 2], "a": 1}) != settings_hash({"a": 2})
 
 
