@@ -116,7 +116,11 @@ def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp
     got = predict(trained, panel, splits.test)
     assert got.quantiles.shape == (len(splits.test), 2, 3)
     assert np.all(np.diff(got.quantiles, axis=-1) >= 0)  # no crossing, also after unscaling
-    np.testing.assert_allclose(got.mean, got.quantiles[..., 1])
+    # in log-return units, not the scaled targets the head trains on (those have unit spread): the 10-90% band
+    # is within a factor of 3 of the realised targets' 10-90% range, horizon by horizon
+    band = (got.quantiles[..., -1] - got.quantiles[..., 0]).mean(axis=0)
+    realised = np.nanquantile(panel.Y[splits.test], 0.9, axis=0) - np.nanquantile(panel.Y[splits.test], 0.1, axis=0)
+    assert np.all((band > realised / 3) & (band < 3 * realised)), (band, realised)  # ~0.6x; scaled: ~50x
     assert got.feature_attention.shape == (len(splits.test), len(panel.features))
     restored = predict(load_checkpoint(save_checkpoint(trained, tmp_path / "q.pt")), panel, splits.test)
     np.testing.assert_array_equal(restored.quantiles, got.quantiles)
@@ -125,14 +129,24 @@ def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp
 
 def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
     splits = date_splits(panel, WINDOWS)
-    first = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
-    again = fit(
-        panel, splits, MODEL, TRAIN.model_copy(update={"seed": 9, "learning_rate": 0.05}), WINDOWS.lookback, init=first
+    first = fit(panel, splits, MODEL, TRAIN.model_copy(update={"epochs": 1}), WINDOWS.lookback)
+    # a learning rate that wrecks every step: no epoch beats the warm weights, which are kept as they were
+    wrecked = fit(panel, splits, MODEL, TRAIN.model_copy(update={"learning_rate": 5.0}), WINDOWS.lookback, init=first)
+    assert wrecked.best_epoch == 0 and wrecked.best_val_loss == first.best_val_loss
+    assert all(h["val_loss"] > first.best_val_loss for h in wrecked.history)
+    for a, b in zip(first.model.state_dict().values(), wrecked.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a sound one: training on from the warm weights improves on them, and the better weights are kept
+    better = fit(
+        panel,
+        splits,
+        MODEL,
+        TRAIN.model_copy(update={"epochs": 4, "learning_rate": 3e-3}),
+        WINDOWS.lookback,
+        init=first,
     )
-    assert again.best_val_loss <= first.best_val_loss + 1e-9  # epoch 0 (the warm weights) was a candidate
-    if again.best_epoch == 0:
-        for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
-            assert torch.equal(a, b)
+    assert better.best_epoch > 0 and better.best_val_loss < first.best_val_loss
+    assert better.best_val_loss == min(h["val_loss"] for h in better.history)
 
 
 def test_refit_trains_a_fixed_epoch_count_on_every_realised_label(panel):
