@@ -12,22 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from forecasting.metrics import pooled
-
-
-def markdown_table(frame: pl.DataFrame, float_format: str = "{:.4g}") -> str:
-    """A GitHub-style Markdown table of `frame` (None shown as empty)."""
-
-    def cell(v: object) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return float_format.format(v)
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+from forecasting.results import EVALUATION_COLUMNS, evaluation_table, markdown_table
 
 
 def nightly_markdown(
@@ -47,16 +32,8 @@ def nightly_markdown(
         f"published model `{version}`, trained through {first.get('trained_through')}; its recipe evaluated out "
         f"of sample on {first.get('eval_start')} .. {first.get('eval_end')} (`{first.get('eval_version')}`)",
         "",
-        "| horizon | model | MSE | ratio vs random walk | hit rate | always up | DM p |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(evaluation_table(metrics), EVALUATION_COLUMNS),
     ]
-    for r in pooled(metrics).iter_rows(named=True):
-        ratio = "" if r["mse_ratio"] is None else f"{r['mse_ratio']:.4f}"
-        p = "" if r["dm_pvalue"] is None else f"{r['dm_pvalue']:.3f}"
-        lines.append(
-            f"| {r['horizon']} | {r['model']} | {r['mse']:.3e} | {ratio} | {r['hit_rate']:.3f} | "
-            f"{r['up_rate']:.3f} | {p} |"
-        )
     lines += ["", "## Model", "", decision] + [f"- data health: {p}" for p in health]
     if quarantined:
         lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]

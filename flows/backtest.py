@@ -15,8 +15,9 @@ from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history, run_backtest
-from forecasting import publish, reports
+from forecasting import publish
 from forecasting.backtest import BacktestResult
+from forecasting.backtest_report import write_backtest_report
 
 
 @task(name="write backtest", cache_policy=NO_CACHE)
@@ -27,7 +28,7 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     paths += publish.write_frame(result.folds, out_dir, "folds", formats)
     coverage = settings.backtest.coverage if settings.backtest.interval != "none" else None
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"
-    return paths + reports.write_backtest_report(result, out_dir, title, coverage)
+    return paths + write_backtest_report(result, out_dir, title, coverage)
 
 
 def _run_name() -> str:

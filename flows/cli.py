@@ -24,6 +24,7 @@ from rich.text import Text
 from features.errors import ConfigError, NightcastError
 from flows import prefect_env
 from flows.settings import load_settings, to_toml
+from forecasting.names import PUBLISHING_MODEL
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -288,59 +289,34 @@ def _print_ingest(report) -> None:
     console.print(table)
 
 
-def _metrics_table(metrics, title: str, models: list[str] | None = None) -> Table:
-    """Pooled per-horizon rows: each model's MSE, ratio to the random walk, hit rate and DM p-value."""
-    table = Table(title=title)
-    for col in ("horizon", "model", "MSE", "ratio vs RW", "hit rate", "always up", "DM stat", "DM p", "coverage"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    from forecasting.metrics import pooled
+def _rich_table(frame, columns, title: str) -> Table:
+    """A results table (`forecasting.results`) for the terminal: the same headings and rounding as the
+    Markdown reports, the ratio to the random walk green below 1 and red above."""
+    from forecasting.results import columns_of, rows_as_text
 
-    for r in pooled(metrics).iter_rows(named=True):
-        if models and r["model"] not in models:
-            continue
-        ratio = r.get("mse_ratio")
-        shown = "" if ratio is None else f"[{'green' if ratio < 1 else 'red'}]{ratio:.4f}[/]"
-        p, stat = r.get("dm_pvalue"), r.get("dm_stat")
-        cov = r.get("coverage")
-        table.add_row(
-            str(r["horizon"]),
-            r["model"],
-            f"{r['mse']:.4e}",
-            shown,
-            f"{r['hit_rate']:.3f}",
-            f"{r['up_rate']:.3f}",
-            "" if stat is None else f"{stat:+.2f}",
-            "" if p is None else f"{p:.3f}",
-            "" if cov is None else f"{cov:.3f}",
-        )
+    table = Table(title=title)
+    for c in columns_of(frame, columns):
+        table.add_column(c.label, justify="left" if c.key in ("model", "ticker") else "right")
+    ratio_at = frame.columns.index("mse_ratio") if "mse_ratio" in frame.columns else None
+    for raw, cells in zip(frame.iter_rows(), rows_as_text(frame, columns), strict=True):
+        if ratio_at is not None and raw[ratio_at] is not None:
+            cells[ratio_at] = f"[{'green' if raw[ratio_at] < 1 else 'red'}]{cells[ratio_at]}[/]"
+        table.add_row(*cells)
     return table
+
+
+def _metrics_table(metrics, title: str) -> Table:
+    """Pooled per-horizon rows: each model's MSE, ratio to the random walk, hit rate, DM test, coverage."""
+    from forecasting.results import EVALUATION_COLUMNS, evaluation_table
+
+    return _rich_table(evaluation_table(metrics), EVALUATION_COLUMNS, title)
 
 
 def _record_table(record, title: str, by_ticker: bool = False) -> Table:
     """The live record: per horizon (and ticker), the published forecasts scored against what happened."""
-    table = Table(title=title)
-    columns = ["horizon", "forecasts", "ratio vs RW", "hit rate", "always up", "DM stat", "DM p", "coverage"]
-    if by_ticker:
-        columns.insert(0, "ticker")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "ticker" else "right")
-    from forecasting.metrics import per_ticker, pooled
+    from forecasting.results import RECORD_COLUMNS, record_table
 
-    rows = per_ticker(record) if by_ticker else pooled(record)
-    for r in rows.iter_rows(named=True):
-        ratio, p, stat, cov = r["mse_ratio"], r["dm_pvalue"], r["dm_stat"], r["coverage"]
-        cells = [
-            str(r["horizon"]),
-            str(r["n"]),
-            "" if ratio is None else f"[{'green' if ratio < 1 else 'red'}]{ratio:.4f}[/]",
-            f"{r['hit_rate']:.3f}",
-            f"{r['up_rate']:.3f}",
-            "" if stat is None else f"{stat:+.2f}",
-            "" if p is None else f"{p:.3f}",
-            "" if cov is None else f"{cov:.3f}",
-        ]
-        table.add_row(*([r["ticker"]] if by_ticker else []) + cells)
-    return table
+    return _rich_table(record_table(record, by_ticker), RECORD_COLUMNS, title)
 
 
 def _print_result(result, elapsed: float) -> None:
@@ -351,9 +327,9 @@ def _print_result(result, elapsed: float) -> None:
             "days its evaluation fit never trained or early-stopped on)",
         )
     )
-    flagged = [h for h, s in result.sources.items() if not s.skill and s.model == "attention_lstm"]
+    flagged = [h for h, s in result.sources.items() if not s.skill and s.model == PUBLISHING_MODEL]
     worse = [h for h, s in result.sources.items() if s.worse]
-    replaced = {h: s.model for h, s in result.sources.items() if s.model != "attention_lstm"}
+    replaced = {h: s.model for h, s in result.sources.items() if s.model != PUBLISHING_MODEL}
     if flagged:
         console.print(
             f"[bold red]no skill[/] at horizons {flagged}: not significantly better than the random walk; "

@@ -13,9 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from features import lake
 from features.errors import SourceError
 from features.ingest import IngestReport, ingest
-from flows.artifacts import markdown_table
 from flows.lock import exclusive
 from flows.settings import Settings
+from forecasting.results import markdown_table
 
 log = logging.getLogger("nightcast.flows.ingest")
 

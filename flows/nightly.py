@@ -34,7 +34,7 @@ from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model, evaluation_settings
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
-from forecasting import ledger, live, metrics, policy, publish, reports, train
+from forecasting import attention, ledger, live, metrics, plots, policy, publish, train
 from forecasting.backtest import conformal_widths, make_forecasters
 from forecasting.names import BASELINES, PUBLISHING_MODEL
 
@@ -157,14 +157,14 @@ def inspect_attention(
     """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
     heatmap PNG and a summary."""
     known = known_ends(panel, settings.windows.lookback)
-    report = reports.attention_report(trained, panel, known[panel.dates[known] >= test_start])
+    report = attention.attention_report(trained, panel, known[panel.dates[known] >= test_start])
     if report is None:
         return "the model has no attention (plain LSTM)", []
     folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)
     paths = publish.write_frame(report.per_lag, folder, "attention_lags", settings.publish.formats)
     if report.per_feature is not None:
         paths += publish.write_frame(report.per_feature, folder, "attention_features", settings.publish.formats)
-    paths.append(reports.plot_attention(report, folder / "attention.png"))
+    paths.append(plots.plot_attention(report, folder / "attention.png"))
     return report.summary, paths
 
 
@@ -197,7 +197,7 @@ def live_record(asof: date, settings: Settings) -> tuple[live.ScoredLedger, pl.D
     record = live.live_record(book.scored)
     folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
     paths = publish.write_frame(record, folder, "record", settings.publish.formats)
-    paths.append(live.plot_live_record(book.scored, folder / "live_record.png"))
+    paths.append(plots.plot_live_record(book.scored, folder / "live_record.png"))
     return book, record, paths
 
 

@@ -10,9 +10,8 @@ in the backtest.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +20,7 @@ from features import lake
 from forecasting.ledger import KEY, read_ledger
 from forecasting.metrics import metrics_table, pooled
 from forecasting.names import BENCHMARK, PUBLISHED_FORECASTS, Scope
-from forecasting.reports import _pyplot, _save
+from forecasting.results import RECORD_COLUMNS, markdown_table, record_table
 
 # The long "predictions" contract of forecasting.metrics, plus where each forecast came from.
 SCORED_SCHEMA: dict[str, pl.DataType] = {
@@ -167,41 +166,6 @@ def excess_loss(scored: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def plot_live_record(scored: pl.DataFrame, path: Path) -> Path:
-    """Per horizon: cumulative (published squared error - random walk squared error), averaged across
-    tickers per target date, over target dates; below 0 = better than the random walk. Written as PNG."""
-    plt = _pyplot()
-    if scored.is_empty():
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no forecast has reached its target date yet", ha="center", va="center")
-        return _save(fig, path)
-    diff = excess_loss(scored)
-    horizons = diff["horizon"].unique().sort().to_list()
-    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
-    for ax, h in zip(axes[0], horizons, strict=True):
-        g = diff.filter(pl.col("horizon") == h)
-        ax.plot(g["target_date"].to_numpy(), g["cumulative"].to_numpy(), marker="." if g.height < 60 else None)
-        _date_axis(ax, g["target_date"].min(), g["target_date"].max())
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"horizon {h}: published minus random walk (live)")
-        ax.set_xlabel("target date")
-        ax.set_ylabel("cumulative squared error difference\nbelow 0 = better than the random walk")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _date_axis(ax, first: date, last: date) -> None:
-    """Whole days on the x axis, also in the first nights when only a day or two are scored."""
-    import matplotlib.dates as mdates
-
-    pad = max(timedelta(days=1), (last - first) / 20)
-    ax.set_xlim(first - pad, last + pad)
-    locator = mdates.DayLocator() if (last - first).days <= 10 else mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-
-
 def record_markdown(record: pl.DataFrame, waiting: int, unpriced: int = 0) -> str:
     """A short Markdown section: the pooled live record, how to read it, and what is still pending."""
     lines = ["## Live record", ""]
@@ -209,13 +173,7 @@ def record_markdown(record: pl.DataFrame, waiting: int, unpriced: int = 0) -> st
     if rows.is_empty():
         lines.append("No forecast has reached its target date yet.")
     else:
-        lines += [
-            "| horizon | count | MSE ratio vs random walk | hit rate | always up | DM p | coverage |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows.iter_rows(named=True):
-            cells = [r["mse_ratio"], r["hit_rate"], r["up_rate"], r["dm_pvalue"], r["coverage"]]
-            lines.append(f"| {r['horizon']} | {r['n']} | " + " | ".join(_fmt(v) for v in cells) + " |")
+        lines.append(markdown_table(record_table(record), RECORD_COLUMNS))
         first, last = rows["first_asof"].min(), rows["last_target"].max()
         lines += [
             "",
@@ -228,7 +186,3 @@ def record_markdown(record: pl.DataFrame, waiting: int, unpriced: int = 0) -> st
     if unpriced:
         lines.append(f"{unpriced} came due but cannot be scored: the lake has no adjusted close on the day.")
     return "\n".join(lines) + "\n"
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"

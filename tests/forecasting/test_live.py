@@ -10,11 +10,11 @@ from forecasting.live import (
     excess_loss,
     live_record,
     pending_count,
-    plot_live_record,
     record_markdown,
     score,
 )
 from forecasting.metrics import per_ticker, pooled
+from forecasting.plots import plot_live_record
 
 D0, D1, D2, D3 = date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4), date(2024, 1, 5)
 NEXT = {D0: D1, D1: D2, D2: D3, D3: date(2024, 1, 8)}
@@ -146,7 +146,7 @@ def test_live_record_by_hand_and_all_is_not_pooled(ledger):
     assert pooled(record).filter(pl.col("horizon") == 2)["n"].item() == 2
 
     text = record_markdown(record, waiting=4)
-    assert f"| 1 | 4 | {row['mse_ratio']:.3f} | 0.750 | 0.500 |" in text
+    assert f"| 1 | 4 | {row['mse_ratio']:.4f} | 0.750 | 0.500 |" in text
     assert "4 ledger forecasts still wait for their target date" in text
     assert "ALL" not in text  # the section shows the pooled table only
 

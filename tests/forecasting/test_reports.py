@@ -15,12 +15,12 @@ PANEL = SimpleNamespace(tickers=["AAA", "BBB"], ticker_id=np.array([0, 0, 1]), f
 
 def report_of(monkeypatch, temporal, feature=None, top=2):
     """The one call of `attention_report` in this file, with the model's attention weights given."""
-    from forecasting import reports
+    from forecasting import attention
 
     n = len(PANEL.ticker_id)
     fake = Prediction(np.zeros((n, 1)), temporal, None, feature)
-    monkeypatch.setattr(reports, "predict", lambda trained, panel, ends: fake)
-    return reports.attention_report(None, PANEL, np.arange(n), top=top)
+    monkeypatch.setattr(attention, "predict", lambda trained, panel, ends: fake)
+    return attention.attention_report(None, PANEL, np.arange(n), top=top)
 
 
 def rows(frame, key):

@@ -1,0 +1,58 @@
+"""The backtest report: PNG plots and one page of Markdown that links them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from features.io import atomic_write
+from forecasting import plots
+from forecasting.names import PUBLISHING_MODEL
+from forecasting.results import EVALUATION_COLUMNS, evaluation_table, markdown_table
+
+
+def backtest_summary(
+    metrics: pl.DataFrame,
+    folds: pl.DataFrame,
+    title: str,
+    images: dict[str, str],
+    seconds: float,
+    coverage: float | None,
+) -> str:
+    """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
+    table = evaluation_table(metrics)
+    lines = [
+        f"# {title}",
+        "",
+        f"{folds.height} folds, {folds['origins'].sum()} forecast origins, {seconds:.0f} s.",
+        "",
+        markdown_table(table, EVALUATION_COLUMNS),
+    ]
+    lines += [
+        "",
+        "Ratio below 1 beats the random walk; a negative DM statistic with p below 0.05 says the difference "
+        "is significant (Diebold-Mariano, Harvey-Leybourne-Newbold correction, pooled loss differential per origin). "
+        "The directional baseline is the 'always up' rate, not 0.5.",
+    ]
+    if coverage is not None and "coverage" in table.columns:
+        lines.append(f"Intervals: nominal coverage {coverage:.0%}; the coverage column is what was realised.")
+    lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in images.items()]
+    lines += ["", "## Folds", "", markdown_table(folds)]
+    return "\n".join(lines) + "\n"
+
+
+def write_backtest_report(result, out_dir: Path, title: str, coverage: float | None) -> list[Path]:
+    """PNG plots and report.md (linking them) into `out_dir`."""
+    out_dir = Path(out_dir)
+    models = result.predictions["model"].unique().to_list()
+    featured = PUBLISHING_MODEL if PUBLISHING_MODEL in models else sorted(models)[0]
+    paths = [
+        plots.plot_cumulative_error(result.predictions, out_dir / "cumulative_error.png"),
+        plots.plot_predicted_vs_realised(result.predictions, out_dir / "predicted_vs_realised.png", featured),
+        plots.plot_hit_rates(result.metrics, out_dir / "hit_rates.png"),
+    ]
+    images = {p.stem.replace("_", " "): p.name for p in paths}
+    text = backtest_summary(result.metrics, result.folds, title, images, result.seconds, coverage)
+    paths.append(atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text)))
+    return paths
