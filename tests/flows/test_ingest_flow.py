@@ -94,7 +94,7 @@ def test_offline_yfinance_is_said_and_nothing_stale_is_published(prefect_harness
     monkeypatch.setattr(flows.cli, "err_console", errors)
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "old.parquet"
-    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL"])).write_parquet(path)
+    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL"])).group_by("ticker").tail(320).write_parquet(path)
     assert main(["ingest", "--path", str(path)]) == 0
     fake = FakeYahoo({}).install(monkeypatch, tmp_path / "yf-cache")
     fake.offline = True
