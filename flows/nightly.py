@@ -14,28 +14,24 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from features import lake
-from features.build import FeatureFrame
 from features.calendar import is_session, sessions_between
 from features.errors import ConfigError, InsufficientDataError
 from features.ingest import IngestReport, stored_report
-from features.windows import Panel, known_ends, refit_split
-from flows import artifacts
+from features.windows import Panel
+from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
-from flows.model_choice import ModelChoice, choose_model, evaluation_settings
+from flows.model_choice import ModelChoice, choose_model
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
-from forecasting import attention, ledger, live, metrics, plots, policy, publish, train
-from forecasting.backtest import conformal_widths, make_forecasters
+from forecasting import live, policy, publish
 from forecasting.names import BASELINES, PUBLISHING_MODEL
 
 log = logging.getLogger("nightcast.flows.nightly")
@@ -68,228 +64,6 @@ class NightlyResult:
     @property
     def skill(self) -> dict[int, bool]:
         return {h: s.skill for h, s in self.sources.items()}
-
-
-def _bounds(
-    choice: ModelChoice,
-    panel: Panel,
-    quantiles: np.ndarray | None,
-    y: np.ndarray,
-    sources: list[str],
-    asof: date,
-    settings: Settings,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Interval bounds (log returns) per row and horizon: the model's quantile head under
-    `backtest.interval = "quantile"`, otherwise conformal, from the evaluation's out-of-sample residuals."""
-    bt = settings.backtest
-    if bt.interval == "none":
-        return None
-    widths = conformal_widths(choice.evaluation.predictions, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
-    w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, panel.horizons, strict=True)])
-    lower, upper = y - w, y + w
-    if bt.interval == "quantile" and quantiles is not None:
-        from_model = np.array([s == PUBLISHING_MODEL for s in sources])
-        lower[:, from_model], upper[:, from_model] = quantiles[:, from_model, 0], quantiles[:, from_model, -1]
-    return lower, upper
-
-
-@task(name="forecast", cache_policy=NO_CACHE)
-def forecast(
-    choice: ModelChoice,
-    panel: Panel,
-    ff: FeatureFrame,
-    settings: Settings,
-    sources: dict[int, policy.Source],
-    stale: dict[str, int],
-) -> pl.DataFrame:
-    """Forecasts from every current ticker's last row: the published model, or a baseline refit on every
-    realised label where the guardrail says so."""
-    asof, rows, left_out = publish.current_rows(panel, stale)
-    for ticker in left_out:
-        log.warning("%s is not current on %s (stale or lagging): not forecast", ticker, asof)
-    horizons = panel.horizons
-    by_horizon = [sources[h].model for h in horizons]
-    published = train.predict(choice.published, panel, rows)  # the mean and, with a quantile head, its band
-    predictions = {PUBLISHING_MODEL: published.mean}
-    needed = sorted(set(by_horizon) - {PUBLISHING_MODEL})
-    if needed:
-        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
-        bt = evaluation_settings(settings).model_copy(update={"models": needed})
-        for baseline in make_forecasters(bt, settings.model, settings.train, settings.windows.lookback):
-            baseline.fit(panel, split)
-            predictions[baseline.name] = baseline.predict(panel, rows)
-    y = np.column_stack([predictions[s][:, k] for k, s in enumerate(by_horizon)]).astype(np.float64)
-    for h in horizons:
-        s = sources[h]
-        why = "is significantly worse than the random walk" if s.worse else "has no skill"
-        if s.model != PUBLISHING_MODEL:
-            log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
-        elif not s.skill:
-            log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
-    close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
-    ev = choice.evaluation
-    meta = {
-        "run_id": str(flow_run.id or "local"),
-        "model_version": choice.version,
-        "trained_through": date.fromisoformat(choice.published.trained_through),
-        "eval_version": choice.evaluation_version,
-        "eval_start": ev.test_start.astype(object),
-        "eval_end": ev.test_end.astype(object),
-    }
-    return publish.forecast_frame(
-        panel,
-        rows,
-        y,
-        _bounds(choice, panel, published.quantiles, y, by_horizon, asof, settings),
-        close,
-        asof,
-        settings.publish.calendar,
-        by_horizon,
-        [sources[h].skill and sources[h].model == PUBLISHING_MODEL for h in horizons],
-        meta,
-    )
-
-
-@task(name="inspect attention", cache_policy=NO_CACHE)
-def inspect_attention(
-    trained: train.TrainedModel, panel: Panel, test_start: np.datetime64, asof: date, settings: Settings
-) -> tuple[str, list[Path]]:
-    """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
-    heatmap PNG and a summary."""
-    known = known_ends(panel, settings.windows.lookback)
-    report = attention.attention_report(trained, panel, known[panel.dates[known] >= test_start])
-    if report is None:
-        return "the model has no attention (plain LSTM)", []
-    folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)
-    paths = publish.write_frame(report.per_lag, folder, "attention_lags", settings.publish.formats)
-    if report.per_feature is not None:
-        paths += publish.write_frame(report.per_feature, folder, "attention_features", settings.publish.formats)
-    paths.append(plots.plot_attention(report, folder / "attention.png"))
-    return report.summary, paths
-
-
-@task(name="publish", cache_policy=NO_CACHE)
-def publish_outputs(
-    asof: date, forecasts: pl.DataFrame, choice: ModelChoice, universe: list[str], settings: Settings
-) -> list[Path]:
-    out, formats = settings.paths.out_dir, settings.publish.formats
-    folder = publish.partition_dir(out, "forecasts", asof)
-    merged = publish.merge_forecasts(folder, "forecasts", forecasts, universe, formats)
-    paths = publish.write_frame(merged, folder, "forecasts", formats)
-    metrics_dir = publish.partition_dir(out, "metrics", asof)
-    paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
-    # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
-    # it was 3 MB a night (400 MB for a half-year replay)
-    paths += publish.write_frame(choice.evaluation.predictions, metrics_dir, "predictions", ["parquet"])
-    return paths
-
-
-@task(name="ledger", cache_policy=NO_CACHE)
-def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
-    """Every published forecast into the ledger; a rerun of the date replaces its rows, never duplicates."""
-    return ledger.write_partition(settings.paths.out_dir / "ledger", forecasts)
-
-
-@task(name="live record", cache_policy=NO_CACHE)
-def live_record(asof: date, settings: Settings) -> tuple[live.ScoredLedger, pl.DataFrame, list[Path]]:
-    """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes."""
-    book = live.score_ledger(settings.paths.out_dir / "ledger", settings.paths.lake, asof)
-    record = live.live_record(book.scored)
-    folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
-    paths = publish.write_frame(record, folder, "record", settings.publish.formats)
-    paths.append(plots.plot_live_record(book.scored, folder / "live_record.png"))
-    return book, record, paths
-
-
-@task(name="run metadata and latest pointer", cache_policy=NO_CACHE)
-def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadata: dict) -> list[Path]:
-    """run.json beside the forecasts, then move `latest.json` to this as-of date (last, once all files exist)."""
-    folder = publish.partition_dir(settings.paths.out_dir, "forecasts", asof)
-    meta = publish.write_run_metadata(
-        folder, {"run_id": str(flow_run.id or "local"), "asof_date": asof, **metadata, "files": [str(p) for p in paths]}
-    )
-    pointer = publish.update_latest(settings.paths.out_dir, asof, [*paths, meta])
-    return [meta] + ([pointer] if pointer else [])
-
-
-def _run_metadata(
-    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, not_forecast: dict, settings
-) -> dict:
-    ev, verdict = choice.evaluation, choice.verdict
-    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == PUBLISHING_MODEL).sort("horizon")
-    return {
-        "model_version": choice.version,
-        "checkpoint": str(choice.checkpoint),
-        "trained_through": choice.published.trained_through,
-        "evaluation": {
-            "version": choice.evaluation_version,
-            "cutoff": choice.evaluation_model.cutoff,
-            "origins": [str(ev.test_start), str(ev.test_end)],
-            "mse_ratio": {str(r["horizon"]): r["mse_ratio"] for r in pooled.iter_rows(named=True)},
-            "dm_pvalue": {str(r["horizon"]): r["dm_pvalue"] for r in pooled.iter_rows(named=True)},
-        },
-        "decision": choice.decision,
-        "retrained": choice.retrained,
-        "champion_vs_challenger": None
-        if verdict is None or verdict.n_forecasts == 0
-        else {
-            "champion_score": verdict.champion_score,
-            "challenger_score": verdict.challenger_score,
-            "score": "mean over horizons of the MSE ratio to the random walk",
-            "origins": [str(verdict.first_origin), str(verdict.last_origin)],
-            "forecasts": verdict.n_forecasts,
-        },
-        "data_fingerprint": choice.published.fingerprint,
-        "not_forecast": not_forecast,
-        "skill": {str(h): s.skill for h, s in sources.items()},
-        "sources": {str(h): s.model for h, s in sources.items()},
-        "live_record": metrics.pooled(record).to_dicts(),
-        "settings": settings.model_dump(mode="json"),
-    }
-
-
-def _not_forecast(report: IngestReport, forecasts: pl.DataFrame, quarantined: dict[str, str]) -> dict[str, str]:
-    """Every ticker of the run's universe without a forecast, and why (stale, quarantined, lagging)."""
-    done = set(forecasts["ticker"].unique().to_list())
-    why = {t: f"stale: {n} sessions behind {report.reference}" for t, n in report.stale.items()} | quarantined
-    return {t: why.get(t, "no bar on the as-of date") for t in report.summary["ticker"].to_list() if t not in done}
-
-
-def _artifacts(forecasts: pl.DataFrame, paths: list[Path], asof: date, settings: Settings, images: bool) -> None:
-    """The forecasts as a table, the plots as images (`images`) and the files written, for the Prefect UI."""
-    create_table_artifact(
-        table=artifacts.forecast_rows(forecasts, settings.backtest.coverage),
-        key="nightly-forecasts",
-        description=f"forecasts published as of {asof} (all columns: the forecasts file)",
-    )
-    shown = {
-        "attention.png": ("attention-heatmap", "mean temporal attention per ticker and lag over the evaluation span"),
-        "live_record.png": (
-            "live-record",
-            "cumulative squared error of the published forecasts minus the random walk's",
-        ),
-    }
-    for path in paths if images else []:
-        if path.name in shown:
-            artifacts.image_artifact(path, *shown[path.name])
-    create_markdown_artifact(
-        markdown=artifacts.files_markdown(paths, f"Files written as of {asof}"),
-        key="nightly-files",
-        description="where the forecasts, metrics, ledger and plots were written",
-    )
-
-
-def _name_run_after(asof: date) -> None:
-    """Rename the running flow run after its as-of date, once the data has told us (best effort)."""
-    if flow_run.id is None:
-        return
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=f"nightly-asof-{asof.isoformat()}")
-    except Exception as exc:  # the name is cosmetic: never fail a run over it
-        log.debug("could not rename the flow run: %s", exc)
 
 
 def _run_name() -> str:
@@ -337,6 +111,46 @@ def nightly(
         return _nightly(settings, run_date, asof, ingest)
 
 
+class _Laps:
+    """Seconds per stage of the run, for its summary line."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage], self._clock = now - self._clock, now
+
+
+def _closed(settings: Settings, day: date) -> MarketClosed | None:
+    """A yfinance run on a day the exchange is closed stops here (no new bars: nothing to republish)."""
+    if (
+        settings.source.kind != "yfinance"
+        or not settings.schedule.skip_closed_days
+        or is_session(day, settings.publish.calendar)
+    ):
+        return None
+    return MarketClosed(
+        day,
+        f"market closed on {day} ({settings.publish.calendar}): no new bars, nothing republished "
+        "(schedule.skip_closed_days = false runs anyway)",
+    )
+
+
+def _current_prices(report: IngestReport, settings: Settings) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Prices of the tickers with enough history, and why each other ticker was left out; fails before any
+    training when nothing current is left to forecast."""
+    prices, short = require_history(report.prices, settings)
+    if set(prices["ticker"].unique().to_list()) <= set(report.stale):
+        raise InsufficientDataError(
+            "nothing current to forecast: every ticker is stale ("
+            + ", ".join(f"{t} {n} sessions behind {report.reference}" for t, n in sorted(report.stale.items()))
+            + "); nothing published"
+        )
+    return prices, {**report.quarantined, **short}
+
+
 def _nightly(
     settings: Settings, run_date: date | None, asof: date | None, ingest: bool
 ) -> NightlyResult | MarketClosed:
@@ -346,35 +160,12 @@ def _nightly(
     day = asof or market_day(settings, run_date)
     if asof is not None and asof > market_day(settings, None):
         raise ConfigError(f"--asof {asof} is in the future")
-    if (
-        settings.source.kind == "yfinance"
-        and settings.schedule.skip_closed_days
-        and not is_session(day, settings.publish.calendar)
-    ):
-        message = (
-            f"market closed on {day} ({settings.publish.calendar}): no new bars, nothing republished "
-            "(schedule.skip_closed_days = false runs anyway)"
-        )
-        logger.info("%s", message)
-        return MarketClosed(day, message)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
-
+    if closed := _closed(settings, day):
+        logger.info("%s", closed.message)
+        return closed
+    lap = _Laps()
     report = nightly_report(settings, asof, ingest)
-    prices, short = require_history(report.prices, settings)
-    if set(prices["ticker"].unique().to_list()) <= set(report.stale):  # before any training: fail fast
-        raise InsufficientDataError(
-            "nothing current to forecast: every ticker is stale ("
-            + ", ".join(f"{t} {n} sessions behind {report.reference}" for t, n in sorted(report.stale.items()))
-            + "); nothing published"
-        )
-    quarantined = {**report.quarantined, **short}
+    prices, quarantined = _current_prices(report, settings)
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
     # a replayed night's data is never seen again: caching its features would only fill the disk
@@ -386,7 +177,7 @@ def _nightly(
     ff, panel = features_by_chunk(prices, cache, fingerprint)
     lap("features")
     data_asof = publish.current_rows(panel, report.stale)[0]
-    _name_run_after(data_asof)
+    run_summary.name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
     ev = choice.evaluation
     logger.info(
@@ -403,41 +194,18 @@ def _nightly(
         ev.metrics, PUBLISHING_MODEL, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
     )
     lap("train+evaluate")
-    forecasts = forecast(choice, panel, ff, settings, sources, report.stale)
-    universe = report.summary["ticker"].to_list()
-    paths = publish_outputs(data_asof, forecasts, choice, universe, settings)
-    paths.append(record_in_ledger(forecasts, settings))
-    book, record, record_paths = live_record(data_asof, settings)
-    paths += record_paths
-    attention_summary, report_paths = inspect_attention(choice.published, panel, ev.test_start, data_asof, settings)
-    paths += report_paths
-    paths += finish_publishing(
-        data_asof,
-        paths,
-        settings,
-        _run_metadata(choice, sources, record, _not_forecast(report, forecasts, quarantined), settings),
-    )
-    # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
-    _artifacts(forecasts, paths, data_asof, settings, images=asof is None)
-    logger.info("%s", attention_summary)
+    forecasts = nightly_tasks.forecast(choice, panel, ff, settings, sources, report.stale)
+    published = _publish(report, forecasts, choice, panel, sources, quarantined, data_asof, settings, replay=bool(asof))
+    logger.info("%s", published.attention_summary)
     lap("forecast+publish")
-    create_markdown_artifact(
-        markdown=nightly_markdown(
-            ev.metrics, forecasts, quarantined, choice.version, choice.decision, choice.health, attention_summary
-        )
-        + "\n\n"
-        + live.record_markdown(record, book.waiting, book.unpriced),
-        key="nightly-summary",
-        description=f"nightcast nightly as of {data_asof}",
-    )
     return NightlyResult(
         data_asof,
         forecasts,
         ev.metrics,
-        record,
-        book.waiting,
-        book.unpriced,
-        paths,
+        published.record,
+        published.book.waiting,
+        published.book.unpriced,
+        published.paths,
         quarantined,
         report.stale,
         choice.version,
@@ -446,10 +214,56 @@ def _nightly(
         choice.evaluation_version,
         ev.test_start.astype(object),
         ev.test_end.astype(object),
-        attention_summary,
+        published.attention_summary,
         sources,
         choice.decision,
         choice.retrained,
         choice.health,
-        timings,
+        lap.timings,
     )
+
+
+@dataclass
+class _Published:
+    paths: list[Path]
+    book: live.ScoredLedger
+    record: pl.DataFrame
+    attention_summary: str
+
+
+def _publish(
+    report: IngestReport,
+    forecasts: pl.DataFrame,
+    choice: ModelChoice,
+    panel: Panel,
+    sources: dict[int, policy.Source],
+    quarantined: dict[str, str],
+    asof: date,
+    settings: Settings,
+    replay: bool,
+) -> _Published:
+    """Forecast files, the ledger, the live record, the attention report, run.json and the latest pointer (in
+    that order: `latest.json` moves last), then the run's artifacts in the UI."""
+    paths = nightly_tasks.publish_outputs(asof, forecasts, choice, report.summary["ticker"].to_list(), settings)
+    paths.append(nightly_tasks.record_in_ledger(forecasts, settings))
+    book, record, record_paths = nightly_tasks.live_record(asof, settings)
+    paths += record_paths
+    summary, report_paths = nightly_tasks.inspect_attention(
+        choice.published, panel, choice.evaluation.test_start, asof, settings
+    )
+    paths += report_paths
+    not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
+    metadata = run_summary.run_metadata(choice, sources, record, not_forecast, settings)
+    paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
+    # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
+    run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
+    create_markdown_artifact(
+        markdown=nightly_markdown(
+            choice.evaluation.metrics, forecasts, quarantined, choice.version, choice.decision, choice.health, summary
+        )
+        + "\n\n"
+        + live.record_markdown(record, book.waiting, book.unpriced),
+        key="nightly-summary",
+        description=f"nightcast nightly as of {asof}",
+    )
+    return _Published(paths, book, record, summary)

@@ -187,7 +187,7 @@ def test_the_guardrail_publishes_baselines_where_told(first):
     """The forecast step publishes what the policy chose per horizon: here the random walk at h=1 and the
     historical mean at h=2 (fit on every realised label), the model nowhere."""
     from features.windows import known_ends, refit_split
-    from flows.nightly import forecast
+    from flows.nightly_tasks import forecast
     from forecasting.baselines import HistoricalMean
     from forecasting.policy import Source
 

@@ -1,0 +1,150 @@
+"""The nightly flow's tasks: forecast, publish, ledger, live record, attention report, run metadata.
+
+Thin wrappers: the rules are `forecasting.compose` (what publishes at each horizon, and its interval),
+`forecasting.publish`, `forecasting.ledger` and `forecasting.live`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from features.build import FeatureFrame
+from features.windows import Panel, known_ends, refit_split
+from flows.model_choice import ModelChoice, evaluation_settings
+from flows.settings import Settings
+from forecasting import attention, compose, ledger, live, plots, policy, publish, train
+from forecasting.names import PUBLISHING_MODEL
+
+log = logging.getLogger("nightcast.flows.nightly")
+
+
+@task(name="forecast", cache_policy=NO_CACHE)
+def forecast(
+    choice: ModelChoice,
+    panel: Panel,
+    ff: FeatureFrame,
+    settings: Settings,
+    sources: dict[int, policy.Source],
+    stale: dict[str, int],
+) -> pl.DataFrame:
+    """Forecasts from every current ticker's last row: the published model, or a baseline refit on every
+    realised label where the guardrail says so."""
+    asof, rows, left_out = publish.current_rows(panel, stale)
+    for ticker in left_out:
+        log.warning("%s is not current on %s (stale or lagging): not forecast", ticker, asof)
+    horizons = panel.horizons
+    by_horizon = [sources[h].model for h in horizons]
+    published = train.predict(choice.published, panel, rows)  # the mean and, with a quantile head, its band
+    predictions = {PUBLISHING_MODEL: published.mean}
+    needed = sorted(set(by_horizon) - {PUBLISHING_MODEL})
+    if needed:
+        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
+        bt, w = evaluation_settings(settings), settings.windows
+        predictions |= compose.baseline_predictions(
+            panel, rows, needed, split, bt, settings.model, settings.train, w.lookback
+        )
+    y = compose.by_source(predictions, by_horizon)
+    _warn_sources(sources, horizons)
+    close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
+    ev = choice.evaluation
+    meta = {
+        "run_id": str(flow_run.id or "local"),
+        "model_version": choice.version,
+        "trained_through": date.fromisoformat(choice.published.trained_through),
+        "eval_version": choice.evaluation_version,
+        "eval_start": ev.test_start.astype(object),
+        "eval_end": ev.test_end.astype(object),
+    }
+    band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, settings.backtest)
+    return publish.forecast_frame(
+        panel,
+        rows,
+        y,
+        band,
+        close,
+        asof,
+        settings.publish.calendar,
+        by_horizon,
+        [sources[h].skill and sources[h].model == PUBLISHING_MODEL for h in horizons],
+        meta,
+    )
+
+
+def _warn_sources(sources: dict[int, policy.Source], horizons: list[int]) -> None:
+    for h in horizons:
+        s = sources[h]
+        why = "is significantly worse than the random walk" if s.worse else "has no skill"
+        if s.model != PUBLISHING_MODEL:
+            log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
+        elif not s.skill:
+            log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
+
+
+@task(name="inspect attention", cache_policy=NO_CACHE)
+def inspect_attention(
+    trained: train.TrainedModel, panel: Panel, test_start: np.datetime64, asof: date, settings: Settings
+) -> tuple[str, list[Path]]:
+    """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
+    heatmap PNG and a summary."""
+    known = known_ends(panel, settings.windows.lookback)
+    report = attention.attention_report(trained, panel, known[panel.dates[known] >= test_start])
+    if report is None:
+        return "the model has no attention (plain LSTM)", []
+    folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)
+    paths = publish.write_frame(report.per_lag, folder, "attention_lags", settings.publish.formats)
+    if report.per_feature is not None:
+        paths += publish.write_frame(report.per_feature, folder, "attention_features", settings.publish.formats)
+    paths.append(plots.plot_attention(report, folder / "attention.png"))
+    return report.summary, paths
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_outputs(
+    asof: date, forecasts: pl.DataFrame, choice: ModelChoice, universe: list[str], settings: Settings
+) -> list[Path]:
+    out, formats = settings.paths.out_dir, settings.publish.formats
+    folder = publish.partition_dir(out, "forecasts", asof)
+    merged = publish.merge_forecasts(folder, "forecasts", forecasts, universe, formats)
+    paths = publish.write_frame(merged, folder, "forecasts", formats)
+    metrics_dir = publish.partition_dir(out, "metrics", asof)
+    paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
+    # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
+    # it was 3 MB a night (400 MB for a half-year replay)
+    paths += publish.write_frame(choice.evaluation.predictions, metrics_dir, "predictions", ["parquet"])
+    return paths
+
+
+@task(name="ledger", cache_policy=NO_CACHE)
+def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
+    """Every published forecast into the ledger; a rerun of the date replaces its rows, never duplicates."""
+    return ledger.write_partition(settings.paths.out_dir / "ledger", forecasts)
+
+
+@task(name="live record", cache_policy=NO_CACHE)
+def live_record(asof: date, settings: Settings) -> tuple[live.ScoredLedger, pl.DataFrame, list[Path]]:
+    """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes."""
+    book = live.score_ledger(settings.paths.out_dir / "ledger", settings.paths.lake, asof)
+    record = live.live_record(book.scored)
+    folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
+    paths = publish.write_frame(record, folder, "record", settings.publish.formats)
+    paths.append(plots.plot_live_record(book.scored, folder / "live_record.png"))
+    return book, record, paths
+
+
+@task(name="run metadata and latest pointer", cache_policy=NO_CACHE)
+def finish_publishing(asof: date, paths: list[Path], settings: Settings, metadata: dict) -> list[Path]:
+    """run.json beside the forecasts, then move `latest.json` to this as-of date (last, once all files exist)."""
+    folder = publish.partition_dir(settings.paths.out_dir, "forecasts", asof)
+    meta = publish.write_run_metadata(
+        folder, {"run_id": str(flow_run.id or "local"), "asof_date": asof, **metadata, "files": [str(p) for p in paths]}
+    )
+    pointer = publish.update_latest(settings.paths.out_dir, asof, [*paths, meta])
+    return [meta] + ([pointer] if pointer else [])

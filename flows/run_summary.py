@@ -1,0 +1,101 @@
+"""What a nightly run says about itself: run.json's metadata, the tickers it did not forecast and why, its
+artifacts in the Prefect UI, and the run's name."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from features.ingest import IngestReport
+from flows import artifacts
+from flows.model_choice import ModelChoice
+from flows.settings import Settings
+from forecasting import metrics, policy
+from forecasting.names import PUBLISHING_MODEL
+
+log = logging.getLogger("nightcast.flows.nightly")
+
+
+def run_metadata(
+    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, not_forecast: dict, settings
+) -> dict:
+    ev, verdict = choice.evaluation, choice.verdict
+    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == PUBLISHING_MODEL).sort("horizon")
+    return {
+        "model_version": choice.version,
+        "checkpoint": str(choice.checkpoint),
+        "trained_through": choice.published.trained_through,
+        "evaluation": {
+            "version": choice.evaluation_version,
+            "cutoff": choice.evaluation_model.cutoff,
+            "origins": [str(ev.test_start), str(ev.test_end)],
+            "mse_ratio": {str(r["horizon"]): r["mse_ratio"] for r in pooled.iter_rows(named=True)},
+            "dm_pvalue": {str(r["horizon"]): r["dm_pvalue"] for r in pooled.iter_rows(named=True)},
+        },
+        "decision": choice.decision,
+        "retrained": choice.retrained,
+        "champion_vs_challenger": None
+        if verdict is None or verdict.n_forecasts == 0
+        else {
+            "champion_score": verdict.champion_score,
+            "challenger_score": verdict.challenger_score,
+            "score": "mean over horizons of the MSE ratio to the random walk",
+            "origins": [str(verdict.first_origin), str(verdict.last_origin)],
+            "forecasts": verdict.n_forecasts,
+        },
+        "data_fingerprint": choice.published.fingerprint,
+        "not_forecast": not_forecast,
+        "skill": {str(h): s.skill for h, s in sources.items()},
+        "sources": {str(h): s.model for h, s in sources.items()},
+        "live_record": metrics.pooled(record).to_dicts(),
+        "settings": settings.model_dump(mode="json"),
+    }
+
+
+def not_forecast(report: IngestReport, forecasts: pl.DataFrame, quarantined: dict[str, str]) -> dict[str, str]:
+    """Every ticker of the run's universe without a forecast, and why (stale, quarantined, lagging)."""
+    done = set(forecasts["ticker"].unique().to_list())
+    why = {t: f"stale: {n} sessions behind {report.reference}" for t, n in report.stale.items()} | quarantined
+    return {t: why.get(t, "no bar on the as-of date") for t in report.summary["ticker"].to_list() if t not in done}
+
+
+def leave_artifacts(forecasts: pl.DataFrame, paths: list[Path], asof: date, settings: Settings, images: bool) -> None:
+    """The forecasts as a table, the plots as images (`images`) and the files written, for the Prefect UI."""
+    create_table_artifact(
+        table=artifacts.forecast_rows(forecasts, settings.backtest.coverage),
+        key="nightly-forecasts",
+        description=f"forecasts published as of {asof} (all columns: the forecasts file)",
+    )
+    shown = {
+        "attention.png": ("attention-heatmap", "mean temporal attention per ticker and lag over the evaluation span"),
+        "live_record.png": (
+            "live-record",
+            "cumulative squared error of the published forecasts minus the random walk's",
+        ),
+    }
+    for path in paths if images else []:
+        if path.name in shown:
+            artifacts.image_artifact(path, *shown[path.name])
+    create_markdown_artifact(
+        markdown=artifacts.files_markdown(paths, f"Files written as of {asof}"),
+        key="nightly-files",
+        description="where the forecasts, metrics, ledger and plots were written",
+    )
+
+
+def name_run_after(asof: date) -> None:
+    """Rename the running flow run after its as-of date, once the data has told us (best effort)."""
+    if flow_run.id is None:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=f"nightly-asof-{asof.isoformat()}")
+    except Exception as exc:  # the name is cosmetic: never fail a run over it
+        log.debug("could not rename the flow run: %s", exc)

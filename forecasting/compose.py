@@ -1,0 +1,63 @@
+"""What publishes at each horizon: the model's forecast, or a baseline's where the guardrail says so, and the
+interval around it.
+
+Rules only, on arrays; the nightly flow calls them in order.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+from features.windows import Panel, Splits
+from forecasting.backtest import conformal_widths, make_forecasters
+from forecasting.names import PUBLISHING_MODEL
+from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
+
+
+def baseline_predictions(
+    panel: Panel,
+    rows: np.ndarray,
+    names: list[str],
+    split: Splits,
+    bt: BacktestSettings,
+    model: ModelSettings,
+    train: TrainSettings,
+    lookback: int,
+) -> dict[str, np.ndarray]:
+    """Forecasts (N, K) of the baselines `names` from rows `rows`, each refit on `split` (every realised label)."""
+    out = {}
+    for baseline in make_forecasters(bt.model_copy(update={"models": names}), model, train, lookback):
+        baseline.fit(panel, split)
+        out[baseline.name] = baseline.predict(panel, rows)
+    return out
+
+
+def by_source(predictions: dict[str, np.ndarray], sources: list[str]) -> np.ndarray:
+    """(N, K) log returns: column k from the forecaster that publishes horizon k."""
+    return np.column_stack([predictions[s][:, k] for k, s in enumerate(sources)]).astype(np.float64)
+
+
+def bounds(
+    evaluation: pl.DataFrame,
+    y: np.ndarray,
+    sources: list[str],
+    horizons: list[int],
+    quantiles: np.ndarray | None,
+    asof: date,
+    bt: BacktestSettings,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Interval bounds (log returns) per row and horizon around the published `y`: the model's quantile head
+    under `backtest.interval = "quantile"`, otherwise conformal: y +- the `coverage` quantile of the source's
+    out-of-sample absolute residuals in the evaluation (`evaluation` predictions) realised by `asof`."""
+    if bt.interval == "none":
+        return None
+    widths = conformal_widths(evaluation, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
+    w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, horizons, strict=True)])
+    lower, upper = y - w, y + w
+    if bt.interval == "quantile" and quantiles is not None:
+        from_model = np.array([s == PUBLISHING_MODEL for s in sources])
+        lower[:, from_model], upper[:, from_model] = quantiles[:, from_model, 0], quantiles[:, from_model, -1]
+    return lower, upper
