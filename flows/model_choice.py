@@ -152,57 +152,21 @@ def choose_model(
     models_dir = settings.paths.models
     recipe_hash, inputs_hash = config_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
-    then = None
-    if champion is not None:  # `prices` end at `asof`: when the champion's as-of covers them, nothing to cut
-        then = (
-            fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
-        )
-    ts = settings.train
-    reason = policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision)
+    reason = _retrain_reason(champion, prices, fingerprint, asof, today, recipe_hash, settings.train)
     if force and reason is None:
         reason = "a retrain was requested"
     health = health_gate(prices, stale, settings)
     held = _held(models_dir, champion, inputs_hash)
     champion_result = evaluate_fixed(panel, held[1], settings) if held else None
-
     if reason is None or not health.ok:
-        if held is None:
-            why = "there is no champion yet" if champion is None else "the champion reads other features"
-            raise InsufficientDataError(
-                f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(health.problems)
-            )
-        why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
-        decision = f"kept champion {champion.version}: {why}"
-        log.info("%s", decision)
-        return ModelChoice(
-            champion_result,
-            held[1],
-            champion.evaluation_version,
-            held[0],
-            champion.version,
-            models_dir / champion.checkpoint,
-            decision,
-            False,
-            None,
-            health.problems,
-        )
+        return _keep(champion, held, champion_result, reason, health.problems, models_dir)
 
-    timed = run_backtest.with_options(timeout_seconds=ts.timeout_s)
-    challenger_result = timed(panel, settings, evaluation_settings(settings), fingerprint)
-    recipe = next(f for f in challenger_result.forecasters if f.name == PUBLISHING_MODEL)
-    if not isinstance(recipe, NeuralForecaster) or recipe.trained is None:
-        raise TypeError(f"the evaluation did not train {PUBLISHING_MODEL}")
+    challenger_result = run_backtest.with_options(timeout_seconds=settings.train.timeout_s)(
+        panel, settings, evaluation_settings(settings), fingerprint
+    )
+    recipe = _evaluated_recipe(challenger_result)
     evaluated = recipe.trained
-    if held is None and champion is not None:
-        why = "the champion reads other features (denoise, feature or lookback settings changed)"
-        verdict = policy.Verdict(True, why, None, None, None, None, 0)
-    else:
-        verdict = policy.judge(
-            _neural_predictions(champion_result) if champion_result else None,
-            _neural_predictions(challenger_result),
-            champion.cutoff if champion else None,
-            date.fromisoformat(evaluated.cutoff),
-        )
+    verdict = _verdict(champion, held, champion_result, challenger_result, evaluated)
     if verdict.promote:
         model, training = recipe.model_settings, recipe.train_settings
         result, event = challenger_result, "promoted"
@@ -213,7 +177,7 @@ def choose_model(
         evaluated, evaluation_version = held[1], champion.evaluation_version
         model, training = _recipe_of(evaluated, settings)
         result, event = champion_result, "kept"
-    published = refit.with_options(timeout_seconds=ts.timeout_s)(
+    published = refit.with_options(timeout_seconds=settings.train.timeout_s)(
         panel, model, training, evaluated.lookback, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
     )
     version = f"{PUBLISHING_MODEL}-{train.weights_digest(published.model)}"
@@ -249,4 +213,79 @@ def choose_model(
     log.info("%s", decision)
     return ModelChoice(
         result, evaluated, evaluation_version, published, version, checkpoint, decision, True, verdict, health.problems
+    )
+
+
+def _retrain_reason(
+    champion: registry.Champion | None,
+    prices: pl.DataFrame,
+    fingerprint: str,
+    asof: date,
+    today: date,
+    recipe_hash: str,
+    ts: TrainSettings,
+) -> str | None:
+    """Why the champion must be retrained (None: it is fresh). Revisions are judged on the data it saw."""
+    then = None
+    if champion is not None:  # `prices` end at `asof`: when the champion's as-of covers them, nothing to cut
+        then = (
+            fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
+        )
+    return policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision)
+
+
+def _keep(
+    champion: registry.Champion | None,
+    held,
+    champion_result: BacktestResult | None,
+    reason: str | None,
+    problems: list[str],
+    models_dir: Path,
+) -> ModelChoice:
+    """The champion as it is: fresh, or stale while the data-health gate blocks training."""
+    if held is None:
+        why = "there is no champion yet" if champion is None else "the champion reads other features"
+        raise InsufficientDataError(
+            f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(problems)
+        )
+    why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
+    decision = f"kept champion {champion.version}: {why}"
+    log.info("%s", decision)
+    return ModelChoice(
+        champion_result,
+        held[1],
+        champion.evaluation_version,
+        held[0],
+        champion.version,
+        models_dir / champion.checkpoint,
+        decision,
+        False,
+        None,
+        problems,
+    )
+
+
+def _evaluated_recipe(result: BacktestResult) -> NeuralForecaster:
+    """The publishing model's forecaster (its settings and evaluation fit) out of the evaluation backtest."""
+    for f in result.forecasters:
+        if f.name == PUBLISHING_MODEL and isinstance(f, NeuralForecaster) and f.trained is not None:
+            return f
+    raise InsufficientDataError(f"the evaluation did not train {PUBLISHING_MODEL}")
+
+
+def _verdict(
+    champion: registry.Champion | None,
+    held,
+    champion_result: BacktestResult | None,
+    challenger_result: BacktestResult,
+    evaluated: train.TrainedModel,
+) -> policy.Verdict:
+    if held is None and champion is not None:
+        why = "the champion reads other features (denoise, feature or lookback settings changed)"
+        return policy.Verdict(True, why, None, None, None, None, 0)
+    return policy.judge(
+        _neural_predictions(champion_result) if champion_result else None,
+        _neural_predictions(challenger_result),
+        champion.cutoff if champion else None,
+        date.fromisoformat(evaluated.cutoff),
     )
