@@ -53,10 +53,19 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
     ]
     assert sorted(predictions["horizon"].unique().to_list()) == [1, 5]
     assert str(predictions["asof_date"].min()) == "2014-10-01"
+    # the metrics file scores the predictions file: recomputed here for the model at h=5, pooled
     metrics = pl.read_csv(out / "metrics.csv")
-    assert {"mse_ratio", "hit_rate", "dm_pvalue", "precision", "recall", "f1", "coverage", "price_rmse"} <= set(
-        metrics.columns
-    )
+    pooled = metrics.filter((pl.col("scope") == "pooled") & (pl.col("horizon") == 5))
+    row = pooled.filter(pl.col("model") == "attention_lstm").row(0, named=True)
+    p5 = predictions.filter((pl.col("model") == "attention_lstm") & (pl.col("horizon") == 5))
+    y, f = p5["y_true"].to_numpy(), p5["y_pred"].to_numpy()
+    assert row["n"] == p5.height == 2 * 59  # two tickers; the last 5 origins' targets lie past the data
+    assert row["mse"] == pytest.approx(((y - f) ** 2).mean(), rel=1e-9)
+    assert row["mse_ratio"] == pytest.approx(((y - f) ** 2).mean() / (y**2).mean(), rel=1e-9)
+    assert row["hit_rate"] == pytest.approx(((y > 0) == (f >= 0)).mean())
+    inside = p5.drop_nulls("y_lower").select(pl.col("y_true").is_between(pl.col("y_lower"), pl.col("y_upper")).mean())
+    assert row["coverage"] == pytest.approx(inside.item()) and 0 < row["coverage"] <= 1  # conformal intervals
+    assert pooled.filter(pl.col("model") == "random_walk")["mse"].item() == pytest.approx(row["baseline_mse"])
     folds = pl.read_parquet(out / "folds.parquet")
     assert folds.height == 2 and folds["train"].is_sorted()  # expanding window, two refits
     assert str(folds["refit_date"][1]) == str(predictions["asof_date"].unique().sort()[30])  # every 30 origins
