@@ -22,8 +22,8 @@ Choices:
   and short the k lowest at 1/k each (k = n // 2 when fewer than 2k tickers; ties broken by ticker name), hold one
   day and earn the horizon-1 realised log return converted to a simple return, exp(y_true) - 1. A date whose
   forecasts are all equal has no view and holds nothing. Turnover compares target weights day to day (the drift
-  of weights within the day is ignored) and counts the first day's entry (2 units). Longer horizons would need overlapping h-day books; their
-  rows carry no long-short figures.
+  of weights within the day is ignored) and counts the first day's entry (2 units). Longer horizons would need
+  overlapping h-day books; their rows carry no long-short figures.
 - Up/down call: up means > 0 for both `y_pred` and `y_true` (zero counts as not-up), pooled over tickers per
   (model, horizon); ROC AUC scores `y_pred` against the realised up/down.
 """
