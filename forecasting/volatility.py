@@ -1,0 +1,243 @@
+"""Causal volatility forecasts per ticker and the random-walk band built on them (issue 14, point 3).
+
+Input: a long frame `ticker, date, log_return` of daily log returns (`daily_log_returns` makes one from
+prices). Output: a long frame `ticker, date, horizon, sigma`, where `sigma` is the forecast, made at the
+close of `date`, of the standard deviation of the forward log return over the next `horizon` trading days:
+it joins the prediction frame on `ticker, asof_date = date, horizon` (`attach_volatility`).
+
+Causality: the value at date t uses returns up to and including t only. A missing return (null) is skipped,
+and the estimate from the last observed day carries forward: never filled from a later day. A day absent
+from a ticker's rows is simply not one of its trading days. Horizons count the ticker's rows, as the targets
+`y_h{h}` of `features.catalogue` do.
+
+- EWMA (RiskMetrics): sigma2_t = sum_i lam^i r_{t-i}^2 / sum_i lam^i over observed days (zero mean, weights
+  normalised, so no arbitrary seed enters); the h-day forecast is sqrt(h * sigma2_t) (a random walk in
+  variance: the EWMA forecast is flat in the horizon).
+- HAR-RV (Corsi 2009) on squared daily returns: per horizon h, the mean of the next h squared returns is
+  regressed by least squares on [1, r_t^2, mean of the last 5, mean of the last 22] over a training span
+  (`fit_har`); the h-day forecast is sqrt(h * prediction) (`har_volatility`). Fitting each horizon on its
+  own target, rather than scaling the one-day forecast by h, lets the longer horizons revert to the mean
+  as the HAR literature finds; dividing by h keeps the coefficients of every horizon on one scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import polars as pl
+from scipy.stats import norm
+
+from forecasting.intervals import quantile_column
+
+RETURN = "log_return"
+RISKMETRICS_LAMBDA = 0.94  # J.P. Morgan RiskMetrics (1996), daily data
+EWMA_MIN_SAMPLES = 20  # about a month of returns before the first EWMA estimate is published
+HAR_WINDOWS = (1, 5, 22)  # day, week, month in trading days (Corsi 2009)
+HAR_REGRESSORS = ("rv_d", "rv_w", "rv_m")
+VARIANCE_FLOOR = 1e-10  # a HAR prediction can come out <= 0 on a calm stretch; sigma stays positive
+
+
+def daily_log_returns(prices: pl.DataFrame, price: str = "adj_close") -> pl.DataFrame:
+    """`ticker, date, log_return` from a long price frame (`ticker, date, <price>`), per ticker.
+
+    A null price makes the returns into and out of that day null (neither is observed); nothing is filled.
+    """
+    frame = prices.select("ticker", "date", price).sort("ticker", "date")
+    log_price = pl.col(price).log()
+    return frame.select("ticker", "date", (log_price - log_price.shift(1)).over("ticker").alias(RETURN))
+
+
+def _sorted(returns: pl.DataFrame, column: str) -> pl.DataFrame:
+    missing = [c for c in ("ticker", "date", column) if c not in returns.columns]
+    if missing:
+        raise ValueError(f"the returns frame lacks the columns {missing} (it has {returns.columns})")
+    return returns.select("ticker", "date", pl.col(column).cast(pl.Float64).alias(RETURN)).sort("ticker", "date")
+
+
+def _to_horizons(frame: pl.DataFrame, daily_variance: str, horizons: Iterable[int]) -> pl.DataFrame:
+    """Long `ticker, date, horizon, sigma` with sigma = sqrt(h * daily variance)."""
+    parts = [
+        frame.select(
+            "ticker",
+            "date",
+            pl.lit(int(h), dtype=pl.Int64).alias("horizon"),
+            (pl.col(daily_variance) * h).sqrt().alias("sigma"),
+        )
+        for h in horizons
+    ]
+    return pl.concat(parts).sort("ticker", "date", "horizon")
+
+
+def ewma_variance(
+    returns: pl.DataFrame,
+    lam: float = RISKMETRICS_LAMBDA,
+    min_samples: int = EWMA_MIN_SAMPLES,
+    column: str = RETURN,
+) -> pl.DataFrame:
+    """`ticker, date, log_return, var_ewma`: the RiskMetrics one-day variance forecast made at each date.
+
+    Args:
+        returns: `ticker, date, <column>` daily log returns.
+        lam: decay per observed day, in (0, 1); 0.94 is RiskMetrics' daily value.
+        min_samples: observed returns a ticker needs before its first estimate (null before).
+        column: the return column.
+    """
+    if not 0.0 < lam < 1.0:
+        raise ValueError(f"the EWMA decay lambda must lie in (0, 1), got {lam}")
+    frame = _sorted(returns, column)
+    ewm = (pl.col(RETURN) ** 2).ewm_mean(alpha=1.0 - lam, adjust=True, ignore_nulls=True, min_samples=min_samples)
+    # ewm_mean leaves a missing day null; the estimate of the last observed day is what was known then.
+    return frame.with_columns(ewm.forward_fill().over("ticker").alias("var_ewma"))
+
+
+def ewma_volatility(
+    returns: pl.DataFrame,
+    horizons: Sequence[int],
+    lam: float = RISKMETRICS_LAMBDA,
+    min_samples: int = EWMA_MIN_SAMPLES,
+    column: str = RETURN,
+) -> pl.DataFrame:
+    """`ticker, date, horizon, sigma`: EWMA h-day volatility, sqrt(h) times the one-day forecast."""
+    return _to_horizons(ewma_variance(returns, lam, min_samples, column), "var_ewma", horizons)
+
+
+def har_regressors(returns: pl.DataFrame, column: str = RETURN) -> pl.DataFrame:
+    """`ticker, date, log_return, rv_d, rv_w, rv_m`: the HAR inputs known at each date.
+
+    rv_d is the latest observed squared return; rv_w and rv_m average the squared returns observed among the
+    ticker's last 5 and 22 rows (missing days skipped, at least half of the window observed). Null until a
+    ticker has 22 rows, so every published value averages a full month.
+    """
+    frame = _sorted(returns, column)
+    r2 = pl.col(RETURN) ** 2
+    warm = pl.int_range(pl.len()).over("ticker") >= max(HAR_WINDOWS) - 1
+    columns = [
+        r2.rolling_mean(w, min_samples=(w + 1) // 2).forward_fill().over("ticker")
+        if w > 1
+        else r2.forward_fill().over("ticker")
+        for w in HAR_WINDOWS
+    ]
+    return frame.with_columns(
+        pl.when(warm).then(c).otherwise(None).alias(name) for c, name in zip(columns, HAR_REGRESSORS, strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class HarFit:
+    """HAR coefficients for one horizon: mean daily variance over the next `horizon` days =
+    intercept + beta_d * rv_d + beta_w * rv_w + beta_m * rv_m."""
+
+    horizon: int
+    intercept: float
+    beta_d: float
+    beta_w: float
+    beta_m: float
+    rows: int  # origins the least squares used
+    end: date  # the last date whose return the fit saw
+
+    def coefficients(self) -> np.ndarray:
+        return np.array([self.intercept, self.beta_d, self.beta_w, self.beta_m])
+
+
+def _har_training_rows(regressors: pl.DataFrame, horizon: int, start: date | None, end: date) -> pl.DataFrame:
+    """Origins in [start, end] whose target (mean of the next `horizon` squared returns, all observed) is
+    realised by `end`, with that target as `y`."""
+    r2 = pl.col(RETURN) ** 2
+    # The HAR's label: the only look-ahead in this module, and only rows whose label date is <= end are kept.
+    target = (r2.rolling_sum(horizon, min_samples=horizon).shift(-horizon) / horizon).over("ticker")
+    label_date = pl.col("date").shift(-horizon).over("ticker")
+    rows = regressors.with_columns(target.alias("y"), label_date.alias("label_date")).filter(
+        pl.col("label_date") <= end
+    )
+    if start is not None:
+        rows = rows.filter(pl.col("date") >= start)
+    return rows.drop_nulls([*HAR_REGRESSORS, "y"])
+
+
+def fit_har(returns: pl.DataFrame, horizon: int, end: date, start: date | None = None, column: str = RETURN) -> HarFit:
+    """Least-squares HAR coefficients for `horizon`, pooled over tickers, from returns dated <= `end` only.
+
+    Args:
+        returns: `ticker, date, <column>` daily log returns (rows after `end` may be present; they are unused).
+        horizon: trading days ahead; the target is the mean squared return over the next `horizon` days.
+        end: last date of the training span: every regressor and every target is realised by then.
+        start: first origin of the span (None: from each ticker's first full month).
+    """
+    if horizon < 1:
+        raise ValueError(f"a HAR horizon is a positive number of trading days, got {horizon}")
+    past = returns.filter(pl.col("date") <= end)  # nothing later is even read
+    rows = _har_training_rows(har_regressors(past, column), horizon, start, end)
+    if rows.height < 2 * (len(HAR_REGRESSORS) + 1):
+        raise ValueError(f"too few HAR training rows for horizon {horizon} up to {end}: {rows.height}")
+    x = np.column_stack([np.ones(rows.height), rows.select(HAR_REGRESSORS).to_numpy()])
+    beta, *_ = np.linalg.lstsq(x, rows["y"].to_numpy(), rcond=None)
+    return HarFit(horizon, *(float(b) for b in beta), rows=rows.height, end=end)
+
+
+def fit_har_horizons(
+    returns: pl.DataFrame, horizons: Sequence[int], end: date, start: date | None = None, column: str = RETURN
+) -> dict[int, HarFit]:
+    """`fit_har` for each horizon, keyed by horizon."""
+    return {int(h): fit_har(returns, int(h), end, start, column) for h in horizons}
+
+
+def har_volatility(
+    returns: pl.DataFrame, fits: dict[int, HarFit], column: str = RETURN, floor: float = VARIANCE_FLOOR
+) -> pl.DataFrame:
+    """`ticker, date, horizon, sigma`: the HAR h-day volatility forecast at every date, from `fits`.
+
+    A predicted daily variance at or below zero is floored at `floor` (least squares does not constrain
+    the sign); null where the regressors are not yet known (a ticker's first 21 rows).
+    """
+    regressors = har_regressors(returns, column)
+    parts = []
+    for h, fit in sorted(fits.items()):
+        beta = fit.coefficients()
+        daily = beta[0] + sum(b * pl.col(name) for b, name in zip(beta[1:], HAR_REGRESSORS, strict=True))
+        parts.append(
+            regressors.select(
+                "ticker",
+                "date",
+                pl.lit(int(h), dtype=pl.Int64).alias("horizon"),
+                (daily.clip(lower_bound=floor) * h).sqrt().alias("sigma"),
+            )
+        )
+    return pl.concat(parts).sort("ticker", "date", "horizon")
+
+
+def attach_volatility(predictions: pl.DataFrame, volatility: pl.DataFrame, name: str = "sigma") -> pl.DataFrame:
+    """The prediction frame with the volatility forecast made at each origin as column `name`
+    (joined on ticker, asof_date = date, horizon; null where none was known)."""
+    vol = volatility.select("ticker", pl.col("date").alias("asof_date"), "horizon", pl.col("sigma").alias(name))
+    return predictions.join(vol, on=["ticker", "asof_date", "horizon"], how="left")
+
+
+def normal_band(
+    frame: pl.DataFrame,
+    levels: Sequence[float],
+    sigma: str = "sigma",
+    center: str | None = None,
+    interval: float | None = None,
+) -> pl.DataFrame:
+    """Add a quantile column `q{level}` per level: center + norm.ppf(level) * sigma.
+
+    Args:
+        frame: rows with a volatility forecast column `sigma` (h-day standard deviation of the log return).
+        levels: quantile levels in (0, 1), e.g. [0.05, 0.1, 0.5, 0.9, 0.95].
+        sigma: the volatility column.
+        center: the point forecast column (None: 0, the random walk in log returns).
+        interval: a central coverage (e.g. 0.8) to also write as `y_lower, y_upper`, the metrics'
+            interval columns; None leaves them alone.
+    """
+    bad = [q for q in levels if not 0.0 < q < 1.0]
+    if bad:
+        raise ValueError(f"quantile levels must lie in (0, 1), got {bad}")
+    mid = pl.col(center) if center is not None else pl.lit(0.0)
+    out = frame.with_columns((mid + float(norm.ppf(q)) * pl.col(sigma)).alias(quantile_column(q)) for q in levels)
+    if interval is not None:
+        z = float(norm.ppf(0.5 + interval / 2))
+        out = out.with_columns((mid - z * pl.col(sigma)).alias("y_lower"), (mid + z * pl.col(sigma)).alias("y_upper"))
+    return out
