@@ -12,11 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
-from forecasting.results import EVALUATION_COLUMNS, evaluation_table, markdown_table
+from forecasting.results import EVALUATION_COLUMNS, across_tickers_markdown, evaluation_table, markdown_table
 
 
 def nightly_markdown(
     metrics: pl.DataFrame,
+    across: pl.DataFrame,
     forecasts: pl.DataFrame,
     quarantined: dict[str, str],
     version: str,
@@ -34,6 +35,7 @@ def nightly_markdown(
         "",
         markdown_table(evaluation_table(metrics), EVALUATION_COLUMNS),
     ]
+    lines += ["", "## Across tickers", "", across_tickers_markdown(across)]
     lines += ["", "## Model", "", decision] + [f"- data health: {p}" for p in health]
     if quarantined:
         lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]

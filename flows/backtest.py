@@ -18,6 +18,7 @@ from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish
 from forecasting.backtest import BacktestResult
 from forecasting.backtest_report import write_backtest_report
+from forecasting.cross_section import cross_section_table
 
 
 @task(name="write backtest", cache_policy=NO_CACHE)
@@ -26,9 +27,12 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     paths = publish.write_frame(result.predictions, out_dir, "predictions", formats)
     paths += publish.write_frame(result.metrics, out_dir, "metrics", formats)
     paths += publish.write_frame(result.folds, out_dir, "folds", formats)
-    coverage = settings.backtest.coverage if settings.backtest.interval != "none" else None
+    bt = settings.backtest
+    across = cross_section_table(result.predictions, bt.long_short_k, bt.cost_bps, bt.ic_min_tickers)
+    paths += publish.write_frame(across, out_dir, "cross_section", formats)
+    coverage = bt.coverage if bt.interval != "none" else None
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"
-    return paths + write_backtest_report(result, out_dir, title, coverage)
+    return paths + write_backtest_report(result, out_dir, title, coverage, across)
 
 
 def _run_name() -> str:

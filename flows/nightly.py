@@ -32,6 +32,7 @@ from flows.model_choice import ModelChoice, choose_model
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
 from forecasting import live, policy, publish
+from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES, PUBLISHING_MODEL
 
 log = logging.getLogger("nightcast.flows.nightly")
@@ -244,7 +245,10 @@ def _publish(
 ) -> _Published:
     """Forecast files, the ledger, the live record, the attention report, run.json and the latest pointer (in
     that order: `latest.json` moves last), then the run's artifacts in the UI."""
-    paths = nightly_tasks.publish_outputs(asof, forecasts, choice, report.summary["ticker"].to_list(), settings)
+    bt = settings.backtest
+    across = cross_section_table(choice.evaluation.predictions, bt.long_short_k, bt.cost_bps, bt.ic_min_tickers)
+    universe = report.summary["ticker"].to_list()
+    paths = nightly_tasks.publish_outputs(asof, forecasts, choice, across, universe, settings)
     paths.append(nightly_tasks.record_in_ledger(forecasts, settings))
     book, record, record_paths = nightly_tasks.live_record(asof, settings)
     paths += record_paths
@@ -253,13 +257,20 @@ def _publish(
     )
     paths += report_paths
     not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
-    metadata = run_summary.run_metadata(choice, sources, record, not_forecast, settings)
+    metadata = run_summary.run_metadata(choice, sources, record, across, not_forecast, settings)
     paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
     # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
     run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
     create_markdown_artifact(
         markdown=nightly_markdown(
-            choice.evaluation.metrics, forecasts, quarantined, choice.version, choice.decision, choice.health, summary
+            choice.evaluation.metrics,
+            across,
+            forecasts,
+            quarantined,
+            choice.version,
+            choice.decision,
+            choice.health,
+            summary,
         )
         + "\n\n"
         + live.record_markdown(record, book.waiting, book.unpriced),

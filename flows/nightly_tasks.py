@@ -108,14 +108,22 @@ def inspect_attention(
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_outputs(
-    asof: date, forecasts: pl.DataFrame, choice: ModelChoice, universe: list[str], settings: Settings
+    asof: date,
+    forecasts: pl.DataFrame,
+    choice: ModelChoice,
+    across: pl.DataFrame,
+    universe: list[str],
+    settings: Settings,
 ) -> list[Path]:
+    """The forecasts (merged by ticker with those of other universes published for the date), the evaluation's
+    metrics, its scores across tickers and its out-of-sample predictions."""
     out, formats = settings.paths.out_dir, settings.publish.formats
     folder = publish.partition_dir(out, "forecasts", asof)
     merged = publish.merge_forecasts(folder, "forecasts", forecasts, universe, formats)
     paths = publish.write_frame(merged, folder, "forecasts", formats)
     metrics_dir = publish.partition_dir(out, "metrics", asof)
     paths += publish.write_frame(choice.evaluation.metrics, metrics_dir, "metrics", formats)
+    paths += publish.write_frame(across, metrics_dir, "cross_section", formats)
     # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
     # it was 3 MB a night (400 MB for a half-year replay)
     paths += publish.write_frame(choice.evaluation.predictions, metrics_dir, "predictions", ["parquet"])

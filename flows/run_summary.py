@@ -22,7 +22,12 @@ log = logging.getLogger("nightcast.flows.nightly")
 
 
 def run_metadata(
-    choice: ModelChoice, sources: dict[int, policy.Source], record: pl.DataFrame, not_forecast: dict, settings
+    choice: ModelChoice,
+    sources: dict[int, policy.Source],
+    record: pl.DataFrame,
+    across: pl.DataFrame,
+    not_forecast: dict,
+    settings,
 ) -> dict:
     ev, verdict = choice.evaluation, choice.verdict
     pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == PUBLISHING_MODEL).sort("horizon")
@@ -53,6 +58,8 @@ def run_metadata(
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): s.model for h, s in sources.items()},
         "live_record": metrics.pooled(record).to_dicts(),
+        # the evaluation judged across tickers: rank IC, long-short after costs, up/down AUC, per horizon
+        "across_tickers": across.filter(pl.col("model") == PUBLISHING_MODEL).to_dicts(),
         "settings": settings.model_dump(mode="json"),
     }
 

@@ -49,12 +49,47 @@ RECORD_COLUMNS = (
 )
 
 
+CROSS_SECTION_COLUMNS = (
+    Column("horizon", "horizon"),
+    Column("model", "model"),
+    Column("n_dates", "dates"),
+    Column("rank_ic_mean", "rank IC", "{:+.4f}"),
+    Column("rank_ic_t", "rank IC t", "{:+.2f}"),
+    Column("ic_mean", "IC", "{:+.4f}"),
+    Column("ic_t", "IC t", "{:+.2f}"),
+    Column("ls_sharpe", "long-short Sharpe", "{:+.2f}"),
+    Column("ls_cum_return", "long-short return", "{:+.2%}"),
+    Column("ls_max_drawdown", "max drawdown", "{:.2%}"),
+    Column("ls_mean_turnover", "turnover/day", "{:.2f}"),
+    Column("auc", "up/down AUC", "{:.3f}"),
+)
+
+
 def evaluation_table(metrics: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
     """Pooled scores per horizon and model (in the metrics table's order), optionally of `models` only."""
     rows = pooled(metrics)
     if models:
         rows = rows.filter(pl.col("model").is_in([str(m) for m in models]))
     return rows.select(c.key for c in EVALUATION_COLUMNS if c.key in rows.columns)
+
+
+def cross_section_view(table: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
+    """The headline columns of `forecasting.cross_section.cross_section_table` (no random walk: it has no view)."""
+    rows = table.filter(pl.col("n_dates") > 0)
+    if models:
+        rows = rows.filter(pl.col("model").is_in([str(m) for m in models]))
+    return rows.select(c.key for c in CROSS_SECTION_COLUMNS)
+
+
+def across_tickers_markdown(table: pl.DataFrame) -> str:
+    """The cross-section view as Markdown, or why there is none."""
+    view = cross_section_view(table)
+    if view.is_empty():
+        return (
+            "No date had enough tickers (backtest.ic_min_tickers) with differing forecasts: nothing to compare "
+            "across tickers."
+        )
+    return markdown_table(view, CROSS_SECTION_COLUMNS)
 
 
 def record_table(record: pl.DataFrame, by_ticker: bool = False) -> pl.DataFrame:

@@ -121,6 +121,11 @@ class BacktestSettings(Section):
     conformal_window: int = Field(250, ge=10, description="past out-of-sample residuals used per horizon")
     conformal_min: int = Field(50, ge=5, description="fewest past residuals before an interval is given")
     dm_alpha: float = Field(0.05, gt=0, lt=1, description="Diebold-Mariano significance level for 'skill'")
+    long_short_k: int = Field(
+        5, ge=1, description="names held long and short each day by the long-short score (fewer tickers: half each)"
+    )
+    cost_bps: float = Field(5.0, ge=0, description="cost of the long-short score, basis points per unit of turnover")
+    ic_min_tickers: int = Field(3, ge=2, description="fewest tickers on a date for its information coefficients")
 
 
 class PublishSettings(Section):
