@@ -1,5 +1,6 @@
 """Feature building is cached on the lake fingerprint: an unchanged lake skips it."""
 
+import numpy as np
 import pytest
 from prefect import flow
 
@@ -22,11 +23,14 @@ def test_unchanged_lake_skips_feature_building(prefect_harness, tmp_path, monkey
         again = make_features(prices, settings, "lake-a", return_state=True)
         changed_lake = make_features(prices, settings, "lake-b", return_state=True)
         changed_settings = make_features(prices, other, "lake-a", return_state=True)
-        return [s.name for s in (first, again, changed_lake, changed_settings)], again.result()[1].X.shape
+        panels = [s.result()[1] for s in (first, again, changed_settings)]
+        return [s.name for s in (first, again, changed_lake, changed_settings)], panels
 
-    names, shape = build_three_times()
+    names, (built, cached, rsi10) = build_three_times()
     assert names == ["Completed", "Cached", "Completed", "Completed"]
-    assert shape[0] > 0
+    # the cached result is the build itself, and the changed settings really built other features
+    assert cached.features == built.features and np.array_equal(cached.X, built.X, equal_nan=True)
+    assert not np.array_equal(rsi10.X, built.X, equal_nan=True)
 
     # an upgrade that changes the feature code: the same lake and settings are built again, not served stale
     import flows.tasks
