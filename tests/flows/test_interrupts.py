@@ -1,7 +1,7 @@
 """Ctrl-C on a real `nightcast run` (a subprocess with its own Prefect home and temporary server): a clean stop
 in seconds with one line, and no run left "Running".
 
-The one test here that starts a whole CLI process (about 12 s, most of it Prefect's temporary server starting).
+The one test here that starts a whole CLI process (15-20 s on 2 cores, most of it Prefect's temporary server starting).
 What kill -9 leaves behind and how the next run mends it is tested piece by piece in test_lock.py."""
 
 import os
