@@ -305,6 +305,17 @@ def _rich_table(frame, columns, title: str) -> Table:
     return table
 
 
+def _print_across_tickers(path) -> None:
+    """The backtest judged across tickers (rank IC, long-short after costs, up/down AUC), from its file."""
+    import polars as pl
+
+    from forecasting.results import CROSS_SECTION_COLUMNS, cross_section_view
+
+    view = cross_section_view(pl.read_parquet(path))
+    if not view.is_empty():
+        console.print(_rich_table(view, CROSS_SECTION_COLUMNS, "Across tickers (per date, then averaged)"))
+
+
 def _metrics_table(metrics, title: str) -> Table:
     """Pooled per-horizon rows: each model's MSE, ratio to the random walk, hit rate, DM test, coverage."""
     from forecasting.results import EVALUATION_COLUMNS, evaluation_table
@@ -566,6 +577,9 @@ def _backtest_command(settings, args: argparse.Namespace) -> int:
         "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "
         "significant (a positive one: significantly worse)."
     )
+    across = next((p for p in paths if p.name == "cross_section.parquet"), None)
+    if across is not None:
+        _print_across_tickers(across)
     console.print(result.folds)
     console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
     console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
