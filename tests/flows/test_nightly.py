@@ -15,6 +15,7 @@ UI_KEYS = ["nightly-summary", "nightly-forecasts", "nightly-files", "attention-h
 
 
 def test_nightly_flow_end_to_end(prefect_harness, settings):
+    """One nightly run checked stage by stage (the helpers below), then an identical rerun."""
     from flows.nightly import nightly
 
     state = nightly(settings, return_state=True)
@@ -22,6 +23,29 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     result = state.result()
     out = settings.paths.out_dir
     assert result.asof == date(2014, 12, 31)
+    forecasts = check_forecasts(out, result)
+    check_evaluation(out, result, forecasts)
+    check_run_files(out, result, forecasts, settings)
+    check_ui_artifacts(state.state_details.flow_run_id)
+
+    # every published forecast is in the ledger; none has reached its target date yet
+    ledger = pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet")
+    assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.waiting == 15 and result.unpriced == 0
+    assert result.record.is_empty()
+
+    # an identical rerun replaces the same as-of partition with the same numbers, and the ledger's rows
+    again = nightly(settings)
+    rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
+    assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
+    assert again.model_version == result.model_version
+    assert rerun["run_id"][0] != forecasts["run_id"][0]
+    assert pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet").height == 15
+    assert "promoted" in result.decision and "no champion" in result.decision and result.retrained
+    assert again.decision.startswith("kept champion") and "still fresh" in again.decision  # nothing retrained
+    assert not again.retrained
+
+
+def check_forecasts(out, result) -> pl.DataFrame:
     forecasts = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
     assert tuple(forecasts.columns) == FORECAST_COLUMNS
     assert forecasts.height == 3 * 5
@@ -30,7 +54,17 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert forecasts["run_id"].n_unique() == 1 and forecasts["run_id"][0] != "local"
     csv = pl.read_csv(out / "forecasts" / "asof=2014-12-31" / "forecasts.csv", try_parse_dates=True)
     assert csv.height == 15 and csv["pred_price"].to_list() == pytest.approx(forecasts["pred_price"].to_list())
+    # the published model is the recipe refit on every label realised by the as-of date (5-day purge),
+    # vouched for by an evaluation fit that never saw the evaluation span
+    assert (forecasts["trained_through"] == date(2014, 12, 23)).all() and result.trained_through == date(2014, 12, 23)
+    assert (forecasts["eval_start"] == result.test_start).all() and (forecasts["eval_end"] == result.test_end).all()
+    assert forecasts["eval_version"][0] == result.evaluation_version != result.model_version
+    lower, upper = forecasts["pred_lower"], forecasts["pred_upper"]
+    assert ((lower < forecasts["pred_price"]) & (forecasts["pred_price"] < upper)).all()
+    return forecasts
 
+
+def check_evaluation(out, result, forecasts: pl.DataFrame) -> None:
     metrics = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "metrics.parquet")
     pooled = metrics.filter(pl.col("scope") == "pooled")
     assert sorted(pooled["model"].unique().to_list()) == ["attention_lstm", "hist_mean", "random_walk", "ridge"]
@@ -49,31 +83,19 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     rw = predictions.filter(pl.col("model") == "random_walk")
     assert (rw["y_pred"] == 0).all() and model["baseline_mse"].is_sorted()  # longer horizons, larger returns
     assert model["dm_pvalue"].is_between(0, 1).all()
+    assert predictions.height == 4 * 3 * 60 * 5 and predictions["asof_date"].min() == result.test_start
+    assert (predictions["target_date"] <= date(2014, 12, 31)).all()
     # the skill flag in the forecasts is exactly what the evaluation says, horizon by horizon
-    expected = {
-        int(r["horizon"]): r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < 0.05
-        for r in model.iter_rows(named=True)
-    }
+    rows = list(model.iter_rows(named=True))
+    expected = {int(r["horizon"]): r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < 0.05 for r in rows}
     assert dict(forecasts.select("horizon", "skill").unique().iter_rows()) == expected == result.skill
-    worse = {
-        int(r["horizon"])
-        for r in model.iter_rows(named=True)
-        if r["mse_ratio"] > 1 and r["dm_stat"] > 0 and r["dm_pvalue"] < 0.05
-    }
+    worse = {int(r["horizon"]) for r in rows if r["mse_ratio"] > 1 and r["dm_stat"] > 0 and r["dm_pvalue"] < 0.05}
     # default guardrail: the model publishes unless it is significantly worse than the random walk
     published_by_model = set(forecasts.filter(pl.col("source_model") == "attention_lstm")["horizon"].to_list())
     assert published_by_model == set(range(1, 6)) - worse
-    # the published model is the recipe refit on every label realised by the as-of date (5-day purge),
-    # vouched for by an evaluation fit that never saw the evaluation span
-    assert (forecasts["trained_through"] == date(2014, 12, 23)).all() and result.trained_through == date(2014, 12, 23)
-    assert (forecasts["eval_start"] == result.test_start).all() and (forecasts["eval_end"] == result.test_end).all()
-    assert forecasts["eval_version"][0] == result.evaluation_version != result.model_version
-    lower, upper = forecasts["pred_lower"], forecasts["pred_upper"]
-    assert ((lower < forecasts["pred_price"]) & (forecasts["pred_price"] < upper)).all()
-    assert predictions.height == 4 * 3 * 60 * 5
-    assert predictions["asof_date"].min() == result.test_start
-    assert (predictions["target_date"] <= date(2014, 12, 31)).all()
 
+
+def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     run_meta = json.loads((out / "forecasts" / "asof=2014-12-31" / "run.json").read_text())
     assert run_meta["run_id"] == forecasts["run_id"][0] and run_meta["model_version"] == result.model_version
     assert run_meta["trained_through"] == "2014-12-23"
@@ -92,49 +114,27 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     sums = lags.group_by("scope", "ticker").agg(pl.col("weight").sum())["weight"].to_list()
     assert sums == pytest.approx([1.0] * 4, abs=1e-5)
     assert "attention" in result.attention_summary.lower()
+    lake = sorted(p.name for p in (settings.paths.lake / "prices").iterdir())
+    assert lake == ["NVDA.parquet", "ORCL.parquet", "^GSPC.parquet"] and result.checkpoint.exists()
 
-    assert sorted(p.name for p in (settings.paths.lake / "prices").iterdir()) == [
-        "NVDA.parquet",
-        "ORCL.parquet",
-        "^GSPC.parquet",
-    ]
-    assert result.checkpoint.exists()
 
-    # the UI gets the plots as images it can render and a table led by ticker, target date and prices
+def check_ui_artifacts(flow_run_id) -> None:
+    """The UI gets the plots as images it can render and a table led by ticker, target date and prices."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+    # this run's artifacts only: the test server is shared with other tests' runs
+    where = ArtifactFilter(key=ArtifactFilterKey(any_=UI_KEYS), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
-        found = {
-            a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=UI_KEYS)))
-        }
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=where)}
     assert set(found) == set(UI_KEYS)
     assert found["attention-heatmap"].type == "image" and found["attention-heatmap"].data.startswith(
         "data:image/png;base64,iVBORw0KGgo"  # a PNG's signature, base64
     )
-    table = (
-        json.loads(found["nightly-forecasts"].data)
-        if isinstance(found["nightly-forecasts"].data, str)
-        else found["nightly-forecasts"].data
-    )
+    data = found["nightly-forecasts"].data
+    table = json.loads(data) if isinstance(data, str) else data
     assert list(table[0])[:3] == ["ticker", "target date", "horizon"] and len(table) == 15
     assert "file://" not in found["nightly-files"].data
-
-    # every published forecast is in the ledger; none has reached its target date yet
-    ledger = pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet")
-    assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.waiting == 15 and result.unpriced == 0
-    assert result.record.is_empty()
-
-    # an identical rerun replaces the same as-of partition with the same numbers, and the ledger's rows
-    again = nightly(settings)
-    rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
-    assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
-    assert again.model_version == result.model_version
-    assert rerun["run_id"][0] != forecasts["run_id"][0]
-    assert pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet").height == 15
-    assert "promoted" in result.decision and "no champion" in result.decision and result.retrained
-    assert again.decision.startswith("kept champion") and "still fresh" in again.decision  # nothing retrained
-    assert not again.retrained
 
 
 def test_train_flow_promotes_a_first_challenger(prefect_harness, settings):
