@@ -24,8 +24,9 @@ Choices:
   forecasts are all equal has no view and holds nothing. Turnover compares target weights day to day (the drift
   of weights within the day is ignored) and counts the first day's entry (2 units). Longer horizons would need
   overlapping h-day books; their rows carry no long-short figures.
-- Up/down call: up means > 0 for both `y_pred` and `y_true` (zero counts as not-up), pooled over tickers per
-  (model, horizon); ROC AUC scores `y_pred` against the realised up/down.
+- Up/down call: as in `forecasting.metrics`, the call is up when `y_pred` >= 0 (the random walk calls "always
+  up") and the move is up when `y_true` > 0, pooled over tickers per (model, horizon); ROC AUC scores `y_pred`
+  against the realised up/down.
 """
 
 from __future__ import annotations
@@ -276,14 +277,14 @@ def long_short_summary(daily: pl.DataFrame) -> pl.DataFrame:
 
 
 def up_down_scores(predictions: pl.DataFrame) -> pl.DataFrame:
-    """Confusion matrix of the up call (`y_pred` > 0) against the realised move (`y_true` > 0) and ROC AUC of
-    `y_pred` as the score, per (model, horizon) pooled over tickers and dates. AUC is None when only one class
-    occurred. Columns: model, horizon, n_forecasts, tp, fp, tn, fn, auc.
+    """Confusion matrix of the up call (`y_pred` >= 0, as `metrics.hit_rate` counts it) against the realised
+    move (`y_true` > 0) and ROC AUC of `y_pred` as the score, per (model, horizon) pooled over tickers and dates.
+    AUC is None when only one class occurred. Columns: model, horizon, n_forecasts, tp, fp, tn, fn, auc.
     """
     rows = []
     for (model, horizon), g in _clean(predictions).group_by("model", "horizon"):
         actual, score = g["y_true"].to_numpy() > 0, g["y_pred"].to_numpy()
-        called = score > 0
+        called = score >= 0  # the convention of metrics.hit_rate / direction_scores: one rule for the call
         one_class = actual.all() or not actual.any()
         rows.append(
             {

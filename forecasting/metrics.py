@@ -13,7 +13,6 @@ import math
 import numpy as np
 import polars as pl
 from scipy import stats
-from sklearn.metrics import precision_recall_fscore_support
 
 from forecasting.names import BENCHMARK, DISPLAY_ORDER, Scope, display_rank
 
@@ -42,11 +41,18 @@ def hit_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def direction_scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
-    """Precision, recall and F1 of the 'up' call (a zero forecast counts as 'up')."""
-    p, r, f, _ = precision_recall_fscore_support(
-        np.asarray(y_true) > 0, np.asarray(y_pred) >= 0, average="binary", zero_division=0
-    )
-    return float(p), float(r), float(f)
+    """Precision, recall and F1 of the 'up' call (a zero forecast counts as 'up'); 0 where undefined.
+
+    The same numbers as scikit-learn's `precision_recall_fscore_support(average="binary", zero_division=0)`,
+    counted directly: its input checks cost ~5 ms per call, and a metrics table calls it per ticker and horizon.
+    """
+    actual, called = np.asarray(y_true) > 0, np.asarray(y_pred) >= 0
+    tp = int(np.sum(actual & called))
+    called_up, actually_up = int(np.sum(called)), int(np.sum(actual))
+    precision = tp / called_up if called_up else 0.0
+    recall = tp / actually_up if actually_up else 0.0
+    f1 = 2 * tp / (called_up + actually_up) if called_up + actually_up and tp else 0.0
+    return float(precision), float(recall), float(f1)
 
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tuple[float, float]:

@@ -227,13 +227,14 @@ def test_annualised_sharpe_by_hand():
 
 
 def test_confusion_matrix_and_auc_on_a_known_case():
-    # up = [T, F, T, F, F, T] (zero is not up); called up = [T, T, F, F, F, T] -> tp 2, fp 1, tn 2, fn 1
+    # up = [T, F, T, F, F, T] (a zero move is not up); called up = [T, T, F, T, F, T] (a zero forecast calls up,
+    # as metrics.hit_rate counts it) -> tp 2, fp 2, tn 1, fn 1
     # AUC: positive scores .02, -.01, .05 beat negatives .01, 0, -.03 in 3 + 1 + 3 of 9 pairs
     truths = [0.01, -0.02, 0.03, 0.0, -0.01, 0.02]
     preds = [0.02, 0.01, -0.01, 0.0, -0.03, 0.05]
     predictions = frame([day(preds[:3], truths[:3], "ABC"), day(preds[3:], truths[3:], "ABC")])
     got = up_down_scores(predictions).row(0, named=True)
-    assert (got["tp"], got["fp"], got["tn"], got["fn"], got["n_forecasts"]) == (2, 1, 2, 1, 6)
+    assert (got["tp"], got["fp"], got["tn"], got["fn"], got["n_forecasts"]) == (2, 2, 1, 1, 6)
     assert got["auc"] == pytest.approx(7 / 9)
 
 
@@ -291,9 +292,9 @@ def test_cross_section_table_one_row_per_model_and_horizon():
     assert (ridge1["ls_k"], ridge1["ls_cost_bps"], ridge1["ls_days"]) == (2, 10.0, 3)
     assert ridge1["n_dates"] == 3 and ridge1["rank_ic_mean"] == pytest.approx(daily_ic(h1)["rank_ic"].mean())
     assert ridge2["ls_days"] is None and ridge2["ls_sharpe"] is None and ridge2["t_lags"] == 1
-    # the random walk has no view across tickers: no IC, an empty book, never calls up
+    # the random walk has no view across tickers: no IC, an empty book; it calls up every time (always up)
     assert walk["n_dates"] == 0 and walk["rank_ic_mean"] is None and walk["ls_cum_return"] == 0.0
-    assert walk["tp"] == 0 and walk["fp"] == 0
+    assert walk["tn"] == 0 and walk["fn"] == 0 and walk["tp"] + walk["fp"] == walk["n_forecasts"]
     assert ridge1["tp"] + ridge1["fp"] + ridge1["tn"] + ridge1["fn"] == ridge1["n_forecasts"] == 13
 
 
