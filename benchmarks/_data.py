@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from features.schema import conform
+from features.prices.schema import conform
 
 
 def synthetic(n_tickers: int, years: int, seed: int = 0, faults: bool = True) -> pl.DataFrame:

@@ -26,14 +26,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._data import synthetic  # noqa: E402
 from features import lake  # noqa: E402
+from features.prices.validate import validate_prices  # noqa: E402
 from features.settings import ValidationSettings  # noqa: E402
-from features.validate import validate_prices  # noqa: E402
 
 TODAY = date(2026, 1, 1)
 
 
 def pandas_validate(df: pd.DataFrame, max_fill: int, today: date) -> pd.DataFrame:
-    """The same rules as features.validate, written as idiomatic pandas."""
+    """The same rules as features.prices.validate, written as idiomatic pandas."""
     df = df[df["date"].notna() & (df["date"] <= pd.Timestamp(today))]
     df = df.drop_duplicates(subset=["ticker", "date"]).sort_values(["ticker", "date"])
     g = df.groupby("ticker", sort=False)

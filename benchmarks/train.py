@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.build import build_features  # noqa: E402
 from features.denoise import denoise  # noqa: E402
+from features.prices.sources import load_sample  # noqa: E402
+from features.prices.validate import validate_prices  # noqa: E402
 from features.settings import DenoiseSettings, FeatureSettings, ValidationSettings, WindowSettings  # noqa: E402
-from features.sources import load_sample  # noqa: E402
-from features.validate import validate_prices  # noqa: E402
 from features.windows import Scaler, date_splits, make_panel, training_rows  # noqa: E402
 from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM  # noqa: E402
 from forecasting.settings import ModelSettings, TrainSettings  # noqa: E402

@@ -1,22 +1,14 @@
-"""Typed settings of the stages before the model.
-
-Every field has a default and a one-line reason. Unknown keys are an error
-(`extra="forbid"`), so a typo in a TOML file or environment variable fails
-loudly instead of silently running the default.
-"""
+"""Typed settings of the stages before the model: sources, ingest, validation, data health, denoising,
+features and windows (each field has a default and a one-line reason)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Section(BaseModel):
-    """Base of every settings section: frozen, typed, no unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+from nightcast.settings import Section
 
 
 class SourceSettings(Section):

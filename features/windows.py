@@ -17,8 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from features.build import FeatureFrame, sorted_by_ticker
 from features.catalogue import target_name
-from features.errors import InsufficientDataError
 from features.settings import WindowSettings
+from nightcast.errors import InsufficientDataError
 
 
 @dataclass(frozen=True)

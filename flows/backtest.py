@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features import lake
+from features.prices import lake
 from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.lock import exclusive

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from features.errors import ConfigError, NightcastError
 from flows import prefect_env
 from flows.settings import load_settings, to_toml
 from forecasting.names import PUBLISHING_MODEL
+from nightcast.errors import ConfigError, NightcastError
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -210,7 +210,7 @@ def _error(message: str) -> None:
 
 
 def _version() -> str:
-    from features.version import package_version
+    from nightcast.version import package_version
 
     return package_version()
 

@@ -17,8 +17,8 @@ import urllib.request
 from functools import cache
 from pathlib import Path
 
-from features.errors import NightcastError
 from flows.settings import Settings
+from nightcast.errors import NightcastError
 
 
 def deployments(settings: Settings) -> list:

@@ -10,12 +10,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from features import lake
-from features.errors import SourceError
-from features.ingest import IngestReport, ingest
+from features.prices import lake
+from features.prices.ingest import IngestReport, ingest
 from flows.lock import exclusive
 from flows.settings import Settings
 from forecasting.results import markdown_table
+from nightcast.errors import SourceError
 
 log = logging.getLogger("nightcast.flows.ingest")
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from features.errors import NightcastError
+from nightcast.errors import NightcastError
 
 LOCK = "nightcast.lock"
 log = logging.getLogger("nightcast.flows.lock")

@@ -21,9 +21,8 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from features import lake
-from features.errors import InsufficientDataError
-from features.health import HealthReport, check_health
+from features.prices import lake
+from features.prices.health import HealthReport, check_health
 from features.windows import Panel, refit_split
 from flows.settings import Settings
 from flows.tasks import run_backtest
@@ -39,6 +38,7 @@ from forecasting.backtest import (
 )
 from forecasting.names import BASELINES, PUBLISHING_MODEL
 from forecasting.settings import ModelSettings, TrainSettings, training_recipe
+from nightcast.errors import InsufficientDataError
 
 log = logging.getLogger("nightcast.flows.model_choice")
 

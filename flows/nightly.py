@@ -19,10 +19,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from features import lake
-from features.calendar import is_session, sessions_between
-from features.errors import ConfigError, InsufficientDataError
-from features.ingest import IngestReport, stored_report
+from features.prices import lake
+from features.prices.calendar import is_session, sessions_between
+from features.prices.ingest import IngestReport, stored_report
 from features.windows import Panel
 from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
@@ -34,6 +33,7 @@ from flows.tasks import features_by_chunk, require_history
 from forecasting import live, policy, publish
 from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES, PUBLISHING_MODEL
+from nightcast.errors import ConfigError, InsufficientDataError
 
 log = logging.getLogger("nightcast.flows.nightly")
 

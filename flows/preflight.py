@@ -7,9 +7,9 @@ import os
 import uuid
 from pathlib import Path
 
-from features.errors import ConfigError
 from flows.lock import check_free
 from flows.settings import Settings
+from nightcast.errors import ConfigError
 
 READABLE = (".csv", ".txt", ".parquet")
 

@@ -18,15 +18,15 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features import lake
-from features.calendar import is_session
-from features.errors import ConfigError, InsufficientDataError, NightcastError
+from features.prices import lake
+from features.prices.calendar import is_session
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.nightly import NightlyResult, nightly
 from flows.settings import Settings
 from forecasting import live
 from forecasting.metrics import pooled
+from nightcast.errors import ConfigError, InsufficientDataError, NightcastError
 
 log = logging.getLogger("nightcast.flows.replay")
 

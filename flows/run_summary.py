@@ -11,7 +11,7 @@ import polars as pl
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from features.ingest import IngestReport
+from features.prices.ingest import IngestReport
 from flows import artifacts
 from flows.model_choice import ModelChoice
 from flows.settings import Settings

@@ -28,18 +28,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from features.errors import ConfigError
 from features.settings import (
     DenoiseSettings,
     FeatureSettings,
     HealthSettings,
     IngestSettings,
-    Section,
     SourceSettings,
     ValidationSettings,
     WindowSettings,
 )
 from forecasting.settings import BacktestSettings, ModelSettings, PublishSettings, TrainSettings
+from nightcast.errors import ConfigError
+from nightcast.settings import Section
 
 ENV_PREFIX = "NIGHTCAST_"
 DEFAULT_CONFIG = Path("nightcast.toml")

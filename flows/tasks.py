@@ -8,15 +8,16 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from features import denoise, validate
+from features import denoise
 from features.build import FeatureFrame, build_features, concat_features
-from features.errors import InsufficientDataError
-from features.version import feature_code_version
+from features.prices import validate
 from features.windows import Panel, make_panel
 from flows.settings import Settings
 from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.registry import settings_hash
 from forecasting.settings import BacktestSettings
+from nightcast.errors import InsufficientDataError
+from nightcast.version import feature_code_version
 
 
 @task(name="require history", cache_policy=NO_CACHE)

@@ -7,7 +7,7 @@ from datetime import date
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from features import lake
+from features.prices import lake
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model

@@ -21,13 +21,13 @@ import numpy as np
 import polars as pl
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.errors import InsufficientDataError
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, RandomWalk, RidgeBaseline
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from forecasting.train import TrainedModel, fit, predict
+from nightcast.errors import InsufficientDataError
 
 log = logging.getLogger("nightcast.forecasting.backtest")
 

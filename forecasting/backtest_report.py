@@ -6,10 +6,10 @@ from pathlib import Path
 
 import polars as pl
 
-from features.io import atomic_write
 from forecasting import plots
 from forecasting.names import PUBLISHING_MODEL
 from forecasting.results import EVALUATION_COLUMNS, across_tickers_markdown, evaluation_table, markdown_table
+from nightcast.io import atomic_write
 
 
 def backtest_summary(

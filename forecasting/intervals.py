@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.io import atomic_write
+from nightcast.io import atomic_write
 
 BY = ("model", "horizon")
 QLIKE_FLOOR = 1e-12  # squared returns of exactly 0 (a stale price) would make log(r^2) infinite

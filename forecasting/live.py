@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features import lake
+from features.prices import lake
 from forecasting.ledger import KEY, read_ledger
 from forecasting.metrics import metrics_table, pooled
 from forecasting.names import BENCHMARK, PUBLISHED_FORECASTS, Scope

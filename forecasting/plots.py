@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.io import atomic_write
 from forecasting import live
 from forecasting.attention import AttentionReport
 from forecasting.metrics import per_ticker
 from forecasting.names import BENCHMARK, DISPLAY_ORDER, Scope
+from nightcast.io import atomic_write
 
 
 def pyplot():

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.calendar import next_sessions
-from features.io import atomic_write
+from features.prices.calendar import next_sessions
 from features.windows import Panel
+from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.publish")
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 
-from features.errors import NightcastError
-from features.io import atomic_write
+from nightcast.errors import NightcastError
+from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.registry")
 

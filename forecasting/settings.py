@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from features.settings import Section
 from forecasting.names import Model
+from nightcast.settings import Section
 
 
 class ModelSettings(Section):

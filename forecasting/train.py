@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.errors import ConfigError, NightcastError
-from features.io import atomic_write
 from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.threads import set_threads, thread_scope
+from nightcast.errors import ConfigError, NightcastError
+from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.train")
 

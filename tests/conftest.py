@@ -17,8 +17,8 @@ import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from features.schema import conform  # noqa: E402
-from features.sources import load_sample  # noqa: E402
+from features.prices.schema import conform  # noqa: E402
+from features.prices.sources import load_sample  # noqa: E402
 
 # One torch thread per test process. On two shared cores, a process's two spinning OpenMP threads stall whenever
 # another process is busy (a 0.7 s model test took 240 s beside another test run); fits choose their own count

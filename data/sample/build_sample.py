@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from features.sources import read_yahoo_csv  # noqa: E402
+from features.prices.sources import read_yahoo_csv  # noqa: E402
 
 FILES = {
     "gspc-1999-2018.csv": "^GSPC",

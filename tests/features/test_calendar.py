@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from features.calendar import is_session, next_sessions
-from features.errors import ConfigError
+from features.prices.calendar import is_session, next_sessions
+from nightcast.errors import ConfigError
 
 
 def test_next_nyse_sessions_skip_new_year_and_weekend():

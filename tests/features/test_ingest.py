@@ -4,10 +4,10 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
-from features import lake
-from features.errors import SourceError
-from features.ingest import ingest, stored_report, ticker_status
+from features.prices import lake
+from features.prices.ingest import ingest, stored_report, ticker_status
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
+from nightcast.errors import SourceError
 from tests.fake_yahoo import FakeYahoo
 
 QUICK = IngestSettings(retries=1, backoff=0.0, chunk_size=10, overlap_days=5, stale_after=5)

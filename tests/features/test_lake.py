@@ -3,8 +3,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import lake
-from features.errors import ValidationError
+from features.prices import lake
+from nightcast.errors import ValidationError
 from tests.conftest import synthetic_prices
 
 

@@ -1,8 +1,8 @@
 import pytest
 
-from features.errors import SourceError
+from features.prices.sources import load, read_file, select_tickers
 from features.settings import SourceSettings
-from features.sources import load, read_file, select_tickers
+from nightcast.errors import SourceError
 
 
 def test_long_file_case_insensitive(tmp_path):
@@ -39,7 +39,7 @@ def test_sample_source_and_ticker_filter():
 
 
 def test_a_non_numeric_cell_is_missing_and_reported_not_a_failed_file(tmp_path):
-    from features.sources import read_file
+    from features.prices.sources import read_file
 
     path = tmp_path / "prices.csv"
     path.write_text("date,ticker,close,volume\n2024-01-02,AAA,10.5,100\n2024-01-03,AAA,n/a,200\n2024-01-02,BBB,3,x\n")

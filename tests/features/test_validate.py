@@ -3,9 +3,9 @@ from datetime import date
 import polars as pl
 import pytest
 
-from features.errors import ValidationError
+from features.prices.validate import check_bounds, check_prices, rows_repaired, validate_prices
 from features.settings import ValidationSettings
-from features.validate import check_bounds, check_prices, rows_repaired, validate_prices
+from nightcast.errors import ValidationError
 from tests.conftest import synthetic_prices
 
 SETTINGS = ValidationSettings(min_rows=50, max_fill=2)

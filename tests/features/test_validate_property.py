@@ -7,9 +7,9 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.schema import is_valid_ticker
+from features.prices.schema import is_valid_ticker
+from features.prices.validate import validate_prices
 from features.settings import ValidationSettings
-from features.validate import validate_prices
 from tests.conftest import synthetic_prices
 
 TODAY = date(2024, 1, 1)

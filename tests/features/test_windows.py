@@ -3,9 +3,9 @@ import pytest
 
 from features.build import build_features
 from features.denoise import denoise
-from features.errors import InsufficientDataError
 from features.settings import DenoiseSettings, FeatureSettings, WindowSettings
 from features.windows import Scaler, date_splits, make_panel, training_rows
+from nightcast.errors import InsufficientDataError
 from tests.conftest import synthetic_prices
 
 

@@ -6,9 +6,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from features import yahoo
+from features.prices import yahoo
+from features.prices.yahoo import backoff_delay, fetch, from_yfinance
 from features.settings import IngestSettings
-from features.yahoo import backoff_delay, fetch, from_yfinance
 from tests.fake_yahoo import FakeYahoo
 
 FAST = IngestSettings(chunk_size=2, max_concurrent=2, retries=3, backoff=1.0, backoff_max=8.0)

@@ -113,7 +113,7 @@ def test_bad_horizons_is_one_line_and_status_2(capsys):
 
 
 def test_version(capsys):
-    from features.version import package_version
+    from nightcast.version import package_version
 
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["--version"])

@@ -54,7 +54,7 @@ def test_yfinance_universe_is_ingested_in_parallel_chunks(prefect_harness, tmp_p
     """Chunks of one ticker each (one unknown): the merged report and the manifest match a single ingest."""
     from datetime import date as day
 
-    from features import lake
+    from features.prices import lake
     from flows.ingest import ingest_flow
     from tests.fake_yahoo import FakeYahoo
 
@@ -85,8 +85,8 @@ def test_offline_yfinance_is_said_and_nothing_stale_is_published(prefect_harness
     from rich.console import Console
 
     import flows.cli
-    from features.errors import InsufficientDataError
     from flows.nightly import nightly
+    from nightcast.errors import InsufficientDataError
     from tests.fake_yahoo import FakeYahoo
 
     recorder, errors = Console(record=True, width=200), Console(record=True, width=200)

@@ -69,7 +69,7 @@ class Case:
 
 
 def case_of(prices: pl.DataFrame, settings) -> Case:
-    from features import lake
+    from features.prices import lake
     from flows.tasks import make_features
 
     ff, panel = make_features.fn(prices, settings, "unused")
@@ -166,7 +166,7 @@ def jumped(prices: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_the_health_gate_blocks_retraining_not_publishing(first, tmp_path):
-    from features.errors import InsufficientDataError
+    from nightcast.errors import InsufficientDataError
 
     settings, case = from_first(first, tmp_path)
     unhealthy = Case(jumped(case.prices), case.ff, case.panel, case.fingerprint, case.asof)

@@ -6,7 +6,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from features.calendar import is_session
+from features.prices.calendar import is_session
 from forecasting.publish import FORECAST_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -165,7 +165,7 @@ def test_dask_runner_builds_the_threads_runners_features(prefect_harness, settin
     import numpy as np
     from prefect import flow
 
-    from features import lake
+    from features.prices import lake
     from flows.tasks import features_by_chunk, make_features, task_runner
 
     prices = pl.read_parquet(settings.source.path)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from features.errors import ConfigError
 from flows.preflight import preflight
 from flows.settings import load_settings
+from nightcast.errors import ConfigError
 
 
 def test_sources_outputs_and_horizons_that_cannot_work(tmp_path):

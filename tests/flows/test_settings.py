@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from features.errors import ConfigError
 from flows.settings import Settings, load_settings, to_toml
+from nightcast.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from prefect import flow
 
-from features.sources import load_sample
+from features.prices.sources import load_sample
 from flows.settings import load_settings
 from flows.tasks import make_features
 
@@ -46,14 +46,13 @@ def test_unchanged_lake_skips_feature_building(prefect_harness, tmp_path, monkey
 
 def test_feature_code_version_names_the_package_and_hashes_the_code(tmp_path):
     import shutil
-    from pathlib import Path
 
-    from features import version
+    from nightcast import version
 
     first = version.feature_code_version()
     assert first.startswith(version.package_version() + "+") and len(version.code_hash()) == 12
     copy = tmp_path / "features"
-    shutil.copytree(Path(version.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(version.FEATURE_CODE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert version.code_hash(copy) == version.code_hash()  # content, not place or time
     edited = tmp_path / "edited"
     shutil.copytree(copy, edited)

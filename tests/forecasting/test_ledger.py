@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from features.errors import NightcastError
 from forecasting.ledger import LedgerError, partition_path, read_ledger, write_partition
 from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA
+from nightcast.errors import NightcastError
 
 ROOT = Path(__file__).resolve().parents[2]
 D1, D2 = date(2024, 3, 1), date(2024, 3, 4)

@@ -200,7 +200,7 @@ def test_excess_loss_and_plot(ledger, tmp_path):
 
 def test_the_ledger_scored_from_files_tells_waiting_from_unpriced(tmp_path, ledger):
     """The one entry point of the nightly and `nightcast record`: prices of every ledger ticker from the lake."""
-    from features import lake
+    from features.prices import lake
     from forecasting.live import score_ledger
 
     # the lake: ALL has a gap on D2 (a halt), AAA is priced through D3; nothing after D3

@@ -3,10 +3,10 @@ from datetime import date
 import polars as pl
 import pytest
 
-from features.errors import NightcastError
-from features.health import check_health
+from features.prices.health import check_health
 from features.settings import HealthSettings
 from forecasting.registry import ChampionRecordError, champion_as_of, read_history, record_decision, settings_hash
+from nightcast.errors import NightcastError
 from tests.conftest import synthetic_prices
 from tests.forecasting.test_policy import champion
 

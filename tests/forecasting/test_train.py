@@ -64,8 +64,8 @@ def test_the_model_can_learn_a_real_signal():
 
 
 def test_explicit_missing_device_is_an_error():
-    from features.errors import ConfigError
     from forecasting.train import resolve_device
+    from nightcast.errors import ConfigError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -150,8 +150,8 @@ def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
 
 
 def test_refit_trains_a_fixed_epoch_count_on_every_realised_label(panel):
-    from features.errors import NightcastError
     from features.windows import known_ends, refit_split
+    from nightcast.errors import NightcastError
 
     splits = date_splits(panel, WINDOWS)
     evaluated = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import polars as pl
 
-from features.errors import SourceError
-from features.schema import conform
+from features.prices.schema import conform
 from features.settings import IngestSettings
+from nightcast.errors import SourceError
 
 log = logging.getLogger("nightcast.features.yahoo")
 
@@ -205,7 +205,7 @@ def from_yfinance(raw) -> pl.DataFrame:
     could be fetched. Rows without a close (a ticker with no bar that day) are
     dropped; `close` and `adj_close` are kept apart.
     """
-    from features.sources import normalise_long
+    from features.prices.sources import normalise_long
 
     if raw is None or len(raw) == 0:
         return conform(pl.DataFrame(schema={"ticker": pl.String}))

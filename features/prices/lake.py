@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from features.errors import LakeError
-from features.io import atomic_write
-from features.schema import VALUE_COLUMNS, check_ticker, conform
+from features.prices.schema import VALUE_COLUMNS, check_ticker, conform
+from nightcast.errors import LakeError
+from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.features.lake")
 

@@ -1,6 +1,6 @@
-"""Price sources: the bundled sample and price files (yfinance lives in `features.yahoo`).
+"""Price sources: the bundled sample and price files (yfinance lives in `features.prices.yahoo`).
 
-Each returns a polars frame in the lake schema (`features.schema.LAKE_SCHEMA`) and the findings of what it
+Each returns a polars frame in the lake schema (`features.prices.schema.LAKE_SCHEMA`) and the findings of what it
 could not read (a non-numeric column or cell), at the smallest size: a cell, a column, never the whole file.
 A missing `close` or `adj_close` stays null here: ingest fills it from the lake first, then from the other.
 Files come in two layouts:
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import polars as pl
 
-from features.errors import SourceError
-from features.schema import conform
+from features.prices.schema import conform
+from features.prices.validate import Finding
 from features.settings import SourceSettings
-from features.validate import Finding
+from nightcast.errors import SourceError
 
 log = logging.getLogger("nightcast.features.sources")
 
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "sample" / "prices.parquet"
+SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "sample" / "prices.parquet"
 
 # Accepted spellings of each lake column in files (compared case-insensitively).
 _ALIASES = {
@@ -50,7 +50,7 @@ def load(settings: SourceSettings) -> tuple[pl.DataFrame, list[Finding]]:
             raise SourceError("source.kind='file' needs source.path")
         frame, findings = read_file(settings.path)
     else:
-        raise SourceError("yfinance is fetched incrementally against the lake: use features.ingest.ingest")
+        raise SourceError("yfinance is fetched incrementally against the lake: use features.prices.ingest.ingest")
     if settings.tickers:
         findings = [f for f in findings if f.ticker in settings.tickers]
     quarantined = {f.ticker for f in findings if f.action == "quarantined"}  # in the source, though unreadable

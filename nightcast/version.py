@@ -19,9 +19,13 @@ def package_version() -> str:
         return "0+unknown"
 
 
+FEATURE_CODE = Path(__file__).resolve().parents[1] / "features"  # what computes features: not `features.prices`
+
+
 def code_hash(package: Path | None = None) -> str:
-    """Hash of every module of a package (default: `features`), names and contents, in a stable order."""
-    return _hash(package or Path(__file__).parent)
+    """Hash of the modules directly in a package directory (default: `features`, the code that computes
+    features; the price plumbing in `features/prices` changes data, which the lake fingerprint covers)."""
+    return _hash(package or FEATURE_CODE)
 
 
 @cache

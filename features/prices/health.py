@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from features.calendar import sessions_between
+from features.prices.calendar import sessions_between
 from features.settings import HealthSettings
 
 

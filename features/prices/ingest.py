@@ -18,12 +18,12 @@ from pathlib import Path
 
 import polars as pl
 
-from features import lake, sources, yahoo
-from features.calendar import latest_closed_session, sessions_behind
-from features.errors import SourceError, ValidationError
-from features.schema import conform, is_valid_ticker
+from features.prices import lake, sources, yahoo
+from features.prices.calendar import latest_closed_session, sessions_behind
+from features.prices.schema import conform, is_valid_ticker
+from features.prices.validate import Finding, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
-from features.validate import Finding, rows_repaired, validate_prices
+from nightcast.errors import SourceError, ValidationError
 
 log = logging.getLogger("nightcast.features.ingest")
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import pandas as pd
 
-from features.errors import ConfigError
+from nightcast.errors import ConfigError
 
 FIRST_YEAR = 1990  # exchange_calendars starts 20 years back by default; our data is older
 

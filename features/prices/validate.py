@@ -31,9 +31,9 @@ from datetime import date
 
 import polars as pl
 
-from features.errors import ValidationError
-from features.schema import VALUE_COLUMNS, conform, is_valid_ticker
+from features.prices.schema import VALUE_COLUMNS, conform, is_valid_ticker
 from features.settings import ValidationSettings
+from nightcast.errors import ValidationError
 
 log = logging.getLogger("nightcast.features.validate")
 

@@ -6,7 +6,7 @@ import re
 
 import polars as pl
 
-from features.errors import ValidationError
+from nightcast.errors import ValidationError
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
