@@ -10,6 +10,7 @@ import pytest
 from flows.deploy import deployments, start_server, stop_server, wait_healthy
 from flows.settings import load_settings
 from forecasting.publish import update_latest
+from tests.conftest import seed_prefect_db
 
 pytestmark = pytest.mark.slow
 
@@ -66,16 +67,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ui_server_answers_on_loopback_and_stops_cleanly(tmp_path):
+def test_ui_server_answers_on_loopback_and_stops_cleanly(tmp_path, prefect_db_template):
     port = free_port()
     settings = load_settings(
         None, environ={}, overrides={"schedule": {"ui_port": port}, "paths": {"data_dir": tmp_path / "data"}}
     )
+    database = tmp_path / "data" / "prefect" / "prefect.db"
+    seed_prefect_db(prefect_db_template, database.parent)
     process = start_server(settings, tmp_path / "server.log")
     try:
         url = wait_healthy(settings, process, timeout=120)
         assert url == f"http://127.0.0.1:{port}/api"
-        assert (tmp_path / "data" / "prefect").is_dir()  # its database lives in the project's data dir
+        # its database is the one in the project's data dir: SQLite's write-ahead log sits beside the file it opened
+        assert sorted(p.name for p in database.parent.glob("prefect.db*")) == [
+            "prefect.db",
+            "prefect.db-shm",
+            "prefect.db-wal",
+        ]
     finally:
         code = stop_server(process)
     assert code is not None

@@ -15,6 +15,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.conftest import seed_prefect_db
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +40,11 @@ progress = false
 
 
 @pytest.fixture
-def workdir(tmp_path, sample):
+def workdir(tmp_path, sample, prefect_db_template):
     # one ticker, just past validation.min_rows (300): the run reaches training in a few seconds
     sample.filter(pl.col("ticker") == "NVDA").tail(310).write_parquet(tmp_path / "slice.parquet")
     (tmp_path / "nightcast.toml").write_text(CONFIG)
+    seed_prefect_db(prefect_db_template, tmp_path / "prefect")
     return tmp_path
 
 
