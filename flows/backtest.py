@@ -40,13 +40,14 @@ def _run_name() -> str:
 
 
 @flow(name="backtest", flow_run_name=_run_name)
-def backtest_flow(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[Path]]:
-    """Walk-forward backtest of every configured model on identical origins; files into `out_dir`."""
+def backtest_flow(settings: Settings) -> tuple[BacktestResult, list[Path]]:
+    """Walk-forward backtest of every configured model on identical origins; files into `paths.backtest`."""
     with exclusive(settings.paths.data_dir, "backtest"):
-        return _backtest(settings, out_dir)
+        return _backtest(settings)
 
 
-def _backtest(settings: Settings, out_dir: Path) -> tuple[BacktestResult, list[Path]]:
+def _backtest(settings: Settings) -> tuple[BacktestResult, list[Path]]:
+    out_dir = settings.paths.backtest
     report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)

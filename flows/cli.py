@@ -571,7 +571,7 @@ def _backtest_command(settings, args: argparse.Namespace) -> int:
     from flows.tasks import task_runner
 
     flow = backtest_flow.with_options(task_runner=task_runner(settings))
-    result, paths = flow(settings, settings.paths.backtest)
+    result, paths = flow(settings)
     console.print(_metrics_table(result.metrics, f"Walk-forward backtest {result.test_start} .. {result.test_end}"))
     console.print(
         "ratio < 1 beats the random walk (zero return); a negative DM stat with p < 0.05 makes that "

@@ -42,7 +42,7 @@ def deployments(settings: Settings) -> list:
         backtest_flow.to_deployment(
             name="weekly-backtest",
             schedules=[Cron(s.backtest_cron, timezone=s.timezone)],
-            parameters={**params, "out_dir": str(settings.paths.backtest)},
+            parameters=params,
             description=f"walk-forward backtest of the model, its ablation and the baselines: "
             f"cron '{s.backtest_cron}' in {s.timezone}",
             tags=["nightcast"],

@@ -199,6 +199,7 @@ def load_settings(
     if config is not None:
         sources += (_file_source(config),)
     try:
+        # `_build_sources` is pydantic-settings' own hook for passing sources (private: hence the <2.17 pin)
         return Settings(_build_sources=(sources, {}))
     except pydantic.ValidationError as exc:
         raise ConfigError(_explain(exc, config)) from None

@@ -237,7 +237,7 @@ class Intervals:
     """How prediction intervals are made: conformal on past out-of-sample residuals, the forecasters' own
     quantile bands, or none."""
 
-    kind: Literal["conformal", "quantile", "none"] = "none"
+    kind: Literal["conformal", "quantile", "none"]
     coverage: float = 0.8
     window: int = 250
     min_count: int = 50
@@ -261,7 +261,7 @@ def walk_forward(
     panel: Panel,
     forecasters: list[Forecaster],
     schedule: Schedule,
-    intervals: Intervals = Intervals(),
+    intervals: Intervals,
     progress: bool = True,
 ) -> BacktestResult:
     """Every forecaster refit at each of `schedule`'s folds and scored on the fold's origins, all on identical

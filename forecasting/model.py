@@ -40,7 +40,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> ModelConfig:
-        if "arch" not in raw:  # checkpoints written before 0.3 stored one flat dict
+        if "arch" not in raw:  # checkpoint format 2 (nightcast 0.2) stored one flat dict
             shape_keys = {f.name for f in fields(DataShape)}
             raw = {
                 "arch": {k: v for k, v in raw.items() if k not in shape_keys},

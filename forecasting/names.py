@@ -19,7 +19,6 @@ class Model(StrEnum):
 
 PUBLISHING_MODEL = Model.ATTENTION_LSTM  # the recipe the nightly trains, refits and publishes
 BENCHMARK = Model.RANDOM_WALK
-NEURAL = (Model.ATTENTION_LSTM, Model.LSTM)
 BASELINES = (Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE)  # what the guardrail may publish instead
 # the live record scores the ledger's forecasts under one label, whichever model (or baseline) made each
 PUBLISHED_FORECASTS = "published"

@@ -150,5 +150,5 @@ def horizon_sources(
             candidates = rows.filter((pl.col("horizon") == h) & pl.col("model").is_in(list(baselines)))
             if not candidates.is_empty():
                 source = candidates.sort("mse", "model")["model"][0]
-        out[h] = Source(source, bool(skill), bool(worse))
+        out[h] = Source(str(source), bool(skill), bool(worse))  # a plain str: files and frames store strings
     return out

@@ -92,7 +92,9 @@ def thread_scope(threads: int) -> Iterator[int]:
     count while both run; the thread and Dask runners run tasks that each set it the same way.
     """
     before = torch.get_num_threads()
+    chosen = set_threads(threads)
     try:
-        yield set_threads(threads)
+        yield chosen
     finally:
-        torch.set_num_threads(before)
+        if torch.get_num_threads() == chosen:  # another call changed it meanwhile: that call restores its own
+            torch.set_num_threads(before)

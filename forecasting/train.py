@@ -7,6 +7,7 @@ Dataset. Seeded: on CPU the same seed gives bit-identical weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -32,7 +33,8 @@ from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.train")
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: the config is {"arch": model settings, "shape": data shape}; 2 stored one flat dict
+READABLE_FORMATS = (2, 3)
 
 # Set by the CLI on Ctrl-C or SIGTERM: a fit running in a worker thread (Prefect runs tasks with a time limit
 # in threads, which a KeyboardInterrupt in the main thread never reaches) stops at its next batch.
@@ -342,7 +344,8 @@ def predict(trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: i
     if list(panel.features) != trained.features:
         raise NightcastError(f"panel features {panel.features} differ from the model's {trained.features}")
     threads = trained.settings.get("train", {}).get("threads", 0)  # the count it trained with (0 = auto)
-    with thread_scope(threads):
+    on_cpu = trained.device.type == "cpu"  # on a GPU the CPU's thread count is not worth measuring the load for
+    with thread_scope(threads) if on_cpu else contextlib.nullcontext():
         data = _Batches(trained, panel, trained.device)
         chunks: dict[str, list[np.ndarray]] = {"mean": [], "attention": [], "quantiles": [], "feature_attention": []}
         trained.model.eval()
@@ -397,8 +400,10 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
         state = torch.load(path, map_location=device, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise NightcastError(f"cannot load checkpoint {path}: {exc}") from exc
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise NightcastError(f"checkpoint {path} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}")
+    if state.get("format") not in READABLE_FORMATS:
+        raise NightcastError(
+            f"checkpoint {path} has format {state.get('format')}; this version reads formats {READABLE_FORMATS}"
+        )
     model = TemporalAttentionLSTM(ModelConfig.from_dict(state["config"])).to(device)
     model.load_state_dict(state["weights"])
     model.eval()

@@ -25,7 +25,7 @@ from features.prices.validate import Finding, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from nightcast.errors import SourceError, ValidationError
 
-log = logging.getLogger("nightcast.features.ingest")
+log = logging.getLogger("nightcast.features.prices.ingest")
 
 SUMMARY_SCHEMA = {
     "ticker": pl.String,

@@ -20,7 +20,7 @@ from features.prices.schema import VALUE_COLUMNS, check_ticker, conform
 from nightcast.errors import LakeError
 from nightcast.io import atomic_write
 
-log = logging.getLogger("nightcast.features.lake")
+log = logging.getLogger("nightcast.features.prices.lake")
 
 
 @dataclass(frozen=True)

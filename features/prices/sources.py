@@ -24,7 +24,7 @@ from features.prices.validate import Finding
 from features.settings import SourceSettings
 from nightcast.errors import SourceError
 
-log = logging.getLogger("nightcast.features.sources")
+log = logging.getLogger("nightcast.features.prices.sources")
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "sample" / "prices.parquet"
 

@@ -35,7 +35,7 @@ from features.prices.schema import VALUE_COLUMNS, conform, is_valid_ticker
 from features.settings import ValidationSettings
 from nightcast.errors import ValidationError
 
-log = logging.getLogger("nightcast.features.validate")
+log = logging.getLogger("nightcast.features.prices.validate")
 
 TICKER = pl.col("ticker")
 

@@ -30,7 +30,7 @@ from features.prices.schema import conform
 from features.settings import IngestSettings
 from nightcast.errors import SourceError
 
-log = logging.getLogger("nightcast.features.yahoo")
+log = logging.getLogger("nightcast.features.prices.yahoo")
 
 # Reasons worth another attempt; anything else (unknown symbol, delisted) is final.
 _TRANSIENT = re.compile(

@@ -1,5 +1,6 @@
 """The ingest flow and `nightcast ingest` under a real (temporary) Prefect server."""
 
+import re
 from datetime import date
 
 import polars as pl
@@ -75,7 +76,9 @@ def test_yfinance_universe_is_ingested_in_parallel_chunks(prefect_harness, tmp_p
     rows = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
     assert set(rows) == {"AAPL", "MSFT", "NOPE"}
     assert rows["AAPL"]["rows_added"] == rows["MSFT"]["rows_added"] == 63  # weekdays 2 Jan .. 28 Mar 2024
-    assert rows["NOPE"]["status"] == "failed" and "404" in rows["NOPE"]["reason"]
+    # yfinance words an unknown symbol as Yahoo's 404 or as "possibly delisted; no timezone found", depending on
+    # its process-wide caches (what earlier tests in the same xdist worker left there): both say "unknown symbol"
+    assert rows["NOPE"]["status"] == "failed" and re.search("404|possibly delisted", rows["NOPE"]["reason"])
     assert sorted(lake.read_manifest(settings.paths.lake)) == ["AAPL", "MSFT"]  # written once, after the chunks
     assert len(fake.history_requests("AAPL")) == len(fake.history_requests("MSFT")) == 1  # one download each
 

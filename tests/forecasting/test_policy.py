@@ -147,3 +147,16 @@ def test_a_universe_with_the_ticker_ALL_keeps_pooled_rows_apart():
     allstate = table.filter((pl.col("scope") == "ticker") & (pl.col("ticker") == "ALL") & (pl.col("model") == "m"))
     assert pooled["ticker"].to_list() == [None] and pooled["n"].to_list() == [8]
     assert allstate["n"].to_list() == [4]
+
+
+def test_sources_are_plain_strings_so_frames_store_them_as_strings():
+    """The publishing model's name is a `Model` member; a list mixing it with a baseline's plain string would
+    become a polars Enum column (or fail), so sources come back as plain strings."""
+    from forecasting.names import BASELINES, PUBLISHING_MODEL
+
+    truth = [0.01, -0.02, 0.015, -0.005] * 50
+    table = evaluation({PUBLISHING_MODEL.value: [0.0] * 200, "random_walk": [0.0] * 200}, truth)
+    sources = horizon_sources(table, PUBLISHING_MODEL, BASELINES, 0.05, "flag")
+    assert type(sources[1].model) is str and sources[1].model == "attention_lstm"
+    column = pl.DataFrame({"source_model": [sources[1].model, "hist_mean"]})["source_model"]
+    assert column.dtype == pl.String

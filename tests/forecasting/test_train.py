@@ -8,6 +8,7 @@ from features.settings import DenoiseSettings, FeatureSettings, WindowSettings
 from features.windows import Panel, date_splits, make_panel
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.train import fit, load_checkpoint, predict, save_checkpoint
+from nightcast.errors import NightcastError
 from tests.conftest import synthetic_prices
 
 MODEL = ModelSettings(hidden_size=8, attention_size=4, dropout=0.0)
@@ -177,3 +178,32 @@ def test_refit_trains_a_fixed_epoch_count_on_every_realised_label(panel):
         fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback, stop_after=2)
     with pytest.raises(NightcastError, match="either a validation span"):
         fit(panel, split, MODEL, TRAIN, WINDOWS.lookback)
+
+
+def test_a_format_2_checkpoint_with_a_flat_config_still_loads(panel, tmp_path):
+    """nightcast 0.2 stored the config as one flat dict (hyperparameters and data shape side by side)."""
+    splits = date_splits(panel, WINDOWS)
+    trained = fit(panel, splits, MODEL.model_copy(update={"quantiles": [0.1, 0.5, 0.9]}), TRAIN, WINDOWS.lookback)
+    path = save_checkpoint(trained, tmp_path / "new.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == 3 and set(state["config"]) == {"arch", "shape"}
+    state["format"], state["config"] = 2, {**state["config"]["arch"], **state["config"]["shape"]}
+    torch.save(state, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.model.config == trained.model.config and old.model.config.arch.quantiles == [0.1, 0.5, 0.9]
+    np.testing.assert_array_equal(predict(old, panel, splits.test).mean, predict(trained, panel, splits.test).mean)
+    state["format"] = 1
+    torch.save(state, tmp_path / "older.pt")
+    with pytest.raises(NightcastError, match=r"format 1; this version reads formats \(2, 3\)"):
+        load_checkpoint(tmp_path / "older.pt")
+
+
+def test_a_fit_leaves_the_process_random_state_and_thread_count_as_it_found_them(panel):
+    splits = date_splits(panel, WINDOWS)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    fit(panel, splits, MODEL, TRAIN.model_copy(update={"threads": 2 if threads == 1 else 1}), WINDOWS.lookback)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.rand(3), expected)  # fit's seed and draws did not touch the global generator
