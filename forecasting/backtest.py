@@ -238,9 +238,9 @@ class Intervals:
     quantile bands, or none."""
 
     kind: Literal["conformal", "quantile", "none"]
-    coverage: float = 0.8
-    window: int = 250
-    min_count: int = 50
+    coverage: float
+    window: int
+    min_count: int  # the defaults live in BacktestSettings: build one with `from_settings`
 
     @classmethod
     def from_settings(cls, bt: BacktestSettings) -> Intervals:

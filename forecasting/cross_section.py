@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from forecasting.names import DISPLAY_ORDER, display_rank
+from forecasting.names import display_order
 
 TRADING_DAYS = 252  # annualisation of a daily Sharpe ratio
 NOISE = 1e-12  # a standard deviation below this is float rounding of a constant series: no ratio is defined
@@ -316,9 +316,6 @@ def cross_section_table(predictions: pl.DataFrame, k: int, cost_bps: float, min_
         .join(long_short, on=["model", "horizon"], how="left")
         .with_columns(pl.col("n_dates").fill_null(0), t_lags=(pl.col("horizon") - 1).clip(lower_bound=0))
     )
-    order = pl.col("model").replace_strict(
-        {m.value: display_rank(m) for m in DISPLAY_ORDER}, default=len(DISPLAY_ORDER), return_dtype=pl.Int32
-    )
     long_short_columns = ["ls_k", "ls_cost_bps", *list(LONG_SHORT_SUMMARY_SCHEMA)[1:]]
     columns = [*IC_SUMMARY_SCHEMA, *long_short_columns, *list(UP_DOWN_SCHEMA)[2:]]
-    return table.sort("horizon", order, "model").select(columns)
+    return table.sort("horizon", display_order(), "model").select(columns)

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from forecasting.names import BENCHMARK, DISPLAY_ORDER, Scope, display_rank
+from forecasting.names import BENCHMARK, Scope, display_order
 
 
 def pooled(table: pl.DataFrame) -> pl.DataFrame:
@@ -149,7 +149,5 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.Da
         pl.col("scope") != Scope.POOLED,
         "ticker",
         "horizon",
-        pl.col("model").replace_strict(
-            {m.value: display_rank(m) for m in DISPLAY_ORDER}, default=len(DISPLAY_ORDER), return_dtype=pl.Int32
-        ),
+        display_order(),
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import polars as pl
+
 
 class Model(StrEnum):
     ATTENTION_LSTM = "attention_lstm"  # what the nightly publishes (when it has skill)
@@ -33,6 +35,7 @@ class Scope(StrEnum):
     TICKER = "ticker"
 
 
-def display_rank(model: str) -> int:
-    """Position of a model in tables (unknown names last)."""
-    return DISPLAY_ORDER.index(model) if model in DISPLAY_ORDER else len(DISPLAY_ORDER)
+def display_order(column: str = "model") -> pl.Expr:
+    """A sort key putting a frame's model names in `DISPLAY_ORDER` (unknown names last)."""
+    ranks = {m.value: i for i, m in enumerate(DISPLAY_ORDER)}
+    return pl.col(column).replace_strict(ranks, default=len(DISPLAY_ORDER), return_dtype=pl.Int32)

@@ -65,20 +65,15 @@ CROSS_SECTION_COLUMNS = (
 )
 
 
-def evaluation_table(metrics: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
-    """Pooled scores per horizon and model (in the metrics table's order), optionally of `models` only."""
+def evaluation_table(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Pooled scores per horizon and model (in the metrics table's order)."""
     rows = pooled(metrics)
-    if models:
-        rows = rows.filter(pl.col("model").is_in([str(m) for m in models]))
     return rows.select(c.key for c in EVALUATION_COLUMNS if c.key in rows.columns)
 
 
-def cross_section_view(table: pl.DataFrame, models: Sequence[str] | None = None) -> pl.DataFrame:
+def cross_section_view(table: pl.DataFrame) -> pl.DataFrame:
     """The headline columns of `forecasting.cross_section.cross_section_table` (no random walk: it has no view)."""
-    rows = table.filter(pl.col("n_dates") > 0)
-    if models:
-        rows = rows.filter(pl.col("model").is_in([str(m) for m in models]))
-    return rows.select(c.key for c in CROSS_SECTION_COLUMNS)
+    return table.filter(pl.col("n_dates") > 0).select(c.key for c in CROSS_SECTION_COLUMNS)
 
 
 def across_tickers_markdown(table: pl.DataFrame) -> str:
