@@ -45,3 +45,28 @@ def synthetic(n_tickers: int, years: int, seed: int = 0, faults: bool = True) ->
             }
         )
     )
+
+
+def panel_of(prices: pl.DataFrame, windows=None):
+    """The default feature pipeline on `prices`: (panel, date splits). Imported late: `synthetic` alone is light."""
+    from features.build import build_features
+    from features.denoise import denoise
+    from features.prices.validate import validate_prices
+    from features.settings import DenoiseSettings, FeatureSettings, ValidationSettings, WindowSettings
+    from features.windows import date_splits, make_panel
+
+    frame = validate_prices(prices, ValidationSettings()).frame
+    ff = build_features(denoise(frame, DenoiseSettings()), FeatureSettings())
+    panel = make_panel(ff, FeatureSettings().max_horizon)
+    return panel, date_splits(panel, windows or WindowSettings())
+
+
+def dev_universe(path, until: str = "2016-12-31") -> pl.DataFrame:
+    """The development universe's close-only prices up to `until` (default: the end of its validation span,
+    2015-2016; its test span 2017-2019 is reported once and never tuned on)."""
+    from datetime import date
+
+    from features.prices.sources import read_file
+
+    frame, _ = read_file(path)  # a wide file holds adjusted closes only: they stand for the close, as ingest does
+    return frame.filter(pl.col("date") <= date.fromisoformat(until)).with_columns(close=pl.col("adj_close"))

@@ -165,7 +165,13 @@ def monotone(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(F.softplus(raw[..., 1:]), dim=-1)], dim=-1)
 
 
-def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Mean quantile (pinball) loss; quantiles (B, K, Q), target (B, K), levels (Q,)."""
+def pinball_loss(
+    quantiles: torch.Tensor, target: torch.Tensor, levels: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean quantile (pinball) loss; quantiles (B, K, Q), target (B, K), levels (Q,); `weight` (B,) weights
+    the rows (a padded batch's filler rows have weight 0)."""
     error = target.unsqueeze(-1) - quantiles  # (B, K, Q)
-    return torch.maximum(levels * error, (levels - 1) * error).mean()
+    loss = torch.maximum(levels * error, (levels - 1) * error)
+    if weight is None:
+        return loss.mean()
+    return (loss.flatten(1).mean(dim=1) * weight).sum() / weight.sum()

@@ -56,7 +56,16 @@ RUN_ONLY = {"recipe": False}
 
 class TrainSettings(Section):
     epochs: int = Field(30, ge=1, description="maximum passes over the training span")
-    batch_size: int = Field(256, ge=1, description="samples per optimisation step")
+    batch_size: int = Field(256, ge=1, description="samples per optimisation step (on a GPU: the smallest)")
+    max_batch_size: int = Field(
+        4096,
+        ge=1,
+        description="on a GPU the batch grows with the training span up to this, the learning rate by the square "
+        "root of the growth (forecasting/batching.py); equal to batch_size = never",
+    )
+    min_steps_per_epoch: int = Field(
+        100, ge=1, description="on a GPU the batch grows only while an epoch keeps at least this many steps"
+    )
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate (cosine decay over epochs)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="maximum global gradient norm")
@@ -64,6 +73,11 @@ class TrainSettings(Section):
     seed: int = Field(7, description="seed for weights and batch order: same seed and thread count, same model on CPU")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto picks cuda > mps > cpu", json_schema_extra=RUN_ONLY
+    )
+    cuda_graph: bool = Field(
+        True,
+        description="on a GPU, capture the whole training step as one CUDA graph (false: launch kernel by kernel)",
+        json_schema_extra=RUN_ONLY,
     )
     threads: int = Field(
         0,

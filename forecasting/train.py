@@ -25,8 +25,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Scaler, Splits, training_rows
-from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM, pinball_loss
+from forecasting.batching import batch_plan
+from forecasting.device_data import scaled_features, scaled_targets
+from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
+from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
 from forecasting.threads import set_threads, thread_scope
 from nightcast.errors import ConfigError, NightcastError
 from nightcast.io import atomic_write
@@ -108,9 +111,8 @@ class _Batches:
     """The split resident on the device; batches are gathered by index."""
 
     def __init__(self, trained: TrainedModel, panel: Panel, device: torch.device):
-        self.X = torch.from_numpy(trained.feature_scaler.transform(panel.X)).to(device)
-        Y = np.nan_to_num(panel.Y / trained.target_scale, nan=0.0).astype(np.float32)
-        self.Y = torch.from_numpy(Y).to(device)
+        self.X = scaled_features(panel.X, trained.feature_scaler, device)
+        self.Y = scaled_targets(panel.Y, trained.target_scale, device)
         self.T = torch.from_numpy(trained.ticker_index(panel)).to(device)
         self.lookback = trained.lookback
 
@@ -118,22 +120,16 @@ class _Batches:
         return gather_windows(self.X, idx, self.lookback), self.T[idx]
 
 
-def _loss(out: Forecast, target: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
-    """MSE on the scaled targets, or the pinball loss when the model forecasts quantiles."""
-    if levels is None:
-        return torch.mean((out.mean.float() - target) ** 2)
-    return pinball_loss(out.quantiles.float(), target, levels)
-
-
 def _evaluate_loss(model, data: _Batches, ends: torch.Tensor, batch_size: int, levels, autocast) -> float:
+    """Mean loss over `ends`, summed on the device in float64 (the same sums a Python float would make):
+    one wait for the device, not one per batch."""
     model.eval()
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=ends.device)
     with torch.no_grad(), autocast():
         for start in range(0, ends.numel(), batch_size):
             idx = ends[start : start + batch_size]
-            total += _loss(model(*data.inputs(idx)), data.Y[idx], levels).item() * idx.numel()
-            count += idx.numel()
-    return total / max(count, 1)
+            total += loss_of(model(*data.inputs(idx)), data.Y[idx], levels).double() * idx.numel()
+    return total.item() / max(ends.numel(), 1)
 
 
 def fit(
@@ -213,7 +209,8 @@ def _untrained(
 
 class _Loop:
     """The epochs of one fit: AdamW on a cosine schedule, early stopping on the validation span (or a fixed
-    epoch count for a refit), the best weights kept."""
+    epoch count for a refit), the best weights kept. On a GPU the batch grows with the data
+    (`forecasting/batching.py`) and each step is a CUDA graph replay (`forecasting/step.py`)."""
 
     def __init__(
         self, trained: TrainedModel, panel: Panel, splits: Splits, ts: TrainSettings, device: torch.device, threads
@@ -226,43 +223,60 @@ class _Loop:
         quantiles = trained.model.config.arch.quantiles
         self.levels = torch.tensor(quantiles, device=device) if quantiles else None
         self.generator = torch.Generator().manual_seed(ts.seed)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=ts.learning_rate,
-            weight_decay=ts.weight_decay,
-            fused=device.type in ("cpu", "cuda"),
+        self.plan = batch_plan(len(splits.train), ts, device)
+        self.graphed = device.type == "cuda" and ts.cuda_graph
+        self.step = self._graph_step(len(splits.train)) if self.graphed else self._eager_step(len(splits.train))
+
+    def _body_args(self, optimizer) -> tuple:
+        return (self.model, self.data.inputs, self.data.Y, optimizer, self.levels, self.ts.grad_clip, self.autocast)
+
+    def _eager_step(self, n_train: int) -> Step:
+        ts, lr = self.ts, self.plan.learning_rate
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=lr, weight_decay=ts.weight_decay, fused=self.device.type in ("cpu", "cuda")
         )  # fused: one kernel for all parameters (measured ~4% faster steps on this CPU)
-        steps_per_epoch = math.ceil(len(splits.train) / ts.batch_size)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=ts.epochs * steps_per_epoch, eta_min=ts.learning_rate / 10
+        total_steps = ts.epochs * math.ceil(n_train / self.plan.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=lr / 10)
+        return EagerStep(*self._body_args(optimizer), schedule=schedule)
+
+    def _graph_step(self, n_train: int) -> Step:
+        ts, peak = self.ts, self.plan.learning_rate
+        lr = torch.tensor(peak, device=self.device)  # a tensor the host refills: the graph reads it in place
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=lr, weight_decay=ts.weight_decay, fused=True, capturable=True
+        )
+        total_steps = ts.epochs * math.ceil(n_train / self.plan.batch_size)
+        return GraphStep(
+            *self._body_args(optimizer),
+            batch_size=self.plan.batch_size,
+            lr=lr,
+            lr_at=lambda step: cosine_lr(step, total_steps, peak, peak / 10),
         )
 
     def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        # a CUDA graph must not reuse casts of the weights cached outside it: no autocast cache when graphed
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.device.type == "cuda",
+            cache_enabled=not self.graphed,
+        )
 
     def val_loss(self) -> float:
-        return _evaluate_loss(self.model, self.data, self.val_ends, self.ts.batch_size * 4, self.levels, self.autocast)
+        batch = self.plan.batch_size * 4
+        return _evaluate_loss(self.model, self.data, self.val_ends, batch, self.levels, self.autocast)
 
     def epoch(self) -> tuple[float, float]:
         """One pass over the training span in a seeded order: (mean training loss, seconds)."""
-        ts, device = self.ts, self.device
+        device, batch = self.device, self.plan.batch_size
         self.model.train()
         started = time.perf_counter()
         order = self.train_ends[torch.randperm(self.train_ends.numel(), generator=self.generator).to(device)]
-        running = torch.zeros((), device=device)
-        for start in range(0, order.numel(), ts.batch_size):
+        self.step.total.zero_()
+        for start in range(0, order.numel(), batch):
             _check_stop()
-            idx = order[start : start + ts.batch_size]
-            with self.autocast():
-                out = self.model(*self.data.inputs(idx))
-            loss = _loss(out, self.data.Y[idx], self.levels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), ts.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
-            running += loss.detach() * idx.numel()
-        return running.item() / order.numel(), time.perf_counter() - started  # .item() waits for the device
+            self.step(order[start : start + batch])
+        return self.step.total.item() / order.numel(), time.perf_counter() - started  # .item() waits for the device
 
     def run(self, stop_after: int | None, warm: bool) -> None:
         trained, ts = self.trained, self.ts
@@ -392,8 +406,8 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
 
     Weights are stored on the CPU, so a checkpoint loads on any device. On the device it was trained on it
     reproduces its forecasts exactly; across devices (CUDA <-> CPU) within float32 kernel differences, asserted
-    at 1e-5 on a forecast log return by a CUDA test in tests/forecasting/test_train.py (issue 11 reported ~6e-7
-    on an H100; the test has not yet run on a GPU).
+    at 1e-5 on a forecast log return by a CUDA test in tests/forecasting/test_train.py (passed on an H100,
+    2026-11-27; issue 11 had seen ~6e-7 there).
     """
     device = resolve_device(device)
     try:
