@@ -7,6 +7,7 @@ Thin wrappers: the rules are `forecasting.compose` (what publishes at each horiz
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -88,12 +89,26 @@ def _warn_sources(sources: dict[int, policy.Source], horizons: list[int]) -> Non
             log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
 
 
+def _png(draw: Callable[[Path], Path], path: Path, with_plots: bool) -> list[Path]:
+    """The plot at `path`, or none: a night rerun without plots removes the one an earlier run left there,
+    which would show another run's numbers."""
+    if with_plots:
+        return [draw(path)]
+    path.unlink(missing_ok=True)
+    return []
+
+
 @task(name="inspect attention", cache_policy=NO_CACHE)
 def inspect_attention(
-    trained: train.TrainedModel, panel: Panel, test_start: np.datetime64, asof: date, settings: Settings
+    trained: train.TrainedModel,
+    panel: Panel,
+    test_start: np.datetime64,
+    asof: date,
+    settings: Settings,
+    with_plots: bool,
 ) -> tuple[str, list[Path]]:
     """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
-    heatmap PNG and a summary."""
+    heatmap PNG (`with_plots`) and a summary."""
     known = known_ends(panel, settings.windows.lookback)
     report = attention.attention_report(trained, panel, known[panel.dates[known] >= test_start])
     if report is None:
@@ -102,7 +117,7 @@ def inspect_attention(
     paths = publish.write_frame(report.per_lag, folder, "attention_lags", settings.publish.formats)
     if report.per_feature is not None:
         paths += publish.write_frame(report.per_feature, folder, "attention_features", settings.publish.formats)
-    paths.append(plots.plot_attention(report, folder / "attention.png"))
+    paths += _png(lambda path: plots.plot_attention(report, path), folder / "attention.png", with_plots)
     return report.summary, paths
 
 
@@ -137,13 +152,14 @@ def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
 
 
 @task(name="live record", cache_policy=NO_CACHE)
-def live_record(asof: date, settings: Settings) -> tuple[live.ScoredLedger, pl.DataFrame, list[Path]]:
-    """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes."""
+def live_record(asof: date, settings: Settings, with_plots: bool) -> tuple[live.ScoredLedger, pl.DataFrame, list[Path]]:
+    """Score every ledger forecast whose target date has passed by `asof` against the lake's adjusted closes;
+    the record's files and (`with_plots`) its plot."""
     book = live.score_ledger(settings.paths.out_dir / "ledger", settings.paths.lake, asof)
     record = live.live_record(book.scored)
     folder = publish.partition_dir(settings.paths.out_dir, "record", asof)
     paths = publish.write_frame(record, folder, "record", settings.publish.formats)
-    paths.append(plots.plot_live_record(book.scored, folder / "live_record.png"))
+    paths += _png(lambda path: plots.plot_live_record(book.scored, path), folder / "live_record.png", with_plots)
     return book, record, paths
 
 

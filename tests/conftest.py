@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from subprocess import DEVNULL
+from typing import TYPE_CHECKING
 
 from flows import prefect_env
 
 os.environ.pop("PREFECT_HOME", None)  # a developer's own Prefect home must not receive the tests' runs
+# The test servers' background services that no test relies on (schedules, late and paused runs, automations,
+# cleanups) woke every few seconds: ~3.7% of a core per idle server, with up to four servers alive at once.
+# Servers the tests start inherit this; the run and task recorders and the event persister stay on.
+for _service in (
+    "SCHEDULER",
+    "LATE_RUNS",
+    "FOREMAN",
+    "PAUSE_EXPIRATIONS",
+    "CANCELLATION_CLEANUP",
+    "REPOSSESSOR",
+    "CLEANUP_RECONCILER",
+    "TRIGGERS",
+    "EVENT_LOGGER",
+    "DB_VACUUM",
+):
+    os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{_service}_ENABLED", "false")
 prefect_env.configure(Path(tempfile.mkdtemp(prefix="nightcast-test-")))
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-from features.prices.schema import conform  # noqa: E402
-from features.prices.sources import load_sample  # noqa: E402
+if TYPE_CHECKING:
+    import polars as pl
+
+import torch  # noqa: E402
 
 # One torch thread per test process. On two shared cores, a process's two spinning OpenMP threads stall whenever
 # another process is busy (a 0.7 s model test took 240 s beside another test run); fits choose their own count
@@ -34,38 +54,71 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def sample() -> pl.DataFrame:
+    from features.prices.sources import load_sample
+
     return load_sample()
 
 
 TEMPLATE_ENV = "TESTS_PREFECT_DB_TEMPLATE"  # not NIGHTCAST_*: the settings loader reads those
-_template_build: subprocess.Popen | None = None
+SERVER_ENV = "TESTS_PREFECT_API_URL"
+_background: subprocess.Popen | None = None
 
 
-def _start_template_build(directory: Path) -> subprocess.Popen:
-    """Migrate an empty Prefect database in the background; `prefect.db` appears when done, `failed` if not."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_template_build(directory: Path, serve_on: int | None = None) -> subprocess.Popen:
+    """Migrate an empty Prefect database in the background; `prefect.db` appears when done, `failed` if not.
+
+    With `serve_on`, a Prefect server then starts on that loopback port with a copy of it: the one server the
+    xdist workers share."""
     building = directory / "building.db"
     env = {**os.environ, "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{building}"}
-    upgrade = f"{shlex.quote(sys.executable)} -m prefect server database upgrade -y"
-    script = f"{upgrade} && mv building.db prefect.db || touch failed"
-    return subprocess.Popen(["sh", "-c", script], cwd=directory, env=env, stdout=DEVNULL, stderr=DEVNULL)
+    prefect = f"{shlex.quote(sys.executable)} -m prefect"
+    serve = "true"
+    if serve_on is not None:
+        served = directory / "served.db"
+        serve = (
+            f"cp prefect.db {served} && PREFECT_HOME={directory / 'home'} "
+            f"PREFECT_SERVER_DATABASE_CONNECTION_URL=sqlite+aiosqlite:///{served} "
+            f"exec {prefect} server start --host 127.0.0.1 --port {serve_on}"
+        )
+    script = (
+        f"if {prefect} server database upgrade -y && mv building.db prefect.db; then {serve}; else touch failed; fi"
+    )
+    return subprocess.Popen(
+        ["sh", "-c", script], cwd=directory, env=env, stdout=DEVNULL, stderr=DEVNULL, start_new_session=True
+    )
 
 
 def pytest_configure(config):
-    """Under xdist the controller starts migrating Prefect's database before the workers start: they import,
-    collect and run the tests that need no server meanwhile, and every Prefect server of the run starts from a
-    copy (`prefect_db_template`)."""
-    global _template_build
+    """Under xdist the controller starts migrating Prefect's database before the workers start, then one Prefect
+    server on a copy: the workers import, collect and run the tests that need no server meanwhile, every flow test
+    of both workers talks to that one server (`prefect_harness`; starting a server costs ~7 s of a core on this
+    machine), and every other server of the run starts from a copy of the database (`prefect_db_template`)."""
+    global _background
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
     directory = Path(tempfile.mkdtemp(prefix="nightcast-prefect-template-"))
-    os.environ[TEMPLATE_ENV] = str(directory)  # the workers inherit it
-    _template_build = _start_template_build(directory)
+    port = _free_port()
+    os.environ[TEMPLATE_ENV] = str(directory)  # the workers inherit both
+    os.environ[SERVER_ENV] = f"http://127.0.0.1:{port}/api"
+    _background = _start_template_build(directory, serve_on=port)
 
 
 def pytest_unconfigure(config):
-    if _template_build is not None:
-        _template_build.kill()
-        _template_build.wait()
+    if _background is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(_background.pid, signal.SIGTERM)
+        try:
+            _background.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(_background.pid, signal.SIGKILL)
+            _background.wait()
+        os.environ.pop(SERVER_ENV, None)
         shutil.rmtree(os.environ.pop(TEMPLATE_ENV), ignore_errors=True)
 
 
@@ -102,6 +155,10 @@ def seed_prefect_db(template: Path | None, home: Path) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_harness(prefect_db_template):
+    """A Prefect API for the flow tests: the run's shared server under xdist, else Prefect's own test harness."""
+    if SERVER_ENV in os.environ and prefect_db_template is not None:  # (no template: the server never started)
+        yield from _shared_server(os.environ[SERVER_ENV])
+        return
     from prefect.testing import utilities
 
     def seeded(*args, **kwargs) -> str:
@@ -120,6 +177,23 @@ def prefect_harness(prefect_db_template):
         utilities.mkdtemp = original
 
 
+def _shared_server(url: str):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 def business_days(start: date, n: int) -> list[date]:
     days, d = [], start
     while len(days) < n:
@@ -131,6 +205,11 @@ def business_days(start: date, n: int) -> list[date]:
 
 def synthetic_prices(tickers: list[str], n_days: int, seed: int = 0, start: date = date(2010, 1, 4)) -> pl.DataFrame:
     """Geometric random walks with consistent OHLCV, in the lake schema."""
+    import numpy as np
+    import polars as pl
+
+    from features.prices.schema import conform
+
     rng = np.random.default_rng(seed)
     days = business_days(start, n_days)
     frames = []

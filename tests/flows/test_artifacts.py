@@ -5,6 +5,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from flows.artifacts import data_uri, files_markdown, forecast_rows, forecast_table, inline_images
 
@@ -42,3 +43,13 @@ def test_the_forecasts_table_leads_with_what_a_reader_wants():
     assert list(row) == list(forecast_table(0.9).values()) and "run_id" not in row and "low (90%)" in row
     assert row["ticker"] == "NVDA" and row["target date"] == "2015-01-02" and row["predicted price"] == 20.12
     assert "- `out/f.csv`" in files_markdown([Path("out/f.csv")], "Files")
+
+
+def test_a_night_without_plots_leaves_no_earlier_plot_behind(tmp_path):
+    from flows.nightly_tasks import _png
+
+    path = tmp_path / "attention.png"
+    drawn = _png(lambda p: p.write_bytes(b"png") and p, path, with_plots=True)
+    assert drawn == [path] and path.read_bytes() == b"png"
+    assert _png(lambda p: pytest.fail("drawn without plots"), path, with_plots=False) == []
+    assert not path.exists()  # another run's picture of other numbers is not left beside this run's files

@@ -52,6 +52,7 @@ def start(workdir: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NIGHTCAST_"))}
     env |= {"PREFECT_HOME": str(workdir / "prefect"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # its telemetry write races the first flow run for sqlite
+    env |= {k: v for k, v in os.environ.items() if k.startswith("PREFECT_SERVER_SERVICES_")}  # conftest's idle ones
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=workdir,

@@ -33,6 +33,9 @@ def test_replay_sees_no_future_retrains_by_the_rules_and_scores(prefect_harness,
 
     out = s.paths.out_dir / "replay"  # replayed nights are kept apart from live ones
     assert not (s.paths.out_dir / "latest.json").exists() and not (s.paths.out_dir / "forecasts").exists()
+    # plots for the last night only, which shows the whole record
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == ["record/asof=2014-12-04/live_record.png", "reports/asof=2014-12-04/attention.png"]
 
     # a replayed night equals a live run on a lake cut at that night: data after it was invisible
     night = date(2014, 12, 1)
