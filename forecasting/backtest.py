@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, RandomWalk, RidgeBaseline
+from forecasting.combine import Combination
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
@@ -124,9 +125,15 @@ def make_forecasters(
         Model.LSTM: lambda: NeuralForecaster(Model.LSTM, ablation, quiet, lookback, bt.warm_start, fingerprint),
         Model.RANDOM_WALK: RandomWalk,
         Model.HIST_MEAN: HistoricalMean,
-        Model.RIDGE: lambda: RidgeBaseline(bt.ridge_alpha),
+        Model.RIDGE: lambda: RidgeBaseline(bt.ridge_alpha, bt.ridge_alphas),
     }
-    return [factories[name]() for name in bt.models]
+    built: dict[str, Forecaster] = {}
+    for name in sorted(bt.models, key=lambda m: m == Model.COMBINED):  # fit after the model it combines
+        if name == Model.COMBINED:
+            built[name] = Combination(Model.COMBINED, built[Model.ATTENTION_LSTM])
+        else:
+            built[name] = factories[name]()
+    return list(built.values())
 
 
 def _residuals_by_target(g: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ origin) and predicts forward log returns (N, K) for sample ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -70,21 +71,52 @@ class HistoricalMean(PointForecaster):
 
 class RidgeBaseline(PointForecaster):
     """Ridge regression of every horizon's return on the day's features (lagged returns included), standardised
-    with the training span's scaler; fit on the fold's realised labels (train and validation)."""
+    with the training span's scaler; fit on the fold's realised labels (train and validation).
+
+    The penalty is `alpha` when given; else, per horizon, the one of `alphas` with the lowest MSE on the
+    validation span when fit on the training span (without a validation span, as in a refit on everything
+    known: the last fifth of the training dates, purged of labels that end inside it). Daily returns carry
+    so little signal that the best penalty is often large, shrinking towards the mean return.
+    """
 
     name = Model.RIDGE
+    HOLDOUT = 0.2  # share of the training dates the penalty is chosen on when there is no validation span
 
-    def __init__(self, alpha: float):
-        self.alpha = alpha
+    def __init__(self, alpha: float | None, alphas: Sequence[float] = ()):
+        if alpha is None and not alphas:
+            raise ValueError("ridge: give a penalty or penalties to choose from")
+        self.alpha, self.alphas = alpha, list(alphas)
+        self.chosen: np.ndarray | None = None  # (K,) the penalty of each horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
         self.scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
         seen = np.concatenate([splits.train, splits.val])
-        self.model = Ridge(alpha=self.alpha).fit(self.scaler.transform(panel.X[seen]), panel.Y[seen])
+        K = len(panel.targets)
+        self.chosen = np.full(K, self.alpha) if self.alpha is not None else self._choose(panel, splits)
+        self.model = Ridge(alpha=self.chosen).fit(self.scaler.transform(panel.X[seen]), panel.Y[seen])
+
+    def _choose(self, panel: Panel, splits: Splits) -> np.ndarray:
+        fit_rows, holdout = splits.train, splits.val
+        if len(holdout) == 0:
+            dates = np.unique(panel.dates[splits.train])
+            first = dates[int(len(dates) * (1 - self.HOLDOUT))]
+            holdout = splits.train[panel.dates[splits.train] >= first]
+            fit_rows = splits.train[panel.target_end[splits.train] < first]  # purged: no label ends inside
+        X_fit, X_hold = self.scaler.transform(panel.X[fit_rows]), self.scaler.transform(panel.X[holdout])
+        errors = [
+            np.nanmean((_predict(Ridge(alpha=a).fit(X_fit, panel.Y[fit_rows]), X_hold) - panel.Y[holdout]) ** 2, axis=0)
+            for a in self.alphas
+        ]  # (alphas, K)
+        return np.asarray(self.alphas)[np.argmin(np.asarray(errors), axis=0)]
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
-        return self.model.predict(self.scaler.transform(panel.X[ends])).astype(np.float32)
+        return _predict(self.model, self.scaler.transform(panel.X[ends])).astype(np.float32)
 
     def raw_coefficients(self) -> np.ndarray:
         """(K, F) coefficients in the features' own units."""
-        return self.model.coef_ / self.scaler.std[None, :]
+        return self.model.coef_.reshape(-1, len(self.scaler.std)) / self.scaler.std[None, :]
+
+
+def _predict(model: Ridge, X: np.ndarray) -> np.ndarray:
+    """(N, K) forecasts: scikit-learn drops the target axis when there is one target and one penalty per target."""
+    return model.predict(X).reshape(len(X), -1)

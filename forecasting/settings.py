@@ -127,7 +127,22 @@ class BacktestSettings(Section):
         [Model.ATTENTION_LSTM, Model.LSTM, Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE],
         description="models scored on identical origins",
     )
-    ridge_alpha: float = Field(10.0, ge=0, description="L2 penalty of the ridge baseline (standardised features)")
+
+    @model_validator(mode="after")
+    def _combined_needs_its_model(self) -> BacktestSettings:
+        if Model.COMBINED in self.models and Model.ATTENTION_LSTM not in self.models:
+            raise ValueError("backtest.models: 'combined' combines attention_lstm, which must be listed too")
+        return self
+
+    ridge_alpha: float | None = Field(
+        None,
+        ge=0,
+        description="L2 penalty of the ridge baseline (standardised features); none = chosen per horizon "
+        "among ridge_alphas on the validation span",
+    )
+    ridge_alphas: list[float] = Field(
+        [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6], description="penalties the ridge baseline chooses from"
+    )
     interval: Literal["conformal", "quantile", "none"] = Field(
         "conformal", description="prediction intervals: conformal on past residuals, or the quantile head"
     )

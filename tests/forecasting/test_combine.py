@@ -1,0 +1,99 @@
+"""Forecast combination and the ridge penalty: both chosen on the validation span, never on what they forecast."""
+
+import itertools
+from datetime import date
+
+import numpy as np
+import pytest
+
+from features.windows import Panel, refit_split, splits_before
+from forecasting.baselines import RidgeBaseline
+from forecasting.combine import combination_weights
+from forecasting.settings import BacktestSettings
+from tests.forecasting.test_backtest import PRICES, panel_of, run
+
+
+def _loss(w, m, h, y):
+    return float(np.sum((w[0] * m + w[1] * h - y) ** 2))
+
+
+def test_the_weights_are_the_best_on_the_simplex():
+    rng = np.random.default_rng(0)
+    grid = [np.array([a, b]) for a, b in itertools.product(np.linspace(0, 1, 101), repeat=2) if a + b <= 1 + 1e-9]
+    for case in range(40):
+        n = 60
+        m, h = rng.normal(size=(n, 1)), rng.normal(size=(n, 1))
+        a, b = rng.uniform(-1.5, 1.5, size=2)  # true weights, often outside the region
+        y = a * m + b * h + rng.normal(scale=rng.uniform(0.1, 3), size=(n, 1))
+        w = combination_weights(m, h, y)[0]
+        assert w.min() >= 0 and w.sum() <= 1 + 1e-9, (case, w)
+        best_on_grid = min(_loss(g, m[:, 0], h[:, 0], y[:, 0]) for g in grid)
+        assert _loss(w, m[:, 0], h[:, 0], y[:, 0]) <= best_on_grid + 1e-9, case
+
+
+def test_a_model_without_signal_is_shrunk_to_the_baseline_and_one_with_signal_kept():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(5000, 2))
+    noise_model = rng.normal(size=(5000, 2))
+    w = combination_weights(np.column_stack([noise_model[:, 0], 0.8 * y[:, 1]]), np.zeros((5000, 2)), y)
+    assert w[0, 0] < 0.05  # pure noise: ~0 weight, the combination is the random walk
+    assert w[1, 0] == pytest.approx(1.0)  # 0.8 y: a weight of 1.25 would fit, capped at 1
+    missing = y.copy()
+    missing[:10] = np.nan  # an unknown label is left out, not a NaN weight
+    assert np.isfinite(combination_weights(noise_model, np.zeros_like(y), missing)).all()
+
+
+def test_the_combination_forecasts_with_weights_from_validation_only():
+    panel = panel_of(PRICES)
+    result = run(panel, models=["attention_lstm", "combined", "random_walk"], test_end=date(2011, 4, 15))
+    p = result.predictions
+    assert set(p["model"].unique()) == {"attention_lstm", "combined", "random_walk"}
+    combo = next(f for f in result.forecasters if f.name == "combined")
+    assert combo.weights.shape == (2, 2) and (combo.weights >= 0).all() and (combo.weights.sum(axis=1) <= 1).all()
+    # perturbing every label of the test span changes no weight of the first fold: they never saw it
+    schedule_first = result.folds["refit_date"][0]
+    future = panel.dates >= np.datetime64(schedule_first)
+    perturbed = Panel(**{**panel.__dict__, "Y": np.where(future[:, None], panel.Y * 5 + 0.01, panel.Y)})
+    again = run(perturbed, models=["attention_lstm", "combined", "random_walk"], test_end=date(2011, 3, 25))
+    first = run(panel, models=["attention_lstm", "combined", "random_walk"], test_end=date(2011, 3, 25))
+    w_again = next(f for f in again.forecasters if f.name == "combined").weights
+    w_first = next(f for f in first.forecasters if f.name == "combined").weights
+    np.testing.assert_array_equal(w_again, w_first)
+
+
+def test_combined_without_its_model_is_a_configuration_error():
+    with pytest.raises(ValueError, match="combined"):
+        BacktestSettings(models=["combined", "random_walk"])
+
+
+def _ar_panel(phi: float, n: int = 1000, seed: int = 4, noise_features: int = 100) -> Panel:
+    """An AR(1) return and `noise_features` columns of pure noise: least squares overfits the noise."""
+    rng = np.random.default_rng(seed)
+    r = np.zeros(n)
+    for t in range(1, n):
+        r[t] = phi * r[t - 1] + rng.normal(0, 0.01)
+    dates = np.datetime64("2000-01-03") + np.arange(n - 1).astype("timedelta64[D]")
+    X = np.column_stack([r[:-1], rng.normal(size=(n - 1, noise_features))]).astype(np.float32)
+    Y = r[1:, None].astype(np.float32)
+    names = ["ret_1"] + [f"noise_{i}" for i in range(noise_features)]
+    return Panel(
+        X, Y, dates, np.ones(n - 1), dates + 1, np.zeros(n - 1, np.int32), np.array([0, n - 1]), ["AR"], names, [1]
+    )
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_the_ridge_penalty_is_small_for_a_signal_and_large_for_noise(with_validation):
+    alphas = [0.1, 1e6]
+    for phi, expected in ((0.5, 0.1), (0.0, 1e6)):
+        panel = _ar_panel(phi)
+        if with_validation:
+            split = splits_before(panel, 1, panel.dates[-1], val_days=200)
+        else:  # a refit on everything known: the penalty is chosen on the last fifth of the training dates
+            split = refit_split(panel, 1, panel.dates[-1])
+            assert len(split.val) == 0
+        ridge = RidgeBaseline(None, alphas)
+        ridge.fit(panel, split)
+        assert ridge.chosen.tolist() == [expected], phi
+    fixed = RidgeBaseline(3.0)
+    fixed.fit(panel, split)
+    assert fixed.chosen.tolist() == [3.0]
