@@ -110,6 +110,26 @@ class DotProductAttention(nn.Module):
         return self.out(context), weights.squeeze(2).mean(dim=1)  # (B, H), (B, L) averaged over heads
 
 
+class SelfAttentionBlock(nn.Module):
+    """Multi-head self-attention over the encoder states, then a position-wise feed-forward layer, each with a
+    residual connection and layer norm (post-norm, as in the original transformer). Every state is a day of the
+    window, which holds only the past: attending across it in both directions stays causal."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.attend = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden, hidden)
+        )
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        # states (B, L, H)
+        attended, _ = self.attend(states, states, states, need_weights=False)
+        states = self.norm1(states + attended)
+        return self.norm2(states + self.ffn(states))  # (B, L, H)
+
+
 class TemporalAttentionLSTM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -117,7 +137,17 @@ class TemporalAttentionLSTM(nn.Module):
         a, shape = config.arch, config.shape
         self.input_attention = InputAttention(shape.lookback, a.attention_size) if a.input_attention else None
         between_layers = a.dropout if a.num_layers > 1 else 0.0
-        self.encoder = nn.LSTM(shape.n_features, a.hidden_size, a.num_layers, batch_first=True, dropout=between_layers)
+        self.encoder = nn.LSTM(
+            shape.n_features,
+            a.hidden_size,
+            a.num_layers,
+            batch_first=True,
+            dropout=between_layers,
+            bidirectional=a.bidirectional,
+        )
+        # both directions' states (2H) back to H, so that everything after the encoder is the same network
+        self.merge = nn.Linear(2 * a.hidden_size, a.hidden_size) if a.bidirectional else None
+        self.block = SelfAttentionBlock(a.hidden_size, a.attention_heads, a.dropout) if a.self_attention else None
         if not a.attention:
             self.attention = None
         elif a.attention_kind == "dot":
@@ -139,7 +169,11 @@ class TemporalAttentionLSTM(nn.Module):
         feature_weights = None
         if self.input_attention is not None:
             x, feature_weights = self.input_attention(x)  # (B, L, F), (B, F)
-        states, _ = self.encoder(x)  # (B, L, H)
+        states, _ = self.encoder(x)  # (B, L, H), or (B, L, 2H) read both ways
+        if self.merge is not None:
+            states = self.merge(states)  # (B, L, H)
+        if self.block is not None:
+            states = self.block(states)  # (B, L, H)
         last = states[:, -1]  # (B, H)
         parts, weights = [last], None
         if self.attention is not None:

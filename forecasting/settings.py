@@ -26,6 +26,16 @@ class ModelSettings(Section):
     )
     attention_size: int = Field(32, ge=1, description="width of the additive attention scorer")
     input_attention: bool = Field(False, description="DA-RNN-style attention over the input variables, once per window")
+    bidirectional: bool = Field(
+        False,
+        description="the encoder reads the window both ways (still causal: the window holds only the past); "
+        "its two directions are merged back to hidden_size",
+    )
+    self_attention: bool = Field(
+        False,
+        description="a transformer block over the encoder states (multi-head self-attention with attention_heads "
+        "heads, then a feed-forward layer, each with a residual and layer norm): encode -> attend -> FFN -> output",
+    )
     quantiles: list[float] = Field(
         default_factory=list,
         description="quantile levels to forecast as well (e.g. [0.1, 0.5, 0.9]); empty = mean only",
@@ -41,7 +51,7 @@ class ModelSettings(Section):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSettings:
-        if self.attention_kind == "dot" and self.hidden_size % self.attention_heads:
+        if (self.attention_kind == "dot" or self.self_attention) and self.hidden_size % self.attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by attention_heads {self.attention_heads}"
             )

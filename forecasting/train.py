@@ -328,7 +328,9 @@ class _Loop:
 
 def describe(config: ModelConfig) -> str:
     a = config.arch
-    parts = [f"LSTM {a.num_layers}x{a.hidden_size}"]
+    parts = [f"{'bidirectional ' if a.bidirectional else ''}LSTM {a.num_layers}x{a.hidden_size}"]
+    if a.self_attention:
+        parts.append(f"self-attention block ({a.attention_heads} heads) + feed-forward")
     if a.input_attention:
         parts.append("input attention")
     if a.attention:

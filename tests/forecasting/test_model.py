@@ -77,6 +77,9 @@ def test_attention_is_not_trivially_uniform_and_reaches_early_steps():
         dict(attention_kind="dot", attention_heads=2),
         dict(input_attention=True),
         dict(quantiles=(0.1, 0.5, 0.9), ticker_embedding=4),
+        dict(bidirectional=True),
+        dict(self_attention=True, attention_heads=4),
+        dict(bidirectional=True, self_attention=True, attention=False),
     ],
 )
 def test_the_model_can_overfit_a_tiny_batch(overrides):
@@ -137,3 +140,31 @@ def test_gather_windows_matches_the_strided_view():
     ends = np.array([3, 10, 19])
     got = gather_windows(torch.from_numpy(X), torch.from_numpy(ends), 4).numpy()
     np.testing.assert_array_equal(got, view[ends - 3])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(bidirectional=True),
+        dict(self_attention=True, attention_heads=4),
+        dict(bidirectional=True, self_attention=True),
+    ],
+)
+def test_the_seed_variants_read_the_whole_window_and_keep_its_shapes(overrides):
+    """A bidirectional encoder and a self-attention block: same outputs and attention shapes as the base model,
+    every day of the window reaches the forecast, and the parts they add exist (so the setting is not ignored)."""
+    model = build(**overrides).eval()
+    x = torch.randn(B, L, F, requires_grad=True)
+    out = model(x)
+    assert out.mean.shape == (B, K) and out.attention.shape == (B, L)
+    out.mean.sum().backward()
+    assert (x.grad.abs().sum(dim=(0, 2)) > 0).all()  # the first and the last day both matter
+    base = sum(p.numel() for p in build().parameters())
+    assert sum(p.numel() for p in model.parameters()) > base
+    assert (model.merge is not None) == overrides.get("bidirectional", False)
+    assert (model.block is not None) == overrides.get("self_attention", False)
+
+
+def test_self_attention_needs_heads_that_divide_the_hidden_size():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelSettings(hidden_size=10, self_attention=True, attention_heads=4)

@@ -207,3 +207,14 @@ def test_a_fit_leaves_the_process_random_state_and_thread_count_as_it_found_them
     fit(panel, splits, MODEL, TRAIN.model_copy(update={"threads": 2 if threads == 1 else 1}), WINDOWS.lookback)
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.rand(3), expected)  # fit's seed and draws did not touch the global generator
+
+
+def test_the_seed_variants_train_and_round_trip(panel, tmp_path):
+    splits = date_splits(panel, WINDOWS)
+    settings = MODEL.model_copy(update={"bidirectional": True, "self_attention": True, "attention_heads": 2})
+    trained = fit(panel, splits, settings, TRAIN, WINDOWS.lookback)
+    assert trained.history[-1]["val_loss"] > 0
+    got = predict(trained, panel, splits.test).mean
+    restored = load_checkpoint(save_checkpoint(trained, tmp_path / "v.pt"))
+    assert restored.model.config.arch.bidirectional and restored.model.config.arch.self_attention
+    np.testing.assert_array_equal(predict(restored, panel, splits.test).mean, got)
