@@ -22,7 +22,7 @@ import polars as pl
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Splits, known_ends, splits_before
-from forecasting.baselines import Forecaster, HistoricalMean, RandomWalk, RidgeBaseline
+from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster, RandomWalk, RidgeBaseline
 from forecasting.combine import Combination
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
@@ -85,6 +85,21 @@ class NeuralForecaster:
         return quantile_band(self.trained, panel, ends)
 
 
+class EnsembleForecaster(PointForecaster):
+    """Members that differ only in their seed (weights, dropout and batch order), forecasts averaged: the seed
+    noise of a network trained on returns this noisy is about as large as its signal."""
+
+    def __init__(self, name: str, members: list[NeuralForecaster]):
+        self.name, self.members = name, members
+
+    def fit(self, panel: Panel, splits: Splits) -> None:
+        for member in self.members:
+            member.fit(panel, splits)
+
+    def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict(panel, ends) for m in self.members], axis=0).astype(np.float32)
+
+
 class FixedForecaster:
     """An already-trained model (the champion) behind the same interface: fitting it changes nothing."""
 
@@ -123,6 +138,20 @@ def make_forecasters(
             fingerprint,
         ),
         Model.LSTM: lambda: NeuralForecaster(Model.LSTM, ablation, quiet, lookback, bt.warm_start, fingerprint),
+        Model.ENSEMBLE: lambda: EnsembleForecaster(
+            Model.ENSEMBLE,
+            [
+                NeuralForecaster(
+                    Model.ENSEMBLE,
+                    model.model_copy(update={"attention": True}),
+                    quiet.model_copy(update={"seed": train.seed + k, "progress": False}),
+                    lookback,
+                    bt.warm_start,
+                    fingerprint,
+                )
+                for k in range(bt.ensemble_seeds)
+            ],
+        ),
         Model.RANDOM_WALK: RandomWalk,
         Model.HIST_MEAN: HistoricalMean,
         Model.RIDGE: lambda: RidgeBaseline(bt.ridge_alpha, bt.ridge_alphas),

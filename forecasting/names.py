@@ -13,6 +13,7 @@ import polars as pl
 
 class Model(StrEnum):
     ATTENTION_LSTM = "attention_lstm"  # what the nightly publishes (when it has skill)
+    ENSEMBLE = "ensemble"  # attention_lstm trained from backtest.ensemble_seeds seeds, forecasts averaged
     COMBINED = "combined"  # attention_lstm shrunk towards hist_mean and the random walk (forecasting/combine.py)
     LSTM = "lstm"  # the same network without attention: the ablation
     RIDGE = "ridge"
@@ -26,7 +27,15 @@ BASELINES = (Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE)  # what the guardr
 # the live record scores the ledger's forecasts under one label, whichever model (or baseline) made each
 PUBLISHED_FORECASTS = "published"
 # the order tables and plots list models in: the model first, the benchmark last
-DISPLAY_ORDER = (Model.ATTENTION_LSTM, Model.COMBINED, Model.LSTM, Model.RIDGE, Model.HIST_MEAN, Model.RANDOM_WALK)
+DISPLAY_ORDER = (
+    Model.ATTENTION_LSTM,
+    Model.ENSEMBLE,
+    Model.COMBINED,
+    Model.LSTM,
+    Model.RIDGE,
+    Model.HIST_MEAN,
+    Model.RANDOM_WALK,
+)
 
 
 class Scope(StrEnum):

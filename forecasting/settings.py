@@ -144,6 +144,7 @@ class BacktestSettings(Section):
             raise ValueError("backtest.models: 'combined' combines attention_lstm, which must be listed too")
         return self
 
+    ensemble_seeds: int = Field(5, ge=1, description="seeds of the 'ensemble' model (attention_lstm, averaged)")
     ridge_alpha: float | None = Field(
         None,
         ge=0,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from features.windows import Panel, refit_split, splits_before
+from forecasting.backtest import Schedule
 from forecasting.baselines import RidgeBaseline
 from forecasting.combine import combination_weights
 from forecasting.settings import BacktestSettings
@@ -97,3 +98,18 @@ def test_the_ridge_penalty_is_small_for_a_signal_and_large_for_noise(with_valida
     fixed = RidgeBaseline(3.0)
     fixed.fit(panel, split)
     assert fixed.chosen.tolist() == [3.0]
+
+
+def test_the_ensemble_averages_members_that_differ_only_in_their_seed():
+    panel = panel_of(PRICES)
+    end = date(2011, 3, 25)  # one fold
+    result = run(panel, models=["attention_lstm", "ensemble", "random_walk"], ensemble_seeds=2, test_end=end)
+    assert result.folds.height == 1
+    bt = BacktestSettings(test_start=date(2011, 3, 1), refit_every=20, test_end=end)
+    block = next(Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60).folds(panel)).block
+    single, ensemble = (next(f for f in result.forecasters if f.name == n) for n in ("attention_lstm", "ensemble"))
+    first, second = (m.predict(panel, block) for m in ensemble.members)
+    assert [m.train_settings.seed for m in ensemble.members] == [5, 6]  # the base seed (TRAIN's) and the next
+    np.testing.assert_array_equal(first, single.predict(panel, block))  # the base seed: attention_lstm itself
+    assert np.abs(second - first).max() > 1e-6  # another seed, another forecast
+    np.testing.assert_array_equal(ensemble.predict(panel, block), np.mean([first, second], axis=0))
