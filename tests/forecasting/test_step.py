@@ -140,3 +140,30 @@ def test_a_graphed_fit_is_deterministic_and_matches_the_eager_fit(panel):  # noq
     np.testing.assert_allclose(graph_val, eager_val, rtol=0.02)
     pa = predict(a, panel, splits.test).mean
     np.testing.assert_array_equal(pa, predict(b, panel, splits.test).mean)
+
+
+@pytest.mark.cuda
+@CUDA
+def test_every_model_variant_trains_as_a_cuda_graph(panel):  # noqa: F811
+    """The seed's variants, quantiles, embedding and input attention all inside one captured step: finite,
+    non-crossing, and the same weights twice."""
+    splits = date_splits(panel, WINDOWS)
+    variants = MODEL.model_copy(
+        update={
+            "bidirectional": True,
+            "self_attention": True,
+            "attention_kind": "dot",
+            "attention_heads": 2,
+            "quantiles": [0.1, 0.5, 0.9],
+            "ticker_embedding": 3,
+            "input_attention": True,
+        }
+    )
+    cuda = TRAIN.model_copy(update={"device": "cuda", "epochs": 3})
+    a = fit(panel, splits, variants, cuda, WINDOWS.lookback)
+    b = fit(panel, splits, variants, cuda, WINDOWS.lookback)
+    for wa, wb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(wa, wb)
+    got = predict(a, panel, splits.test)
+    assert np.isfinite(got.mean).all() and np.all(np.diff(got.quantiles, axis=-1) >= 0)
+    assert a.history[-1]["train_loss"] < a.history[0]["train_loss"] * 1.5
