@@ -4,7 +4,8 @@ Features are stored as Float32 (what the model reads), targets as Float64.
 
 How it runs fast and safely:
 - tickers are built in chunks of about `CHUNK_ROWS` rows (whole tickers,
-  side by side in threads); no value depends on the chunking (tested);
+  side by side in threads); no value depends on the chunking (tested). The
+  market family reads every ticker of a date: it is joined before chunking;
 - rows are sorted by (ticker, date); plain shifts run once over whole
   columns, and every row closer to its ticker's start than the longest
   warm-up (`Feature.warmup`, counted with `_i`, the row's index within its
@@ -30,6 +31,7 @@ import polars as pl
 
 from features import catalogue
 from features.catalogue import IDX, LP, Feature
+from features.market import MARKET_FEATURES, market_inputs
 from features.settings import FeatureSettings
 
 
@@ -170,7 +172,21 @@ def _build_chunk(df: pl.DataFrame, starts: np.ndarray, plan: _Plan) -> pl.DataFr
 CHUNK_ROWS = 250_000
 
 
-def build_features(frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: int = CHUNK_ROWS) -> FeatureFrame:
+def _with_market(df: pl.DataFrame, settings: FeatureSettings, market: pl.DataFrame | None) -> pl.DataFrame:
+    """`df` (sorted) with the market family's columns joined by (ticker, date): exact days only, so a day
+    without a value stays null and nothing is carried from a later (or earlier) row."""
+    if "market" not in settings.families:
+        return df
+    if market is None:
+        market = market_inputs(df, None, settings.market)
+    return df.join(
+        market.select("ticker", "date", *MARKET_FEATURES), on=["ticker", "date"], how="left", maintain_order="left"
+    )
+
+
+def build_features(
+    frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: int = CHUNK_ROWS, market: pl.DataFrame | None = None
+) -> FeatureFrame:
     """Features (from `log_price_dn` and raw OHLCV) and targets for every row.
 
     `frame` holds validated prices plus `log_price_dn` (see `features.denoise`).
@@ -178,13 +194,18 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: i
     end keep null targets (they are what the model forecasts from). Tickers
     are built `chunk_rows` rows at a time (whole tickers): every value depends
     on its own ticker only, so the result is the same for any chunk size.
+    The market family is the exception, and is computed before the chunks:
+    `market` (from `features.market.market_inputs` over the whole universe,
+    when `frame` is only part of it), else `market_inputs` of `frame` itself.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     needed = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume", "log_price_dn"]
     df, starts = sorted_by_ticker(frame.select(needed))
+    df = _with_market(df, settings, market)
     core = catalogue.core_features(settings)
     optional = catalogue.bar_features(df, settings, df["ticker"].gather(starts).to_list())
+    optional += catalogue.market_context(settings)
     plan = _plan(core, optional, settings.horizons)
 
     def build(chunk: tuple[int, int]) -> pl.DataFrame:
@@ -204,7 +225,8 @@ def build_features(frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: i
 def concat_features(parts: list[FeatureFrame], settings: FeatureSettings) -> FeatureFrame:
     """One feature frame from `build_features` runs on disjoint tickers, features in the catalogue's order.
 
-    Features never mix tickers, so the rows are those of one build of them all. A bar feature a part lacks
+    Features never mix tickers (the market family's are given to every part from one `market_inputs` of
+    them all), so the rows are those of one build of them all. A bar feature a part lacks
     entirely (only close-only tickers) is null there, exactly as for its close-only tickers in a single build.
     """
     present = {name for part in parts for name in part.features}

@@ -2,8 +2,10 @@
 
 One small definition per feature, per ticker. Every feature at date t is
 computed from rows <= t of the same ticker (the denoised log price
-`log_price_dn`, raw OHLC of day t, volume). The only negative shift in the
-project is in `targets`: y_h{h} = log(adj_close[t+h] / adj_close[t]).
+`log_price_dn`, raw OHLC of day t, volume); the market family alone also
+reads other tickers' and context series' rows <= t (`features.market`).
+The only negative shift in the project is in `targets`:
+y_h{h} = log(adj_close[t+h] / adj_close[t]).
 
 A feature's value reads the columns the engine (`features.build`) prepares:
 `_i` (the row's index within its ticker), `_r` (daily log return), `_lv`
@@ -23,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from features import kernels
+from features.market import MARKET_FEATURES
 from features.settings import FeatureSettings
 
 log = logging.getLogger("nightcast.features.catalogue")
@@ -217,6 +220,15 @@ def bar_features(frame: pl.DataFrame, settings: FeatureSettings, tickers: list[s
     return out
 
 
+def market_context(settings: FeatureSettings) -> list[Feature]:
+    """The 'market' family: columns `features.build` joins from `features.market.market_features` (computed
+    over every ticker of a date, before tickers are chunked). Null where a context series or the cross-section
+    has no value: neutral (0) once scaled, and never a reason to drop a row."""
+    if "market" not in settings.families:
+        return []
+    return [Feature(name, pl.col(name)) for name in MARKET_FEATURES]
+
+
 def target_name(horizon: int) -> str:
     """The column of the forward log return over `horizon` trading days: the one place it is spelled."""
     return f"y_h{horizon}"
@@ -229,7 +241,7 @@ def targets(horizons: list[int]) -> list[pl.Expr]:
 
 
 def feature_names(settings: FeatureSettings) -> list[str]:
-    """Every feature `settings` can build, in the order a build lists them: core features, then bar features.
+    """Every feature `settings` can build, in the order a build lists them: core, bar, then market features.
 
     A build leaves out bar features no ticker has data for, so builds of disjoint tickers combine into the
     order of one build of them all by keeping this order (`features.build.combine`).
@@ -239,4 +251,4 @@ def feature_names(settings: FeatureSettings) -> list[str]:
         optional += [high_low_range(), close_open_return()]
     if "volume" in settings.families:
         optional.append(volume_z(settings.volume_window))
-    return [f.name for f in core_features(settings) + optional]
+    return [f.name for f in core_features(settings) + optional + market_context(settings)]

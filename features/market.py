@@ -28,6 +28,7 @@ import logging
 
 import polars as pl
 
+from features.settings import FeatureSettings, SourceSettings
 from nightcast.errors import ValidationError
 
 log = logging.getLogger("nightcast.features.market")
@@ -39,6 +40,8 @@ BETA_MIN_COUNT = 40  # paired (ticker, market) returns a beta needs; fewer is to
 MKT_VOL_WINDOW = 21  # about a month
 SKIP = 21  # momentum skips the latest month (short-term reversal lives there)
 MOMENTUM_WINDOWS = {"6m": 126, "12m": 252}
+FETCHED = ("^GSPC", VIX)  # what a yfinance universe gets beside it by default (the index, not an ETF: no fees)
+READ_FROM_FILE = ("^GSPC", "SPY", VIX)  # what a file's selected tickers get beside them by default, when present
 
 MARKET_FEATURES = [
     "mkt_ret_1",
@@ -222,3 +225,39 @@ def market_features(prices: pl.DataFrame, context: list[str]) -> pl.DataFrame:
         .join(_cross_section(frame, context), on=["ticker", "date"], how="left")
     )
     return out.select("ticker", "date", *[pl.col(c).cast(pl.Float64) for c in MARKET_FEATURES]).sort("ticker", "date")
+
+
+def resolve_context(market: list[str] | None, tickers: list[str]) -> list[str]:
+    """The context series `market_features` is given: `features.market` as set, else the index tickers present."""
+    return list(market) if market is not None else context_tickers(tickers)
+
+
+def context_only(features: FeatureSettings, source: SourceSettings) -> list[str]:
+    """Series read beside `source.tickers` as context only: stored in the lake, never forecast or published.
+
+    None without the market family, and none when `source.tickers` is empty: the whole source is then the
+    universe, and its index tickers are context and forecast alike. Otherwise `features.market` (unset: ^GSPC
+    and ^VIX from yfinance, ^GSPC, SPY and ^VIX from a file that holds them), less the tickers asked for.
+    """
+    if "market" not in features.families or not source.tickers:
+        return []
+    wanted = features.market
+    if wanted is None:
+        wanted = FETCHED if source.kind == "yfinance" else READ_FROM_FILE
+    return [t for t in wanted if t not in source.tickers]
+
+
+def market_inputs(prices: pl.DataFrame, context: pl.DataFrame | None, market: list[str] | None) -> pl.DataFrame:
+    """`market_features` of the universe `prices`, with the rows of context-only series (`context`) beside it.
+
+    Computed once over every ticker together (cross-sectional values read every ticker of a date), and
+    returned for the universe's (ticker, date) rows only.
+    """
+    columns = ["ticker", "date", "adj_close"]
+    frame = prices.select(columns)
+    universe = frame["ticker"].unique().to_list()
+    extra = None if context is None else context.filter(~pl.col("ticker").is_in(universe)).select(columns)
+    if extra is not None and not extra.is_empty():
+        frame = pl.concat([frame, extra])
+    out = market_features(frame, resolve_context(market, frame["ticker"].unique().sort().to_list()))
+    return out if extra is None or extra.is_empty() else out.filter(pl.col("ticker").is_in(universe))

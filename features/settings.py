@@ -108,12 +108,17 @@ FEATURE_FAMILIES = (
     "range",
     "volume",
     "calendar",
+    "market",
 )
+# Families built unless `features.families` says otherwise. "market" is opt-in: it reads every ticker of a
+# date (cross-sectional values) and context series, and is kept or dropped on the validation span (README).
+DEFAULT_FAMILIES = tuple(f for f in FEATURE_FAMILIES if f != "market")
 
 
 class FeatureSettings(Section):
     families: list[Literal[FEATURE_FAMILIES]] = Field(  # type: ignore[valid-type]
-        list(FEATURE_FAMILIES), description="feature families to build (README, 'Features'); all by default"
+        list(DEFAULT_FAMILIES),
+        description="feature families to build (README, 'Features'); all but 'market' by default",
     )
     horizons: list[int] = Field([1, 2, 3, 4, 5], description="forecast horizons in trading days; targets y_h{h}")
     return_windows: list[int] = Field([1, 5, 10, 21, 63], description="past log-return horizons (days): ret_{w}")
@@ -123,6 +128,12 @@ class FeatureSettings(Section):
     macd: tuple[int, int, int] = Field((12, 26, 9), description="MACD fast, slow and signal spans")
     bollinger_window: int = Field(20, ge=2, description="Bollinger %b window (2 standard deviations)")
     volume_window: int = Field(21, ge=2, description="volume z-score window")
+    market: list[str] | None = Field(
+        None,
+        description="context series of the 'market' family (the first that is not ^VIX is the market): unset = "
+        "the index tickers in the data (^GSPC, else SPY; ^VIX when present), yfinance also fetching ^GSPC and "
+        "^VIX; [] = none (market and VIX columns neutral). Series not among source.tickers are context only",
+    )
 
     @field_validator("horizons", "return_windows", "return_lags", "vol_windows")
     @classmethod
@@ -130,6 +141,13 @@ class FeatureSettings(Section):
         if not value or any(v < 1 for v in value):
             raise ValueError(f"must be a non-empty list of positive integers, got {value}")
         return sorted(set(value))
+
+    @field_validator("market")
+    @classmethod
+    def _symbols(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return list(dict.fromkeys(t.strip().upper() for t in value))  # as source.tickers: case-insensitive
 
     @field_validator("families")
     @classmethod

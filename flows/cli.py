@@ -273,9 +273,12 @@ def _print_ingest(report) -> None:
         numeric = col in ("rows added", "revised", "filled", "behind", "repaired")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     colour = {"ok": "green", "stale": "yellow", "quarantined": "red", "failed": "red"}
-    for r in report.summary.iter_rows(named=True):
+    # context-only series (the market family's, never forecast) last, marked as such
+    rows = [(r, "") for r in report.summary.iter_rows(named=True)]
+    rows += [(r, " (context)") for r in report.context.iter_rows(named=True)]
+    for r, role in rows:
         table.add_row(
-            r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'"),
+            (r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'")) + role,
             str(r["rows_added"]),
             str(r["rows_revised"]),
             str(r["rows_filled"]),

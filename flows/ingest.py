@@ -10,6 +10,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from features.market import context_only
 from features.prices import lake
 from features.prices.ingest import IngestReport, ingest
 from flows.lock import exclusive
@@ -21,7 +22,8 @@ log = logging.getLogger("nightcast.flows.ingest")
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(settings: Settings, write_manifest: bool = True) -> IngestReport:
+def ingest_task(settings: Settings, write_manifest: bool = True, context: list[str] | None = None) -> IngestReport:
+    """`context`: series stored beside the tickers (fetched from yfinance, read from a file that holds them)."""
     # yfinance retries transient failures itself (backoff with jitter), then falls back to the lake.
     return ingest(
         settings.source,
@@ -30,6 +32,7 @@ def ingest_task(settings: Settings, write_manifest: bool = True) -> IngestReport
         settings.paths.lake,
         cache_dir=settings.paths.cache / "yfinance",
         write_manifest=write_manifest,
+        context=context or [],
     )
 
 
@@ -37,7 +40,7 @@ def ingest_task(settings: Settings, write_manifest: bool = True) -> IngestReport
 def chunk_task(settings: Settings, write_manifest: bool) -> IngestReport | str:
     """One chunk; a chunk with no data at all (every ticker failed, nothing stored) is reported, not raised."""
     try:
-        return ingest_task.fn(settings, write_manifest)
+        return ingest_task.fn(settings, write_manifest)  # context series are tickers of the chunks (yfinance)
     except SourceError as exc:
         return str(exc)
 
@@ -51,12 +54,14 @@ def ingest_chunks(settings: Settings) -> IngestReport:
     """yfinance universes are ingested per chunk of `runner.chunk_size` tickers as parallel tasks.
 
     The reference date (the latest closed session) is the same for every chunk, so the merged report
-    equals a single ingest; the lake manifest is written once, after all chunks.
+    equals a single ingest; the lake manifest is written once, after all chunks. The market family's
+    context-only series are ingested with them (fetched from yfinance like any ticker).
     """
-    tickers = settings.source.tickers
+    context = context_only(settings.features, settings.source)
+    tickers = [*settings.source.tickers, *context]
     size = settings.runner.chunk_size
     if settings.source.kind != "yfinance" or len(tickers) <= size:
-        return ingest_task(settings)
+        return ingest_task(settings, context=context)
     chunks = [tickers[i : i + size] for i in range(0, len(tickers), size)]
     futures = [
         chunk_task.submit(
@@ -89,7 +94,12 @@ def _run_name() -> str:
 
 @flow(name="ingest", flow_run_name=_run_name)
 def ingest_flow(settings: Settings) -> IngestReport:
-    """Fetch or load prices, validate them and upsert them into the lake; return what is usable."""
+    """Fetch or load prices, validate them and upsert them into the lake; return what is usable.
+
+    Context-only series (`features.market.context_only`) are stored and shown in the summary artifact, but the
+    report returned holds them apart (`IngestReport.context`): the universe that is checked, trained on,
+    forecast and published is the tickers asked for. Features read the context series from the lake.
+    """
     with exclusive(settings.paths.data_dir, "ingest"):
         report = ingest_chunks(settings)
     text = [
@@ -100,4 +110,4 @@ def ingest_flow(settings: Settings) -> IngestReport:
         markdown_table(report.summary),
     ]
     create_markdown_artifact(markdown="\n".join(text), key="ingest-summary", description="rows added per ticker")
-    return report
+    return report.set_apart(context_only(settings.features, settings.source))

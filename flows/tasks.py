@@ -10,7 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from features import denoise
 from features.build import FeatureFrame, build_features, concat_features
-from features.prices import validate
+from features.market import context_only, market_inputs
+from features.prices import lake, validate
 from features.windows import Panel, make_panel
 from flows.settings import Settings
 from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
@@ -48,14 +49,27 @@ def _features_key(context, parameters) -> str:
     )
 
 
-def denoised_features(prices: pl.DataFrame, settings: Settings) -> FeatureFrame:
-    return build_features(denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features)
+def denoised_features(prices: pl.DataFrame, settings: Settings, market: pl.DataFrame | None = None) -> FeatureFrame:
+    return build_features(
+        denoise.denoise(prices.sort("ticker", "date"), settings.denoise), settings.features, market=market
+    )
+
+
+def market_frame(prices: pl.DataFrame, context: pl.DataFrame | None, settings: Settings) -> pl.DataFrame | None:
+    """The market family's columns for `prices`, computed once over the universe and the context-only series."""
+    if "market" not in settings.features.families:
+        return None
+    return market_inputs(prices, context, settings.features.market)
 
 
 @task(name="features", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
-def make_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
-    """Denoise, build features and the panel; cached on the lake fingerprint, so an unchanged lake skips this."""
-    ff = denoised_features(prices, settings)
+def make_features(
+    prices: pl.DataFrame, settings: Settings, fingerprint: str, context: pl.DataFrame | None = None
+) -> tuple[FeatureFrame, Panel]:
+    """Denoise, build features and the panel; cached on the lake fingerprint, so an unchanged lake skips this.
+
+    `context`: rows of the context-only series (`context_prices`); `fingerprint` must cover them too."""
+    ff = denoised_features(prices, settings, market_frame(prices, context, settings))
     return ff, make_panel(ff, settings.features.max_horizon)
 
 
@@ -100,11 +114,30 @@ def ticker_chunks(prices: pl.DataFrame, size: int) -> list[list[str]]:
     return [tickers[i : i + size] for i in range(0, len(tickers), size)]
 
 
+def context_prices(prices: pl.DataFrame, settings: Settings) -> pl.DataFrame | None:
+    """Stored rows of the context-only series (`features.market.context_only`: read beside the universe, never
+    forecast), up to the last date of `prices`: a replayed night sees no context row after it either.
+
+    They come from the lake, not from `prices`: the ingest stores them but keeps them out of its report, so no
+    stage that picks tickers to check, train, forecast or publish ever meets them. Absent series: no rows.
+    """
+    wanted = [t for t in context_only(settings.features, settings.source) if t not in set(prices["ticker"].unique())]
+    if not wanted or prices.is_empty():
+        return None
+    rows = lake.read_prices(settings.paths.lake, wanted).filter(pl.col("date") <= prices["date"].max())
+    return None if rows.is_empty() else rows
+
+
 def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> tuple[FeatureFrame, Panel]:
     """Build features per chunk of tickers as parallel tasks (features never mix tickers), then one panel.
 
     With a single chunk this is `make_features` itself; `concat_features` joins the chunks as one build would.
+    The market family's columns read every ticker of a date: they are computed once, here, and each chunk
+    gets its tickers' rows of them.
     """
+    context = context_prices(prices, settings)
+    if context is not None:  # the cached features depend on the context rows as much as on the universe's
+        fingerprint = f"{fingerprint}-{lake.fingerprint(context)}"
     chunks = ticker_chunks(prices, settings.runner.chunk_size)
     whole, part = make_features, make_chunk_features
     if not settings.runner.cache_features:
@@ -112,10 +145,14 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
         whole = task(make_features.fn, name="features", cache_policy=NO_CACHE)
         part = task(make_chunk_features.fn, name="features (chunk)", cache_policy=NO_CACHE)
     if len(chunks) == 1:
-        return whole(prices, settings, fingerprint)
+        return whole(prices, settings, fingerprint, context)
+    market = market_frame(prices, context, settings)
     futures = [
         part.submit(
-            prices.filter(pl.col("ticker").is_in(chunk)), settings, f"{fingerprint}-{settings_hash({'tickers': chunk})}"
+            prices.filter(pl.col("ticker").is_in(chunk)),
+            settings,
+            f"{fingerprint}-{settings_hash({'tickers': chunk})}",
+            None if market is None else market.filter(pl.col("ticker").is_in(chunk)),
         )
         for chunk in chunks
     ]
@@ -124,5 +161,9 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
 
 
 @task(name="features (chunk)", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)
-def make_chunk_features(prices: pl.DataFrame, settings: Settings, fingerprint: str) -> FeatureFrame:
-    return denoised_features(prices, settings)
+def make_chunk_features(
+    prices: pl.DataFrame, settings: Settings, fingerprint: str, market: pl.DataFrame | None = None
+) -> FeatureFrame:
+    """One chunk's features; `market`: its rows of the market family, computed over the whole universe
+    (`fingerprint` covers the whole universe's prices)."""
+    return denoised_features(prices, settings, market)

@@ -60,12 +60,13 @@ class FakeYahoo:
         stamps = [
             int(pd.Timestamp(d).tz_localize("America/New_York").replace(hour=9, minute=30).timestamp()) for d in days
         ]
+        index = symbol.startswith("^")  # as Yahoo serves ^GSPC and ^VIX: an index, its own exchange, no dividends
         meta = {
             "currency": "USD",
             "symbol": symbol,
-            "exchangeName": "NMS",
-            "fullExchangeName": "NasdaqGS",
-            "instrumentType": "EQUITY",
+            "exchangeName": "SNP" if index else "NMS",
+            "fullExchangeName": "SNP" if index else "NasdaqGS",
+            "instrumentType": "INDEX" if index else "EQUITY",
             "firstTradeDate": 345479400,
             "regularMarketTime": stamps[-1] if stamps else 0,
             "hasPrePostMarketData": True,
@@ -82,7 +83,7 @@ class FakeYahoo:
             "high": list(close + 1.0),
             "low": list(close - 1.0),
             "close": list(close),
-            "volume": [1_000_000] * len(days),
+            "volume": [0 if symbol == "^VIX" else 1_000_000] * len(days),  # Yahoo reports no volume for the VIX
         }
         return {
             "chart": {
@@ -90,7 +91,10 @@ class FakeYahoo:
                     {
                         "meta": meta,
                         "timestamp": stamps,
-                        "indicators": {"quote": [quote], "adjclose": [{"adjclose": list(close * 0.99)}]},
+                        "indicators": {
+                            "quote": [quote],
+                            "adjclose": [{"adjclose": list(close if index else close * 0.99)}],
+                        },
                     }
                 ],
                 "error": None,

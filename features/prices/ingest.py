@@ -9,9 +9,10 @@ on with what is stored and says loudly how far behind it is.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,8 @@ class IngestReport:
     reference: date | None = None  # the date tickers are judged against
     fetch_failed: dict[str, str] = field(default_factory=dict)
     stored: list[str] = field(default_factory=list)  # tickers written to (or confirmed in) the lake
+    # summary rows (SUMMARY_SCHEMA) of the context-only series held apart by `set_apart`: stored, never forecast
+    context: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SUMMARY_SCHEMA))
 
     @classmethod
     def merge(cls, parts: list[IngestReport]) -> IngestReport:
@@ -63,6 +66,19 @@ class IngestReport:
             max(references) if references else None,
             failed,
             sorted(t for p in parts for t in p.stored),
+        )
+
+    def set_apart(self, context: Collection[str]) -> IngestReport:
+        """The report of the universe alone: the rows and summary of the context-only series `context` move to
+        `context`, so no stage that checks, trains on, forecasts or publishes tickers ever meets them."""
+        if not context:
+            return self
+        theirs = pl.col("ticker").is_in(list(context))
+        return dataclasses.replace(
+            self,
+            prices=self.prices.filter(~theirs),
+            summary=self.summary.filter(~theirs),
+            context=pl.concat([self.context, self.summary.filter(theirs)]),
         )
 
     @property
@@ -96,7 +112,13 @@ class IngestReport:
         summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
         usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
         return IngestReport(
-            prices.filter(pl.col("ticker").is_in(usable)), summary, self.findings, reference, {}, self.stored
+            prices.filter(pl.col("ticker").is_in(usable)),
+            summary,
+            self.findings,
+            reference,
+            {},
+            self.stored,
+            self.context,
         )
 
 
@@ -186,9 +208,11 @@ def fetch_yahoo(
     return Incoming(fetched.frame, requested, safe, findings, fetched.failed, latest_closed_session(now))
 
 
-def read_source(source: SourceSettings) -> Incoming:
-    """The rows of a file or the bundled sample; every ticker in it (or named by a finding) is requested."""
-    new, findings = sources.load(source)
+def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming:
+    """The rows of a file or the bundled sample; every ticker in it (or named by a finding) is requested.
+
+    `context`: series read beside `source.tickers` when the source holds them (no error when it does not)."""
+    new, findings = sources.load(source, context)
     requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in findings})
     return Incoming(new, requested, [t for t in requested if is_valid_ticker(t)], list(findings))
 
@@ -297,13 +321,20 @@ def ingest(
     now: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
     write_manifest: bool = True,
+    context: Sequence[str] = (),
 ) -> IngestReport:
-    """Bring the lake up to date for the tickers of `source` and return what is usable."""
+    """Bring the lake up to date for the tickers of `source` and return what is usable.
+
+    `context`: series stored beside them (the market family's context-only series): fetched from yfinance like
+    a ticker, read from a file only when it holds them. They are in the report like any ticker; the flows hold
+    them apart (`IngestReport.set_apart`)."""
     today = today or date.today()
     if source.kind == "yfinance":
-        got = fetch_yahoo(source, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
+        extra = [t for t in context if t not in source.tickers]
+        fetching = source.model_copy(update={"tickers": [*source.tickers, *extra]}) if extra else source
+        got = fetch_yahoo(fetching, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
     else:
-        got = read_source(source)
+        got = read_source(source, context)
     combined = merge_stored(got.new, lake.read_prices(lake_dir, got.safe))
     if combined.is_empty():
         raise _no_data(got.requested, got.failed, lake_dir)

@@ -41,8 +41,11 @@ _ALIASES = {
 }
 
 
-def load(settings: SourceSettings) -> tuple[pl.DataFrame, list[Finding]]:
-    """Load prices from the sample or a file, filtered to `settings.tickers`, with the findings of reading."""
+def load(settings: SourceSettings, also: Sequence[str] = ()) -> tuple[pl.DataFrame, list[Finding]]:
+    """Load prices from the sample or a file, filtered to `settings.tickers`, with the findings of reading.
+
+    `also`: tickers kept beside `settings.tickers` when the source holds them (context series); no error when
+    it does not. Ignored when `settings.tickers` is empty (every ticker is kept)."""
     if settings.kind == "sample":
         frame, findings = load_sample(), []
     elif settings.kind == "file":
@@ -51,10 +54,13 @@ def load(settings: SourceSettings) -> tuple[pl.DataFrame, list[Finding]]:
         frame, findings = read_file(settings.path)
     else:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.prices.ingest.ingest")
-    if settings.tickers:
-        findings = [f for f in findings if f.ticker in settings.tickers]
+    tickers = list(settings.tickers)
+    if tickers:
+        present = set(frame["ticker"].unique().to_list())
+        tickers += [t for t in also if t in present and t not in tickers]
+        findings = [f for f in findings if f.ticker in tickers]
     quarantined = {f.ticker for f in findings if f.action == "quarantined"}  # in the source, though unreadable
-    return select_tickers(frame, settings.tickers, quarantined), findings
+    return select_tickers(frame, tickers, quarantined), findings
 
 
 def select_tickers(frame: pl.DataFrame, tickers: Sequence[str], also_present: set[str] = frozenset()) -> pl.DataFrame:

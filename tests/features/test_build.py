@@ -7,7 +7,8 @@ import pytest
 from features.build import build_features, concat_features
 from features.catalogue import feature_names
 from features.denoise import denoise
-from features.settings import DenoiseSettings, FeatureSettings
+from features.market import MARKET_FEATURES, market_inputs
+from features.settings import FEATURE_FAMILIES, DenoiseSettings, FeatureSettings
 
 SMALL = FeatureSettings(
     horizons=[1, 2],
@@ -114,11 +115,84 @@ def multi_ticker(seed: int = 3) -> pl.DataFrame:
     return denoise(prices, DenoiseSettings())
 
 
+MARKET_ON = FeatureSettings(families=list(FEATURE_FAMILIES))
+
+
+def with_market_index(seed: int = 3) -> pl.DataFrame:
+    """`multi_ticker` and a market index (^GSPC) over the longest ticker's days."""
+    from tests.conftest import synthetic_prices
+
+    index = denoise(synthetic_prices(["^GSPC"], 260, seed=seed + 9), DenoiseSettings())
+    return pl.concat([multi_ticker(seed), index])
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 150, 300])  # a ticker per chunk; two groupings of the three
-def test_chunk_size_changes_no_value(chunk_rows):
-    frame = multi_ticker()
-    whole = build_features(frame, FeatureSettings(), chunk_rows=10**9).frame
-    assert build_features(frame, FeatureSettings(), chunk_rows=chunk_rows).frame.equals(whole)
+@pytest.mark.parametrize("settings", [FeatureSettings(), MARKET_ON], ids=["default", "with-market"])
+def test_chunk_size_changes_no_value(chunk_rows, settings):
+    """The market family's cross-sectional values too: they are computed before the chunks."""
+    frame = with_market_index()
+    whole = build_features(frame, settings, chunk_rows=10**9).frame
+    assert build_features(frame, settings, chunk_rows=chunk_rows).frame.equals(whole)
+
+
+def test_market_family_is_off_by_default_and_joined_when_on():
+    assert "market" not in FeatureSettings().families
+    assert FeatureSettings(market=[" spy", "^vix", "SPY"]).market == ["SPY", "^VIX"]
+    frame = with_market_index()
+    off, on = build_features(frame, FeatureSettings()), build_features(frame, MARKET_ON)
+    assert on.features == off.features + MARKET_FEATURES == feature_names(MARKET_ON)
+    # the family adds columns, never drops a row (its nulls are neutral, not a missing core feature)
+    assert on.frame.select("ticker", "date").equals(off.frame.select("ticker", "date"))
+    assert on.frame.select(off.features).equals(off.frame.select(off.features))
+    # ^GSPC is the market (the index tickers present, by default) and is still a row of its own
+    index = on.frame.filter(pl.col("ticker") == "^GSPC")
+    assert index.height > 0 and index["cs_ret_z"].is_null().all()
+    aaa = on.frame.filter(pl.col("ticker") == "AAA").join(
+        frame.filter(pl.col("ticker") == "^GSPC").select("date", (pl.col("adj_close").log().diff()).alias("m")),
+        on="date",
+    )
+    assert np.allclose(aaa["mkt_ret_1"].to_numpy(), aaa["m"].to_numpy(), rtol=1e-6)  # float32 of the index's return
+    assert on.frame["vix_level"].is_null().all()  # no ^VIX: neutral
+    assert build_features(frame, MARKET_ON.model_copy(update={"market": []})).frame["mkt_ret_1"].is_null().all()
+
+
+def test_a_missing_context_day_is_null_never_the_next_days_value():
+    frame = with_market_index()
+    day = frame.filter(pl.col("ticker") == "^GSPC")["date"][150]
+    gap = frame.filter(~((pl.col("ticker") == "^GSPC") & (pl.col("date") == day)))
+    full, holed = build_features(frame, MARKET_ON).frame, build_features(gap, MARKET_ON).frame
+
+    def aaa(built: pl.DataFrame) -> pl.DataFrame:
+        return built.filter(pl.col("ticker") == "AAA").sort("date")
+
+    at = aaa(holed).filter(pl.col("date") == day)
+    assert (
+        at.select("mkt_ret_1", "mkt_ret_1_lag1", "mkt_ret_5", "mkt_vol_21", "beta_63", "rel_ret_1").row(0)
+        == (None,) * 6
+    )
+    # every earlier day is exactly as with the day present: the hole reaches no earlier value
+    before = pl.col("date") < day
+    assert aaa(holed).filter(before).equals(aaa(full).filter(before))
+
+
+def test_builds_with_one_market_frame_concat_to_one_build():
+    """What the flows do with the market family: its columns computed once over every ticker, each chunk
+    built with its own rows of them, the chunks concatenated."""
+    frame = with_market_index()
+    whole = build_features(frame, MARKET_ON)
+    market = market_inputs(frame, None, MARKET_ON.market)
+    groups = [["AAA"], ["BBB", "^GSPC"], ["CCC"]]
+    parts = [
+        build_features(
+            frame.filter(pl.col("ticker").is_in(g)), MARKET_ON, market=market.filter(pl.col("ticker").is_in(g))
+        )
+        for g in groups
+    ]
+    joined = concat_features(parts, MARKET_ON)
+    assert joined.features == whole.features and joined.frame.equals(whole.frame)
+    # built alone, a chunk would have had no cross-section to rank in: the shared frame is what makes them equal
+    alone = build_features(frame.filter(pl.col("ticker") == "AAA"), MARKET_ON).frame
+    assert alone["cs_ret_rank"].is_null().all() and whole.frame.filter(ticker="AAA")["cs_ret_rank"].is_not_null().any()
 
 
 def test_window_features_equal_polars_over_ticker():

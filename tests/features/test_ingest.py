@@ -220,3 +220,35 @@ def test_one_missing_adjusted_close_is_not_taken_from_the_close(tmp_path):
 )
 def test_ticker_status(quarantine, has_rows, behind, failed, expected):
     assert ticker_status(quarantine, has_rows, behind, 5, failed) == expected
+
+
+def test_context_series_are_fetched_beside_the_tickers_and_set_apart(fake, tmp_path):
+    """The market family's ^GSPC and ^VIX: fetched and stored like tickers; the report of the universe holds them
+    apart, so nothing downstream forecasts them."""
+    fake.listed |= {"^GSPC": fake.listed["AAPL"], "^VIX": fake.listed["AAPL"]}
+    report = ingest(
+        yf_source("AAPL"),
+        QUICK,
+        VALID,
+        tmp_path / "lake",
+        today=NOW.date(),
+        now=NOW,
+        sleep=lambda s: None,
+        context=["^GSPC", "^VIX"],
+    )
+    assert sorted(report.summary["ticker"]) == ["AAPL", "^GSPC", "^VIX"]
+    assert len(fake.history_requests("^VIX")) == 1
+    vix = lake.read_ticker(tmp_path / "lake", "^VIX")
+    assert vix.height == 63 and (vix["volume"] == 0).all() and vix["adj_close"].equals(vix["close"])
+    universe = report.set_apart(["^GSPC", "^VIX"])
+    assert universe.summary["ticker"].to_list() == ["AAPL"] and universe.prices["ticker"].unique().to_list() == ["AAPL"]
+    assert sorted(universe.context["ticker"]) == ["^GSPC", "^VIX"] and set(universe.context["status"]) == {"ok"}
+    assert universe.as_of(date(2024, 2, 1), stale_after=5).context.equals(universe.context)
+
+
+def test_context_series_are_read_from_a_file_only_when_it_holds_them(tmp_path, sample):
+    path = tmp_path / "p.parquet"
+    sample.filter(pl.col("ticker").is_in(["NVDA", "ORCL", "^GSPC"])).write_parquet(path)
+    source = SourceSettings(kind="file", path=path, tickers=["NVDA"])
+    report = ingest(source, QUICK, VALID, tmp_path / "lake", context=["^GSPC", "SPY", "^VIX"])  # no SPY, no VIX
+    assert sorted(report.summary["ticker"]) == ["NVDA", "^GSPC"]  # ORCL was not asked for

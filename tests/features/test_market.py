@@ -7,7 +7,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.market import BETA_MIN_COUNT, BETA_WINDOW, MARKET_FEATURES, context_tickers, market_features
+from features.market import (
+    BETA_MIN_COUNT,
+    BETA_WINDOW,
+    MARKET_FEATURES,
+    context_only,
+    context_tickers,
+    market_features,
+    market_inputs,
+    resolve_context,
+)
+from features.settings import FeatureSettings, SourceSettings
 from tests.conftest import synthetic_prices
 
 START = date(2020, 1, 1)
@@ -173,3 +183,44 @@ def test_changing_the_future_leaves_the_past_unchanged(cut):
         if name.startswith("mom_12m") and cut < 252 + 21:
             continue  # 12-month momentum is undefined this early
         assert not after_base[name].equals(after_moved[name]), name
+
+
+ON = FeatureSettings(families=["returns", "market"])
+
+
+@pytest.mark.parametrize(
+    ("features", "source", "expected"),
+    [
+        # yfinance: ^GSPC and ^VIX beside the universe, unless asked for as tickers (then they are forecast)
+        (ON, SourceSettings(kind="yfinance", tickers=["AAPL"]), ["^GSPC", "^VIX"]),
+        (ON, SourceSettings(kind="yfinance", tickers=["AAPL", "^GSPC"]), ["^VIX"]),
+        (ON.model_copy(update={"market": ["SPY"]}), SourceSettings(kind="yfinance", tickers=["AAPL"]), ["SPY"]),
+        (ON.model_copy(update={"market": []}), SourceSettings(kind="yfinance", tickers=["AAPL"]), []),
+        # the family off: nothing fetched
+        (FeatureSettings(), SourceSettings(kind="yfinance", tickers=["AAPL"]), []),
+        # a whole file or the sample is the universe: its index tickers are context and forecast alike
+        (ON, SourceSettings(kind="sample"), []),
+        # tickers picked from a file: its index series beside them, when it holds them
+        (ON, SourceSettings(kind="sample", tickers=["NVDA"]), ["^GSPC", "SPY", "^VIX"]),
+    ],
+)
+def test_context_only_series(features, source, expected):
+    assert context_only(features, source) == expected
+
+
+def test_resolve_context_takes_the_setting_as_given_else_the_index_tickers_present():
+    assert resolve_context(None, ["AAPL", "^VIX", "SPY", "MSFT"]) == ["SPY", "^VIX"]
+    assert resolve_context(["SPY"], ["AAPL", "^GSPC"]) == ["SPY"]
+    assert resolve_context([], ["AAPL", "^GSPC"]) == []
+
+
+def test_market_inputs_use_context_rows_but_return_the_universe_only():
+    prices = synthetic_prices(["AAA", "BBB"], 80, seed=4)
+    context = synthetic_prices(["^GSPC", "^VIX"], 80, seed=5)
+    out = market_inputs(prices, context, None)
+    assert out.select("ticker", "date").equals(prices.select("ticker", "date").sort("ticker", "date"))
+    together = market_features(pl.concat([prices, context]), ["^GSPC", "^VIX"])
+    assert_frame_equal(out, together.filter(pl.col("ticker").is_in(["AAA", "BBB"])))
+    assert out["vix_level"].is_not_null().all()
+    # a context row of a ticker that is in the universe is the universe's own row, never a second one
+    assert_frame_equal(market_inputs(prices, prices.filter(ticker="AAA"), None), market_inputs(prices, None, None))

@@ -16,7 +16,8 @@ import features.denoise as dn
 from features.build import build_features
 from features.catalogue import LP
 from features.denoise import denoise, denoise_series
-from features.settings import DenoiseSettings, FeatureSettings
+from features.market import MARKET_FEATURES
+from features.settings import FEATURE_FAMILIES, DenoiseSettings, FeatureSettings
 from tests.conftest import synthetic_prices
 
 METHODS = ["hampel", "ewma", "kalman", "wavelet", "none"]
@@ -94,6 +95,11 @@ def feature_leaks(
 
 PRICES = synthetic_prices(["AAA", "BBB", "CCC"], 260, seed=21)
 DATES = PRICES["date"].unique().sort()
+# every family, the market one with its context series (a market index and a VIX) and a cross-section of three,
+# long enough for the 12-month momentum (252 + 21 days) to have values before the latest cuts
+EVERY_FAMILY = FeatureSettings(families=list(FEATURE_FAMILIES))
+WITH_CONTEXT = synthetic_prices(["AAA", "BBB", "CCC", "^GSPC", "^VIX"], 330, seed=22)
+CONTEXT_DATES = WITH_CONTEXT["date"].unique().sort()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,12 +111,31 @@ def test_no_feature_at_t_sees_data_after_t(method, cut, seed):
     )
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from(METHODS), cut=st.integers(70, 320), seed=st.integers(0, 2**31 - 1))
+def test_no_market_feature_at_t_sees_data_after_t(method, cut, seed):
+    """The market family (context series and cross-section) too: it is built across tickers, before chunking."""
+    s = DenoiseSettings(method=method, **SMALL_WINDOWS)
+    assert feature_leaks(WITH_CONTEXT, CONTEXT_DATES[cut], s, EVERY_FAMILY, seed) == []
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("cut", [120, 250, 399])
-def test_no_feature_sees_the_future_on_real_prices(sample, method, cut):
-    prices = sample.filter(pl.col("ticker").is_in(["NVDA", "^GSPC"])).group_by("ticker", maintain_order=True).head(450)
+@pytest.mark.parametrize("families", [FeatureSettings(), EVERY_FAMILY], ids=["default", "with-market"])
+def test_no_feature_sees_the_future_on_real_prices(sample, method, cut, families):
+    tickers = ["NVDA", "^GSPC"] + (["ORCL", "YHOO"] if "market" in families.families else [])
+    prices = sample.filter(pl.col("ticker").is_in(tickers)).group_by("ticker", maintain_order=True).head(450)
     t = prices.filter(pl.col("ticker") == "NVDA")["date"][cut]
-    assert feature_leaks(prices, t, DenoiseSettings(method=method, **SMALL_WINDOWS), FeatureSettings(), cut) == []
+    assert feature_leaks(prices, t, DenoiseSettings(method=method, **SMALL_WINDOWS), families, cut) == []
+
+
+def test_the_leak_checks_cover_every_market_feature():
+    """The market columns are among those the checks compare, and each has values before and after the cut."""
+    built = build_features(denoise(WITH_CONTEXT, DenoiseSettings()), EVERY_FAMILY)
+    assert built.features[-len(MARKET_FEATURES) :] == MARKET_FEATURES
+    for part in (pl.col("date") <= CONTEXT_DATES[300], pl.col("date") > CONTEXT_DATES[70]):
+        rows = built.frame.filter(part & (pl.col("ticker") == "AAA"))
+        assert all(rows[name].is_not_null().any() for name in MARKET_FEATURES)
 
 
 def test_the_feature_check_catches_a_non_causal_denoiser(monkeypatch):
@@ -126,6 +151,21 @@ def test_the_feature_check_catches_a_forward_looking_feature(monkeypatch):
     peek = fc.Feature("peek", (LP.shift(-1) - LP).over("ticker"))
     monkeypatch.setattr(fc, "core_features", lambda s: [*real(s), peek])
     assert feature_leaks(PRICES, DATES[150], DenoiseSettings(method="none"), FeatureSettings(), seed=2) == ["peek"]
+
+
+def test_the_feature_check_catches_a_forward_looking_market_feature(monkeypatch):
+    """A market column filled from the next day (a backward fill in disguise) is caught, and only it."""
+    import features.build as fb
+
+    real = fb.market_inputs
+
+    def peeking(prices, context, market):
+        return real(prices, context, market).with_columns(pl.col("vix_chg_1").shift(-1).over("ticker"))
+
+    monkeypatch.setattr(fb, "market_inputs", peeking)
+    assert feature_leaks(WITH_CONTEXT, CONTEXT_DATES[150], DenoiseSettings(method="none"), EVERY_FAMILY, seed=3) == [
+        "vix_chg_1"
+    ]
 
 
 def test_tickers_never_bleed_into_each_other():

@@ -58,3 +58,15 @@ def test_feature_code_version_names_the_package_and_hashes_the_code(tmp_path):
     shutil.copytree(copy, edited)
     (edited / "build.py").write_text((edited / "build.py").read_text() + "\n# a changed feature\n")
     assert version.code_hash(edited) != version.code_hash()
+
+
+def test_the_feature_cache_key_follows_the_market_setting():
+    from flows.tasks import _features_key
+
+    def key(environ: dict) -> str:
+        return _features_key(None, {"settings": load_settings(None, environ=environ), "fingerprint": "lake-a"})
+
+    on = {"NIGHTCAST_FEATURES__FAMILIES": '["returns", "market"]'}
+    keys = [key({}), key(on), key(on | {"NIGHTCAST_FEATURES__MARKET": '["SPY"]'})]
+    keys.append(key(on | {"NIGHTCAST_FEATURES__MARKET": "[]"}))
+    assert len(set(keys)) == 4
