@@ -23,6 +23,7 @@ from flows.model_choice import ModelChoice, evaluation_settings
 from flows.settings import Settings
 from forecasting import attention, compose, ledger, live, plots, policy, publish, train
 from forecasting.names import PUBLISHING_MODEL
+from forecasting.volatility import panel_sigma
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -64,7 +65,9 @@ def forecast(
         "eval_start": ev.test_start.astype(object),
         "eval_end": ev.test_end.astype(object),
     }
-    band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, settings.backtest)
+    sigma = panel_sigma(panel)[rows]  # each forecast's volatility: published beside it, scales its interval
+    bt = settings.backtest
+    band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, bt, sigma)
     return publish.forecast_frame(
         panel,
         rows,
@@ -76,6 +79,7 @@ def forecast(
         by_horizon,
         [sources[h].skill and sources[h].model == PUBLISHING_MODEL for h in horizons],
         meta,
+        sigma,
     )
 
 

@@ -28,13 +28,17 @@ from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from forecasting.train import TrainedModel, fit, predict
+from forecasting.volatility import panel_sigma
 from nightcast.errors import InsufficientDataError
 
 log = logging.getLogger("nightcast.forecasting.backtest")
 
 
-def long_predictions(panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: str) -> pl.DataFrame:
-    """One row per (origin, horizon) for predictions `y_pred` (N, K) made at rows `ends`."""
+def long_predictions(
+    panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: str, sigma: np.ndarray | None = None
+) -> pl.DataFrame:
+    """One row per (origin, horizon) for predictions `y_pred` (N, K) made at rows `ends`; with `sigma` (R, K),
+    the volatility forecast made at each origin (`volatility.panel_sigma`) as column `sigma`."""
     horizons = np.asarray(panel.horizons)
     n, k = len(ends), len(horizons)
     rows = np.repeat(ends, k)
@@ -42,6 +46,7 @@ def long_predictions(panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: 
     last_row = panel.offsets[panel.ticker_id[rows] + 1] - 1
     target_row = np.minimum(rows + h, last_row)
     target_date = np.where(rows + h <= last_row, panel.dates[target_row], np.datetime64("NaT"))
+    extra = {} if sigma is None else {"sigma": sigma[ends].reshape(-1)}
     return pl.DataFrame(
         {
             "model": np.full(n * k, model),
@@ -52,8 +57,9 @@ def long_predictions(panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: 
             "y_true": panel.Y[ends].reshape(-1).astype(np.float64),
             "y_pred": np.asarray(y_pred, dtype=np.float64).reshape(-1),
             "last_price": panel.price[rows],
+            **extra,
         }
-    )
+    ).with_columns(pl.col("^sigma$").fill_nan(None))
 
 
 class NeuralForecaster:
@@ -165,10 +171,15 @@ def make_forecasters(
     return list(built.values())
 
 
-def _residuals_by_target(g: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Target dates and absolute residuals of one (model, horizon), in target-date order."""
+def _residuals_by_target(g: pl.DataFrame, scaled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Target dates and absolute residuals of one (model, horizon), in target-date order; `scaled`: each
+    divided by the volatility forecast made at its origin (NaN where there was none, left out)."""
     target = g["target_date"].to_numpy()
     residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
+    if scaled:
+        residual = residual / g["sigma"].fill_null(np.nan).to_numpy()
+        keep = np.isfinite(residual)
+        target, residual = target[keep], residual[keep]
     order = np.argsort(target, kind="stable")
     return target[order], residual[order]
 
@@ -182,18 +193,25 @@ def _past_quantile(
     return float(np.quantile(past, coverage)) if past.size >= min_count else np.nan
 
 
-def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int, min_count: int) -> pl.DataFrame:
+def conformal_intervals(
+    predictions: pl.DataFrame, coverage: float, window: int, min_count: int, scaled: bool = False
+) -> pl.DataFrame:
     """y_pred +- the `coverage` quantile of the last `window` absolute residuals realised by each origin.
 
     Per (model, horizon), pooled over tickers. A residual is usable at origin D only if its
-    target date is <= D (the outcome was known then): never a future one.
+    target date is <= D (the outcome was known then): never a future one. `scaled` (a `sigma` column, the
+    volatility forecast made at each origin): the residuals are divided by their origin's sigma, and the
+    interval is y_pred +- that quantile times this origin's sigma, so that it widens when markets are wild
+    instead of being right only on average (conditional coverage).
     """
     parts = []
     for _, g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g)
+        target, residual = _residuals_by_target(g, scaled)
         asof = g["asof_date"].to_numpy()
         widths = {day: _past_quantile(target, residual, day, coverage, window, min_count) for day in np.unique(asof)}
         width = np.array([widths[d] for d in asof])
+        if scaled:
+            width = width * g["sigma"].fill_null(np.nan).to_numpy()
         parts.append(
             g.with_columns(
                 pl.Series("y_lower", g["y_pred"].to_numpy() - width).fill_nan(None),
@@ -204,13 +222,13 @@ def conformal_intervals(predictions: pl.DataFrame, coverage: float, window: int,
 
 
 def conformal_widths(
-    predictions: pl.DataFrame, asof, coverage: float, window: int, min_count: int
+    predictions: pl.DataFrame, asof, coverage: float, window: int, min_count: int, scaled: bool = False
 ) -> dict[tuple[str, int], float]:
     """Half-width of the conformal interval per (model, horizon) for forecasts made at `asof`, from the
-    residuals realised by then (NaN when fewer than `min_count`)."""
+    residuals realised by then (NaN when fewer than `min_count`); `scaled`: in units of the forecast's sigma."""
     out = {}
     for (model, horizon), g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g)
+        target, residual = _residuals_by_target(g, scaled)
         out[(model, int(horizon))] = _past_quantile(target, residual, asof, coverage, window, min_count)
     return out
 
@@ -277,14 +295,17 @@ class Intervals:
     coverage: float
     window: int
     min_count: int  # the defaults live in BacktestSettings: build one with `from_settings`
+    scale: Literal["ewma", "none"] = "ewma"
 
     @classmethod
     def from_settings(cls, bt: BacktestSettings) -> Intervals:
-        return cls(bt.interval, bt.coverage, bt.conformal_window, bt.conformal_min)
+        return cls(bt.interval, bt.coverage, bt.conformal_window, bt.conformal_min, bt.interval_scale)
 
 
-def _fold_predictions(panel: Panel, fold: Fold, forecaster: Forecaster, intervals: Intervals) -> pl.DataFrame:
-    frame = long_predictions(panel, fold.block, forecaster.predict(panel, fold.block), forecaster.name)
+def _fold_predictions(
+    panel: Panel, fold: Fold, forecaster: Forecaster, intervals: Intervals, sigma: np.ndarray
+) -> pl.DataFrame:
+    frame = long_predictions(panel, fold.block, forecaster.predict(panel, fold.block), forecaster.name, sigma)
     if intervals.kind == "quantile" and (band := forecaster.band(panel, fold.block)) is not None:
         frame = frame.with_columns(
             pl.Series("y_lower", band[0].reshape(-1).astype(np.float64)),
@@ -304,6 +325,7 @@ def walk_forward(
     origins; every out-of-sample prediction kept and scored."""
     started = time.perf_counter()
     frames, folds = [], []
+    sigma = panel_sigma(panel)  # each origin's volatility forecast: published beside it, scales its interval
     bar = Progress(
         TextColumn("[bold]backtest"),
         BarColumn(),
@@ -325,7 +347,7 @@ def walk_forward(
             for f in forecasters:
                 t0 = time.perf_counter()
                 f.fit(panel, fold.split)
-                frames.append(_fold_predictions(panel, fold, f, intervals))
+                frames.append(_fold_predictions(panel, fold, f, intervals, sigma))
                 row[f"{f.name}_s"] = round(time.perf_counter() - t0, 2)
                 if isinstance(f, NeuralForecaster):
                     row[f"{f.name}_epochs"] = len(f.trained.history)
@@ -347,6 +369,7 @@ def walk_forward(
             intervals.coverage,
             intervals.window,
             intervals.min_count,
+            scaled=intervals.scale == "ewma",
         )
     predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
     return BacktestResult(

@@ -48,14 +48,19 @@ def bounds(
     quantiles: np.ndarray | None,
     asof: date,
     bt: BacktestSettings,
+    sigma: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Interval bounds (log returns) per row and horizon around the published `y`: the model's quantile head
     under `backtest.interval = "quantile"`, otherwise conformal: y +- the `coverage` quantile of the source's
-    out-of-sample absolute residuals in the evaluation (`evaluation` predictions) realised by `asof`."""
+    out-of-sample absolute residuals in the evaluation (`evaluation` predictions) realised by `asof`; under
+    `backtest.interval_scale = "ewma"` in units of each forecast's volatility `sigma` (N, K)."""
     if bt.interval == "none":
         return None
-    widths = conformal_widths(evaluation, asof, bt.coverage, bt.conformal_window, bt.conformal_min)
+    scaled = bt.interval_scale == "ewma" and "sigma" in evaluation.columns  # (an evaluation made before 0.4: none)
+    widths = conformal_widths(evaluation, asof, bt.coverage, bt.conformal_window, bt.conformal_min, scaled)
     w = np.array([widths.get((s, h), np.nan) for s, h in zip(sources, horizons, strict=True)])
+    if scaled:
+        w = w[None, :] * sigma  # (N, K)
     lower, upper = y - w, y + w
     if bt.interval == "quantile" and quantiles is not None:
         from_model = np.array([s == PUBLISHING_MODEL for s in sources])

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA
+from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA, NULLABLE
 from nightcast.errors import NightcastError
 from nightcast.io import atomic_write
 
 FILE = "ledger.parquet"
 KEY = ("asof_date", "ticker", "horizon")
 # Columns a forecast may lack (no interval, no evaluation metadata); stored as null.
-OPTIONAL = ("pred_lower", "pred_upper", "trained_through", "eval_version", "eval_start", "eval_end")
+OPTIONAL = NULLABLE
 _PARTITION = re.compile(r"asof=(\d{4}-\d{2}-\d{2})")
 # Temp names made by nightcast.io.atomic_write: `.{name}.{pid}.{uuid}.tmp`.
 _TEMP = re.compile(rf"\.{re.escape(FILE)}\.(\d+)\.[0-9a-f]+\.tmp")

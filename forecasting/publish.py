@@ -37,6 +37,7 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "pred_price": pl.Float64,  # last_price * exp(pred_log_return)
     "pred_lower": pl.Float64,  # prediction interval (prices), null when none could be given
     "pred_upper": pl.Float64,
+    "pred_vol": pl.Float64,  # forecast standard deviation of the log return to target_date (EWMA volatility)
     "skill": pl.Boolean,  # the evaluation found significant skill at this horizon
     "source_model": pl.String,  # the model, or the baseline published in its place (publish.guardrail)
     "trained_through": pl.Date,  # last origin date whose label the published model trained on
@@ -45,6 +46,8 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "eval_end": pl.Date,
 }
 FORECAST_COLUMNS = tuple(FORECAST_SCHEMA)
+# columns a forecast may leave null, and that forecasts stored by an older nightcast may lack
+NULLABLE = ("pred_lower", "pred_upper", "pred_vol", "trained_through", "eval_version", "eval_start", "eval_end")
 
 
 def current_rows(panel: Panel, stale: Collection[str] = ()) -> tuple[date, np.ndarray, list[str]]:
@@ -74,11 +77,13 @@ def forecast_frame(
     sources: list[str],
     skill: list[bool],
     meta: dict,
+    sigma: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Rows of the forecast contract for predictions `y_pred` (N, K) made at rows `rows`.
 
     `bounds`: (N, K) lower and upper log-return bounds (NaN where none); `sources`, `skill`: per horizon;
-    `meta`: run_id, model_version, trained_through, eval_version, eval_start, eval_end.
+    `meta`: run_id, model_version, trained_through, eval_version, eval_start, eval_end; `sigma`: (N, K) the
+    volatility forecast of each log return (NaN where none).
     """
     horizons = panel.horizons
     sessions = next_sessions(asof, max(horizons), calendar)
@@ -100,10 +105,11 @@ def forecast_frame(
             "pred_price": last_price * np.exp(pred),
             "pred_lower": last_price * np.exp(lower),
             "pred_upper": last_price * np.exp(upper),
+            "pred_vol": np.full(n * k, np.nan) if sigma is None else np.asarray(sigma, dtype=np.float64).reshape(-1),
             "skill": list(skill) * n,
             "source_model": [str(s) for s in sources] * n,  # plain strings: a list of enum members is an Enum column
         }
-    ).with_columns(pl.col("pred_lower", "pred_upper").fill_nan(None))
+    ).with_columns(pl.col("pred_lower", "pred_upper", "pred_vol").fill_nan(None))
     constants = {name: meta.get(name) for name in FORECAST_SCHEMA if name not in frame.columns}
     return (
         frame.with_columns(pl.lit(v, dtype=FORECAST_SCHEMA[c]).alias(c) for c, v in constants.items())
@@ -144,9 +150,11 @@ def merge_forecasts(
     except (pl.exceptions.PolarsError, OSError) as exc:
         log.warning("could not read %s to keep its other tickers (%s); it is replaced", stored_path, exc)
         return forecasts
-    if set(stored.columns) != set(forecasts.columns):
+    lacking = set(forecasts.columns) - set(stored.columns)
+    if set(stored.columns) - set(forecasts.columns) or lacking - set(NULLABLE):
         log.warning("%s has other columns (an older nightcast); it is replaced", stored_path)
         return forecasts
+    stored = stored.with_columns(pl.lit(None).alias(c) for c in sorted(lacking))  # an older file: kept, not lost
     mine = set(universe) | set(forecasts["ticker"].unique().to_list())
     kept = stored.filter(~pl.col("ticker").is_in(sorted(mine)))
     if not kept.is_empty():

@@ -158,6 +158,11 @@ class BacktestSettings(Section):
         "conformal", description="prediction intervals: conformal on past residuals, or the quantile head"
     )
     coverage: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the prediction intervals")
+    interval_scale: Literal["ewma", "none"] = Field(
+        "ewma",
+        description="conformal intervals in units of each origin's EWMA volatility forecast (wide when markets are "
+        "wild, narrow when calm); none = one width per model and horizon",
+    )
     conformal_window: int = Field(250, ge=10, description="past out-of-sample residuals used per horizon")
     conformal_min: int = Field(50, ge=5, description="fewest past residuals before an interval is given")
     dm_alpha: float = Field(0.05, gt=0, lt=1, description="Diebold-Mariano significance level for 'skill'")

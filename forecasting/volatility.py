@@ -241,3 +241,21 @@ def normal_band(
         z = float(norm.ppf(0.5 + interval / 2))
         out = out.with_columns((mid - z * pl.col(sigma)).alias("y_lower"), (mid + z * pl.col(sigma)).alias("y_upper"))
     return out
+
+
+def panel_sigma(panel) -> np.ndarray:
+    """(R, K) the EWMA volatility forecast of each horizon's forward log return, made at each panel row from its
+    ticker's adjusted closes up to that row (NaN until `EWMA_MIN_SAMPLES` returns are known)."""
+    rows = pl.DataFrame(
+        {
+            "ticker": np.asarray(panel.tickers)[panel.ticker_id],
+            "date": panel.dates,
+            "adj_close": np.asarray(panel.price, dtype=np.float64),
+            "row": np.arange(len(panel.dates)),
+        }
+    )
+    sigma = ewma_volatility(daily_log_returns(rows), panel.horizons)
+    wide = sigma.pivot(on="horizon", index=["ticker", "date"], values="sigma")
+    joined = rows.join(wide, on=["ticker", "date"], how="left").sort("row")
+    out = joined.select([pl.col(str(h)) for h in panel.horizons]).to_numpy().astype(np.float64)
+    return np.where(np.isfinite(out), out, np.nan)

@@ -61,6 +61,12 @@ def check_forecasts(out, result) -> pl.DataFrame:
     assert forecasts["eval_version"][0] == result.evaluation_version != result.model_version
     lower, upper = forecasts["pred_lower"], forecasts["pred_upper"]
     assert ((lower < forecasts["pred_price"]) & (forecasts["pred_price"] < upper)).all()
+    # each forecast's volatility beside it, growing with the horizon; the interval is in its units, so the
+    # log-width over the volatility is the same for every ticker at a horizon
+    vol = forecasts.sort("ticker", "horizon")
+    assert (vol["pred_vol"] > 0).all() and (vol.group_by("ticker").agg(pl.col("pred_vol").diff().min())[:, 1] > 0).all()
+    units = vol.with_columns(((pl.col("pred_upper") / pl.col("pred_lower")).log() / pl.col("pred_vol")).alias("u"))
+    assert (units.group_by("horizon").agg(pl.col("u").max() - pl.col("u").min())[:, 1] < 1e-9).all()
     return forecasts
 
 

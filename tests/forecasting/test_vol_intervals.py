@@ -1,0 +1,99 @@
+"""Intervals in units of a causal volatility forecast: right in calm and wild markets alike, and published."""
+
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+
+from forecasting.backtest import conformal_intervals
+from forecasting.publish import merge_forecasts
+from forecasting.volatility import RISKMETRICS_LAMBDA, panel_sigma
+from tests.forecasting.test_backtest import PRICES, panel_of
+
+
+def _two_regimes(n_days: int = 600, seed: int = 0) -> pl.DataFrame:
+    """One model's forecasts for 4 tickers, whose errors have the spread `sigma` says: calm days (1) and wild (3)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    start = date(2020, 1, 1)
+    for day in range(n_days):
+        for t in range(4):
+            sigma = 3.0 if (day // 50 + t) % 2 else 1.0
+            rows.append(
+                {
+                    "model": "m",
+                    "ticker": f"T{t}",
+                    "asof_date": start + timedelta(days=day),
+                    "horizon": 1,
+                    "target_date": start + timedelta(days=day + 1),
+                    "y_true": rng.normal(0, sigma),
+                    "y_pred": 0.0,
+                    "sigma": sigma,
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def _coverage(frame: pl.DataFrame, wild: bool) -> float:
+    rows = frame.drop_nulls("y_lower").filter((pl.col("sigma") > 2) == wild)
+    return float(((rows["y_true"] >= rows["y_lower"]) & (rows["y_true"] <= rows["y_upper"])).mean())
+
+
+def test_scaled_intervals_cover_calm_and_wild_days_alike():
+    frame = _two_regimes()
+    plain = conformal_intervals(frame, 0.8, 250, 50)
+    scaled = conformal_intervals(frame, 0.8, 250, 50, scaled=True)
+    # one width for all: too wide when calm, too narrow when wild
+    assert _coverage(plain, wild=False) > 0.95 and _coverage(plain, wild=True) < 0.7
+    for wild in (False, True):
+        assert abs(_coverage(scaled, wild) - 0.8) < 0.04, wild
+    # the half-width is the past scaled residuals' quantile times this origin's sigma
+    half = (scaled["y_upper"] - scaled["y_pred"]) / scaled["sigma"]
+    per_day = scaled.with_columns(half.round(9).alias("q")).group_by("asof_date").agg(pl.col("q").n_unique())
+    assert (per_day["q"] == 1).all()
+
+
+def test_the_volatility_forecast_uses_no_price_after_its_row():
+    panel = panel_of(PRICES)
+    sigma = panel_sigma(panel)
+    assert sigma.shape == (len(panel.dates), len(panel.horizons)) and np.isfinite(sigma[-1]).all()
+    # the EWMA by hand for the first ticker's last row
+    first = slice(panel.offsets[0], panel.offsets[1])
+    r = np.diff(np.log(panel.price[first]))
+    w = RISKMETRICS_LAMBDA ** np.arange(len(r))[::-1]
+    np.testing.assert_allclose(sigma[panel.offsets[1] - 1, 0], np.sqrt(np.sum(w * r**2) / w.sum()), rtol=1e-9)
+    np.testing.assert_allclose(sigma[:, 1], sigma[:, 0] * np.sqrt(panel.horizons[1]), rtol=1e-12)
+    cut = panel.offsets[0] + 200
+    later = panel.price.copy()
+    later[cut + 1 : panel.offsets[1]] *= np.exp(np.random.default_rng(1).normal(0, 0.2, panel.offsets[1] - cut - 1))
+    perturbed = panel_sigma(type(panel)(**{**panel.__dict__, "price": later}))
+    np.testing.assert_array_equal(perturbed[: cut + 1], sigma[: cut + 1])
+    assert not np.allclose(perturbed[cut + 2 : panel.offsets[1]], sigma[cut + 2 : panel.offsets[1]])
+
+
+def test_forecasts_stored_by_an_older_version_keep_their_other_tickers(tmp_path):
+    row = {
+        "run_id": "r",
+        "model_version": "v",
+        "asof_date": date(2024, 1, 2),
+        "ticker": "OLD",
+        "horizon": 1,
+        "target_date": date(2024, 1, 3),
+        "last_price": 10.0,
+        "pred_log_return": 0.0,
+        "pred_price": 10.0,
+        "pred_lower": None,
+        "pred_upper": None,
+        "skill": False,
+        "source_model": "random_walk",
+        "trained_through": None,
+        "eval_version": None,
+        "eval_start": None,
+        "eval_end": None,
+    }
+    pl.DataFrame([row]).write_parquet(tmp_path / "forecasts.parquet")  # no pred_vol: nightcast 0.3
+    new = pl.DataFrame([{**row, "ticker": "NEW", "pred_vol": 0.02}]).select(
+        [c for c in [*row, "pred_vol"] if c != "pred_vol"][:11] + ["pred_vol"] + list(row)[11:]
+    )
+    merged = merge_forecasts(tmp_path, "forecasts", new, ["NEW"], ["parquet"])
+    assert merged["ticker"].to_list() == ["NEW", "OLD"] and merged["pred_vol"].to_list() == [0.02, None]
