@@ -19,6 +19,7 @@ from forecasting import publish
 from forecasting.backtest import BacktestResult
 from forecasting.backtest_report import write_backtest_report
 from forecasting.cross_section import cross_section_table
+from forecasting.intervals import band_by_volatility
 
 
 @task(name="write backtest", cache_policy=NO_CACHE)
@@ -31,8 +32,12 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     across = cross_section_table(result.predictions, bt.long_short_k, bt.cost_bps, bt.ic_min_tickers)
     paths += publish.write_frame(across, out_dir, "cross_section", formats)
     coverage = bt.coverage if bt.interval != "none" else None
+    deciles = None
+    if coverage is not None and "sigma" in result.predictions.columns:
+        deciles = band_by_volatility(result.predictions, coverage)
+        paths += publish.write_frame(deciles, out_dir, "coverage_by_volatility", formats)
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"
-    return paths + write_backtest_report(result, out_dir, title, coverage, across)
+    return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles)
 
 
 def _run_name() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from forecasting import plots
+from forecasting.intervals import conditional_coverage_summary
 from forecasting.names import PUBLISHING_MODEL
 from forecasting.results import EVALUATION_COLUMNS, across_tickers_markdown, evaluation_table, markdown_table
 from nightcast.io import atomic_write
@@ -20,6 +21,7 @@ def backtest_summary(
     seconds: float,
     coverage: float | None,
     cross_section: pl.DataFrame | None = None,
+    deciles: pl.DataFrame | None = None,
 ) -> str:
     """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
     table = evaluation_table(metrics)
@@ -38,6 +40,10 @@ def backtest_summary(
     ]
     if coverage is not None and "coverage" in table.columns:
         lines.append(f"Intervals: nominal coverage {coverage:.0%}; the coverage column is what was realised.")
+    if deciles is not None:
+        summary = conditional_coverage_summary(deciles).with_columns(pl.col(pl.Float64).round(3))
+        lines += ["", "## Intervals when markets are calm and wild", "", markdown_table(summary)]
+        lines += ["", DECILES_NOTE.format(coverage=coverage)]
     if cross_section is not None:
         lines += ["", "## Across tickers", "", across_tickers_markdown(cross_section)]
         lines += ["", ACROSS_TICKERS_NOTE]
@@ -45,6 +51,12 @@ def backtest_summary(
     lines += ["", "## Folds", "", markdown_table(folds)]
     return "\n".join(lines) + "\n"
 
+
+DECILES_NOTE = (
+    "Realised coverage of the {coverage:.0%} interval within tenths of the forecasts ranked by their volatility "
+    "forecast (calmest: the tenth made in the calmest markets); all of coverage_by_volatility.csv. An interval "
+    "right on average but not here is wrong exactly when it matters."
+)
 
 ACROSS_TICKERS_NOTE = (
     "Per date, the correlation of forecasts with outcomes across tickers (rank IC: Spearman), its mean and "
@@ -55,7 +67,12 @@ ACROSS_TICKERS_NOTE = (
 
 
 def write_backtest_report(
-    result, out_dir: Path, title: str, coverage: float | None, cross_section: pl.DataFrame | None = None
+    result,
+    out_dir: Path,
+    title: str,
+    coverage: float | None,
+    cross_section: pl.DataFrame | None = None,
+    deciles: pl.DataFrame | None = None,
 ) -> list[Path]:
     """PNG plots and report.md (linking them) into `out_dir`."""
     out_dir = Path(out_dir)
@@ -67,6 +84,8 @@ def write_backtest_report(
         plots.plot_hit_rates(result.metrics, out_dir / "hit_rates.png"),
     ]
     images = {p.stem.replace("_", " "): p.name for p in paths}
-    text = backtest_summary(result.metrics, result.folds, title, images, result.seconds, coverage, cross_section)
+    text = backtest_summary(
+        result.metrics, result.folds, title, images, result.seconds, coverage, cross_section, deciles
+    )
     paths.append(atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text)))
     return paths

@@ -219,3 +219,27 @@ def plot_reliability(table: pl.DataFrame, path: Path, by: Sequence[str] = ("mode
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def band_by_volatility(predictions: pl.DataFrame, coverage: float, bins: int = 10) -> pl.DataFrame:
+    """Coverage and width of the `y_lower .. y_upper` band (nominal `coverage`) within deciles of the origins'
+    volatility forecast `sigma`, per model and horizon (`decile_coverage`)."""
+    lower, upper = quantile_column((1 - coverage) / 2), quantile_column((1 + coverage) / 2)
+    frame = predictions.with_columns(pl.col("y_lower").alias(lower), pl.col("y_upper").alias(upper))
+    return decile_coverage(frame, coverage, "sigma", BY, bins)
+
+
+def conditional_coverage_summary(deciles: pl.DataFrame) -> pl.DataFrame:
+    """Per model and horizon: the coverage of the calmest and the wildest decile and the range over all."""
+    return (
+        deciles.sort("decile")
+        .group_by(list(BY), maintain_order=True)
+        .agg(
+            pl.col("coverage").first().alias("calmest"),
+            pl.col("coverage").last().alias("wildest"),
+            pl.col("coverage").min().alias("lowest"),
+            pl.col("coverage").max().alias("highest"),
+            pl.col("n").sum().alias("n"),
+        )
+        .sort(list(BY))
+    )

@@ -73,3 +73,12 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
     for png in ("cumulative_error.png", "predicted_vs_realised.png", "hit_rates.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "Walk-forward backtest" in recorder.export_text()
+    # coverage within volatility deciles, recomputed from the predictions: the calmest tenth of the model's
+    # horizon-5 forecasts with an interval
+    deciles = pl.read_parquet(out / "coverage_by_volatility.parquet")
+    banded = p5.drop_nulls("y_lower").drop_nulls("sigma").sort("sigma", maintain_order=True)
+    calm = banded.with_row_index("r").filter(pl.col("r") * 10 // len(banded) == 0)
+    hit = calm.select(pl.col("y_true").is_between(pl.col("y_lower"), pl.col("y_upper")).mean()).item()
+    first = deciles.filter((pl.col("model") == "attention_lstm") & (pl.col("horizon") == 5) & (pl.col("decile") == 0))
+    assert first["coverage"].item() == pytest.approx(hit) and first["n"].item() == calm.height
+    assert "## Intervals when markets are calm and wild" in report
