@@ -65,8 +65,8 @@ def forecast(
         "eval_start": ev.test_start.astype(object),
         "eval_end": ev.test_end.astype(object),
     }
-    sigma = panel_sigma(panel)[rows]  # each forecast's volatility: published beside it, scales its interval
     bt = settings.backtest
+    sigma = panel_sigma(panel, bt.vol_fast_weight)[rows]  # each forecast's volatility: beside it, scales its band
     band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, bt, sigma)
     return publish.forecast_frame(
         panel,

@@ -296,10 +296,13 @@ class Intervals:
     window: int
     min_count: int  # the defaults live in BacktestSettings: build one with `from_settings`
     scale: Literal["ewma", "none"] = "ewma"
+    vol_fast_weight: float = 0.25  # the volatility forecast's blend (`volatility.blended_variance`)
 
     @classmethod
     def from_settings(cls, bt: BacktestSettings) -> Intervals:
-        return cls(bt.interval, bt.coverage, bt.conformal_window, bt.conformal_min, bt.interval_scale)
+        return cls(
+            bt.interval, bt.coverage, bt.conformal_window, bt.conformal_min, bt.interval_scale, bt.vol_fast_weight
+        )
 
 
 def _fold_predictions(
@@ -325,7 +328,7 @@ def walk_forward(
     origins; every out-of-sample prediction kept and scored."""
     started = time.perf_counter()
     frames, folds = [], []
-    sigma = panel_sigma(panel)  # each origin's volatility forecast: published beside it, scales its interval
+    sigma = panel_sigma(panel, intervals.vol_fast_weight)  # each origin's volatility: beside it, scales its band
     bar = Progress(
         TextColumn("[bold]backtest"),
         BarColumn(),

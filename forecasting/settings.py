@@ -158,6 +158,13 @@ class BacktestSettings(Section):
         "conformal", description="prediction intervals: conformal on past residuals, or the quantile head"
     )
     coverage: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the prediction intervals")
+    vol_fast_weight: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="the volatility forecast's variance: this weight on a fast EWMA (lambda 0.94), the rest on a "
+        "slow one (0.995, the long-run level); chosen on the development universe's validation span",
+    )
     interval_scale: Literal["ewma", "none"] = Field(
         "ewma",
         description="conformal intervals in units of each origin's EWMA volatility forecast (wide when markets are "

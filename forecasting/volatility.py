@@ -243,9 +243,27 @@ def normal_band(
     return out
 
 
-def panel_sigma(panel) -> np.ndarray:
-    """(R, K) the EWMA volatility forecast of each horizon's forward log return, made at each panel row from its
-    ticker's adjusted closes up to that row (NaN until `EWMA_MIN_SAMPLES` returns are known)."""
+SLOW_LAMBDA = 0.995  # a half-life of ~140 trading days: the ticker's long-run variance
+
+
+def blended_variance(returns: pl.DataFrame, fast_weight: float, fast: float, slow: float) -> pl.DataFrame:
+    """`ticker, date, variance`: `fast_weight` x the fast EWMA variance + the rest x a slow one. Volatility
+    reverts to its long-run level, as GARCH forecasts do: the fast EWMA alone over-reacts (on the development
+    universe's validation span, 2015-2016, 80% intervals scaled by it covered 0.71 of the calmest tenth of
+    forecasts and 0.85 of the wildest; blended 0.25 fast / 0.75 slow, 0.76-0.83)."""
+    if not 0.0 <= fast_weight <= 1.0:
+        raise ValueError(f"the fast EWMA's weight lies in [0, 1], got {fast_weight}")
+    quick = ewma_variance(returns, fast).select("ticker", "date", pl.col("var_ewma").alias("fast"))
+    long_run = ewma_variance(returns, slow).select("ticker", "date", pl.col("var_ewma").alias("slow"))
+    blend = fast_weight * pl.col("fast") + (1.0 - fast_weight) * pl.col("slow")
+    return quick.join(long_run, on=["ticker", "date"]).select("ticker", "date", blend.alias("variance"))
+
+
+def panel_sigma(
+    panel, fast_weight: float = 1.0, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA
+) -> np.ndarray:
+    """(R, K) the volatility forecast of each horizon's forward log return, made at each panel row from its
+    ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
     rows = pl.DataFrame(
         {
             "ticker": np.asarray(panel.tickers)[panel.ticker_id],
@@ -254,7 +272,8 @@ def panel_sigma(panel) -> np.ndarray:
             "row": np.arange(len(panel.dates)),
         }
     )
-    sigma = ewma_volatility(daily_log_returns(rows), panel.horizons)
+    variance = blended_variance(daily_log_returns(rows), fast_weight, fast, slow)
+    sigma = _to_horizons(variance, "variance", panel.horizons)
     wide = sigma.pivot(on="horizon", index=["ticker", "date"], values="sigma")
     joined = rows.join(wide, on=["ticker", "date"], how="left").sort("row")
     out = joined.select([pl.col(str(h)) for h in panel.horizons]).to_numpy().astype(np.float64)

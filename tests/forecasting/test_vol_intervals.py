@@ -97,3 +97,13 @@ def test_forecasts_stored_by_an_older_version_keep_their_other_tickers(tmp_path)
     )
     merged = merge_forecasts(tmp_path, "forecasts", new, ["NEW"], ["parquet"])
     assert merged["ticker"].to_list() == ["NEW", "OLD"] and merged["pred_vol"].to_list() == [0.02, None]
+
+
+def test_the_volatility_reverts_to_the_long_run_by_the_blend():
+    panel = panel_of(PRICES)
+    fast, slow, blend = panel_sigma(panel, 1.0), panel_sigma(panel, 0.0), panel_sigma(panel, 0.25)
+    np.testing.assert_allclose(blend**2, 0.25 * fast**2 + 0.75 * slow**2, rtol=1e-9)
+    first = slice(panel.offsets[0], panel.offsets[1])
+    r = np.diff(np.log(panel.price[first]))
+    w = 0.995 ** np.arange(len(r))[::-1]
+    np.testing.assert_allclose(slow[panel.offsets[1] - 1, 0], np.sqrt(np.sum(w * r**2) / w.sum()), rtol=1e-9)
