@@ -37,37 +37,33 @@ def _features(prices, settings, **runner):
     return features()
 
 
-def test_the_sample_with_the_market_family_gives_the_model_its_columns(prefect_harness, tmp_path, monkeypatch):
+def test_the_sample_gives_the_model_its_columns_and_a_missing_market_day_is_never_filled(
+    prefect_harness, tmp_path, monkeypatch, sample
+):
     """The bundled sample holds ^GSPC (the market, and still forecast) but no ^VIX (its columns neutral); built
-    in one task or in chunks of two tickers, the cross-sectional values are the same."""
+    in one task or in chunks of two tickers, the cross-sectional values are the same. Without one ^GSPC day,
+    that day's market columns are null and nothing before it changes."""
     from features.market import MARKET_FEATURES
     from features.windows import Scaler
 
     monkeypatch.chdir(tmp_path)
     settings = load_settings(None, environ={}, overrides={"features": MARKET_ON, "paths": {"data_dir": tmp_path}})
-    _, panel = _panel(settings)
-    assert panel.features[-len(MARKET_FEATURES) :] == MARKET_FEATURES
-    assert panel.tickers == ["NVDA", "ORCL", "YHOO", "^GSPC", "^IXIC"]  # the index tickers are forecast as before
-    col = {name: panel.features.index(name) for name in MARKET_FEATURES}
-    nvda = panel.ticker_id == panel.tickers.index("NVDA")
-    assert np.isnan(panel.X[:, col["vix_level"]]).all() and np.isnan(panel.X[:, col["vix_chg_1"]]).all()
-    assert (Scaler.fit(panel.X).transform(panel.X)[:, col["vix_level"]] == 0).all()  # neutral
+    report, full = _panel(settings)
+    assert full.features[-len(MARKET_FEATURES) :] == MARKET_FEATURES
+    assert full.tickers == ["NVDA", "ORCL", "YHOO", "^GSPC", "^IXIC"]  # the index tickers are forecast as before
+    col = {name: full.features.index(name) for name in MARKET_FEATURES}
+    nvda = full.ticker_id == full.tickers.index("NVDA")
+    assert np.isnan(full.X[:, col["vix_level"]]).all() and np.isnan(full.X[:, col["vix_chg_1"]]).all()
+    assert (Scaler.fit(full.X).transform(full.X)[:, col["vix_level"]] == 0).all()  # neutral
     for name in ("mkt_ret_1", "beta_63", "cs_ret_rank", "mom_12m_rank"):
-        assert np.isfinite(panel.X[nvda, col[name]]).mean() > 0.8, name
-    _, chunked = _panel(settings, chunk_size=2)
-    assert chunked.tickers == panel.tickers and np.array_equal(chunked.X, panel.X, equal_nan=True)
+        assert np.isfinite(full.X[nvda, col[name]]).mean() > 0.8, name
+    chunked = _features(report.prices, settings, chunk_size=2)
+    assert chunked.tickers == full.tickers and np.array_equal(chunked.X, full.X, equal_nan=True)
 
-
-def test_a_missing_market_day_is_never_filled_from_the_future(prefect_harness, tmp_path, monkeypatch, sample):
-    monkeypatch.chdir(tmp_path)
     days = sample.filter(ticker="^GSPC")["date"]
     hole = days[days.len() - 40]
-    path = tmp_path / "holed.parquet"
-    sample.filter(~((pl.col("ticker") == "^GSPC") & (pl.col("date") == hole))).write_parquet(path)
-    overrides = {"features": MARKET_ON, "paths": {"data_dir": tmp_path / "holed"}}
-    holed = load_settings(None, environ={}, overrides=overrides | {"source": {"kind": "file", "path": path}})
-    _, panel = _panel(holed)
-    _, full = _panel(load_settings(None, environ={}, overrides={**overrides, "paths": {"data_dir": tmp_path}}))
+    holed = report.prices.filter(~((pl.col("ticker") == "^GSPC") & (pl.col("date") == hole)))
+    panel = _features(holed, settings)
     col = panel.features.index("mkt_ret_1")
     nvda = (panel.ticker_id == panel.tickers.index("NVDA")) & (panel.dates == np.datetime64(hole))
     assert nvda.sum() == 1 and np.isnan(panel.X[nvda, col]).all()  # not the next day's return, nor any value
