@@ -134,6 +134,12 @@ def make_forecasters(
     # one fit: show its epoch bar; many folds: the fold bar is enough
     quiet = train if bt.refit_every == 0 else train.model_copy(update={"progress": False})
     ablation = model.model_copy(update={"attention": False, "input_attention": False})
+    heads = 4 if model.hidden_size % 4 == 0 else 1  # multi-head where the hidden size allows
+
+    def variant(name: Model, **update) -> NeuralForecaster:
+        arch = model.model_copy(update={"attention": True, **update})
+        return NeuralForecaster(name, arch, quiet, lookback, bt.warm_start, fingerprint)
+
     factories = {
         Model.ATTENTION_LSTM: lambda: NeuralForecaster(
             Model.ATTENTION_LSTM,
@@ -144,6 +150,8 @@ def make_forecasters(
             fingerprint,
         ),
         Model.LSTM: lambda: NeuralForecaster(Model.LSTM, ablation, quiet, lookback, bt.warm_start, fingerprint),
+        Model.BIDIRECTIONAL: lambda: variant(Model.BIDIRECTIONAL, bidirectional=True),
+        Model.SELF_ATTENTION: lambda: variant(Model.SELF_ATTENTION, self_attention=True, attention_heads=heads),
         Model.ENSEMBLE: lambda: EnsembleForecaster(
             Model.ENSEMBLE,
             [

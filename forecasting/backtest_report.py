@@ -8,8 +8,15 @@ import polars as pl
 
 from forecasting import plots
 from forecasting.intervals import conditional_coverage_summary
-from forecasting.names import PUBLISHING_MODEL
-from forecasting.results import EVALUATION_COLUMNS, across_tickers_markdown, evaluation_table, markdown_table
+from forecasting.names import ABLATION, PUBLISHING_MODEL
+from forecasting.results import (
+    ABLATION_NOTE,
+    EVALUATION_COLUMNS,
+    ablation_markdown,
+    across_tickers_markdown,
+    evaluation_table,
+    markdown_table,
+)
 from nightcast.io import atomic_write
 
 
@@ -40,6 +47,9 @@ def backtest_summary(
     ]
     if coverage is not None and "coverage" in table.columns:
         lines.append(f"Intervals: nominal coverage {coverage:.0%}; the coverage column is what was realised.")
+    variants = set(table["model"].unique().to_list()) & set(ABLATION)
+    if len(variants) > 2:  # more than the default pair (attention_lstm and its lstm ablation)
+        lines += ["", "## Ablation", "", ablation_markdown(metrics), "", ABLATION_NOTE]
     if deciles is not None:
         summary = conditional_coverage_summary(deciles).with_columns(pl.col(pl.Float64).round(3))
         lines += ["", "## Intervals when markets are calm and wild", "", markdown_table(summary)]

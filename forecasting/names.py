@@ -16,11 +16,22 @@ class Model(StrEnum):
     ENSEMBLE = "ensemble"  # attention_lstm trained from backtest.ensemble_seeds seeds, forecasts averaged
     COMBINED = "combined"  # attention_lstm shrunk towards hist_mean and the random walk (forecasting/combine.py)
     LSTM = "lstm"  # the same network without attention: the ablation
+    BIDIRECTIONAL = "bidirectional"  # attention_lstm whose encoder reads the window both ways
+    SELF_ATTENTION = "self_attention"  # attention_lstm with a self-attention + feed-forward block over its states
     RIDGE = "ridge"
     HIST_MEAN = "hist_mean"
     RANDOM_WALK = "random_walk"  # the benchmark every ratio and Diebold-Mariano test is taken against
 
 
+# the ablation: every variant of the network, and how its forecasts are pooled, on identical origins
+ABLATION = (
+    Model.ATTENTION_LSTM,
+    Model.LSTM,
+    Model.BIDIRECTIONAL,
+    Model.SELF_ATTENTION,
+    Model.ENSEMBLE,
+    Model.COMBINED,
+)
 PUBLISHING_MODEL = Model.ATTENTION_LSTM  # the recipe the nightly trains, refits and publishes
 BENCHMARK = Model.RANDOM_WALK
 BASELINES = (Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE)  # what the guardrail may publish instead
@@ -31,6 +42,8 @@ DISPLAY_ORDER = (
     Model.ATTENTION_LSTM,
     Model.ENSEMBLE,
     Model.COMBINED,
+    Model.BIDIRECTIONAL,
+    Model.SELF_ATTENTION,
     Model.LSTM,
     Model.RIDGE,
     Model.HIST_MEAN,

@@ -4,6 +4,7 @@ import itertools
 from datetime import date
 
 import numpy as np
+import polars as pl
 import pytest
 
 from features.windows import Panel, refit_split, splits_before
@@ -113,3 +114,29 @@ def test_the_ensemble_averages_members_that_differ_only_in_their_seed():
     np.testing.assert_array_equal(first, single.predict(panel, block))  # the base seed: attention_lstm itself
     assert np.abs(second - first).max() > 1e-6  # another seed, another forecast
     np.testing.assert_array_equal(ensemble.predict(panel, block), np.mean([first, second], axis=0))
+
+
+def test_the_ablation_table_puts_every_variant_on_identical_origins():
+    from forecasting.backtest_report import backtest_summary
+    from forecasting.results import ablation_table
+
+    panel = panel_of(PRICES)
+    variants = ["attention_lstm", "lstm", "bidirectional", "self_attention", "combined", "random_walk"]
+    result = run(panel, models=variants, test_end=date(2011, 3, 25))
+    keys = {
+        m: set(g.select("ticker", "asof_date", "horizon").iter_rows())
+        for (m,), g in result.predictions.group_by("model")
+    }
+    assert len({frozenset(v) for v in keys.values()}) == 1  # identical origins
+    table = ablation_table(result.metrics)
+    assert table["model"].to_list() == ["attention_lstm", "combined", "bidirectional", "self_attention", "lstm"]
+    assert table.columns == ["model", "h1 ratio", "h1 DM p", "h3 ratio", "h3 DM p"]
+    pooled = result.metrics.filter(
+        (pl.col("scope") == "pooled") & (pl.col("model") == "bidirectional") & (pl.col("horizon") == 3)
+    )
+    assert table.filter(pl.col("model") == "bidirectional")["h3 ratio"].item() == pooled["mse_ratio"].item()
+    arch = {f.name: f.model_settings for f in result.forecasters if hasattr(f, "model_settings")}
+    assert arch["bidirectional"].bidirectional and arch["self_attention"].self_attention
+    assert arch["self_attention"].attention_heads == 4 and not arch["attention_lstm"].bidirectional
+    text = backtest_summary(result.metrics, result.folds, "t", {}, 1.0, 0.8)
+    assert "## Ablation" in text and "| bidirectional |" in text
