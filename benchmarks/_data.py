@@ -47,8 +47,9 @@ def synthetic(n_tickers: int, years: int, seed: int = 0, faults: bool = True) ->
     )
 
 
-def panel_of(prices: pl.DataFrame, windows=None):
-    """The default feature pipeline on `prices`: (panel, date splits). Imported late: `synthetic` alone is light."""
+def panel_of(prices: pl.DataFrame, windows=None, features=None):
+    """The feature pipeline on `prices` (default settings unless `features`): (panel, date splits). Imported
+    late: `synthetic` alone is light."""
     from features.build import build_features
     from features.denoise import denoise
     from features.prices.validate import validate_prices
@@ -56,8 +57,9 @@ def panel_of(prices: pl.DataFrame, windows=None):
     from features.windows import date_splits, make_panel
 
     frame = validate_prices(prices, ValidationSettings()).frame
-    ff = build_features(denoise(frame, DenoiseSettings()), FeatureSettings())
-    panel = make_panel(ff, FeatureSettings().max_horizon)
+    features = features or FeatureSettings()
+    ff = build_features(denoise(frame, DenoiseSettings()), features)
+    panel = make_panel(ff, features.max_horizon)
     return panel, date_splits(panel, windows or WindowSettings())
 
 

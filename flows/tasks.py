@@ -13,7 +13,7 @@ from features.build import FeatureFrame, build_features, concat_features
 from features.market import context_only, market_inputs
 from features.prices import lake, validate
 from features.windows import Panel, make_panel
-from flows.settings import Settings
+from flows.settings import RunnerSettings, Settings
 from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.registry import settings_hash
 from forecasting.settings import BacktestSettings
@@ -147,8 +147,8 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
     if len(chunks) == 1:
         return whole(prices, settings, fingerprint, context)
     market = market_frame(prices, context, settings)
-    futures = [
-        part.submit(
+    args = [
+        (
             prices.filter(pl.col("ticker").is_in(chunk)),
             settings,
             f"{fingerprint}-{settings_hash({'tickers': chunk})}",
@@ -156,8 +156,21 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
         )
         for chunk in chunks
     ]
-    ff = concat_features([f.result() for f in futures], settings.features)
+    if chunks_in_parallel(settings.runner):
+        parts = [f.result() for f in [part.submit(*a) for a in args]]
+    else:
+        parts = [part(*a) for a in args]
+    ff = concat_features(parts, settings.features)
     return ff, make_panel(ff, settings.features.max_horizon)
+
+
+def chunks_in_parallel(runner: RunnerSettings) -> bool:
+    """Whether feature chunks may be built at the same time: not while their cached results are saved in the
+    process that builds the others. Prefect pickles a cached polars frame holding the GIL while the frame's
+    serialisation waits on polars' thread pool, which another chunk's Python kernels (`map_batches`) occupy
+    waiting for the GIL: a deadlock, seen with the threads runner and two chunks. Chunks built in other
+    processes (a Dask scheduler's workers) or not cached are safe; each chunk is multi-threaded on its own."""
+    return runner.dask_address is not None or not runner.cache_features
 
 
 @task(name="features (chunk)", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)

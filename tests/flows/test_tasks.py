@@ -70,3 +70,15 @@ def test_the_feature_cache_key_follows_the_market_setting():
     keys = [key({}), key(on), key(on | {"NIGHTCAST_FEATURES__MARKET": '["SPY"]'})]
     keys.append(key(on | {"NIGHTCAST_FEATURES__MARKET": "[]"}))
     assert len(set(keys)) == 4
+
+
+def test_cached_feature_chunks_are_built_one_after_another_in_one_process():
+    """A cached chunk's result is pickled holding the GIL while another chunk's kernels wait for it: deadlock
+    (seen with the threads runner). In parallel only where that cannot happen."""
+    from flows.settings import RunnerSettings
+    from flows.tasks import chunks_in_parallel
+
+    assert not chunks_in_parallel(RunnerSettings())  # threads, cached: one after another
+    assert not chunks_in_parallel(RunnerSettings(kind="dask"))  # a local cluster's workers are threads of this process
+    assert chunks_in_parallel(RunnerSettings(cache_features=False))
+    assert chunks_in_parallel(RunnerSettings(kind="dask", dask_address="tcp://127.0.0.1:8786"))
