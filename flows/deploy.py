@@ -23,6 +23,7 @@ from nightcast.errors import NightcastError
 
 def deployments(settings: Settings) -> list:
     """The nightly and weekly-backtest deployments, parameterised with the resolved settings."""
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from flows.backtest import backtest_flow
@@ -30,9 +31,13 @@ def deployments(settings: Settings) -> list:
 
     s = settings.schedule
     params = {"settings": settings.model_dump(mode="json")}
+    # a module path (flows.nightly.nightly), importable wherever nightcast is installed: a work pool's worker
+    # runs each flow in a temporary directory, where the default file path (relative to here) does not resolve
+    module = EntrypointType.MODULE_PATH
     return [
         nightly.to_deployment(
             name="nightly",
+            entrypoint_type=module,
             schedules=[Cron(s.nightly_cron, timezone=s.timezone)],
             parameters=params,
             description=f"ingest, evaluate against the baselines, forecast and publish, after the close: "
@@ -41,6 +46,7 @@ def deployments(settings: Settings) -> list:
         ),
         backtest_flow.to_deployment(
             name="weekly-backtest",
+            entrypoint_type=module,
             schedules=[Cron(s.backtest_cron, timezone=s.timezone)],
             parameters=params,
             description=f"walk-forward backtest of the model, its ablation and the baselines: "

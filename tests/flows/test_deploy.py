@@ -29,6 +29,8 @@ def test_deployments_register_with_their_cron_and_timezone(prefect_harness, tmp_
     assert (n.schedule.cron, n.schedule.timezone) == ("15 19 * * 1-5", "America/New_York")
     assert (w.schedule.cron, w.schedule.timezone) == ("0 7 * * 6", "America/New_York")
     assert nightly.parameters["settings"]["schedule"]["nightly_cron"] == "15 19 * * 1-5"
+    # importable from any directory (a work pool's worker runs flows in a temporary one)
+    assert (nightly.entrypoint, weekly.entrypoint) == ("flows.nightly.nightly", "flows.backtest.backtest_flow")
 
 
 def test_a_holiday_run_stops_early_with_market_closed(prefect_harness, tmp_path):
