@@ -235,3 +235,28 @@ def synthetic_prices(tickers: list[str], n_days: int, seed: int = 0, start: date
             )
         )
     return conform(pl.concat(frames))
+
+
+# The order tests are handed to xdist's workers: the feature tests first (no Prefect server needed while the
+# shared one starts), then the longest flow tests (each 4-15 s on 2 cores), then the many short ones, which
+# fill the gaps so that both workers finish together (in file order the longest came last: one worker ran them
+# while the other had nothing left, ~15 s of a 75 s run).
+LONGEST = (
+    "test_interrupts.py",
+    "test_replay.py",
+    "test_market_context.py",
+    "test_ingest_flow.py",
+    "test_nightly.py",
+    "test_lock.py",
+    "test_deploy.py",
+    "test_backtest_flow.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        if item.path.parent.name == "features":
+            return 0
+        return 1 if item.path.name in LONGEST else 2
+
+    items.sort(key=rank)  # stable: file order within each group
