@@ -16,10 +16,14 @@ from flows.lock import exclusive
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish
-from forecasting.backtest import BacktestResult
+from forecasting.backtest import QUANTILE_LEVELS, BacktestResult
 from forecasting.backtest_report import write_backtest_report
 from forecasting.cross_section import cross_section_table
-from forecasting.intervals import band_by_volatility
+from forecasting.intervals import (
+    band_by_volatility,
+    quantile_column,
+    quantile_scores,
+)
 
 
 @task(name="write backtest", cache_policy=NO_CACHE)
@@ -36,8 +40,12 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     if coverage is not None and "sigma" in result.predictions.columns:
         deciles = band_by_volatility(result.predictions, coverage)
         paths += publish.write_frame(deciles, out_dir, "coverage_by_volatility", formats)
+    quantiles = None
+    if all(quantile_column(q) in result.predictions.columns for q in QUANTILE_LEVELS):
+        quantiles = quantile_scores(result.predictions, QUANTILE_LEVELS)
+        paths += publish.write_frame(quantiles, out_dir, "quantile_scores", formats)
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"
-    return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles)
+    return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles, quantiles)
 
 
 def _run_name() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from forecasting import plots
-from forecasting.intervals import conditional_coverage_summary
+from forecasting.intervals import conditional_coverage_summary, plot_reliability, quantile_levels, reliability_table
 from forecasting.names import ABLATION, PUBLISHING_MODEL
 from forecasting.results import (
     ABLATION_NOTE,
@@ -29,6 +29,7 @@ def backtest_summary(
     coverage: float | None,
     cross_section: pl.DataFrame | None = None,
     deciles: pl.DataFrame | None = None,
+    quantiles: pl.DataFrame | None = None,
 ) -> str:
     """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
     table = evaluation_table(metrics)
@@ -54,6 +55,9 @@ def backtest_summary(
         summary = conditional_coverage_summary(deciles).with_columns(pl.col(pl.Float64).round(3))
         lines += ["", "## Intervals when markets are calm and wild", "", markdown_table(summary)]
         lines += ["", DECILES_NOTE.format(coverage=coverage)]
+    if quantiles is not None:
+        lines += ["", "## Quantile forecasts", "", markdown_table(quantiles.with_columns(pl.col(pl.Float64).round(5)))]
+        lines += ["", QUANTILES_NOTE]
     if cross_section is not None:
         lines += ["", "## Across tickers", "", across_tickers_markdown(cross_section)]
         lines += ["", ACROSS_TICKERS_NOTE]
@@ -61,6 +65,13 @@ def backtest_summary(
     lines += ["", "## Folds", "", markdown_table(folds)]
     return "\n".join(lines) + "\n"
 
+
+QUANTILES_NOTE = (
+    "The 5, 10, 50, 90 and 95% quantiles of each forecast (conformal: past residuals in units of the volatility "
+    "forecast): mean pinball loss over the levels and the CRPS from them, and each as a ratio to the baseline "
+    "band ('normal band': a zero forecast with normal quantiles of the same volatility forecast). Below 1 beats "
+    "the band; reliability.png plots each level against how often the outcome fell at or below it."
+)
 
 DECILES_NOTE = (
     "Realised coverage of the {coverage:.0%} interval within tenths of the forecasts ranked by their volatility "
@@ -83,6 +94,7 @@ def write_backtest_report(
     coverage: float | None,
     cross_section: pl.DataFrame | None = None,
     deciles: pl.DataFrame | None = None,
+    quantiles: pl.DataFrame | None = None,
 ) -> list[Path]:
     """PNG plots and report.md (linking them) into `out_dir`."""
     out_dir = Path(out_dir)
@@ -93,9 +105,12 @@ def write_backtest_report(
         plots.plot_predicted_vs_realised(result.predictions, out_dir / "predicted_vs_realised.png", featured),
         plots.plot_hit_rates(result.metrics, out_dir / "hit_rates.png"),
     ]
+    if quantiles is not None:
+        levels = quantile_levels(result.predictions)
+        paths.append(plot_reliability(reliability_table(result.predictions, levels), out_dir / "reliability.png"))
     images = {p.stem.replace("_", " "): p.name for p in paths}
     text = backtest_summary(
-        result.metrics, result.folds, title, images, result.seconds, coverage, cross_section, deciles
+        result.metrics, result.folds, title, images, result.seconds, coverage, cross_section, deciles, quantiles
     )
     paths.append(atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text)))
     return paths

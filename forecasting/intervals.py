@@ -243,3 +243,32 @@ def conditional_coverage_summary(deciles: pl.DataFrame) -> pl.DataFrame:
         )
         .sort(list(BY))
     )
+
+
+NORMAL_BAND = "normal band"  # the random walk +- z x volatility: the baseline of the quantile scores
+
+
+def quantile_scores(predictions: pl.DataFrame, levels: Sequence[float]) -> pl.DataFrame:
+    """Per model and horizon: mean pinball loss over `levels`, CRPS from them, and both as a ratio to the
+    baseline band (a zero forecast with normal quantiles of the volatility forecast `sigma`) on the same rows.
+    `*by, pinball, crps, pinball_ratio, crps_ratio, n`; the band is a row of its own (`NORMAL_BAND`)."""
+    from forecasting.volatility import normal_band  # (volatility imports this module)
+
+    columns = [quantile_column(q) for q in levels]
+    rows = predictions.drop_nulls(["y_true", "sigma", *columns])
+    band = normal_band(rows.filter(pl.col("model") == rows["model"][0]).drop(columns), levels)
+    frame = pl.concat([rows, band.with_columns(pl.lit(NORMAL_BAND).alias("model")).select(rows.columns)])
+    pinball_rows = pinball_table(frame, levels).group_by(list(BY)).agg(pl.col("pinball").mean())
+    table = crps_table(frame, levels).join(pinball_rows, on=list(BY))
+    base = table.filter(pl.col("model") == NORMAL_BAND).select(
+        "horizon", pl.col("pinball", "crps").name.suffix("_band")
+    )
+    return (
+        table.join(base, on="horizon")
+        .with_columns(
+            (pl.col("pinball") / pl.col("pinball_band")).alias("pinball_ratio"),
+            (pl.col("crps") / pl.col("crps_band")).alias("crps_ratio"),
+        )
+        .select(*BY, "pinball", "crps", "pinball_ratio", "crps_ratio", "n")
+        .sort(list(BY))
+    )

@@ -1,5 +1,6 @@
 """`nightcast backtest` end to end on a slice of the sample, under a real (temporary) Prefect server."""
 
+import numpy as np
 import polars as pl
 import pytest
 from rich.console import Console
@@ -82,3 +83,17 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
     first = deciles.filter((pl.col("model") == "attention_lstm") & (pl.col("horizon") == 5) & (pl.col("decile") == 0))
     assert first["coverage"].item() == pytest.approx(hit) and first["n"].item() == calm.height
     assert "## Intervals when markets are calm and wild" in report
+    # quantile forecasts, scored against the normal band on the same rows; the pinball loss recomputed
+    scores = pl.read_parquet(out / "quantile_scores.parquet")
+    levels = (0.05, 0.1, 0.5, 0.9, 0.95)
+    rows = p5.drop_nulls([f"q{q}" for q in levels])
+    y = rows["y_true"].to_numpy()
+    losses = []
+    for q in levels:
+        u = y - rows[f"q{q}"].to_numpy()
+        losses.append(np.mean(np.maximum(q * u, (q - 1) * u)))
+    by_hand = np.mean(losses)
+    mine = scores.filter((pl.col("model") == "attention_lstm") & (pl.col("horizon") == 5))
+    assert mine["pinball"].item() == pytest.approx(by_hand, rel=1e-9) and mine["n"].item() == rows.height
+    assert "## Quantile forecasts" in report and "](reliability.png)" in report
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"

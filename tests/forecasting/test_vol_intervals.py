@@ -107,3 +107,29 @@ def test_the_volatility_reverts_to_the_long_run_by_the_blend():
     r = np.diff(np.log(panel.price[first]))
     w = 0.995 ** np.arange(len(r))[::-1]
     np.testing.assert_allclose(slow[panel.offsets[1] - 1, 0], np.sqrt(np.sum(w * r**2) / w.sum()), rtol=1e-9)
+
+
+def test_quantile_forecasts_are_symmetric_past_residuals_in_volatility_units_and_scored_against_the_band():
+    from forecasting.backtest import conformal_quantiles
+    from forecasting.intervals import NORMAL_BAND, quantile_scores
+
+    frame = _two_regimes(n_days=400).with_columns(pl.lit(0.01).alias("y_pred"))
+    out = conformal_quantiles(frame, (0.05, 0.1, 0.5, 0.9, 0.95), 250, 50)
+    known = out.drop_nulls("q0.95")
+    assert known.height > 0.8 * out.height and known["asof_date"].min() > frame["asof_date"].min()
+    np.testing.assert_allclose(known["q0.5"], known["y_pred"])  # the median is the forecast itself
+    np.testing.assert_allclose(known["q0.95"] - known["y_pred"], known["y_pred"] - known["q0.05"])  # symmetric
+    # in units of sigma: the same multiple of sigma on calm and wild rows of a date
+    units = known.with_columns(((pl.col("q0.9") - pl.col("y_pred")) / pl.col("sigma")).round(9).alias("u"))
+    assert (units.group_by("asof_date").agg(pl.col("u").n_unique())["u"] == 1).all()
+    # the first origin with quantiles had min_count residuals realised before it, none after
+    first = known["asof_date"].min()
+    assert frame.filter(pl.col("target_date") <= first).group_by("model").len()["len"].item() >= 50
+    # errors drawn from N(0, sigma): the 90% quantile sits near 1.28 sigma, and the scores match the normal band's
+    assert abs(units["u"].median() - 1.2816) < 0.1
+    scores = quantile_scores(out, (0.05, 0.1, 0.5, 0.9, 0.95))
+    band = scores.filter(pl.col("model") == NORMAL_BAND)
+    assert (
+        band["pinball_ratio"].to_list() == [1.0]
+        and abs(scores.filter(pl.col("model") == "m")["pinball_ratio"].item() - 1) < 0.03
+    )
