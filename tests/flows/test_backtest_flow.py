@@ -74,6 +74,11 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
     for png in ("cumulative_error.png", "predicted_vs_realised.png", "hit_rates.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "Walk-forward backtest" in recorder.export_text()
+    check_interval_outputs(out, p5, report)
+
+
+def check_interval_outputs(out, p5: pl.DataFrame, report: str) -> None:
+    """Coverage within volatility deciles and the quantile scores, recomputed from the predictions."""
     # coverage within volatility deciles, recomputed from the predictions: the calmest tenth of the model's
     # horizon-5 forecasts with an interval
     deciles = pl.read_parquet(out / "coverage_by_volatility.parquet")
