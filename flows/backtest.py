@@ -37,11 +37,16 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     paths += publish.write_frame(across, out_dir, "cross_section", formats)
     coverage = bt.coverage if bt.interval != "none" else None
     deciles = None
-    if coverage is not None and "sigma" in result.predictions.columns:
+    columns = set(result.predictions.columns)
+    if (
+        coverage is not None and {"sigma", "y_lower", "y_upper"} <= columns
+    ):  # (a quantile interval without a head: none)
         deciles = band_by_volatility(result.predictions, coverage)
         paths += publish.write_frame(deciles, out_dir, "coverage_by_volatility", formats)
     quantiles = None
-    if all(quantile_column(q) in result.predictions.columns for q in QUANTILE_LEVELS):
+    levels = [quantile_column(q) for q in QUANTILE_LEVELS]
+    # quantiles only once min_count residuals were realised: a short backtest may have none
+    if set(levels) <= columns and not result.predictions.drop_nulls(levels).is_empty():
         quantiles = quantile_scores(result.predictions, QUANTILE_LEVELS)
         paths += publish.write_frame(quantiles, out_dir, "quantile_scores", formats)
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"

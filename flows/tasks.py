@@ -169,8 +169,9 @@ def chunks_in_parallel(runner: RunnerSettings) -> bool:
     process that builds the others. Prefect pickles a cached polars frame holding the GIL while the frame's
     serialisation waits on polars' thread pool, which another chunk's Python kernels (`map_batches`) occupy
     waiting for the GIL: a deadlock, seen with the threads runner and two chunks. Chunks built in other
-    processes (a Dask scheduler's workers) or not cached are safe; each chunk is multi-threaded on its own."""
-    return runner.dask_address is not None or not runner.cache_features
+    processes (a Dask scheduler's workers, started with `--nthreads 1`) or not cached are safe; each chunk is
+    multi-threaded on its own. An address with the threads runner is not a Dask run: `task_runner` ignores it."""
+    return (runner.kind == "dask" and runner.dask_address is not None) or not runner.cache_features
 
 
 @task(name="features (chunk)", cache_key_fn=_features_key, cache_expiration=timedelta(days=7), persist_result=True)

@@ -19,7 +19,7 @@ import torch
 from features.windows import Scaler
 
 _resident: dict[tuple[int, str], tuple[weakref.ref, torch.Tensor]] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a collection during a copy may free a cached array, whose callback locks
 
 
 def resident(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -102,3 +102,27 @@ def check_interval_outputs(out, p5: pl.DataFrame, report: str) -> None:
     assert mine["pinball"].item() == pytest.approx(by_hand, rel=1e-9) and mine["n"].item() == rows.height
     assert "## Quantile forecasts" in report and "](reliability.png)" in report
     assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("interval", ["conformal", "quantile"])
+def test_a_short_backtest_or_intervals_without_a_band_still_write_their_report(settings, tmp_path, interval):
+    """Too few realised residuals for any quantile (conformal_min), or `interval = "quantile"` without a quantile
+    head (no band at all): the files and the report are written without those sections, not a crash."""
+    from datetime import date
+
+    from flows.backtest import write_backtest
+    from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
+    from forecasting.settings import BacktestSettings
+    from tests.forecasting.test_backtest import MODEL, PRICES, TRAIN, panel_of
+
+    panel = panel_of(PRICES)
+    bt = BacktestSettings(
+        test_start=date(2011, 3, 1), test_end=date(2011, 3, 15), interval=interval, models=["random_walk", "hist_mean"]
+    )
+    schedule = Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60)
+    result = walk_forward(panel, make_forecasters(bt, MODEL, TRAIN, 10), schedule, Intervals.from_settings(bt), False)
+    paths = write_backtest.fn(result, settings.model_copy(update={"backtest": bt}), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert (tmp_path / "metrics.parquet") in paths and "## Quantile forecasts" not in report
+    assert not (tmp_path / "quantile_scores.parquet").exists() and not (tmp_path / "reliability.png").exists()
+    assert ("## Intervals when markets are calm and wild" in report) == (interval == "conformal")

@@ -82,3 +82,4 @@ def test_cached_feature_chunks_are_built_one_after_another_in_one_process():
     assert not chunks_in_parallel(RunnerSettings(kind="dask"))  # a local cluster's workers are threads of this process
     assert chunks_in_parallel(RunnerSettings(cache_features=False))
     assert chunks_in_parallel(RunnerSettings(kind="dask", dask_address="tcp://127.0.0.1:8786"))
+    assert not chunks_in_parallel(RunnerSettings(dask_address="tcp://127.0.0.1:8786"))  # threads runner: ignored
