@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--capture-first", action="store_true", help="many: capture each graph with nothing in flight")
     parser.add_argument("--one-stream", action="store_true", help="many: replay every model's graph on one stream")
     parser.add_argument("--skip-sequential", action="store_true", help="many: skip the sequential baseline")
+    parser.add_argument("--no-cudnn", action="store_true", help="many: torch's own LSTM kernels instead of cuDNN's")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to check this script quickly")
     parser.add_argument("--epochs", type=int, default=30, help="maximum epochs of each fit")
     args = parser.parse_args()
@@ -203,6 +204,8 @@ def main() -> None:
     DEVICE, EPOCHS = torch.device(args.device), args.epochs
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_scale.py needs a CUDA GPU")
+    if args.no_cudnn:  # is the crash of graphs replayed on several streams cuDNN's RNN?
+        torch.backends.cudnn.enabled = False
     if args.section == "universe":
         universe()
     elif args.section == "batch":
