@@ -33,6 +33,7 @@ from forecasting.settings import ModelSettings, TrainSettings  # noqa: E402
 from forecasting.step import GraphStep  # noqa: E402
 from forecasting.train import _check_stop, _Loop, _untrained, fit, predict  # noqa: E402
 
+MODEL = ModelSettings()
 DEVICE = torch.device("cuda")  # --device cpu: a quick check of this script's code on a machine without a GPU
 EPOCHS = 30
 
@@ -122,9 +123,7 @@ def many(dev_csv: Path, k: int, capture_first: bool, one_stream: bool, skip_sequ
     settings = [_settings(seed=s, epochs=min(EPOCHS, 10), patience=3) for s in range(1, k + 1)]
     _sync()
     t0 = time.perf_counter()
-    sequential = (
-        [] if skip_sequential else [fit(panel, splits, ModelSettings(), ts, windows.lookback) for ts in settings]
-    )
+    sequential = [] if skip_sequential else [fit(panel, splits, MODEL, ts, windows.lookback) for ts in settings]
     _sync()
     seq_s = time.perf_counter() - t0
     print(f"sequential fits done in {seq_s:.1f} s" if sequential else "sequential fits skipped")
@@ -133,7 +132,7 @@ def many(dev_csv: Path, k: int, capture_first: bool, one_stream: bool, skip_sequ
     loops = []
     for ts in settings:
         torch.manual_seed(ts.seed)
-        trained = _untrained(panel, splits, ModelSettings(), ts, windows.lookback, "", DEVICE)
+        trained = _untrained(panel, splits, MODEL, ts, windows.lookback, "", DEVICE)
         loops.append(_Loop(trained, panel, splits, ts, DEVICE, torch.get_num_threads()))
     streams = [None if one_stream else _stream() for _ in loops]
     state = [{"best": float("inf"), "stale": 0, "weights": None, "epochs": 0} for _ in loops]
@@ -197,6 +196,9 @@ def main() -> None:
     parser.add_argument("--one-stream", action="store_true", help="many: replay every model's graph on one stream")
     parser.add_argument("--skip-sequential", action="store_true", help="many: skip the sequential baseline")
     parser.add_argument("--no-cudnn", action="store_true", help="many: torch's own LSTM kernels instead of cuDNN's")
+    parser.add_argument(
+        "--dropout", type=float, default=None, help="many: the models' dropout (0: no RNG in the graphs)"
+    )
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to check this script quickly")
     parser.add_argument("--epochs", type=int, default=30, help="maximum epochs of each fit")
     args = parser.parse_args()
@@ -206,6 +208,9 @@ def main() -> None:
         raise SystemExit("gpu_scale.py needs a CUDA GPU")
     if args.no_cudnn:  # is the crash of graphs replayed on several streams cuDNN's RNN?
         torch.backends.cudnn.enabled = False
+    if args.dropout is not None:  # or the CUDA generator that every graph's dropout shares?
+        global MODEL
+        MODEL = ModelSettings(dropout=args.dropout)
     if args.section == "universe":
         universe()
     elif args.section == "batch":
