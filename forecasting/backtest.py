@@ -193,13 +193,14 @@ def _residuals_by_target(g: pl.DataFrame, scaled: bool) -> tuple[np.ndarray, np.
     return target[order], residual[order]
 
 
-def _past_quantile(
-    target: np.ndarray, residual: np.ndarray, day, coverage: float, window: int, min_count: int
-) -> float:
-    """The `coverage` quantile of the last `window` residuals whose target date is <= `day` (known then)."""
+def _past_quantile(target: np.ndarray, residual: np.ndarray, day, coverage, window: int, min_count: int):
+    """The `coverage` quantile (or quantiles, for an array) of the last `window` residuals whose target date is
+    <= `day` (known then); NaN while fewer than `min_count` are."""
     n = int(np.searchsorted(target, np.datetime64(day, "D"), side="right"))
     past = residual[max(0, n - window) : n]
-    return float(np.quantile(past, coverage)) if past.size >= min_count else np.nan
+    if past.size < min_count:
+        return np.full(np.shape(coverage), np.nan) if np.ndim(coverage) else np.nan
+    return np.quantile(past, coverage) if np.ndim(coverage) else float(np.quantile(past, coverage))
 
 
 def conformal_intervals(
@@ -244,21 +245,13 @@ def conformal_quantiles(
     their pinball loss was 1-8% above the normal band's (h=1-5), the symmetric ones' 0.991-1.014 of it."""
     parts = []
     for _, g in predictions.group_by("model", "horizon"):
-        sigma = g["sigma"].fill_null(np.nan).to_numpy()
-        absolute = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy()) / sigma
-        target = g["target_date"].to_numpy()
-        keep = np.isfinite(absolute)
-        order = np.argsort(target[keep], kind="stable")
-        target, absolute = target[keep][order], absolute[keep][order]
+        target, residual = _residuals_by_target(g, scaled=True)
         asof = g["asof_date"].to_numpy()
         side = np.sign(np.asarray(levels) - 0.5)  # -1 below the median, +1 above, 0 at it
         spread = np.abs(2 * np.asarray(levels) - 1)  # the central coverage each level bounds
-        by_day = {}
-        for day in np.unique(asof):
-            n = int(np.searchsorted(target, np.datetime64(day, "D"), side="right"))
-            past = absolute[max(0, n - window) : n]
-            by_day[day] = np.quantile(past, spread) * side if past.size >= min_count else np.full(len(levels), np.nan)
-        q = np.array([by_day[d] for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
+        by_day = {day: _past_quantile(target, residual, day, spread, window, min_count) for day in np.unique(asof)}
+        sigma = g["sigma"].fill_null(np.nan).to_numpy()
+        q = np.array([by_day[d] * side for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
         y_pred = g["y_pred"].to_numpy()
         parts.append(
             g.with_columns(
@@ -342,8 +335,8 @@ class Intervals:
     coverage: float
     window: int
     min_count: int  # the defaults live in BacktestSettings: build one with `from_settings`
-    scale: Literal["ewma", "none"] = "ewma"
-    vol_fast_weight: float = 0.25  # the volatility forecast's blend (`volatility.blended_variance`)
+    scale: Literal["ewma", "none"]
+    vol_fast_weight: float  # the volatility forecast's blend (`volatility.blended_variance`)
 
     @classmethod
     def from_settings(cls, bt: BacktestSettings) -> Intervals:

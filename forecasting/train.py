@@ -224,28 +224,28 @@ class _Loop:
         self.levels = torch.tensor(quantiles, device=device) if quantiles else None
         self.generator = torch.Generator().manual_seed(ts.seed)
         self.plan = batch_plan(len(splits.train), ts, device)
+        self.total_steps = ts.epochs * math.ceil(len(splits.train) / self.plan.batch_size)  # of the cosine schedule
         self.graphed = device.type == "cuda" and ts.cuda_graph
-        self.step = self._graph_step(len(splits.train)) if self.graphed else self._eager_step(len(splits.train))
+        self.step = self._graph_step() if self.graphed else self._eager_step()
 
     def _body_args(self, optimizer) -> tuple:
         return (self.model, self.data.inputs, self.data.Y, optimizer, self.levels, self.ts.grad_clip, self.autocast)
 
-    def _eager_step(self, n_train: int) -> Step:
+    def _eager_step(self) -> Step:
         ts, lr = self.ts, self.plan.learning_rate
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=lr, weight_decay=ts.weight_decay, fused=self.device.type in ("cpu", "cuda")
         )  # fused: one kernel for all parameters (measured ~4% faster steps on this CPU)
-        total_steps = ts.epochs * math.ceil(n_train / self.plan.batch_size)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=lr / 10)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps, eta_min=lr / 10)
         return EagerStep(*self._body_args(optimizer), schedule=schedule)
 
-    def _graph_step(self, n_train: int) -> Step:
+    def _graph_step(self) -> Step:
         ts, peak = self.ts, self.plan.learning_rate
         lr = torch.tensor(peak, device=self.device)  # a tensor the host refills: the graph reads it in place
         optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=lr, weight_decay=ts.weight_decay, fused=True, capturable=True
         )
-        total_steps = ts.epochs * math.ceil(n_train / self.plan.batch_size)
+        total_steps = self.total_steps
         return GraphStep(
             *self._body_args(optimizer),
             batch_size=self.plan.batch_size,

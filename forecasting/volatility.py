@@ -259,9 +259,7 @@ def blended_variance(returns: pl.DataFrame, fast_weight: float, fast: float, slo
     return quick.join(long_run, on=["ticker", "date"]).select("ticker", "date", blend.alias("variance"))
 
 
-def panel_sigma(
-    panel, fast_weight: float = 1.0, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA
-) -> np.ndarray:
+def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> np.ndarray:
     """(R, K) the volatility forecast of each horizon's forward log return, made at each panel row from its
     ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
     rows = pl.DataFrame(

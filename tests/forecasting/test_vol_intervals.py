@@ -55,7 +55,7 @@ def test_scaled_intervals_cover_calm_and_wild_days_alike():
 
 def test_the_volatility_forecast_uses_no_price_after_its_row():
     panel = panel_of(PRICES)
-    sigma = panel_sigma(panel)
+    sigma = panel_sigma(panel, 1.0)  # the fast EWMA alone
     assert sigma.shape == (len(panel.dates), len(panel.horizons)) and np.isfinite(sigma[-1]).all()
     # the EWMA by hand for the first ticker's last row
     first = slice(panel.offsets[0], panel.offsets[1])
@@ -66,7 +66,7 @@ def test_the_volatility_forecast_uses_no_price_after_its_row():
     cut = panel.offsets[0] + 200
     later = panel.price.copy()
     later[cut + 1 : panel.offsets[1]] *= np.exp(np.random.default_rng(1).normal(0, 0.2, panel.offsets[1] - cut - 1))
-    perturbed = panel_sigma(type(panel)(**{**panel.__dict__, "price": later}))
+    perturbed = panel_sigma(type(panel)(**{**panel.__dict__, "price": later}), 1.0)
     np.testing.assert_array_equal(perturbed[: cut + 1], sigma[: cut + 1])
     assert not np.allclose(perturbed[cut + 2 : panel.offsets[1]], sigma[cut + 2 : panel.offsets[1]])
 
