@@ -136,8 +136,9 @@ class FakeYahoo:
         return [p for u, p in self.calls if u.endswith(f"/{symbol}") and "period1" in p]
 
     def install(self, monkeypatch, cache_dir) -> FakeYahoo:
-        import yfinance as yf
         from yfinance.data import YfData
+
+        from features.prices.yahoo import configure_cache
 
         fake = self
 
@@ -145,5 +146,5 @@ class FakeYahoo:
             return fake.get(yfdata, url, params, timeout)
 
         monkeypatch.setattr(YfData, "get", get)
-        yf.set_tz_cache_location(str(cache_dir))
+        configure_cache(cache_dir)  # the product's own call, which also drops yfinance's first handles
         return self

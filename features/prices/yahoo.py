@@ -92,9 +92,21 @@ def _capture_failures() -> Iterator[_FailureLog]:
 def configure_cache(cache_dir: Path) -> None:
     """Keep yfinance's timezone/cookie cache inside the project instead of the user's home."""
     import yfinance as yf
+    from yfinance import cache
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     yf.set_tz_cache_location(str(cache_dir))
+    # yfinance 1.7 keeps each cache object, and the database handle it opened first, for the life of the
+    # process: a second call (another data dir in one process: a test worker, a replay beside a run) would
+    # otherwise go on writing into the first directory, from several download threads at once ("database
+    # is locked"). Dropping the objects makes the next lookup open the new location.
+    for manager, attr in (
+        ("_TzCacheManager", "_tz_cache"),
+        ("_CookieCacheManager", "_Cookie_cache"),
+        ("_ISINCacheManager", "_isin_cache"),
+    ):
+        if hasattr(getattr(cache, manager, None), attr):
+            setattr(getattr(cache, manager), attr, None)
 
 
 def download_chunk(tickers: list[str], start: date, settings: IngestSettings) -> tuple[pl.DataFrame, dict[str, str]]:

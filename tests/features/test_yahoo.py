@@ -1,4 +1,5 @@
 import random
+import sqlite3
 from datetime import date
 
 import numpy as np
@@ -137,3 +138,19 @@ def test_backoff_is_capped_full_jitter():
     delays = [backoff_delay(a, 2.0, 10.0, rng) for a in range(8) for _ in range(50)]
     assert max(delays) <= 10.0 and min(delays) >= 0.0
     assert len({round(d, 6) for d in delays}) > 300  # jittered, not a fixed schedule
+
+
+def test_a_second_cache_location_is_really_used(fake, tmp_path):
+    """yfinance keeps the first cache database open for the process; `configure_cache` must move it, or two
+    data dirs in one process share (and lock) the first one's database."""
+    fetch({"AAPL": date(2024, 3, 20)}, FAST, sleep=lambda s: None)
+    first = tmp_path / "yf-cache" / "tkr-tz.db"
+    assert first.exists()
+    yahoo.configure_cache(tmp_path / "second")
+    fetch({"MSFT": date(2024, 3, 20)}, FAST, sleep=lambda s: None)
+    def keys(path):
+        with sqlite3.connect(path) as db:
+            return {k for (k,) in db.execute("select key from _tz_kv")}
+
+    assert keys(tmp_path / "second" / "tkr-tz.db") == {"MSFT"}
+    assert "MSFT" not in keys(first)
