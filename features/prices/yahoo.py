@@ -107,6 +107,11 @@ def configure_cache(cache_dir: Path) -> None:
     ):
         if hasattr(getattr(cache, manager, None), attr):
             setattr(getattr(cache, manager), attr, None)
+    # Create the new databases here, in one thread: left to the download's thread pool, two threads switch
+    # a fresh file to WAL and create its tables at once, and one of them fails its ticker with "database is
+    # locked".
+    cache.get_tz_cache().lookup("")
+    cache.get_cookie_cache().lookup("")
 
 
 def download_chunk(tickers: list[str], start: date, settings: IngestSettings) -> tuple[pl.DataFrame, dict[str, str]]:
