@@ -125,3 +125,55 @@ def test_bad_arguments_are_clear_errors():
         kernels.ewm_mean(np.ones(3), np.arange(3), 1.5)
     with pytest.raises(ValueError, match="one length"):
         kernels.ewm_mean(np.ones(3), np.arange(4), 0.5)
+
+
+def hampel_column(lengths: list[int], seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Log prices of tickers of the given lengths, with outlying jumps; `ties`: returns on a coarse grid (equal
+    values in most windows) and flat stretches (zero MAD)."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0, 0.02, sum(lengths))
+    r[rng.random(r.size) < 0.05] *= 40.0  # outliers the filter clips
+    if ties:
+        r = np.round(r, 2)
+        r[rng.random(r.size) < 0.3] = 0.0
+    lp = np.cumsum(r) + 4.0
+    starts = np.cumsum([0, *lengths[:-1]]).astype(np.int64)
+    return lp, starts
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 120), min_size=1, max_size=5),
+    window=st.integers(3, 30),
+    sigmas=st.sampled_from([0.5, 3.0, 5.0]),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hampel_kernel_is_bit_identical_to_the_numpy_reference(lengths, window, sigmas, ties, seed):
+    from features.denoise import MAD_TO_SIGMA, hampel_returns
+
+    lp, starts = hampel_column(lengths, seed, ties)
+    got = kernels.hampel(lp, starts, window, sigmas, MAD_TO_SIGMA)
+    ends = np.append(starts[1:], lp.size)
+    want = np.concatenate([hampel_returns(lp[a:b], window, sigmas) for a, b in zip(starts, ends, strict=True)])
+    assert np.array_equal(got, want)
+
+
+def test_hampel_kernel_clips_by_hand_and_restarts_per_ticker():
+    from features.denoise import MAD_TO_SIGMA
+
+    returns = np.array([0.01, -0.01, 0.02, -0.02, 0.5])
+    lp = np.concatenate(([0.0], np.cumsum(returns)))
+    two = np.concatenate((lp, lp + 1.0))  # the second ticker starts with a jump of 1.0 from the first's end
+    out = kernels.hampel(two, np.array([0, 6]), 5, 3.0, MAD_TO_SIGMA)
+    bound = 0.01 + 3 * MAD_TO_SIGMA * 0.02  # window median 0.01, MAD 0.02
+    np.testing.assert_allclose(np.diff(out[:6]), [0.01, -0.01, 0.02, -0.02, bound], atol=1e-15)
+    assert out[6] == 1.0
+    np.testing.assert_allclose(out[6:] - 1.0, out[:6], atol=1e-12)
+
+
+def test_hampel_kernel_refuses_non_finite_prices():
+    with pytest.raises(ValueError, match="finite"):
+        kernels.hampel(np.array([1.0, np.nan, 2.0]), np.array([0]), 3, 5.0, 1.4826)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        kernels.hampel(np.ones(3), np.array([0]), 0, 5.0, 1.4826)
