@@ -153,6 +153,12 @@ def seed_prefect_db(template: Path | None, home: Path) -> None:
         shutil.copyfile(template, home / "prefect.db")
 
 
+# A flow run's heartbeat thread (every 180 s by default: crash detection for long runs) sleeps in 1 s steps, and
+# the end of every flow run waits for it to wake: ~0.5 s a flow run, ~10 s of a suite that runs ~150 of them. No
+# test run lasts long enough to beat; the CLI subprocess tests keep them (an environment variable cannot unset it).
+NO_HEARTBEATS = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(prefect_db_template):
     """A Prefect API for the flow tests: the run's shared server under xdist, else Prefect's own test harness."""
@@ -170,8 +176,10 @@ def prefect_harness(prefect_db_template):
     # Prefect 3.8's harness puts its database, prefect-test.db, in a directory from mkdtemp(); should that
     # change, the copy goes unused and the harness migrates as before.
     original, utilities.mkdtemp = utilities.mkdtemp, seeded
+    from prefect.settings import temporary_settings
+
     try:
-        with utilities.prefect_test_harness(server_startup_timeout=120):
+        with utilities.prefect_test_harness(server_startup_timeout=120), temporary_settings(updates=NO_HEARTBEATS):
             yield
     finally:
         utilities.mkdtemp = original
@@ -190,7 +198,7 @@ def _shared_server(url: str):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    with temporary_settings(updates={PREFECT_API_URL: url, **NO_HEARTBEATS}):
         yield
 
 
