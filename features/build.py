@@ -231,9 +231,9 @@ def concat_features(parts: list[FeatureFrame], settings: FeatureSettings) -> Fea
     """
     present = {name for part in parts for name in part.features}
     ordered = [name for name in catalogue.feature_names(settings) if name in present]
-    frame = (
-        pl.concat([p.frame for p in parts], how="diagonal_relaxed")
-        .select("ticker", "date", "close", "adj_close", *ordered, *parts[0].targets)
-        .sort("ticker", "date")
+    frame = pl.concat([p.frame for p in parts], how="diagonal_relaxed").select(
+        "ticker", "date", "close", "adj_close", *ordered, *parts[0].targets
     )
+    # parts of chunks in ticker order are sorted already: a sort would copy every column (~0.6 GB at 3.1M rows)
+    frame, _ = sorted_by_ticker(frame)
     return FeatureFrame(frame, ordered, parts[0].horizons)

@@ -4,6 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.prices import lake
+from features.prices.schema import VALUE_COLUMNS
 from nightcast.errors import ValidationError
 from tests.conftest import synthetic_prices
 
@@ -131,3 +132,16 @@ def test_no_sequence_of_upserts_loses_a_stored_value(tmp_path_factory, batches):
             if r[c] is not None
         }
         assert got == expected
+
+
+def test_fingerprint_hashes_slices_as_one_csv(monkeypatch):
+    # hashed a slice of rows at a time, it is still the hash of the whole frame's CSV text (stored fingerprints
+    # of champions and manifests stay valid)
+    import hashlib
+
+    frame = synthetic_prices(["BBB", "AAA"], 7).with_columns(pl.col("close") / 3.0)  # long decimals
+    body = frame.select("ticker", "date", *VALUE_COLUMNS).sort("ticker", "date")
+    whole = hashlib.sha256(body.write_csv(float_precision=10).encode()).hexdigest()[:16]
+    monkeypatch.setattr(lake, "FINGERPRINT_ROWS", 3)  # 14 rows in 5 slices
+    assert lake.fingerprint(frame) == whole
+    assert lake.fingerprint(frame.head(0)) == hashlib.sha256(body.head(0).write_csv().encode()).hexdigest()[:16]

@@ -78,8 +78,10 @@ def test_cached_feature_chunks_are_built_one_after_another_in_one_process():
     from flows.settings import RunnerSettings
     from flows.tasks import chunks_in_parallel
 
-    assert not chunks_in_parallel(RunnerSettings())  # threads, cached: one after another
-    assert not chunks_in_parallel(RunnerSettings(kind="dask"))  # a local cluster's workers are threads of this process
+    cached = {"cache_features": True}
+    assert not chunks_in_parallel(RunnerSettings(**cached))  # threads, cached: one after another
+    assert not chunks_in_parallel(RunnerSettings(kind="dask", **cached))  # a local cluster's workers are threads here
     assert chunks_in_parallel(RunnerSettings(cache_features=False))
-    assert chunks_in_parallel(RunnerSettings(kind="dask", dask_address="tcp://127.0.0.1:8786"))
-    assert not chunks_in_parallel(RunnerSettings(dask_address="tcp://127.0.0.1:8786"))  # threads runner: ignored
+    assert chunks_in_parallel(RunnerSettings())  # the default builds features afresh: no cache to save
+    assert chunks_in_parallel(RunnerSettings(kind="dask", dask_address="tcp://127.0.0.1:8786", **cached))
+    assert not chunks_in_parallel(RunnerSettings(dask_address="tcp://127.0.0.1:8786", **cached))  # threads: ignored
