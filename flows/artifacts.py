@@ -24,8 +24,10 @@ def nightly_markdown(
     decision: str,
     health: list[str],
     attention: str,
+    publishing: str = "",
 ) -> str:
-    """The nightly run's summary: the evaluation beside the baselines, the model decision, the forecasts."""
+    """The nightly run's summary: the evaluation beside the baselines, the model decision, what published at
+    each horizon (`publishing`: a Markdown table), the forecasts."""
     first = forecasts.row(0, named=True) if forecasts.height else {}
     lines = [
         f"# nightcast nightly — as of {first.get('asof_date')}",
@@ -37,6 +39,8 @@ def nightly_markdown(
     ]
     lines += ["", "## Across tickers", "", across_tickers_markdown(across)]
     lines += ["", "## Model", "", decision] + [f"- data health: {p}" for p in health]
+    if publishing:
+        lines += ["", "## What published", "", publishing]
     if quarantined:
         lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]
     lines += [

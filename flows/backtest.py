@@ -10,24 +10,29 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features.prices import lake
+from features.windows import Panel
 from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish
-from forecasting.backtest import QUANTILE_LEVELS, BacktestResult
+from forecasting.backtest import BacktestResult
 from forecasting.backtest_report import write_backtest_report
 from forecasting.cross_section import cross_section_table
 from forecasting.intervals import (
+    QUANTILE_LEVELS,
     band_by_volatility,
     quantile_column,
     quantile_scores,
 )
+from forecasting.volatility import volatility_qlike
 
 
 @task(name="write backtest", cache_policy=NO_CACHE)
-def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) -> list[Path]:
+def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path, panel: Panel | None = None) -> list[Path]:
+    """Predictions, metrics, folds and their tables and report into `out_dir`; with the `panel` the backtest ran
+    on, the volatility forecasts' QLIKE too."""
     formats = settings.publish.formats
     paths = publish.write_frame(result.predictions, out_dir, "predictions", formats)
     paths += publish.write_frame(result.metrics, out_dir, "metrics", formats)
@@ -49,8 +54,12 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path) ->
     if set(levels) <= columns and not result.predictions.drop_nulls(levels).is_empty():
         quantiles = quantile_scores(result.predictions, QUANTILE_LEVELS)
         paths += publish.write_frame(quantiles, out_dir, "quantile_scores", formats)
+    volatility = None
+    if panel is not None and "sigma" in columns:
+        volatility = volatility_qlike(panel, result.predictions)
+        paths += publish.write_frame(volatility, out_dir, "volatility_qlike", formats)
     title = f"nightcast backtest {result.test_start} .. {result.test_end}"
-    return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles, quantiles)
+    return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles, quantiles, volatility)
 
 
 def _run_name() -> str:
@@ -73,7 +82,7 @@ def _backtest(settings: Settings) -> tuple[BacktestResult, list[Path]]:
     result = run_backtest.with_options(timeout_seconds=settings.train.timeout_s * 4)(
         panel, settings, settings.backtest, fingerprint
     )
-    paths = write_backtest(result, settings, out_dir)
+    paths = write_backtest(result, settings, out_dir, panel)
     summary = artifacts.inline_images((out_dir / "report.md").read_text(), out_dir)
     create_markdown_artifact(
         markdown=summary, key="backtest-report", description="walk-forward backtest: metrics, plots and folds"

@@ -23,7 +23,6 @@ from rich.text import Text
 
 from flows import prefect_env
 from flows.settings import load_settings, to_toml
-from forecasting.names import PUBLISHING_MODEL
 from nightcast.errors import ConfigError, NightcastError
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
@@ -341,9 +340,10 @@ def _print_result(result, elapsed: float) -> None:
             "days its evaluation fit never trained or early-stopped on)",
         )
     )
-    flagged = [h for h, s in result.sources.items() if not s.skill and s.model == PUBLISHING_MODEL]
+    published = result.publishing.name  # the model, alone or combined with the baselines (publish.forecast)
+    flagged = [h for h, s in result.sources.items() if not s.skill and s.model == published]
     worse = [h for h, s in result.sources.items() if s.worse]
-    replaced = {h: s.model for h, s in result.sources.items() if s.model != PUBLISHING_MODEL}
+    replaced = {h: s.model for h, s in result.sources.items() if s.model != published}
     if flagged:
         console.print(
             f"[bold red]no skill[/] at horizons {flagged}: not significantly better than the random walk; "

@@ -36,8 +36,9 @@ from forecasting.backtest import (
     make_forecasters,
     walk_forward,
 )
-from forecasting.names import BASELINES, PUBLISHING_MODEL
-from forecasting.settings import ModelSettings, TrainSettings, training_recipe
+from forecasting.combine import Publishing
+from forecasting.names import BASELINES, TRAINED_MODEL
+from forecasting.settings import ModelSettings, TrainSettings, publishing_recipe, training_recipe
 from nightcast.errors import InsufficientDataError
 
 log = logging.getLogger("nightcast.flows.model_choice")
@@ -55,11 +56,13 @@ class ModelChoice:
     retrained: bool  # a challenger was evaluated this run
     verdict: policy.Verdict | None = None
     health: list[str] = field(default_factory=list)
+    publishing: Publishing = Publishing()  # what publishes from `published`: the network alone or combined
 
 
 def evaluation_settings(settings: Settings):
+    models = [*Publishing.evaluated(settings.publish.forecast), *BASELINES]
     return settings.backtest.model_copy(
-        update={"refit_every": 0, "test_start": None, "test_end": None, "models": [PUBLISHING_MODEL, *BASELINES]}
+        update={"refit_every": 0, "test_start": None, "test_end": None, "models": models}
     )
 
 
@@ -71,6 +74,8 @@ def config_hashes(settings: Settings) -> tuple[str, str]:
     recipe = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
         "train": training_recipe(settings.train)
     }
+    if published := publishing_recipe(settings.publish):
+        recipe["publish"] = published
     return registry.settings_hash(recipe), registry.settings_hash(inputs)
 
 
@@ -83,16 +88,19 @@ def health_gate(prices: pl.DataFrame, stale: dict[str, int], settings: Settings)
 
 
 @task(name="evaluate champion", cache_policy=NO_CACHE)
-def evaluate_fixed(panel: Panel, trained: train.TrainedModel, settings: Settings) -> BacktestResult:
-    """The champion's evaluation fit and freshly fit baselines on today's evaluation span (out of sample for
-    the champion: its cutoff is at or before the span's start)."""
+def evaluate_fixed(
+    panel: Panel, trained: train.TrainedModel, publishing: Publishing, settings: Settings
+) -> BacktestResult:
+    """The champion's evaluation fit (and its combination, by the champion's stored weights) and freshly fit
+    baselines on today's evaluation span (out of sample for the champion: its cutoff is at or before the span's
+    start, and its weights were chosen on its evaluation fit's validation span, before that cutoff)."""
     bt, w = evaluation_settings(settings), settings.windows
     baselines = make_forecasters(
         bt.model_copy(update={"models": list(BASELINES)}), settings.model, settings.train, w.lookback
     )
     return walk_forward(
         panel,
-        [FixedForecaster(PUBLISHING_MODEL, trained), *baselines],
+        [*publishing.forecasters(FixedForecaster(TRAINED_MODEL, trained)), *baselines],
         Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days),
         Intervals.from_settings(bt),
         progress=False,
@@ -131,8 +139,9 @@ def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str
     )
 
 
-def _neural_predictions(result: BacktestResult) -> pl.DataFrame:
-    return result.predictions.filter(pl.col("model") == PUBLISHING_MODEL)
+def _published_predictions(result: BacktestResult, publishing: Publishing) -> pl.DataFrame:
+    """The evaluation's forecasts of what publishes: the contest judges these."""
+    return result.predictions.filter(pl.col("model") == publishing.name)
 
 
 def choose_model(
@@ -157,7 +166,9 @@ def choose_model(
         reason = "a retrain was requested"
     health = health_gate(prices, stale, settings)
     held = _held(models_dir, champion, inputs_hash)
-    champion_result = evaluate_fixed(panel, held[1], settings) if held else None
+    # a champion publishes what it was vouched for as: its stored weights, or (none, an older record) the network
+    held_publishing = Publishing.of(champion.combination) if champion is not None else Publishing()
+    champion_result = evaluate_fixed(panel, held[1], held_publishing, settings) if held else None
     if reason is None or not health.ok:
         return _keep(champion, held, champion_result, reason, health.problems, models_dir)
 
@@ -165,43 +176,30 @@ def choose_model(
         panel, settings, evaluation_settings(settings), fingerprint
     )
     recipe = _evaluated_recipe(challenger_result)
-    evaluated = recipe.trained
-    verdict = _verdict(champion, held, champion_result, challenger_result, evaluated)
+    evaluated, publishing = recipe.trained, Publishing.from_evaluation(challenger_result.forecasters)
+    verdict = _verdict(champion, held, (champion_result, held_publishing), (challenger_result, publishing), evaluated)
     if verdict.promote:
         model, training = recipe.model_settings, recipe.train_settings
         result, event = challenger_result, "promoted"
-        evaluation_version = f"{PUBLISHING_MODEL}-eval-{train.weights_digest(evaluated.model)}"
+        evaluation_version = f"{TRAINED_MODEL}-eval-{train.weights_digest(evaluated.model)}"
         train.save_checkpoint(evaluated, models_dir / f"{evaluation_version}.pt")
     else:
-        # The champion's recipe won out of sample: it goes on publishing, refit on the newer data too.
-        evaluated, evaluation_version = held[1], champion.evaluation_version
+        # The champion's recipe won out of sample: it goes on publishing (as it was vouched for: alone or by its
+        # weights), refit on the newer data too.
+        evaluated, evaluation_version, publishing = held[1], champion.evaluation_version, held_publishing
         model, training = _recipe_of(evaluated, settings)
         result, event = champion_result, "kept"
     published = refit.with_options(timeout_seconds=settings.train.timeout_s)(
         panel, model, training, evaluated.lookback, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
     )
-    version = f"{PUBLISHING_MODEL}-{train.weights_digest(published.model)}"
+    version = f"{TRAINED_MODEL}-{train.weights_digest(published.model)}"
     checkpoint = train.save_checkpoint(published, models_dir / f"{version}.pt")
     score = verdict.challenger_score if verdict.promote else verdict.champion_score
+    if score is None:
+        score = policy.mean_ratio(_published_predictions(result, publishing), "y_pred")
+    decided = _Decided(version, evaluation_version, published, evaluated, result, publishing, score, event)
     registry.record_decision(
-        models_dir,
-        registry.Champion(
-            version,
-            checkpoint.name,
-            evaluation_version,
-            f"{evaluation_version}.pt",
-            asof,
-            today,
-            date.fromisoformat(published.trained_through),
-            date.fromisoformat(evaluated.cutoff),
-            fingerprint,
-            recipe_hash,
-            inputs_hash,
-            result.test_start.astype(object),
-            result.test_end.astype(object),
-            score if score is not None else policy.mean_ratio(_neural_predictions(result), "y_pred"),
-            event,
-        ),
+        models_dir, _record(decided, asof, today, fingerprint, recipe_hash, inputs_hash, checkpoint.name)
     )
     if verdict.promote:
         decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
@@ -212,7 +210,54 @@ def choose_model(
         )
     log.info("%s", decision)
     return ModelChoice(
-        result, evaluated, evaluation_version, published, version, checkpoint, decision, True, verdict, health.problems
+        result,
+        evaluated,
+        evaluation_version,
+        published,
+        version,
+        checkpoint,
+        decision,
+        True,
+        verdict,
+        health.problems,
+        publishing,
+    )
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """What a retrain decided: the models, the evaluation that vouched for them and how they publish."""
+
+    version: str
+    evaluation_version: str
+    published: train.TrainedModel
+    evaluated: train.TrainedModel
+    result: BacktestResult
+    publishing: Publishing
+    score: float
+    event: str
+
+
+def _record(
+    d: _Decided, asof: date, today: date, fingerprint: str, recipe_hash: str, inputs_hash: str, checkpoint: str
+) -> registry.Champion:
+    return registry.Champion(
+        d.version,
+        checkpoint,
+        d.evaluation_version,
+        f"{d.evaluation_version}.pt",
+        asof,
+        today,
+        date.fromisoformat(d.published.trained_through),
+        date.fromisoformat(d.evaluated.cutoff),
+        fingerprint,
+        recipe_hash,
+        inputs_hash,
+        d.result.test_start.astype(object),
+        d.result.test_end.astype(object),
+        d.score,
+        d.event,
+        d.publishing.record(),
     )
 
 
@@ -262,30 +307,33 @@ def _keep(
         False,
         None,
         problems,
+        Publishing.of(champion.combination),
     )
 
 
 def _evaluated_recipe(result: BacktestResult) -> NeuralForecaster:
     """The publishing model's forecaster (its settings and evaluation fit) out of the evaluation backtest."""
     for f in result.forecasters:
-        if f.name == PUBLISHING_MODEL and isinstance(f, NeuralForecaster) and f.trained is not None:
+        if f.name == TRAINED_MODEL and isinstance(f, NeuralForecaster) and f.trained is not None:
             return f
-    raise InsufficientDataError(f"the evaluation did not train {PUBLISHING_MODEL}")
+    raise InsufficientDataError(f"the evaluation did not train {TRAINED_MODEL}")
 
 
 def _verdict(
     champion: registry.Champion | None,
     held,
-    champion_result: BacktestResult | None,
-    challenger_result: BacktestResult,
+    champion_side: tuple[BacktestResult | None, Publishing],
+    challenger_side: tuple[BacktestResult, Publishing],
     evaluated: train.TrainedModel,
 ) -> policy.Verdict:
+    """The contest, on what each side publishes (its combination, or the network alone)."""
     if held is None and champion is not None:
         why = "the champion reads other features (denoise, feature or lookback settings changed)"
         return policy.Verdict(True, why, None, None, None, None, 0)
+    champion_result, champion_publishing = champion_side
     return policy.judge(
-        _neural_predictions(champion_result) if champion_result else None,
-        _neural_predictions(challenger_result),
+        _published_predictions(champion_result, champion_publishing) if champion_result else None,
+        _published_predictions(*challenger_side),
         champion.cutoff if champion else None,
         date.fromisoformat(evaluated.cutoff),
     )

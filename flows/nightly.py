@@ -31,8 +31,10 @@ from flows.model_choice import ModelChoice, choose_model
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
 from forecasting import live, policy, publish
+from forecasting.combine import Publishing
 from forecasting.cross_section import cross_section_table
-from forecasting.names import BASELINES, PUBLISHING_MODEL
+from forecasting.names import BASELINES
+from forecasting.volatility import volatility_qlike
 from nightcast.errors import ConfigError, InsufficientDataError
 
 log = logging.getLogger("nightcast.flows.nightly")
@@ -61,6 +63,7 @@ class NightlyResult:
     retrained: bool = False
     health: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    publishing: Publishing = Publishing()  # what published from the model (alone or combined), by `sources`
 
     @property
     def skill(self) -> dict[int, bool]:
@@ -197,7 +200,7 @@ def _nightly(
         choice.published.trained_through,
     )
     sources = policy.horizon_sources(
-        ev.metrics, PUBLISHING_MODEL, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
+        ev.metrics, choice.publishing.name, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
     )
     lap("train+evaluate")
     forecasts = nightly_tasks.forecast(choice, panel, ff, settings, sources, report.stale)
@@ -228,6 +231,7 @@ def _nightly(
         choice.retrained,
         choice.health,
         lap.timings,
+        choice.publishing,
     )
 
 
@@ -265,7 +269,9 @@ def _publish(
     )
     paths += report_paths
     not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
-    metadata = run_summary.run_metadata(choice, sources, record, across, not_forecast, settings)
+    evaluated = choice.evaluation.predictions
+    volatility = volatility_qlike(panel, evaluated) if "sigma" in evaluated.columns else None
+    metadata = run_summary.run_metadata(choice, sources, record, across, not_forecast, settings, volatility)
     paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
     # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
     run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
@@ -279,6 +285,7 @@ def _publish(
             choice.decision,
             choice.health,
             summary,
+            run_summary.publishing_markdown(choice, sources),
         )
         + "\n\n"
         + live.record_markdown(record, book.waiting, book.unpriced),

@@ -22,7 +22,8 @@ from features.windows import Panel, known_ends, refit_split
 from flows.model_choice import ModelChoice, evaluation_settings
 from flows.settings import Settings
 from forecasting import attention, compose, ledger, live, plots, policy, publish, train
-from forecasting.names import PUBLISHING_MODEL
+from forecasting.combine import Publishing
+from forecasting.names import Model
 from forecasting.volatility import panel_sigma
 
 log = logging.getLogger("nightcast.flows.nightly")
@@ -37,24 +38,22 @@ def forecast(
     sources: dict[int, policy.Source],
     stale: dict[str, int],
 ) -> pl.DataFrame:
-    """Forecasts from every current ticker's last row: the published model, or a baseline refit on every
-    realised label where the guardrail says so."""
+    """Forecasts from every current ticker's last row: the published model (alone or combined), or a baseline
+    refit on every realised label where the guardrail says so."""
     asof, rows, left_out = publish.current_rows(panel, stale)
     for ticker in left_out:
         log.warning("%s is not current on %s (stale or lagging): not forecast", ticker, asof)
-    horizons = panel.horizons
+    horizons, publishing = panel.horizons, choice.publishing
     by_horizon = [sources[h].model for h in horizons]
     published = train.predict(choice.published, panel, rows)  # the mean and, with a quantile head, its band
-    predictions = {PUBLISHING_MODEL: published.mean}
-    needed = sorted(set(by_horizon) - {PUBLISHING_MODEL})
-    if needed:
-        split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
-        bt, w = evaluation_settings(settings), settings.windows
-        predictions |= compose.baseline_predictions(
-            panel, rows, needed, split, bt, settings.model, settings.train, w.lookback
-        )
+    needed = set(by_horizon) - {publishing.name} | set(publishing.baselines)
+    predictions = _baselines(panel, rows, sorted(needed), asof, settings)
+    # The refit trains on every realised label: no held-out span is left to fit weights on, so the evaluation
+    # fit's weights (chosen on its validation span, vouched for out of sample) combine the refit with the
+    # historical mean of the refit's own split, as its best epoch count sets the refit's epochs.
+    predictions[publishing.name] = publishing.forecast(published.mean, predictions.get(Model.HIST_MEAN))
     y = compose.by_source(predictions, by_horizon)
-    _warn_sources(sources, horizons)
+    _warn_sources(sources, horizons, publishing)
     close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
     ev = choice.evaluation
     meta = {
@@ -68,6 +67,7 @@ def forecast(
     bt = settings.backtest
     sigma = panel_sigma(panel, bt.vol_fast_weight)[rows]  # each forecast's volatility: beside it, scales its band
     band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, bt, sigma)
+    quantiles = compose.quantiles(ev.predictions, y, by_horizon, horizons, asof, bt, sigma)
     return publish.forecast_frame(
         panel,
         rows,
@@ -77,17 +77,27 @@ def forecast(
         asof,
         settings.publish.calendar,
         by_horizon,
-        [sources[h].skill and sources[h].model == PUBLISHING_MODEL for h in horizons],
+        [sources[h].skill and sources[h].model == publishing.name for h in horizons],
         meta,
         sigma,
+        quantiles,
     )
 
 
-def _warn_sources(sources: dict[int, policy.Source], horizons: list[int]) -> None:
+def _baselines(panel: Panel, rows: np.ndarray, names: list[str], asof: date, settings: Settings) -> dict:
+    """Forecasts of the baselines `names` from `rows`, each refit on every label realised by `asof`."""
+    if not names:
+        return {}
+    split = refit_split(panel, settings.windows.lookback, np.datetime64(asof, "D"))
+    bt, w = evaluation_settings(settings), settings.windows
+    return compose.baseline_predictions(panel, rows, names, split, bt, settings.model, settings.train, w.lookback)
+
+
+def _warn_sources(sources: dict[int, policy.Source], horizons: list[int], publishing: Publishing) -> None:
     for h in horizons:
         s = sources[h]
         why = "is significantly worse than the random walk" if s.worse else "has no skill"
-        if s.model != PUBLISHING_MODEL:
+        if s.model != publishing.name:
             log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
         elif not s.skill:
             log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)

@@ -16,7 +16,6 @@ from flows import artifacts
 from flows.model_choice import ModelChoice
 from flows.settings import Settings
 from forecasting import metrics, policy
-from forecasting.names import PUBLISHING_MODEL
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -28,14 +27,18 @@ def run_metadata(
     across: pl.DataFrame,
     not_forecast: dict,
     settings,
+    volatility: pl.DataFrame | None = None,
 ) -> dict:
-    ev, verdict = choice.evaluation, choice.verdict
-    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == PUBLISHING_MODEL).sort("horizon")
+    ev, verdict, name = choice.evaluation, choice.verdict, choice.publishing.name
+    pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == name).sort("horizon")
     return {
         "model_version": choice.version,
         "checkpoint": str(choice.checkpoint),
         "trained_through": choice.published.trained_through,
+        # what the model published as (the network alone, or combined with the baselines by these weights)
+        "published_as": {"model": str(name), "weights": choice.publishing.by_horizon(sorted(map(int, sources)))},
         "evaluation": {
+            "model": str(name),
             "version": choice.evaluation_version,
             "cutoff": choice.evaluation_model.cutoff,
             "origins": [str(ev.test_start), str(ev.test_end)],
@@ -59,9 +62,31 @@ def run_metadata(
         "sources": {str(h): s.model for h, s in sources.items()},
         "live_record": metrics.pooled(record).to_dicts(),
         # the evaluation judged across tickers: rank IC, long-short after costs, up/down AUC, per horizon
-        "across_tickers": across.filter(pl.col("model") == PUBLISHING_MODEL).to_dicts(),
+        "across_tickers": across.filter(pl.col("model") == name).to_dicts(),
+        # QLIKE of the published volatility forecast against EWMA (0.94) and HAR on the evaluation's origins
+        "volatility_qlike": _qlike_by_horizon(volatility),
         "settings": settings.model_dump(mode="json"),
     }
+
+
+def _qlike_by_horizon(volatility: pl.DataFrame | None) -> dict | None:
+    if volatility is None or volatility.is_empty():
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for r in volatility.sort("horizon", "forecast").iter_rows(named=True):
+        out.setdefault(str(r["horizon"]), {})[r["forecast"]] = r["qlike"]
+    return out
+
+
+def publishing_markdown(choice: ModelChoice, sources: dict[int, policy.Source]) -> str:
+    """What published at each horizon and, for a combination, its weights (the run summary's section)."""
+    weights = choice.publishing.by_horizon(sorted(sources)) or {}
+    lines = ["| horizon | published | weights: model, hist_mean, random walk |", "|---|---|---|"]
+    for h, s in sorted(sources.items()):
+        w = weights.get(str(h)) if s.model == choice.publishing.name else None
+        shares = ", ".join(f"{v:.3f}" for v in w.values()) if w else ""
+        lines.append(f"| {h} | {s.model} | {shares} |")
+    return "\n".join(lines)
 
 
 def not_forecast(report: IngestReport, forecasts: pl.DataFrame, quarantined: dict[str, str]) -> dict[str, str]:

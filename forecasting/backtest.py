@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster, RandomWalk, RidgeBaseline
 from forecasting.combine import Combination
-from forecasting.intervals import quantile_column
+from forecasting.intervals import QUANTILE_LEVELS, quantile_column
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
@@ -231,7 +231,13 @@ def conformal_intervals(
     return pl.concat(parts)
 
 
-QUANTILE_LEVELS = (0.05, 0.1, 0.5, 0.9, 0.95)
+def _symmetric_offsets(target: np.ndarray, residual: np.ndarray, day, levels, window: int, min_count: int):
+    """Per level, its quantile's offset from the point forecast in volatility units: below the median minus,
+    above it plus, the (|2 level - 1|)-quantile of the past scaled absolute residuals (`_past_quantile`)."""
+    levels = np.asarray(levels)
+    side = np.sign(levels - 0.5)  # -1 below the median, +1 above, 0 at it
+    spread = np.abs(2 * levels - 1)  # the central coverage each level bounds
+    return _past_quantile(target, residual, day, spread, window, min_count) * side
 
 
 def conformal_quantiles(
@@ -247,11 +253,9 @@ def conformal_quantiles(
     for _, g in predictions.group_by("model", "horizon"):
         target, residual = _residuals_by_target(g, scaled=True)
         asof = g["asof_date"].to_numpy()
-        side = np.sign(np.asarray(levels) - 0.5)  # -1 below the median, +1 above, 0 at it
-        spread = np.abs(2 * np.asarray(levels) - 1)  # the central coverage each level bounds
-        by_day = {day: _past_quantile(target, residual, day, spread, window, min_count) for day in np.unique(asof)}
+        by_day = {day: _symmetric_offsets(target, residual, day, levels, window, min_count) for day in np.unique(asof)}
         sigma = g["sigma"].fill_null(np.nan).to_numpy()
-        q = np.array([by_day[d] * side for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
+        q = np.array([by_day[d] for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
         y_pred = g["y_pred"].to_numpy()
         parts.append(
             g.with_columns(
@@ -259,6 +263,19 @@ def conformal_quantiles(
             )
         )
     return pl.concat(parts)
+
+
+def conformal_quantile_offsets(
+    predictions: pl.DataFrame, asof, levels: tuple[float, ...], window: int, min_count: int
+) -> dict[tuple[str, int], np.ndarray]:
+    """`conformal_quantiles` for forecasts made at `asof`: per (model, horizon), each level's offset from the
+    point forecast in units of the forecast's volatility, from the residuals realised by then (NaN while
+    fewer than `min_count`)."""
+    out = {}
+    for (model, horizon), g in predictions.group_by("model", "horizon"):
+        target, residual = _residuals_by_target(g, scaled=True)
+        out[(model, int(horizon))] = _symmetric_offsets(target, residual, asof, levels, window, min_count)
+    return out
 
 
 def conformal_widths(

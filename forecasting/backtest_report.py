@@ -8,7 +8,7 @@ import polars as pl
 
 from forecasting import plots
 from forecasting.intervals import conditional_coverage_summary, plot_reliability, quantile_levels, reliability_table
-from forecasting.names import ABLATION, PUBLISHING_MODEL
+from forecasting.names import ABLATION, TRAINED_MODEL
 from forecasting.results import (
     ABLATION_NOTE,
     EVALUATION_COLUMNS,
@@ -30,6 +30,7 @@ def backtest_summary(
     cross_section: pl.DataFrame | None = None,
     deciles: pl.DataFrame | None = None,
     quantiles: pl.DataFrame | None = None,
+    volatility: pl.DataFrame | None = None,
 ) -> str:
     """One page of Markdown: the pooled table, how to read it, the folds and the plots."""
     table = evaluation_table(metrics)
@@ -58,6 +59,8 @@ def backtest_summary(
     if quantiles is not None:
         lines += ["", "## Quantile forecasts", "", markdown_table(quantiles.with_columns(pl.col(pl.Float64).round(5)))]
         lines += ["", QUANTILES_NOTE]
+    if volatility is not None and not volatility.is_empty():
+        lines += ["", "## Volatility forecasts", "", volatility_markdown(volatility), "", VOLATILITY_NOTE]
     if cross_section is not None:
         lines += ["", "## Across tickers", "", across_tickers_markdown(cross_section)]
         lines += ["", ACROSS_TICKERS_NOTE]
@@ -72,6 +75,21 @@ QUANTILES_NOTE = (
     "band ('normal band': a zero forecast with normal quantiles of the same volatility forecast). Below 1 beats "
     "the band; reliability.png plots each level against how often the outcome fell at or below it."
 )
+
+VOLATILITY_NOTE = (
+    "QLIKE (r^2/s^2 - log(r^2/s^2) - 1, Patton 2011; lower is better) of each h-day volatility forecast s against "
+    "the squared h-day return r^2, on the evaluated origins: the published one (pred_vol: a blend of a fast and a "
+    "slow EWMA, backtest.vol_fast_weight), the RiskMetrics EWMA (lambda 0.94) and a HAR fit on returns realised "
+    "before the first origin."
+)
+
+
+def volatility_markdown(table: pl.DataFrame) -> str:
+    """`volatility_qlike`'s table with one row per horizon and one column per volatility forecast."""
+    wide = table.pivot(on="forecast", index="horizon", values="qlike").sort("horizon")
+    counts = table.group_by("horizon").agg(pl.col("n").first())
+    return markdown_table(wide.join(counts, on="horizon").with_columns(pl.col(pl.Float64).round(4)))
+
 
 DECILES_NOTE = (
     "Realised coverage of the {coverage:.0%} interval within tenths of the forecasts ranked by their volatility "
@@ -95,11 +113,12 @@ def write_backtest_report(
     cross_section: pl.DataFrame | None = None,
     deciles: pl.DataFrame | None = None,
     quantiles: pl.DataFrame | None = None,
+    volatility: pl.DataFrame | None = None,
 ) -> list[Path]:
     """PNG plots and report.md (linking them) into `out_dir`."""
     out_dir = Path(out_dir)
     models = result.predictions["model"].unique().to_list()
-    featured = PUBLISHING_MODEL if PUBLISHING_MODEL in models else sorted(models)[0]
+    featured = TRAINED_MODEL if TRAINED_MODEL in models else sorted(models)[0]
     paths = [
         plots.plot_cumulative_error(result.predictions, out_dir / "cumulative_error.png"),
         plots.plot_predicted_vs_realised(result.predictions, out_dir / "predicted_vs_realised.png", featured),
@@ -110,7 +129,16 @@ def write_backtest_report(
         paths.append(plot_reliability(reliability_table(result.predictions, levels), out_dir / "reliability.png"))
     images = {p.stem.replace("_", " "): p.name for p in paths}
     text = backtest_summary(
-        result.metrics, result.folds, title, images, result.seconds, coverage, cross_section, deciles, quantiles
+        result.metrics,
+        result.folds,
+        title,
+        images,
+        result.seconds,
+        coverage,
+        cross_section,
+        deciles,
+        quantiles,
+        volatility,
     )
     paths.append(atomic_write(out_dir / "report.md", lambda tmp: tmp.write_text(text)))
     return paths

@@ -16,11 +16,13 @@ combination's forecasts use the one of train + validation, as the `hist_mean` ba
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from features.windows import Panel, Splits
 from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster
+from forecasting.names import TRAINED_MODEL, Model
 
 Weights = np.ndarray  # (K, 2): per horizon, the weight of the model and of the historical mean
 
@@ -58,23 +60,98 @@ def _simplex_least_squares(A: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 class Combination(PointForecaster):
     """`inner` (already fit on the fold when this is: list it after its inner model) combined with the
-    historical mean and the random walk, by weights fit on the fold's validation span."""
+    historical mean and the random walk, by weights fit on the fold's validation span, or by given `weights`
+    (a kept champion's, chosen on its own evaluation fit's validation span: then only the mean is fit)."""
 
-    def __init__(self, name: str, inner: Forecaster):
-        self.name, self.inner = name, inner
-        self.weights: Weights | None = None
+    def __init__(self, name: str, inner: Forecaster, weights: Weights | None = None):
+        self.name, self.inner, self.fixed = name, inner, weights is not None
+        self.weights: Weights | None = None if weights is None else np.asarray(weights, dtype=np.float64)
 
     def fit(self, panel: Panel, splits: Splits) -> None:
+        if not self.fixed:
+            self.weights = self._fit_weights(panel, splits)
+        self.mean = HistoricalMean()
+        self.mean.fit(panel, splits)
+
+    def _fit_weights(self, panel: Panel, splits: Splits) -> Weights:
         if len(splits.val) == 0:
             raise ValueError(f"{self.name}: the combination weights need a validation span")
         train_only = HistoricalMean()
         train_only.fit(panel, dataclasses.replace(splits, val=splits.train[:0]))
         val = splits.val
-        self.weights = combination_weights(self.inner.predict(panel, val), train_only.predict(panel, val), panel.Y[val])
-        self.mean = HistoricalMean()
-        self.mean.fit(panel, splits)
+        return combination_weights(self.inner.predict(panel, val), train_only.predict(panel, val), panel.Y[val])
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         a, b = self.weights[:, 0], self.weights[:, 1]
         combined = a * self.inner.predict(panel, ends) + b * self.mean.predict(panel, ends)
         return combined.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Publishing:
+    """What the nightly publishes from the network it trains (`TRAINED_MODEL`): the network's own forecast
+    (`weights` None), or its combination with the historical mean by per-horizon weights (a, b), in the
+    panel's horizon order, that the evaluation fit's validation span chose.
+
+    The one source of the name its forecasts carry in the evaluation, the guardrail, the champion contest and
+    the published files; the weights travel with the champion record (`registry.Champion.combination`), so a
+    kept champion and a replayed night combine with exactly the weights it was vouched for with.
+    """
+
+    weights: tuple[tuple[float, float], ...] | None = None
+
+    @classmethod
+    def of(cls, weights) -> Publishing:
+        """From an array or a stored record ((K, 2) or None)."""
+        if weights is None:
+            return cls(None)
+        return cls(tuple((float(a), float(b)) for a, b in np.asarray(weights, dtype=np.float64)))
+
+    @staticmethod
+    def evaluated(form: str) -> list[Model]:
+        """The models an evaluation of a new recipe scores for `publish.forecast = form`: the network, and its
+        combination (fit on the evaluation fit's validation span) when that is what publishes."""
+        return [TRAINED_MODEL, Model.COMBINED] if form == "combined" else [TRAINED_MODEL]
+
+    @classmethod
+    def from_evaluation(cls, forecasters: list[Forecaster]) -> Publishing:
+        """What an evaluation backtest vouched for: the combination with its fitted weights, if it scored one."""
+        combined = next((f for f in forecasters if isinstance(f, Combination) and f.name == Model.COMBINED), None)
+        return cls.of(None if combined is None else combined.weights)
+
+    @property
+    def name(self) -> Model:
+        return TRAINED_MODEL if self.weights is None else Model.COMBINED
+
+    @property
+    def baselines(self) -> tuple[Model, ...]:
+        """The baselines whose forecasts `forecast` needs (as `mean`)."""
+        return () if self.weights is None else (Model.HIST_MEAN,)
+
+    def forecasters(self, network: Forecaster) -> list[Forecaster]:
+        """The evaluation's forecasters for an already trained `network`: it, and its combination by these
+        weights (the mean fit on the evaluation fold, as the `hist_mean` baseline's is)."""
+        if self.weights is None:
+            return [network]
+        return [network, Combination(Model.COMBINED, network, np.array(self.weights))]
+
+    def forecast(self, network: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+        """The published log returns (N, K) from the network's forecasts and the historical mean's (both fit
+        on the same split); float64, a * network + b * mean per horizon."""
+        if self.weights is None:
+            return np.asarray(network, dtype=np.float64)
+        w = np.asarray(self.weights)
+        return w[:, 0] * np.asarray(network, dtype=np.float64) + w[:, 1] * np.asarray(mean, dtype=np.float64)
+
+    def record(self) -> list[list[float]] | None:
+        """The weights as the champion record stores them (JSON: Python floats round-trip exactly)."""
+        return None if self.weights is None else [list(w) for w in self.weights]
+
+    def by_horizon(self, horizons: list[int]) -> dict[str, dict[str, float]] | None:
+        """Per horizon, the weight of the network, the historical mean and the random walk (for run.json)."""
+        if self.weights is None:
+            return None
+        return {
+            str(h): {TRAINED_MODEL.value: a, Model.HIST_MEAN.value: b, Model.RANDOM_WALK.value: 1.0 - a - b}
+            for h, (a, b) in zip(horizons, self.weights, strict=True)
+        }

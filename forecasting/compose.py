@@ -1,5 +1,5 @@
-"""What publishes at each horizon: the model's forecast, or a baseline's where the guardrail says so, and the
-interval around it.
+"""What publishes at each horizon: the model's forecast (alone or combined), or a baseline's where the guardrail
+says so, and the interval and quantiles around it.
 
 Rules only, on arrays; the nightly flow calls them in order.
 """
@@ -12,8 +12,9 @@ import numpy as np
 import polars as pl
 
 from features.windows import Panel, Splits
-from forecasting.backtest import conformal_widths, make_forecasters
-from forecasting.names import PUBLISHING_MODEL
+from forecasting.backtest import conformal_quantile_offsets, conformal_widths, make_forecasters
+from forecasting.intervals import QUANTILE_LEVELS
+from forecasting.names import TRAINED_MODEL
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 
 
@@ -52,7 +53,8 @@ def bounds(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Interval bounds (log returns) per row and horizon around the published `y`: the model's quantile head
     under `backtest.interval = "quantile"`, otherwise conformal: y +- the `coverage` quantile of the source's
-    out-of-sample absolute residuals in the evaluation (`evaluation` predictions) realised by `asof`; under
+    out-of-sample absolute residuals in the evaluation (`evaluation` predictions, keyed by the source's name: a
+    published combination's are the combination's own) realised by `asof`; under
     `backtest.interval_scale = "ewma"` in units of each forecast's volatility `sigma` (N, K)."""
     if bt.interval == "none":
         return None
@@ -63,6 +65,28 @@ def bounds(
         w = w[None, :] * sigma  # (N, K)
     lower, upper = y - w, y + w
     if bt.interval == "quantile" and quantiles is not None:
-        from_model = np.array([s == PUBLISHING_MODEL for s in sources])
+        # the network's head bounds the network's own forecast: not a combination's, nor a baseline's
+        from_model = np.array([s == TRAINED_MODEL for s in sources])
         lower[:, from_model], upper[:, from_model] = quantiles[:, from_model, 0], quantiles[:, from_model, -1]
     return lower, upper
+
+
+def quantiles(
+    evaluation: pl.DataFrame,
+    y: np.ndarray,
+    sources: list[str],
+    horizons: list[int],
+    asof: date,
+    bt: BacktestSettings,
+    sigma: np.ndarray,
+) -> np.ndarray | None:
+    """(N, K, L) quantile forecasts (log returns) at `QUANTILE_LEVELS` around the published `y`, made as the
+    evaluation scored them (`backtest.conformal_quantiles`): y + the source's offset per level, in units of each
+    forecast's volatility `sigma` (N, K); NaN while too few residuals are known. None unless the intervals are
+    conformal in volatility units, the only way the backtest makes (and scores) quantiles."""
+    if bt.interval != "conformal" or bt.interval_scale != "ewma" or "sigma" not in evaluation.columns:
+        return None
+    offsets = conformal_quantile_offsets(evaluation, asof, QUANTILE_LEVELS, bt.conformal_window, bt.conformal_min)
+    unknown = np.full(len(QUANTILE_LEVELS), np.nan)
+    by_horizon = np.stack([offsets.get((s, h), unknown) for s, h in zip(sources, horizons, strict=True)])  # (K, L)
+    return y[:, :, None] + by_horizon[None, :, :] * sigma[:, :, None]

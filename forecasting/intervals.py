@@ -22,6 +22,8 @@ import polars as pl
 from nightcast.io import atomic_write
 
 BY = ("model", "horizon")
+# the quantile levels the backtest scores and the nightly publishes (`backtest.conformal_quantiles`)
+QUANTILE_LEVELS = (0.05, 0.1, 0.5, 0.9, 0.95)
 QLIKE_FLOOR = 1e-12  # squared returns of exactly 0 (a stale price) would make log(r^2) infinite
 _QUANTILE = re.compile(r"^q(0?\.\d+)$")
 

@@ -12,7 +12,7 @@ import polars as pl
 
 
 class Model(StrEnum):
-    ATTENTION_LSTM = "attention_lstm"  # what the nightly publishes (when it has skill)
+    ATTENTION_LSTM = "attention_lstm"  # the network the nightly trains (published alone or combined)
     ENSEMBLE = "ensemble"  # attention_lstm trained from backtest.ensemble_seeds seeds, forecasts averaged
     COMBINED = "combined"  # attention_lstm shrunk towards hist_mean and the random walk (forecasting/combine.py)
     LSTM = "lstm"  # the same network without attention: the ablation
@@ -32,7 +32,9 @@ ABLATION = (
     Model.ENSEMBLE,
     Model.COMBINED,
 )
-PUBLISHING_MODEL = Model.ATTENTION_LSTM  # the recipe the nightly trains, refits and publishes
+# the network the nightly trains, refits and publishes from: alone, or combined with the baselines
+# (`publish.forecast`); what publishes under which name is `forecasting.combine.Publishing`, one place
+TRAINED_MODEL = Model.ATTENTION_LSTM
 BENCHMARK = Model.RANDOM_WALK
 BASELINES = (Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE)  # what the guardrail may publish instead
 # the live record scores the ledger's forecasts under one label, whichever model (or baseline) made each

@@ -20,9 +20,19 @@ import polars as pl
 
 from features.prices.calendar import next_sessions
 from features.windows import Panel
+from forecasting.intervals import QUANTILE_LEVELS
 from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.publish")
+
+
+def quantile_price_column(level: float) -> str:
+    """The published quantile column of `level`, in percent: 0.05 -> "pred_q05", 0.5 -> "pred_q50"."""
+    return f"pred_q{round(level * 100):02d}"
+
+
+# quantiles of the price on the target date (last_price * exp(quantile of the log return)); null when none
+QUANTILE_COLUMNS = tuple(quantile_price_column(q) for q in QUANTILE_LEVELS)
 
 # The published forecast contract: one row per (ticker, horizon). The same rows go into the ledger.
 FORECAST_SCHEMA: dict[str, pl.DataType] = {
@@ -38,8 +48,11 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
     "pred_lower": pl.Float64,  # prediction interval (prices), null when none could be given
     "pred_upper": pl.Float64,
     "pred_vol": pl.Float64,  # forecast standard deviation of the log return to target_date (EWMA volatility)
+    **dict.fromkeys(QUANTILE_COLUMNS, pl.Float64),
     "skill": pl.Boolean,  # the evaluation found significant skill at this horizon
-    "source_model": pl.String,  # the model, or the baseline published in its place (publish.guardrail)
+    # what made the forecast: attention_lstm, its combination with the baselines ("combined", publish.forecast),
+    # or the baseline published in its place (publish.guardrail)
+    "source_model": pl.String,
     "trained_through": pl.Date,  # last origin date whose label the published model trained on
     "eval_version": pl.String,  # the evaluation fit that vouches for the recipe (out of sample)
     "eval_start": pl.Date,  # its evaluation span (forecast origins)
@@ -47,7 +60,16 @@ FORECAST_SCHEMA: dict[str, pl.DataType] = {
 }
 FORECAST_COLUMNS = tuple(FORECAST_SCHEMA)
 # columns a forecast may leave null, and that forecasts stored by an older nightcast may lack
-NULLABLE = ("pred_lower", "pred_upper", "pred_vol", "trained_through", "eval_version", "eval_start", "eval_end")
+NULLABLE = (
+    "pred_lower",
+    "pred_upper",
+    "pred_vol",
+    *QUANTILE_COLUMNS,
+    "trained_through",
+    "eval_version",
+    "eval_start",
+    "eval_end",
+)
 
 
 def current_rows(panel: Panel, stale: Collection[str] = ()) -> tuple[date, np.ndarray, list[str]]:
@@ -78,12 +100,14 @@ def forecast_frame(
     skill: list[bool],
     meta: dict,
     sigma: np.ndarray | None = None,
+    quantiles: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Rows of the forecast contract for predictions `y_pred` (N, K) made at rows `rows`.
 
     `bounds`: (N, K) lower and upper log-return bounds (NaN where none); `sources`, `skill`: per horizon;
     `meta`: run_id, model_version, trained_through, eval_version, eval_start, eval_end; `sigma`: (N, K) the
-    volatility forecast of each log return (NaN where none).
+    volatility forecast of each log return (NaN where none); `quantiles`: (N, K, L) log-return quantiles at
+    `QUANTILE_LEVELS` (NaN where none), published as prices.
     """
     horizons = panel.horizons
     sessions = next_sessions(asof, max(horizons), calendar)
@@ -109,13 +133,24 @@ def forecast_frame(
             "skill": list(skill) * n,
             "source_model": [str(s) for s in sources] * n,  # plain strings: a list of enum members is an Enum column
         }
-    ).with_columns(pl.col("pred_lower", "pred_upper", "pred_vol").fill_nan(None))
+    ).with_columns(_quantile_prices(last_price, quantiles, n * k))
+    frame = frame.with_columns(pl.col("pred_lower", "pred_upper", "pred_vol", *QUANTILE_COLUMNS).fill_nan(None))
     constants = {name: meta.get(name) for name in FORECAST_SCHEMA if name not in frame.columns}
     return (
         frame.with_columns(pl.lit(v, dtype=FORECAST_SCHEMA[c]).alias(c) for c, v in constants.items())
         .select(FORECAST_COLUMNS)
         .sort("ticker", "horizon")
     )
+
+
+def _quantile_prices(last_price: np.ndarray, quantiles: np.ndarray | None, rows: int) -> list[pl.Series]:
+    """The quantile columns as prices (a price's quantile is the exp of its log return's: exp is increasing)."""
+    q = (
+        np.full((rows, len(QUANTILE_COLUMNS)), np.nan)
+        if quantiles is None
+        else quantiles.reshape(rows, len(QUANTILE_COLUMNS))
+    )
+    return [pl.Series(c, last_price * np.exp(q[:, i].astype(np.float64))) for i, c in enumerate(QUANTILE_COLUMNS)]
 
 
 def partition_dir(out_dir: Path, kind: str, asof: date) -> Path:

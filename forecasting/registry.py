@@ -44,6 +44,9 @@ class Champion:
     eval_end: date
     eval_score: float  # its mean MSE ratio to the random walk there
     event: str = "promoted"  # or "kept": the champion's recipe won a contest and was refit
+    # per horizon, the weights (network, historical mean) of the combination it publishes (`combine.Publishing`),
+    # chosen on its evaluation fit's validation span; None: the network alone (and every record made before)
+    combination: list[list[float]] | None = None
 
 
 def settings_hash(parts: dict) -> str:

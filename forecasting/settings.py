@@ -181,6 +181,12 @@ class BacktestSettings(Section):
 
 
 class PublishSettings(Section):
+    forecast: Literal["combined", "model"] = Field(
+        "combined",
+        description="what the nightly publishes from the network it trains: 'combined' (the network's forecast "
+        "shrunk towards the historical mean and the random walk, per horizon, by weights fit on the evaluation "
+        "fit's validation span: forecasting/combine.py) or 'model' (the network's forecast alone)",
+    )
     calendar: str = Field("XNYS", description="exchange calendar for target dates (exchange_calendars name)")
     guardrail: Literal["flag", "baseline_if_worse", "baseline"] = Field(
         "baseline_if_worse",
@@ -191,3 +197,10 @@ class PublishSettings(Section):
     formats: list[Literal["parquet", "csv"]] = Field(
         ["parquet", "csv"], description="file formats written under outputs/"
     )
+
+
+def publishing_recipe(publishing: PublishSettings) -> dict:
+    """The publish settings that belong to the recipe (a change retrains: the champion's evaluation, guardrail
+    and contest were judged on what it published). The plain model adds nothing, so a champion recorded
+    before `publish.forecast` existed (which published the plain model) keeps its recipe hash under it."""
+    return {} if publishing.forecast == "model" else {"forecast": publishing.forecast}

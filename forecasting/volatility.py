@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 from scipy.stats import norm
 
-from forecasting.intervals import quantile_column
+from forecasting.intervals import qlike_table, quantile_column
 
 RETURN = "log_return"
 RISKMETRICS_LAMBDA = 0.94  # J.P. Morgan RiskMetrics (1996), daily data
@@ -259,10 +259,9 @@ def blended_variance(returns: pl.DataFrame, fast_weight: float, fast: float, slo
     return quick.join(long_run, on=["ticker", "date"]).select("ticker", "date", blend.alias("variance"))
 
 
-def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> np.ndarray:
-    """(R, K) the volatility forecast of each horizon's forward log return, made at each panel row from its
-    ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
-    rows = pl.DataFrame(
+def _panel_prices(panel) -> pl.DataFrame:
+    """`ticker, date, adj_close, row`: the panel's adjusted closes, one row per panel row."""
+    return pl.DataFrame(
         {
             "ticker": np.asarray(panel.tickers)[panel.ticker_id],
             "date": panel.dates,
@@ -270,9 +269,46 @@ def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slo
             "row": np.arange(len(panel.dates)),
         }
     )
+
+
+def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> np.ndarray:
+    """(R, K) the volatility forecast of each horizon's forward log return, made at each panel row from its
+    ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
+    rows = _panel_prices(panel)
     variance = blended_variance(daily_log_returns(rows), fast_weight, fast, slow)
     sigma = _to_horizons(variance, "variance", panel.horizons)
     wide = sigma.pivot(on="horizon", index=["ticker", "date"], values="sigma")
     joined = rows.join(wide, on=["ticker", "date"], how="left").sort("row")
     out = joined.select([pl.col(str(h)) for h in panel.horizons]).to_numpy().astype(np.float64)
     return np.where(np.isfinite(out), out, np.nan)
+
+
+PUBLISHED_VOLATILITY = "published"  # the blend the forecasts carry as pred_vol (`panel_sigma`)
+
+
+def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
+    """QLIKE per horizon of the published volatility forecast (the predictions' `sigma`: the blend) against EWMA
+    (lambda 0.94) and HAR, on the out-of-sample origins of `predictions` where all are known:
+    `horizon, forecast, qlike, n` (lower is better). The HAR is fit on returns realised before the first origin
+    (none of the span it is scored on); too little history for it leaves it out."""
+    key = ["ticker", "asof_date", "horizon"]
+    rows = (
+        predictions.select(*key, "y_true", pl.col("sigma").alias(PUBLISHED_VOLATILITY))
+        .unique(subset=key, maintain_order=True)  # every model of an origin carries the same volatility
+        .with_columns(pl.col("horizon").cast(pl.Int64))
+        .drop_nulls()
+        .filter(pl.col("y_true").is_not_nan())
+    )
+    if rows.is_empty():
+        return pl.DataFrame(schema={"horizon": pl.Int64, "forecast": pl.String, "qlike": pl.Float64, "n": pl.UInt32})
+    returns = daily_log_returns(_panel_prices(panel))
+    horizons = sorted(rows["horizon"].unique().to_list())
+    frame = attach_volatility(rows, ewma_volatility(returns, horizons), "ewma_0.94")
+    forecasts = [PUBLISHED_VOLATILITY, "ewma_0.94"]
+    first = rows["asof_date"].min()
+    try:
+        fits = fit_har_horizons(returns, horizons, end=first - timedelta(days=1))
+        frame, forecasts = attach_volatility(frame, har_volatility(returns, fits), "har"), [*forecasts, "har"]
+    except ValueError:
+        pass  # too few HAR training rows before the first origin: compared without it
+    return qlike_table(frame, forecasts)

@@ -75,6 +75,17 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "Walk-forward backtest" in recorder.export_text()
     check_interval_outputs(out, p5, report)
+    # the volatility forecasts' QLIKE on the same origins: the published one recomputed from the predictions
+    from forecasting.intervals import qlike
+
+    vol = pl.read_parquet(out / "volatility_qlike.parquet").filter(pl.col("horizon") == 5)
+    assert sorted(vol["forecast"].to_list()) == ["ewma_0.94", "har", "published"]
+    assert "## Volatility forecasts" in report
+    known = p5.drop_nulls("sigma")
+    published = vol.filter(pl.col("forecast") == "published").row(0, named=True)
+    assert published["n"] == known.height and published["qlike"] == pytest.approx(
+        qlike(known["y_true"].to_numpy() ** 2, known["sigma"].to_numpy() ** 2).mean(), rel=1e-9
+    )
 
 
 def check_interval_outputs(out, p5: pl.DataFrame, report: str) -> None:

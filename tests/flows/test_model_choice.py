@@ -203,3 +203,145 @@ def test_the_guardrail_publishes_baselines_where_told(first):
     per_ticker = {case.panel.tickers[case.panel.ticker_id[r]]: r for r in last_rows}
     expected = [float(hm.predict(case.panel, np.array([per_ticker[t]]))[0, 1]) for t in ("AAA", "BBB")]
     assert got.filter(pl.col("horizon") == 2)["pred_log_return"].to_list() == pytest.approx(expected, rel=1e-6)
+
+
+# What publishes (publish.forecast): by default the network combined with the historical mean and the random
+# walk, by weights its evaluation fit's validation span chose; `first` was decided under that default.
+
+
+def champion_record(settings) -> tuple:
+    """The champion.json body and its path, to mend a copy's last record."""
+    import json
+
+    path = settings.paths.models / "champion.json"
+    return json.loads(path.read_text()), path
+
+
+def test_the_combination_weights_come_from_the_evaluation_fits_validation_span_only(first):
+    """Perturbing every label not realised before the evaluation span (what it is scored on) changes no
+    weight; perturbing the validation span's labels does: the weights are fit there and nowhere else."""
+    from features.windows import Panel, splits_before
+    from flows.model_choice import evaluation_settings
+    from flows.tasks import run_backtest
+    from forecasting.combine import Publishing
+    from forecasting.registry import read_history
+
+    settings, case, choice = first
+    weights = np.array(choice.publishing.weights)
+    assert choice.publishing.name == "combined" and weights.shape == (2, 2)
+    assert (weights >= 0).all() and (weights.sum(axis=1) <= 1 + 1e-12).all()
+    assert read_history(settings.paths.models)[-1].combination == weights.tolist()  # stored with the champion
+    assert sorted(choice.evaluation.predictions["model"].unique()) == [
+        "attention_lstm",
+        "combined",
+        "hist_mean",
+        "random_walk",
+        "ridge",
+    ]
+    panel, start = case.panel, choice.evaluation.test_start
+
+    def perturbed(rows: np.ndarray, labels: np.ndarray) -> Panel:
+        return Panel(**{**panel.__dict__, "Y": np.where(rows[:, None], labels, panel.Y)})
+
+    def weights_on(p: Panel) -> Publishing:
+        return Publishing.from_evaluation(run_backtest.fn(p, settings, evaluation_settings(settings), "").forecasters)
+
+    # labels of zero make the random walk's zero forecast the best: weights fit on them would both be 0
+    zeros = np.zeros_like(panel.Y)
+    assert weights_on(perturbed(panel.target_end >= start, zeros)) == choice.publishing  # not realised before
+    validation = np.zeros(len(panel.dates), dtype=bool)
+    validation[splits_before(panel, 10, start, 30).val] = True  # lookback 10, val_days 30
+    assert weights_on(perturbed(validation, zeros)).weights == ((0.0, 0.0), (0.0, 0.0))
+
+
+def test_the_published_forecast_is_the_refit_combined_with_the_refits_historical_mean(first):
+    """a * refit + b * hist_mean (fit on the refit's split) per horizon, exactly; quantiles around it."""
+    from features.windows import refit_split
+    from flows.nightly_tasks import forecast
+    from forecasting import train
+    from forecasting.baselines import HistoricalMean
+    from forecasting.policy import Source
+    from forecasting.publish import QUANTILE_COLUMNS, current_rows
+
+    settings, case, choice = first
+    sources = {1: Source("combined", False, False), 2: Source("combined", False, False)}
+    got = forecast.fn(choice, case.panel, case.ff, settings, sources, {}).sort("ticker", "horizon")
+    assert got["source_model"].to_list() == ["combined"] * 4
+    rows = current_rows(case.panel)[1]
+    mean = HistoricalMean()
+    mean.fit(case.panel, refit_split(case.panel, 10, np.datetime64(case.asof, "D")))
+    w = np.array(choice.publishing.weights)
+    network = train.predict(choice.published, case.panel, rows).mean.astype(np.float64)
+    expected = w[:, 0] * network + w[:, 1] * mean.predict(case.panel, rows).astype(np.float64)
+    assert got["pred_log_return"].to_list() == expected.reshape(-1).tolist()
+    # the quantiles, as prices: increasing, the median the point forecast (symmetric), the 10% and 90% the
+    # bounds of the 80% interval (both from the combination's own out-of-sample residuals)
+    q = got.select(QUANTILE_COLUMNS).to_numpy()
+    assert np.isfinite(q).all() and (np.diff(q, axis=1) > 0).all()
+    assert got["pred_q50"].to_list() == pytest.approx(got["pred_price"].to_list(), rel=1e-12)
+    assert got["pred_q10"].to_list() == pytest.approx(got["pred_lower"].to_list(), rel=1e-9)
+    assert got["pred_q90"].to_list() == pytest.approx(got["pred_upper"].to_list(), rel=1e-9)
+
+
+def test_a_kept_champion_combines_by_its_stored_weights(first, tmp_path):
+    """The weights in the champion record are the ones used: the evaluation's combined forecasts are
+    a * network + b * hist_mean by them, and so is the forecast."""
+    import json
+
+    settings, case = from_first(first, tmp_path)
+    body, path = champion_record(settings)
+    body["history"][-1]["combination"] = [[0.5, 0.25], [0.125, 0.75]]
+    path.write_text(json.dumps(body))
+    choice = choose(case, settings)
+    assert not choice.retrained and choice.publishing.weights == ((0.5, 0.25), (0.125, 0.75))
+    p = choice.evaluation.predictions.sort("ticker", "asof_date", "horizon")
+    part = {m: p.filter(pl.col("model") == m) for m in ("combined", "attention_lstm", "hist_mean")}
+    a = np.where(part["combined"]["horizon"].to_numpy() == 1, 0.5, 0.125)
+    b = np.where(part["combined"]["horizon"].to_numpy() == 1, 0.25, 0.75)
+    expected = a * part["attention_lstm"]["y_pred"].to_numpy() + b * part["hist_mean"]["y_pred"].to_numpy()
+    assert part["combined"]["y_pred"].to_numpy() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_an_old_champion_record_without_weights_publishes_the_network(first, tmp_path):
+    """A record made before the combination existed loads, and means what it meant: the network alone."""
+    import json
+
+    from flows.nightly_tasks import forecast
+    from forecasting import train
+    from forecasting.combine import Publishing
+    from forecasting.policy import Source
+    from forecasting.publish import current_rows
+
+    settings, case = from_first(first, tmp_path)
+    body, path = champion_record(settings)
+    del body["history"][-1]["combination"]
+    path.write_text(json.dumps(body))
+    choice = choose(case, settings)
+    assert not choice.retrained and choice.publishing == Publishing() and choice.publishing.name == "attention_lstm"
+    assert "combined" not in choice.evaluation.predictions["model"].unique().to_list()
+    sources = {1: Source("attention_lstm", False, False), 2: Source("attention_lstm", False, False)}
+    got = forecast.fn(choice, case.panel, case.ff, settings, sources, {}).sort("ticker", "horizon")
+    network = train.predict(choice.published, case.panel, current_rows(case.panel)[1]).mean
+    assert got["pred_log_return"].to_list() == network.astype(np.float64).reshape(-1).tolist()
+
+
+def test_the_plain_model_setting_publishes_as_before(first, tmp_path):
+    """publish.forecast = "model": the recipe hash of before the setting existed (its champions stay valid),
+    the same network as under the combination, scored and published alone."""
+    from forecasting.registry import read_history, settings_hash
+
+    plain = small_settings(tmp_path, publish={"forecast": "model"})
+    dumped = plain.model_dump(mode="json")
+    before = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
+        "train": training_recipe(plain.train)
+    }
+    assert config_hashes(plain)[0] == settings_hash(before) != config_hashes(first[0])[0]
+    choice = choose(first[1], plain)
+    assert choice.publishing.weights is None and read_history(plain.paths.models)[-1].combination is None
+    assert choice.version == first[2].version  # the network does not depend on what publishes
+    assert sorted(choice.evaluation.predictions["model"].unique()) == [
+        "attention_lstm",
+        "hist_mean",
+        "random_walk",
+        "ridge",
+    ]

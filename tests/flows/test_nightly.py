@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from features.prices.calendar import is_session
-from forecasting.publish import FORECAST_COLUMNS
+from forecasting.publish import FORECAST_COLUMNS, QUANTILE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,8 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert ledger.drop("run_id").equals(forecasts.drop("run_id")) and result.waiting == 15 and result.unpriced == 0
     assert result.record.is_empty()
 
-    # an identical rerun replaces the same as-of partition with the same numbers, and the ledger's rows
+    # an identical rerun replaces the same as-of partition with the same numbers (the kept champion combines
+    # by the weights stored with it), and the ledger's rows
     again = nightly(settings)
     rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
     assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
@@ -61,6 +62,11 @@ def check_forecasts(out, result) -> pl.DataFrame:
     assert forecasts["eval_version"][0] == result.evaluation_version != result.model_version
     lower, upper = forecasts["pred_lower"], forecasts["pred_upper"]
     assert ((lower < forecasts["pred_price"]) & (forecasts["pred_price"] < upper)).all()
+    # the quantiles (prices): increasing, the median the point forecast, the 10-90% the 80% interval
+    q = forecasts.select(QUANTILE_COLUMNS).to_numpy()
+    assert (q[:, 1:] > q[:, :-1]).all() and forecasts["pred_q50"].to_list() == pytest.approx(forecasts["pred_price"])
+    assert forecasts["pred_q10"].to_list() == pytest.approx(lower.to_list(), rel=1e-9)
+    assert forecasts["pred_q90"].to_list() == pytest.approx(upper.to_list(), rel=1e-9)
     # each forecast's volatility beside it, growing with the horizon; the interval is in its units, so the
     # log-width over the volatility is the same for every ticker at a horizon
     vol = forecasts.sort("ticker", "horizon")
@@ -73,8 +79,10 @@ def check_forecasts(out, result) -> pl.DataFrame:
 def check_evaluation(out, result, forecasts: pl.DataFrame) -> None:
     metrics = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "metrics.parquet")
     pooled = metrics.filter(pl.col("scope") == "pooled")
-    assert sorted(pooled["model"].unique().to_list()) == ["attention_lstm", "hist_mean", "random_walk", "ridge"]
-    assert (pooled["n"] == 3 * 60).all() and pooled.height == 4 * 5
+    # the network, its combination (what publishes by default) and the baselines, on identical origins
+    names = ["attention_lstm", "combined", "hist_mean", "random_walk", "ridge"]
+    assert sorted(pooled["model"].unique().to_list()) == names
+    assert (pooled["n"] == 3 * 60).all() and pooled.height == 5 * 5
     model = pooled.filter(pl.col("model") == "attention_lstm").sort("horizon")
     # the ratio recomputed from the out-of-sample predictions written beside it: the model's squared error
     # over the random walk's (a zero forecast) on the same rows
@@ -89,16 +97,22 @@ def check_evaluation(out, result, forecasts: pl.DataFrame) -> None:
     rw = predictions.filter(pl.col("model") == "random_walk")
     assert (rw["y_pred"] == 0).all() and model["baseline_mse"].is_sorted()  # longer horizons, larger returns
     assert model["dm_pvalue"].is_between(0, 1).all()
-    assert predictions.height == 4 * 3 * 60 * 5 and predictions["asof_date"].min() == result.test_start
+    assert predictions.height == 5 * 3 * 60 * 5 and predictions["asof_date"].min() == result.test_start
     assert (predictions["target_date"] <= date(2014, 12, 31)).all()
-    # the skill flag in the forecasts is exactly what the evaluation says, horizon by horizon
-    rows = list(model.iter_rows(named=True))
+    # the skill flag in the forecasts is exactly what the evaluation of the combination says, horizon by horizon
+    rows = list(pooled.filter(pl.col("model") == "combined").sort("horizon").iter_rows(named=True))
     expected = {int(r["horizon"]): r["mse_ratio"] < 1 and r["dm_stat"] < 0 and r["dm_pvalue"] < 0.05 for r in rows}
     assert dict(forecasts.select("horizon", "skill").unique().iter_rows()) == expected == result.skill
     worse = {int(r["horizon"]) for r in rows if r["mse_ratio"] > 1 and r["dm_stat"] > 0 and r["dm_pvalue"] < 0.05}
-    # default guardrail: the model publishes unless it is significantly worse than the random walk
-    published_by_model = set(forecasts.filter(pl.col("source_model") == "attention_lstm")["horizon"].to_list())
-    assert published_by_model == set(range(1, 6)) - worse
+    # default guardrail: the combination publishes unless it is significantly worse than the random walk
+    published_by_model = set(forecasts.filter(pl.col("source_model") == "combined")["horizon"].to_list())
+    assert published_by_model == set(range(1, 6)) - worse and result.publishing.name == "combined"
+    # its evaluated forecasts are a * network + b * hist_mean by the weights stored with the champion
+    weights = dict(zip(range(1, 6), result.publishing.weights, strict=True))
+    part = {m: predictions.filter(pl.col("model") == m).sort("ticker", "asof_date", "horizon") for m in names}
+    a, b = (part["combined"]["horizon"].replace_strict({h: w[i] for h, w in weights.items()}) for i in (0, 1))
+    mixed = a * part["attention_lstm"]["y_pred"] + b * part["hist_mean"]["y_pred"]
+    assert part["combined"]["y_pred"].to_list() == pytest.approx(mixed.to_list(), rel=1e-6, abs=1e-9)
 
 
 def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
@@ -108,7 +122,18 @@ def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     assert run_meta["evaluation"]["version"] == result.evaluation_version
     assert run_meta["evaluation"]["origins"] == [str(result.test_start), str(result.test_end)]
     assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
-    assert run_meta["settings"]["windows"]["lookback"] == 20
+    assert run_meta["settings"]["windows"]["lookback"] == 20 and run_meta["evaluation"]["model"] == "combined"
+    # the weights per horizon, as the champion record stores them
+    published_as = run_meta["published_as"]
+    assert published_as["model"] == "combined" and sorted(published_as["weights"]) == ["1", "2", "3", "4", "5"]
+    for h, (a, b) in zip(range(1, 6), result.publishing.weights, strict=True):
+        assert published_as["weights"][str(h)] == {"attention_lstm": a, "hist_mean": b, "random_walk": 1 - a - b}
+    (record,) = json.loads((settings.paths.models / "champion.json").read_text())["history"][-1:]
+    assert record["combination"] == [list(w) for w in result.publishing.weights]
+    # the published volatility forecast's QLIKE beside EWMA and HAR, per horizon, on the evaluation's origins
+    qlike = run_meta["volatility_qlike"]
+    assert sorted(qlike) == ["1", "2", "3", "4", "5"] and all(0 < v < 10 for h in qlike.values() for v in h.values())
+    assert all(sorted(h) == ["ewma_0.94", "har", "published"] for h in qlike.values())
     latest = json.loads((out / "latest.json").read_text())
     assert latest["asof_date"] == "2014-12-31" and "forecasts/asof=2014-12-31/forecasts.parquet" in latest["files"]
     assert all((out / f).exists() for f in latest["files"])
@@ -140,6 +165,7 @@ def check_ui_artifacts(flow_run_id) -> None:
     data = found["nightly-forecasts"].data
     table = json.loads(data) if isinstance(data, str) else data
     assert list(table[0])[:3] == ["ticker", "target date", "horizon"] and len(table) == 15
+    assert "## What published" in found["nightly-summary"].data
     assert "file://" not in found["nightly-files"].data
 
 

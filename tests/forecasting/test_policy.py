@@ -152,11 +152,11 @@ def test_a_universe_with_the_ticker_ALL_keeps_pooled_rows_apart():
 def test_sources_are_plain_strings_so_frames_store_them_as_strings():
     """The publishing model's name is a `Model` member; a list mixing it with a baseline's plain string would
     become a polars Enum column (or fail), so sources come back as plain strings."""
-    from forecasting.names import BASELINES, PUBLISHING_MODEL
+    from forecasting.names import BASELINES, TRAINED_MODEL
 
     truth = [0.01, -0.02, 0.015, -0.005] * 50
-    table = evaluation({PUBLISHING_MODEL.value: [0.0] * 200, "random_walk": [0.0] * 200}, truth)
-    sources = horizon_sources(table, PUBLISHING_MODEL, BASELINES, 0.05, "flag")
+    table = evaluation({TRAINED_MODEL.value: [0.0] * 200, "random_walk": [0.0] * 200}, truth)
+    sources = horizon_sources(table, TRAINED_MODEL, BASELINES, 0.05, "flag")
     assert type(sources[1].model) is str and sources[1].model == "attention_lstm"
     column = pl.DataFrame({"source_model": [sources[1].model, "hist_mean"]})["source_model"]
     assert column.dtype == pl.String

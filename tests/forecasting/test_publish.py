@@ -115,3 +115,31 @@ def test_a_subset_run_keeps_the_other_tickers_forecasts(panel, tmp_path):
     assert merge_forecasts(folder, "forecasts", only_bbb, ["AAA", "BBB"], both).height == 5
     (folder / "forecasts.parquet").unlink()  # only the CSV left: read back with the contract's types
     assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["csv"]).equals(merged)
+
+
+def test_quantile_columns_are_prices_and_older_files_without_them_merge(panel, tmp_path):
+    from forecasting.publish import QUANTILE_COLUMNS, merge_forecasts
+
+    asof, rows, _ = current_rows(panel)
+    y = np.full((2, 5), 0.01)
+    offsets = np.array([-0.05, -0.03, 0.0, 0.03, 0.05])
+    quantiles = y[:, :, None] + offsets[None, None, :]
+    quantiles[1, 4] = np.nan  # too few residuals for a source: null, not NaN
+    meta = {"run_id": "new", "model_version": "m-1"}
+    args = (panel, rows, y, None, np.array([10.0, 20.0]), asof, "XNYS", ["combined"] * 5, [False] * 5)
+    frame = forecast_frame(*args, meta, None, quantiles)
+    assert QUANTILE_COLUMNS == ("pred_q05", "pred_q10", "pred_q50", "pred_q90", "pred_q95")
+    first = frame.row(0, named=True)
+    assert [first[c] for c in QUANTILE_COLUMNS] == pytest.approx(10.0 * np.exp(0.01 + offsets), rel=1e-12)
+    assert first["pred_q50"] == first["pred_price"]
+    assert frame.filter((pl.col("ticker") == "BBB") & (pl.col("horizon") == 5))["pred_q05"].null_count() == 1
+    # a file written before the quantile (and volatility) columns existed keeps its other tickers' rows
+    folder = partition_dir(tmp_path, "forecasts", asof)
+    old = forecast_frame(*args, meta | {"run_id": "old"}).drop(*QUANTILE_COLUMNS, "pred_vol")
+    for fmt in ("parquet", "csv"):
+        write_frame(old, folder, "forecasts", [fmt])
+        merged = merge_forecasts(folder, "forecasts", frame.filter(pl.col("ticker") == "BBB"), ["BBB"], [fmt])
+        assert merged.columns == list(FORECAST_COLUMNS) and merged.height == 10, fmt
+        kept = merged.filter(pl.col("ticker") == "AAA")
+        assert kept["run_id"].unique().to_list() == ["old"] and kept["pred_q05"].null_count() == 5, fmt
+        (folder / f"forecasts.{fmt}").unlink()

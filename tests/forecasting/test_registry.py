@@ -89,3 +89,26 @@ def test_health_gate_finds_gaps_jumps_and_stale_tickers():
     assert "CCC: stale, 12 sessions behind" in text
     clean = check_health(prices, {}, HealthSettings())
     assert clean.ok, clean.problems
+
+
+def test_combination_weights_round_trip_and_an_older_record_without_them_means_the_network(tmp_path):
+    import json
+
+    from forecasting.combine import Publishing
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("m-1.pt", "m-eval-1.pt", "m-2.pt", "m-eval-2.pt"):
+        (models / name).write_bytes(b"weights")
+    weights = [[0.1 + 0.2, 1 / 3], [0.0, 0.7]]  # floats that print long: stored exactly
+    record_decision(models, champion(combination=weights))
+    assert champion_as_of(models, date(2024, 1, 9)).combination == weights
+    assert Publishing.of(weights).record() == weights and Publishing.of(weights).name == "combined"
+    body = json.loads((models / "champion.json").read_text())
+    del body["history"][0]["combination"]  # as nightcast wrote it before the combination published
+    (models / "champion.json").write_text(json.dumps(body))
+    old = champion_as_of(models, date(2024, 1, 9))
+    assert old.version == "m-1" and old.combination is None and Publishing.of(old.combination).name == "attention_lstm"
+    # a later decision is appended to the older history, which is kept as it was
+    record_decision(models, champion(version="m-2", checkpoint="m-2.pt", evaluation_checkpoint="m-eval-2.pt"))
+    assert [c.combination for c in read_history(models)] == [None, None]

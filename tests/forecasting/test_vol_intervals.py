@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from forecasting.backtest import conformal_intervals
 from forecasting.publish import merge_forecasts
@@ -133,3 +134,40 @@ def test_quantile_forecasts_are_symmetric_past_residuals_in_volatility_units_and
         band["pinball_ratio"].to_list() == [1.0]
         and abs(scores.filter(pl.col("model") == "m")["pinball_ratio"].item() - 1) < 0.03
     )
+
+
+def test_published_quantiles_are_the_backtests_quantiles_of_that_origin():
+    """What the nightly publishes around a forecast made at D is what the backtest scored at origin D: the
+    same offsets in units of sigma, from the residuals realised by D."""
+    from forecasting.backtest import conformal_quantile_offsets, conformal_quantiles
+
+    levels = (0.05, 0.1, 0.5, 0.9, 0.95)
+    frame = _two_regimes(n_days=300).with_columns(pl.lit(0.01).alias("y_pred"))
+    day = date(2020, 1, 1) + timedelta(days=250)
+    scored = conformal_quantiles(frame, levels, 250, 50).filter(pl.col("asof_date") == day).sort("ticker")
+    offsets = conformal_quantile_offsets(frame, day, levels, 250, 50)[("m", 1)]
+    assert offsets[2] == 0 and (np.diff(offsets) > 0).all() and offsets[0] == pytest.approx(-offsets[-1])
+    published = 0.01 + offsets[None, :] * scored["sigma"].to_numpy()[:, None]
+    np.testing.assert_allclose(published, scored.select(f"q{q}" for q in levels).to_numpy(), rtol=1e-12)
+    # before min_count residuals are realised: none
+    assert np.isnan(conformal_quantile_offsets(frame, date(2020, 1, 5), levels, 250, 50)[("m", 1)]).all()
+
+
+def test_volatility_qlike_scores_the_published_volatility_beside_ewma_and_har():
+    from forecasting.backtest import long_predictions
+    from forecasting.intervals import qlike
+    from forecasting.volatility import volatility_qlike
+
+    panel = panel_of(PRICES)
+    sigma = panel_sigma(panel, 0.25)
+    ends = np.flatnonzero((panel.dates >= np.datetime64("2011-03-01")) & np.isfinite(panel.Y).all(axis=1))
+    zero = np.zeros((len(ends), len(panel.horizons)))
+    predictions = pl.concat([long_predictions(panel, ends, zero, m, sigma) for m in ("random_walk", "hist_mean")])
+    table = volatility_qlike(panel, predictions)
+    assert table["forecast"].unique().sort().to_list() == ["ewma_0.94", "har", "published"]
+    assert table.group_by("horizon").agg(pl.col("n").n_unique())["n"].to_list() == [1, 1]  # the same rows
+    # one row per origin (the models share its volatility), all known here: the published one by hand
+    rows = predictions.filter((pl.col("model") == "hist_mean") & (pl.col("horizon") == 3))
+    by_hand = qlike(rows["y_true"].to_numpy() ** 2, rows["sigma"].to_numpy() ** 2).mean()
+    mine = table.filter((pl.col("forecast") == "published") & (pl.col("horizon") == 3))
+    assert mine["n"].item() == rows.height == len(ends) and mine["qlike"].item() == pytest.approx(by_hand, rel=1e-12)
