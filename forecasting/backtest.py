@@ -27,6 +27,7 @@ from forecasting.combine import Combination
 from forecasting.intervals import QUANTILE_LEVELS, quantile_column
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
+from forecasting.relative import RelativeForecaster
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from forecasting.train import TrainedModel, fit, predict
 from forecasting.volatility import panel_sigma
@@ -153,6 +154,7 @@ def make_forecasters(
         Model.LSTM: lambda: NeuralForecaster(Model.LSTM, ablation, quiet, lookback, bt.warm_start, fingerprint),
         Model.BIDIRECTIONAL: lambda: variant(Model.BIDIRECTIONAL, bidirectional=True),
         Model.SELF_ATTENTION: lambda: variant(Model.SELF_ATTENTION, self_attention=True, attention_heads=heads),
+        Model.DEMEANED: lambda: RelativeForecaster(Model.DEMEANED, variant(Model.DEMEANED)),
         Model.ENSEMBLE: lambda: EnsembleForecaster(
             Model.ENSEMBLE,
             [

@@ -18,6 +18,7 @@ class Model(StrEnum):
     LSTM = "lstm"  # the same network without attention: the ablation
     BIDIRECTIONAL = "bidirectional"  # attention_lstm whose encoder reads the window both ways
     SELF_ATTENTION = "self_attention"  # attention_lstm with a self-attention + feed-forward block over its states
+    DEMEANED = "demeaned"  # attention_lstm learning returns in excess of the universe's (forecasting/relative.py)
     RIDGE = "ridge"
     HIST_MEAN = "hist_mean"
     RANDOM_WALK = "random_walk"  # the benchmark every ratio and Diebold-Mariano test is taken against
@@ -29,6 +30,7 @@ ABLATION = (
     Model.LSTM,
     Model.BIDIRECTIONAL,
     Model.SELF_ATTENTION,
+    Model.DEMEANED,
     Model.ENSEMBLE,
     Model.COMBINED,
 )
@@ -46,6 +48,7 @@ DISPLAY_ORDER = (
     Model.COMBINED,
     Model.BIDIRECTIONAL,
     Model.SELF_ATTENTION,
+    Model.DEMEANED,
     Model.LSTM,
     Model.RIDGE,
     Model.HIST_MEAN,

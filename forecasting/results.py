@@ -93,7 +93,8 @@ ABLATION_NOTE = (
     "Every row on identical origins; ratio below 1 beats the random walk, DM p below 0.05 says the difference is "
     "significant (positive ratios above 1 with small p: significantly worse). Variants: lstm has no attention; "
     "bidirectional reads the window both ways; self_attention adds a transformer block over the encoder states; "
-    "ensemble averages seeds; combined shrinks attention_lstm towards the baselines by validation weights."
+    "demeaned learns each ticker's return in excess of the universe's and adds the universe's historical mean "
+    "back; ensemble averages seeds; combined shrinks attention_lstm towards the baselines by validation weights."
 )
 
 

@@ -121,7 +121,7 @@ def test_the_ablation_table_puts_every_variant_on_identical_origins():
     from forecasting.results import ablation_table
 
     panel = panel_of(PRICES)
-    variants = ["attention_lstm", "lstm", "bidirectional", "self_attention", "combined", "random_walk"]
+    variants = ["attention_lstm", "lstm", "bidirectional", "self_attention", "demeaned", "combined", "random_walk"]
     result = run(panel, models=variants, test_end=date(2011, 3, 25))
     keys = {
         m: set(g.select("ticker", "asof_date", "horizon").iter_rows())
@@ -129,7 +129,8 @@ def test_the_ablation_table_puts_every_variant_on_identical_origins():
     }
     assert len({frozenset(v) for v in keys.values()}) == 1  # identical origins
     table = ablation_table(result.metrics)
-    assert table["model"].to_list() == ["attention_lstm", "combined", "bidirectional", "self_attention", "lstm"]
+    order = ["attention_lstm", "combined", "bidirectional", "self_attention", "demeaned", "lstm"]
+    assert table["model"].to_list() == order
     assert table.columns == ["model", "h1 ratio", "h1 DM p", "h3 ratio", "h3 DM p"]
     pooled = result.metrics.filter(
         (pl.col("scope") == "pooled") & (pl.col("model") == "bidirectional") & (pl.col("horizon") == 3)
@@ -138,5 +139,7 @@ def test_the_ablation_table_puts_every_variant_on_identical_origins():
     arch = {f.name: f.model_settings for f in result.forecasters if hasattr(f, "model_settings")}
     assert arch["bidirectional"].bidirectional and arch["self_attention"].self_attention
     assert arch["self_attention"].attention_heads == 4 and not arch["attention_lstm"].bidirectional
+    relative = next(f for f in result.forecasters if f.name == "demeaned")  # the attention network, on excess returns
+    assert relative.inner.model_settings == arch["attention_lstm"] and relative.market.shape == (2,)
     text = backtest_summary(result.metrics, result.folds, "t", {}, 1.0, 0.8)
     assert "## Ablation" in text and "| bidirectional |" in text
