@@ -101,7 +101,7 @@ def test_a_checkpoint_means_the_same_on_any_device(panel, tmp_path):
         np.testing.assert_allclose(predict(moved, panel, splits.test).mean, before, rtol=0, atol=1e-5)
 
 
-def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp_path):
+def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp_path, monkeypatch):
     splits = date_splits(panel, WINDOWS)
     settings = MODEL.model_copy(
         update={
@@ -126,6 +126,18 @@ def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp
     restored = predict(load_checkpoint(save_checkpoint(trained, tmp_path / "q.pt")), panel, splits.test)
     np.testing.assert_array_equal(restored.quantiles, got.quantiles)
     np.testing.assert_array_equal(restored.feature_attention, got.feature_attention)
+
+    # a few origins: only their windows' rows are scaled (the CPU's path), every output exactly as with the
+    # whole panel scaled
+    import forecasting.train as train_module
+
+    few = splits.test[[0, 7, -1]]
+    assert len(few) * WINDOWS.lookback < len(panel.dates)
+    windowed = predict(trained, panel, few)
+    whole = train_module._Batches(trained, panel, trained.device, targets=False)
+    monkeypatch.setattr(train_module, "_prediction_data", lambda t, p, e: (whole, np.asarray(e)))
+    for name, value in predict(trained, panel, few)._asdict().items():
+        np.testing.assert_array_equal(getattr(windowed, name), value, err_msg=name)
 
 
 def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
