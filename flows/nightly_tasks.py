@@ -124,7 +124,8 @@ def inspect_attention(
     """Mean attention of the published model per lag / input variable over the evaluation span: tables, a
     heatmap PNG (`with_plots`) and a summary."""
     known = known_ends(panel, settings.windows.lookback)
-    report = attention.attention_report(trained, panel, known[panel.dates[known] >= test_start])
+    span = known[panel.dates[known] >= test_start]
+    report = attention.attention_report(trained, panel, attention.spread_sessions(span, panel.dates))
     if report is None:
         return "the model has no attention (plain LSTM)", []
     folder = publish.partition_dir(settings.paths.out_dir, "reports", asof)

@@ -19,6 +19,21 @@ class AttentionReport:
     summary: str
 
 
+MAX_WINDOWS = 20_000  # enough for a mean weight per lag; the evaluation span of 500 tickers holds 125k
+
+
+def spread_sessions(ends: np.ndarray, dates: np.ndarray, limit: int = MAX_WINDOWS) -> np.ndarray:
+    """`ends` thinned to about `limit` samples by keeping every k-th session (the latest always), each with all
+    its tickers: scoring the published model's attention over the whole evaluation span of a large universe was
+    most of the forecast stage (a forward pass over every window of a year). Fewer than `limit`: all of them."""
+    if len(ends) <= limit:
+        return ends
+    sessions = np.unique(dates[ends])
+    step = int(np.ceil(len(ends) / limit))
+    kept = sessions[::-1][::step]
+    return ends[np.isin(dates[ends], kept)]
+
+
 def attention_report(trained: TrainedModel, panel: Panel, ends: np.ndarray, top: int = 3) -> AttentionReport | None:
     """Mean attention per lag (and per input variable) over the samples ending at `ends`, per ticker and pooled."""
     out = predict(trained, panel, ends)

@@ -75,3 +75,16 @@ def test_near_uniform_attention_is_called_so(monkeypatch):
 
 def test_a_model_without_attention_has_no_report(monkeypatch):
     assert report_of(monkeypatch, None, None) is None  # the plain-LSTM ablation: nothing to report
+
+
+def test_a_long_span_is_thinned_by_whole_sessions_from_the_latest():
+    from forecasting.attention import spread_sessions
+
+    sessions = np.datetime64("2020-01-01") + np.arange(100).astype("timedelta64[D]")
+    dates = np.tile(sessions, 3)  # three tickers, rows grouped by ticker
+    ends = np.arange(300)
+    assert spread_sessions(ends, dates, limit=300) is ends  # at the limit: every window
+    kept = spread_sessions(ends, dates, limit=50)  # every 6th session, the latest first
+    expected = sessions[::-1][::6]
+    assert set(dates[kept]) == set(expected) and len(kept) == 3 * len(expected) == 51
+    assert dates[kept].max() == sessions[-1]
