@@ -8,9 +8,10 @@ ticker apart from the others that day, which is where the field finds what skill
 stocks). The forecast adds back the universe's historical mean return per horizon, over the fold's realised
 labels only: a market forecast as humble as the historical-mean baseline.
 
-No look-ahead: the mean at an origin is of labels ending on that origin's target dates, the same span the
-ticker's own label covers, and only training (and validation) rows are fit on, as for the raw target. With a
-single ticker every demeaned target is 0 and the forecast is the historical mean.
+No look-ahead: a training label is demeaned by the training labels of the same date only, and a validation
+label by the validation labels (on one calendar these end on the same day; a halted ticker's, or one on
+another exchange's calendar, could end later). With a single ticker every demeaned target is 0 and the
+forecast is the historical mean.
 """
 
 from __future__ import annotations
@@ -23,23 +24,31 @@ from features.windows import Panel, Splits
 from forecasting.baselines import PointForecaster
 
 
-def cross_sectional_mean(panel: Panel) -> np.ndarray:
-    """(R, K) float64: per row, the mean label over every ticker with a known label at the row's date (NaN where
-    none is known)."""
-    _, day = np.unique(panel.dates, return_inverse=True)
-    known = np.isfinite(panel.Y)
+def cross_sectional_mean(panel: Panel, rows: np.ndarray | None = None) -> np.ndarray:
+    """(R, K) float64: per row of `rows` (default all), the mean label over the rows of `rows` at the same date
+    with a known label (NaN where none is known, and outside `rows`)."""
+    rows = np.arange(len(panel.dates)) if rows is None else np.asarray(rows)
+    _, day = np.unique(panel.dates[rows], return_inverse=True)
+    labels = panel.Y[rows].astype(np.float64)
+    known = np.isfinite(labels)
     mean = np.full(panel.Y.shape, np.nan)
     for k in range(panel.Y.shape[1]):
-        total = np.bincount(day, weights=np.where(known[:, k], panel.Y[:, k], 0.0))
+        total = np.bincount(day, weights=np.where(known[:, k], labels[:, k], 0.0))
         count = np.bincount(day, weights=known[:, k].astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean[:, k] = (total / count)[day]
+            mean[rows, k] = (total / count)[day]
     return mean
 
 
-def demeaned(panel: Panel) -> Panel:
-    """The panel with each label minus the cross-sectional mean at its date (unknown labels stay NaN)."""
-    return dataclasses.replace(panel, Y=(panel.Y - cross_sectional_mean(panel)).astype(np.float32))
+def demeaned(panel: Panel, spans: tuple[np.ndarray, ...] | None = None) -> Panel:
+    """The panel with each label minus the cross-sectional mean at its date, taken within each of `spans` (the
+    rows a fit trains and early-stops on: a training label is never demeaned by a label realised later, which a
+    ticker on another calendar or halted could carry on the same date); labels outside them become NaN.
+    Default: one span of every row."""
+    relative = np.full(panel.Y.shape, np.nan, dtype=np.float32)
+    for rows in spans if spans is not None else (np.arange(len(panel.dates)),):
+        relative[rows] = (panel.Y[rows] - cross_sectional_mean(panel, rows)[rows]).astype(np.float32)
+    return dataclasses.replace(panel, Y=relative)
 
 
 class RelativeForecaster(PointForecaster):
@@ -49,15 +58,9 @@ class RelativeForecaster(PointForecaster):
     def __init__(self, name: str, inner):
         self.name, self.inner = name, inner
         self.market: np.ndarray | None = None  # (K,) the universe's mean return per horizon
-        self._panel: tuple[Panel, Panel] | None = None  # (panel, its demeaned copy): one copy per panel
-
-    def _relative(self, panel: Panel) -> Panel:
-        if self._panel is None or self._panel[0] is not panel:
-            self._panel = (panel, demeaned(panel))
-        return self._panel[1]
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        self.inner.fit(self._relative(panel), splits)
+        self.inner.fit(demeaned(panel, (splits.train, splits.val)), splits)
         seen = np.concatenate([splits.train, splits.val])
         labels = panel.Y[seen].astype(np.float64)
         counts = np.isfinite(labels).sum(axis=0)
