@@ -16,6 +16,7 @@ import ast
 import logging
 import random
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -89,13 +90,29 @@ def _capture_failures() -> Iterator[_FailureLog]:
         yf_logger.removeHandler(handler)
 
 
+_cache_lock = threading.Lock()
+_cache_dir: str | None = None  # where this process last pointed yfinance's caches
+
+
 def configure_cache(cache_dir: Path) -> None:
-    """Keep yfinance's timezone/cookie cache inside the project instead of the user's home."""
+    """Keep yfinance's timezone/cookie cache inside the project instead of the user's home.
+
+    Idempotent and locked: every parallel ingest chunk calls it with the same folder while other chunks'
+    download threads use the caches, which must then be left alone (re-pointing them under those threads
+    raised "Connection already opened" by the thousand in a reviewer's stress test)."""
+    global _cache_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _cache_lock:
+        if _cache_dir != str(cache_dir):
+            _point_caches(str(cache_dir))
+            _cache_dir = str(cache_dir)
+
+
+def _point_caches(location: str) -> None:
     import yfinance as yf
     from yfinance import cache
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    yf.set_tz_cache_location(str(cache_dir))
+    yf.set_tz_cache_location(location)
     # yfinance 1.7 keeps each cache object, and the database handle it opened first, for the life of the
     # process: a second call (another data dir in one process: a test worker, a replay beside a run) would
     # otherwise go on writing into the first directory, from several download threads at once ("database

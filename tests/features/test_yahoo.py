@@ -148,9 +148,22 @@ def test_a_second_cache_location_is_really_used(fake, tmp_path):
     assert first.exists()
     yahoo.configure_cache(tmp_path / "second")
     fetch({"MSFT": date(2024, 3, 20)}, FAST, sleep=lambda s: None)
+
     def keys(path):
         with sqlite3.connect(path) as db:
             return {k for (k,) in db.execute("select key from _tz_kv")}
 
     assert keys(tmp_path / "second" / "tkr-tz.db") == {"MSFT"}
     assert "MSFT" not in keys(first)
+
+
+def test_configuring_the_same_cache_again_leaves_it_alone(fake, tmp_path):
+    """Parallel ingest chunks each configure the same folder while the others' download threads use the cache."""
+    from yfinance import cache
+
+    fetch({"AAPL": date(2024, 3, 20)}, FAST, sleep=lambda s: None)
+    before = cache.get_tz_cache()
+    yahoo.configure_cache(tmp_path / "yf-cache")
+    assert cache.get_tz_cache() is before
+    yahoo.configure_cache(tmp_path / "elsewhere")
+    assert cache.get_tz_cache() is not before
