@@ -82,9 +82,14 @@ class Combination(PointForecaster):
         return combination_weights(self.inner.predict(panel, val), train_only.predict(panel, val), panel.Y[val])
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
-        a, b = self.weights[:, 0], self.weights[:, 1]
-        combined = a * self.inner.predict(panel, ends) + b * self.mean.predict(panel, ends)
-        return combined.astype(np.float32)
+        return combine(self.weights, self.inner.predict(panel, ends), self.mean.predict(panel, ends)).astype(np.float32)
+
+
+def combine(weights, network: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """a * network + b * mean per horizon, in float64: what the evaluation scores and the nightly publishes
+    (both call this, so the two cannot drift apart). `weights` (K, 2); `network`, `mean` (N, K)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return w[:, 0] * np.asarray(network, dtype=np.float64) + w[:, 1] * np.asarray(mean, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,7 @@ class Publishing:
         on the same split); float64, a * network + b * mean per horizon."""
         if self.weights is None:
             return np.asarray(network, dtype=np.float64)
-        w = np.asarray(self.weights)
-        return w[:, 0] * np.asarray(network, dtype=np.float64) + w[:, 1] * np.asarray(mean, dtype=np.float64)
+        return combine(self.weights, network, mean)
 
     def record(self) -> list[list[float]] | None:
         """The weights as the champion record stores them (JSON: Python floats round-trip exactly)."""

@@ -24,7 +24,8 @@ from nightcast.io import atomic_write
 log = logging.getLogger("nightcast.forecasting.registry")
 
 CHAMPION = "champion.json"
-FORMAT = 2
+FORMAT = 3  # 3: `combination` (the published weights); 2 (nightcast 0.3-0.4) reads as the network alone
+READABLE = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def read_history(models_dir: Path) -> list[Champion]:
         # champion.json of nightcast <= 0.1 (one flat record, no evaluation fit): superseded, not an error
         log.warning("champion record %s is from an older nightcast; a new champion will be trained", path)
         return []
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
+    if not isinstance(body, dict) or body.get("format") not in READABLE:
         found = body.get("format") if isinstance(body, dict) else type(body).__name__
         raise ChampionRecordError(path, f"has an unknown format ({found!r}; this nightcast reads format {FORMAT})")
     try:

@@ -134,8 +134,8 @@ class BacktestSettings(Section):
     rolling_days: int = Field(2520, ge=50, description="length of a rolling training window (trading days)")
     warm_start: bool = Field(True, description="a refit starts from the previous fold's weights (false: cold start)")
     models: list[Model] = Field(
-        [Model.ATTENTION_LSTM, Model.LSTM, Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE],
-        description="models scored on identical origins",
+        [Model.ATTENTION_LSTM, Model.COMBINED, Model.LSTM, Model.RANDOM_WALK, Model.HIST_MEAN, Model.RIDGE],
+        description="models scored on identical origins (combined: what the nightly publishes by default)",
     )
 
     @model_validator(mode="after")

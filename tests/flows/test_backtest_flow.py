@@ -47,6 +47,7 @@ def test_backtest_cli_writes_predictions_metrics_and_report(prefect_harness, sam
     predictions = pl.read_parquet(out / "predictions.parquet")
     assert sorted(predictions["model"].unique().to_list()) == [
         "attention_lstm",
+        "combined",  # what the nightly publishes by default is scored by default too
         "hist_mean",
         "lstm",
         "random_walk",

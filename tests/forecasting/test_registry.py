@@ -40,7 +40,7 @@ def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
         pytest.param(b"\xff\xfe\x00garbage", "is unreadable", id="not-text"),
         pytest.param(b"null", "has an unknown format ('NoneType'", id="null"),
         pytest.param(b"[]", "has an unknown format ('list'", id="list"),
-        pytest.param(b'{"format": 3, "history": []}', "has an unknown format (3;", id="newer-format"),
+        pytest.param(b'{"format": 4, "history": []}', "has an unknown format (4;", id="newer-format"),
         pytest.param(b'{"format": 2}', "is malformed (KeyError", id="no-history"),
         pytest.param(b'{"format": 2, "history": [{"version": "m-1"}]}', "is malformed (TypeError", id="short-record"),
         pytest.param(b'{"format": 2, "history": ["m-1"]}', "is malformed (AttributeError", id="not-a-record"),
@@ -112,3 +112,16 @@ def test_combination_weights_round_trip_and_an_older_record_without_them_means_t
     # a later decision is appended to the older history, which is kept as it was
     record_decision(models, champion(version="m-2", checkpoint="m-2.pt", evaluation_checkpoint="m-eval-2.pt"))
     assert [c.combination for c in read_history(models)] == [None, None]
+
+
+def test_a_format_2_record_loads_as_the_network_alone_and_the_next_write_is_format_3(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    old = {k: v for k, v in asdict(champion()).items() if k != "combination"}  # nightcast 0.3-0.4 wrote no weights
+    (tmp_path / "champion.json").write_text(json.dumps({"format": 2, "history": [old]}, default=str))
+    (loaded,) = read_history(tmp_path)
+    assert loaded.combination is None and loaded.version == "m-1"
+    record_decision(tmp_path, champion(version="m-2"))
+    body = json.loads((tmp_path / "champion.json").read_text())
+    assert body["format"] == 3 and [r["version"] for r in body["history"]] == ["m-1", "m-2"]
