@@ -300,6 +300,22 @@ def test_a_kept_champion_combines_by_its_stored_weights(first, tmp_path):
     b = np.where(part["combined"]["horizon"].to_numpy() == 1, 0.25, 0.75)
     expected = a * part["attention_lstm"]["y_pred"].to_numpy() + b * part["hist_mean"]["y_pred"].to_numpy()
     assert part["combined"]["y_pred"].to_numpy() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    # the published forecast: the refit network and the historical mean of every realised label, by these weights
+    from features.windows import refit_split
+    from flows.nightly_tasks import forecast
+    from forecasting import train
+    from forecasting.baselines import HistoricalMean
+    from forecasting.policy import Source
+    from forecasting.publish import current_rows
+
+    sources = {1: Source("combined", False, False), 2: Source("combined", False, False)}
+    got = forecast.fn(choice, case.panel, case.ff, settings, sources, {}).sort("ticker", "horizon")
+    asof, rows, _ = current_rows(case.panel)
+    mean = HistoricalMean()
+    mean.fit(case.panel, refit_split(case.panel, settings.windows.lookback, np.datetime64(asof, "D")))
+    network = train.predict(choice.published, case.panel, rows).mean.astype(np.float64)
+    by_hand = np.array([0.5, 0.125]) * network + np.array([0.25, 0.75]) * mean.predict(case.panel, rows)
+    assert got["pred_log_return"].to_numpy() == pytest.approx(by_hand.reshape(-1), rel=1e-12, abs=1e-15)
 
 
 def test_an_old_champion_record_without_weights_publishes_the_network(first, tmp_path):
