@@ -38,7 +38,7 @@ def full():
 def test_every_model_forecasts_from_identical_origins(full):
     p = full.predictions
     keys = {m: set(g.select("ticker", "asof_date", "horizon").iter_rows()) for (m,), g in p.group_by("model")}
-    assert set(keys) == {"attention_lstm", "lstm", "random_walk", "hist_mean", "ridge"}
+    assert set(keys) == {"attention_lstm", "combined", "lstm", "random_walk", "hist_mean", "ridge"}
     assert len({frozenset(v) for v in keys.values()}) == 1
     assert p["asof_date"].min() >= date(2011, 3, 1) and p["asof_date"].max() <= date(2011, 5, 20)
     assert (p["target_date"] > p["asof_date"]).all()
