@@ -77,6 +77,8 @@ def interval_tables(panel, predictions: pl.DataFrame) -> dict[str, pl.DataFrame]
     CRPS against a zero forecast with normal quantiles of the same volatility ("normal band") and of the
     plain EWMA 0.94 (the issue's baseline band)."""
     rows = predictions.filter(pl.col("model").is_in(list(FEATURED)))
+    if rows.is_empty():  # (--models without them)
+        return {}
     deciles = conditional_coverage_summary(band_by_volatility(rows, COVERAGE))
     same_sigma = quantile_scores(rows, QUANTILE_LEVELS)
     # the EWMA-0.94 band on the same rows: scores recomputed with its sigma, the model rows' quantiles unchanged
