@@ -36,7 +36,8 @@ run: $(STAMP)
 
 # Two pytest-xdist workers: on 2 cores the suite took 83 s against 100 s in one process (the Prefect servers
 # and CLI subprocesses wait on I/O while the other worker computes); since flow-run heartbeats are off under the
-# tests (tests/conftest.py), 52-57 s, and three workers were slower (60-62 s). Work stealing: a worker that runs
+# tests (tests/conftest.py), 50-59 s (the first run on a fresh clone ~60 s: every .pyc and compiled kernel is
+# built then), and three workers were slower (60-62 s). Work stealing: a worker that runs
 # out takes queued tests from the other (with `load`, one worker finished 45 s before the other). `ARGS="-n 0"`
 # runs in one process.
 test: $(STAMP)
