@@ -170,7 +170,7 @@ def choose_model(
     held_publishing = Publishing.of(champion.combination) if champion is not None else Publishing()
     champion_result = evaluate_fixed(panel, held[1], held_publishing, settings) if held else None
     if reason is None or not health.ok:
-        return _keep(champion, held, champion_result, reason, health.problems, models_dir)
+        return _keep(champion, held, (champion_result, held_publishing), reason, health.problems, models_dir)
 
     challenger_result = run_backtest.with_options(timeout_seconds=settings.train.timeout_s)(
         panel, settings, evaluation_settings(settings), fingerprint
@@ -282,12 +282,13 @@ def _retrain_reason(
 def _keep(
     champion: registry.Champion | None,
     held,
-    champion_result: BacktestResult | None,
+    champion_side: tuple[BacktestResult | None, Publishing],
     reason: str | None,
     problems: list[str],
     models_dir: Path,
 ) -> ModelChoice:
     """The champion as it is: fresh, or stale while the data-health gate blocks training."""
+    champion_result, publishing = champion_side
     if held is None:
         why = "there is no champion yet" if champion is None else "the champion reads other features"
         raise InsufficientDataError(
@@ -307,7 +308,7 @@ def _keep(
         False,
         None,
         problems,
-        Publishing.of(champion.combination),
+        publishing,
     )
 
 

@@ -25,18 +25,18 @@ from forecasting.baselines import PointForecaster
 
 
 def cross_sectional_mean(panel: Panel, rows: np.ndarray | None = None) -> np.ndarray:
-    """(R, K) float64: per row of `rows` (default all), the mean label over the rows of `rows` at the same date
-    with a known label (NaN where none is known, and outside `rows`)."""
+    """(len(rows), K) float64: per row of `rows` (default every row), the mean label over the rows of `rows` at
+    the same date with a known label (NaN where none is known)."""
     rows = np.arange(len(panel.dates)) if rows is None else np.asarray(rows)
     _, day = np.unique(panel.dates[rows], return_inverse=True)
     labels = panel.Y[rows].astype(np.float64)
     known = np.isfinite(labels)
-    mean = np.full(panel.Y.shape, np.nan)
-    for k in range(panel.Y.shape[1]):
+    mean = np.empty(labels.shape)
+    for k in range(labels.shape[1]):
         total = np.bincount(day, weights=np.where(known[:, k], labels[:, k], 0.0))
         count = np.bincount(day, weights=known[:, k].astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean[rows, k] = (total / count)[day]
+            mean[:, k] = (total / count)[day]
     return mean
 
 
@@ -47,7 +47,7 @@ def demeaned(panel: Panel, spans: tuple[np.ndarray, ...] | None = None) -> Panel
     Default: one span of every row."""
     relative = np.full(panel.Y.shape, np.nan, dtype=np.float32)
     for rows in spans if spans is not None else (np.arange(len(panel.dates)),):
-        relative[rows] = (panel.Y[rows] - cross_sectional_mean(panel, rows)[rows]).astype(np.float32)
+        relative[rows] = (panel.Y[rows] - cross_sectional_mean(panel, rows)).astype(np.float32)
     return dataclasses.replace(panel, Y=relative)
 
 
