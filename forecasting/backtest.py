@@ -29,7 +29,8 @@ from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.relative import RelativeForecaster
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
-from forecasting.train import TrainedModel, fit, predict
+from forecasting.together import fit_many, width
+from forecasting.train import FitJob, TrainedModel, predict, resolve_device
 from forecasting.volatility import panel_sigma
 from nightcast.errors import InsufficientDataError
 
@@ -81,10 +82,16 @@ class NeuralForecaster:
         self.trained: TrainedModel | None = None
 
     def fit(self, panel: Panel, splits: Splits) -> None:
+        self.adopt(fit_many(self.jobs(panel, splits)))
+
+    def jobs(self, panel: Panel, splits: Splits) -> list[FitJob]:
+        """The fit of this fold, to train beside others' (`fit_many`); a warm start chains it to the last."""
         init = self.trained if self.warm_start else None
-        self.trained = fit(
-            panel, splits, self.model_settings, self.train_settings, self.lookback, self.fingerprint, init=init
-        )
+        ms, ts = self.model_settings, self.train_settings
+        return [FitJob(panel, splits, ms, ts, self.lookback, self.fingerprint, init=init)]
+
+    def adopt(self, trained: list[TrainedModel]) -> None:
+        (self.trained,) = trained
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         return predict(self.trained, panel, ends).mean
@@ -100,9 +107,19 @@ class EnsembleForecaster(PointForecaster):
     def __init__(self, name: str, members: list[NeuralForecaster]):
         self.name, self.members = name, members
 
+    @property
+    def warm_start(self) -> bool:
+        return any(m.warm_start for m in self.members)
+
     def fit(self, panel: Panel, splits: Splits) -> None:
-        for member in self.members:
-            member.fit(panel, splits)
+        self.adopt(fit_many(self.jobs(panel, splits)))
+
+    def jobs(self, panel: Panel, splits: Splits) -> list[FitJob]:
+        return [job for m in self.members for job in m.jobs(panel, splits)]
+
+    def adopt(self, trained: list[TrainedModel]) -> None:
+        for member, model in zip(self.members, trained, strict=True):
+            member.adopt([model])
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         return np.mean([m.predict(panel, ends) for m in self.members], axis=0).astype(np.float32)
@@ -376,6 +393,37 @@ def _fold_predictions(
     return frame
 
 
+Joint = NeuralForecaster | EnsembleForecaster  # forecasters whose fits train beside each other (fit_many)
+
+
+def _fit_jointly(joint: list[Joint], panel: Panel, fold: Fold, ahead: dict[int, list[TrainedModel]]) -> None:
+    """The fold's fits of every neural forecaster, trained at once on a GPU (`forecasting/together.py`),
+    or taken from `ahead` where they were trained already; each forecaster adopts its own."""
+    trained = ahead.pop(fold.number, None)
+    if trained is None:
+        trained = fit_many([job for f in joint for job in f.jobs(panel, fold.split)])
+    for f in joint:
+        n = len(f.members) if isinstance(f, EnsembleForecaster) else 1
+        f.adopt(trained[:n])
+        trained = trained[n:]
+
+
+def _cold_fits(joint: list[Joint], panel: Panel, folds: list[Fold]) -> dict[int, list[TrainedModel]]:
+    """With cold starts every fold's fits are independent: on a GPU train all of them at once, before the first
+    fold is scored (a warm start chains each fold to the last: then only a fold's models train together).
+    Per fold, its fits in `_fit_jointly`'s order; empty where there is nothing to gain."""
+    if not joint or any(f.warm_start for f in joint) or len(folds) < 2:
+        return {}
+    jobs = [[job for f in joint for job in f.jobs(panel, fold.split)] for fold in folds]
+    if width(jobs[0], resolve_device(jobs[0][0].train_settings.device)) == 1:
+        return {}  # one at a time either way: fit each fold in its turn (less memory held)
+    trained = fit_many([job for fold_jobs in jobs for job in fold_jobs])
+    out, start = {}, 0
+    for fold, fold_jobs in zip(folds, jobs, strict=True):
+        out[fold.number], start = trained[start : start + len(fold_jobs)], start + len(fold_jobs)
+    return out
+
+
 def walk_forward(
     panel: Panel,
     forecasters: list[Forecaster],
@@ -397,7 +445,10 @@ def walk_forward(
     )
     with bar:
         task = bar.add_task("folds", total=len(schedule.refits))
-        for fold in schedule.folds(panel):
+        folds_ahead = list(schedule.folds(panel))
+        joint = [f for f in forecasters if isinstance(f, NeuralForecaster | EnsembleForecaster)]
+        ahead = _cold_fits(joint, panel, folds_ahead)
+        for fold in folds_ahead:
             row = {
                 "fold": fold.number,
                 "refit_date": fold.refit.astype(object),
@@ -406,9 +457,13 @@ def walk_forward(
                 "origins": len(np.unique(panel.dates[fold.block])),
                 "predictions": len(fold.block),
             }
+            t0 = time.perf_counter()
+            _fit_jointly(joint, panel, fold, ahead)
+            row["neural_fit_s"] = round(time.perf_counter() - t0, 2)  # every neural model's fit of the fold
             for f in forecasters:
                 t0 = time.perf_counter()
-                f.fit(panel, fold.split)
+                if f not in joint:
+                    f.fit(panel, fold.split)
                 frames.append(_fold_predictions(panel, fold, f, intervals, sigma))
                 row[f"{f.name}_s"] = round(time.perf_counter() - t0, 2)
                 if isinstance(f, NeuralForecaster):

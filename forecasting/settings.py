@@ -89,6 +89,15 @@ class TrainSettings(Section):
         description="on a GPU, capture the whole training step as one CUDA graph (false: launch kernel by kernel)",
         json_schema_extra=RUN_ONLY,
     )
+    concurrent_fits: int = Field(
+        8,
+        ge=1,
+        le=32,
+        description="on a GPU, fits trained at once (a walk-forward's models, an ensemble's seeds, cold-start "
+        "refits), each on its own CUDA stream, taking turns step by step; 1 = one after another. A CPU always "
+        "trains them one after another",
+        json_schema_extra=RUN_ONLY,
+    )
     threads: int = Field(
         0,
         ge=0,

@@ -68,6 +68,9 @@ class _Body:
         self.optimizer.step()
         self.total += loss.detach() * count
 
+    def close(self) -> None:
+        """Free what the step holds on the device (a graph's memory) once the fit is done."""
+
 
 class EagerStep(_Body):
     """Kernel by kernel: the CPU path (and a GPU with `train.cuda_graph = false`); any batch size."""
@@ -114,17 +117,27 @@ class GraphStep(_Body):
             self.weight.fill_(1.0)
         self.done += 1
 
+    def close(self) -> None:
+        if self.graph is not None:
+            self.graph.reset()
+            self.graph = None
+
     def _eager_or_capture(self) -> None:
+        # warm-up and capture on the caller's stream when it has one of its own (every fit does: `own_stream`
+        # in forecasting/train.py), so that no two fits' graphs share a capture stream and its cuBLAS
+        # workspace (pytorch/pytorch#193402); on the default stream, which cannot capture, on a side stream
+        current = torch.cuda.current_stream()
+        own = current if current != torch.cuda.default_stream(current.device) else None
         if self.done < self.WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
+            side = own or torch.cuda.Stream()
+            side.wait_stream(current)
             with torch.cuda.stream(side):
                 self.optimizer.zero_grad(set_to_none=True)
                 self.run(self.rows, self.weight, self.count)
-            torch.cuda.current_stream().wait_stream(side)
+            current.wait_stream(side)
             return
         self.optimizer.zero_grad(set_to_none=True)  # the graph's backward then writes fresh gradients each replay
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: a fit captured in one worker thread does not break CUDA work in the others
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, stream=own, capture_error_mode="thread_local"):
             self.run(self.rows, self.weight, self.count)

@@ -16,6 +16,7 @@ import pickle
 import platform
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -179,27 +180,69 @@ def fit(
         raise NightcastError(
             "fit needs either a validation span for early stopping or a fixed epoch count (stop_after), not both"
         )
+    job = FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after)
     device = resolve_device(train_settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), thread_scope(train_settings.threads) as threads:
-        torch.manual_seed(train_settings.seed)  # weight init and dropout; the batch order has its own generator
-        trained = _untrained(panel, splits, model_settings, train_settings, lookback, fingerprint, device)
-        if init is not None:
-            if init.model.config != trained.model.config:
-                raise NightcastError("cannot warm-start: the previous model has a different configuration")
-            trained.model.load_state_dict(init.model.state_dict())
-        log.info(
-            "training %s on %s (%d thread(s)): %d train / %d val samples, %d features, lookback %d",
-            describe(trained.model.config),
-            device,
-            threads,
-            len(splits.train),
-            len(splits.val),
-            len(panel.features),
-            lookback,
-        )
-        _Loop(trained, panel, splits, train_settings, device, threads).run(stop_after, warm=init is not None)
+        with own_stream(device):  # on a GPU its graph is captured and replayed on a stream of its own
+            trained, loop = prepared(job, device, threads)
+            loop.run(stop_after, warm=init is not None)
     return trained
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """The arguments of one `fit`, for `forecasting/together.fit_many`."""
+
+    panel: Panel
+    splits: Splits
+    model_settings: ModelSettings
+    train_settings: TrainSettings
+    lookback: int
+    fingerprint: str = ""
+    init: TrainedModel | None = None
+    stop_after: int | None = None
+
+
+def prepared(job: FitJob, device: torch.device, threads: int) -> tuple[TrainedModel, _Loop]:
+    """A job's seeded, initialised (or warm-started) model and the loop that trains it: what `fit` runs,
+    and what `fit_many` runs several of, step by step."""
+    torch.manual_seed(job.train_settings.seed)  # weight init and dropout; the batch order has its own generator
+    trained = _untrained(
+        job.panel, job.splits, job.model_settings, job.train_settings, job.lookback, job.fingerprint, device
+    )
+    if job.init is not None:
+        if job.init.model.config != trained.model.config:
+            raise NightcastError("cannot warm-start: the previous model has a different configuration")
+        trained.model.load_state_dict(job.init.model.state_dict())
+    log.info(
+        "training %s on %s (%d thread(s)): %d train / %d val samples, %d features, lookback %d",
+        describe(trained.model.config),
+        device,
+        threads,
+        len(job.splits.train),
+        len(job.splits.val),
+        len(job.panel.features),
+        job.lookback,
+    )
+    return trained, _Loop(trained, job.panel, job.splits, job.train_settings, device, threads)
+
+
+@contextlib.contextmanager
+def own_stream(device: torch.device, stream: torch.cuda.Stream | None = None) -> Iterator[None]:
+    """On a GPU, run the block on `stream` (default: a new one) after everything queued before it, and let
+    later work wait for it. A CUDA graph captured on a stream bakes in that stream's cuBLAS workspace: graphs
+    that share a capture stream must never replay at the same time (issue 15's crash of graphs replayed on
+    several streams; pytorch/pytorch#193402). Elsewhere, nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    stream = stream if stream is not None else torch.cuda.Stream(device)
+    before = torch.cuda.current_stream(device)
+    stream.wait_stream(before)
+    with torch.cuda.stream(stream):
+        yield
+    before.wait_stream(stream)
 
 
 def _untrained(
@@ -291,8 +334,9 @@ class _Loop:
         batch = self.plan.batch_size * 4
         return _evaluate_loss(self.model, self.data, self.val_ends, batch, self.levels, self.autocast)
 
-    def epoch(self) -> tuple[float, float]:
-        """One pass over the training span in a seeded order: (mean training loss, seconds)."""
+    def epoch(self) -> Iterator[None]:
+        """One pass over the training span in a seeded order, yielding after each step; returns (mean training
+        loss, seconds)."""
         device, batch = self.device, self.plan.batch_size
         self.model.train()
         started = time.perf_counter()
@@ -301,20 +345,27 @@ class _Loop:
         for start in range(0, order.numel(), batch):
             _check_stop()
             self.step(order[start : start + batch])
+            yield
         return self.step.total.item() / order.numel(), time.perf_counter() - started  # .item() waits for the device
 
-    def run(self, stop_after: int | None, warm: bool) -> None:
+    def run(self, stop_after: int | None, warm: bool, progress: bool | None = None) -> None:
+        for _ in self.steps(stop_after, warm, progress):
+            pass
+
+    def steps(self, stop_after: int | None, warm: bool, progress: bool | None = None) -> Iterator[None]:
+        """The whole fit, yielding after each optimisation step, so that several fits can take turns on one
+        device (`forecasting/together.py`). `progress`: the epoch bar (default: the settings' choice)."""
         trained, ts = self.trained, self.ts
         best_state, stale = copy.deepcopy(self.model.state_dict()), 0
         if warm:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
             trained.best_val_loss = self.val_loss()
         epochs = ts.epochs if stop_after is None else max(1, min(stop_after, ts.epochs))
-        with _progress(ts.progress) as bar:
+        with _progress(ts.progress if progress is None else progress) as bar:
             task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
             for epoch in range(1, epochs + 1):
                 if not ts.threads and self.device.type == "cpu":
                     self.threads = set_threads(0)  # load comes and goes: take the cores other processes leave free
-                train_loss, seconds = self.epoch()
+                train_loss, seconds = yield from self.epoch()
                 # the thread count is recorded: float sums depend on it, a rerun is bit-identical only with the same
                 row = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds, "threads": self.threads}
                 if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
@@ -335,6 +386,9 @@ class _Loop:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
+        self.step.close()  # a graph's memory and its stream's workspace go now, not whenever it is collected
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the kept weights are in place for any stream
         self._log(stop_after, epochs)
 
     def _log(self, stop_after: int | None, epochs: int) -> None:
