@@ -5,10 +5,11 @@
              at the picked batch; then `predict` twice (the second call finds the panel on the device).
   batch      the batch rule's validation loss against the base batch (several seeds), on the development
              universe cut at 2016-12-31: fit to 2014, validation 2015-2016 (its 2017-2019 test span unused).
-  many       K models (seeds) trained at once, each step of each model replayed as a CUDA graph on its own
-             stream, round-robin, each with its own early stopping, against the same K fits one after another.
 
-    python benchmarks/gpu_scale.py universe|batch|many [--dev-csv PATH] [--models 8]
+Many fits at once (issue 15, point 3) are timed by `benchmarks/backtest.py` (`ensemble`, `refits`) through the
+product's own path, `forecasting/together.py`.
+
+    python benchmarks/gpu_scale.py universe|batch [--dev-csv PATH]
 
 Every section prints a table and ends with one `RESULT` line. Needs a CUDA GPU.
 """
@@ -16,8 +17,6 @@ Every section prints a table and ends with one `RESULT` line. Needs a CUDA GPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import statistics
 import sys
 import time
@@ -30,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._data import dev_universe, panel_of, synthetic  # noqa: E402
 from features.settings import WindowSettings  # noqa: E402
 from forecasting.settings import ModelSettings, TrainSettings  # noqa: E402
-from forecasting.step import GraphStep  # noqa: E402
-from forecasting.train import _check_stop, _Loop, _untrained, fit, predict  # noqa: E402
+from forecasting.train import fit, predict  # noqa: E402
 
 MODEL = ModelSettings()
 DEVICE = torch.device("cuda")  # --device cpu: a quick check of this script's code on a machine without a GPU
@@ -45,10 +43,6 @@ def _settings(**update) -> TrainSettings:
 def _sync() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _stream():
-    return torch.cuda.Stream() if DEVICE.type == "cuda" else None
 
 
 def universe() -> None:
@@ -117,88 +111,10 @@ def batch(dev_csv: Path, seeds: int = 3) -> None:
     print(f"RESULT gpu_batch_rule val_diff={diff:.5f} seed_sd={noise:.5f} within_noise={abs(diff) <= 2 * noise}")
 
 
-def many(dev_csv: Path, k: int, capture_first: bool, one_stream: bool, skip_sequential: bool) -> None:  # noqa: C901  (a probe)
-    windows = WindowSettings(test_days=21, val_days=483)
-    panel, splits = panel_of(dev_universe(dev_csv), windows)
-    settings = [_settings(seed=s, epochs=min(EPOCHS, 10), patience=3) for s in range(1, k + 1)]
-    _sync()
-    t0 = time.perf_counter()
-    sequential = [] if skip_sequential else [fit(panel, splits, MODEL, ts, windows.lookback) for ts in settings]
-    _sync()
-    seq_s = time.perf_counter() - t0
-    print(f"sequential fits done in {seq_s:.1f} s" if sequential else "sequential fits skipped")
-
-    t0 = time.perf_counter()
-    loops = []
-    for ts in settings:
-        torch.manual_seed(ts.seed)
-        trained = _untrained(panel, splits, MODEL, ts, windows.lookback, "", DEVICE)
-        loops.append(_Loop(trained, panel, splits, ts, DEVICE, torch.get_num_threads()))
-    streams = [None if one_stream else _stream() for _ in loops]
-    state = [{"best": float("inf"), "stale": 0, "weights": None, "epochs": 0} for _ in loops]
-    active = list(range(len(loops)))
-    for _epoch in range(settings[0].epochs):
-        if not active:
-            break
-        orders = {}
-        for i in active:
-            loop = loops[i]
-            loop.model.train()
-            loop.step.total.zero_()
-            orders[i] = loop.train_ends[torch.randperm(loop.train_ends.numel(), generator=loop.generator).to(DEVICE)]
-        size = loops[0].plan.batch_size
-        starts = list(range(0, orders[active[0]].numel(), size))
-        if _epoch == 0 and capture_first:  # each model's warm-up and capture alone, nothing else in flight
-            for i in active:
-                for start in starts[: GraphStep.WARMUP + 1]:
-                    loops[i].step(orders[i][start : start + size])
-                _sync()
-            starts = starts[GraphStep.WARMUP + 1 :]
-        for start in starts:
-            _check_stop()
-            for i in active:
-                with torch.cuda.stream(streams[i]) if streams[i] is not None else contextlib.nullcontext():
-                    loops[i].step(orders[i][start : start + size])
-        _sync()
-        for i in list(active):
-            val = loops[i].val_loss()
-            s = state[i]
-            s["epochs"] += 1
-            if val < s["best"] - 1e-6:
-                s["best"], s["stale"], s["weights"] = val, 0, copy.deepcopy(loops[i].model.state_dict())
-            else:
-                s["stale"] += 1
-                if s["stale"] >= settings[i].patience:
-                    active.remove(i)
-    _sync()
-    together_s = time.perf_counter() - t0
-    how = "captured one by one" if capture_first else "captured in turn"
-    how += ", one stream" if one_stream else ", a stream each"
-    print(f"{k} models (seeds), development universe, up to 10 epochs, patience 3; graphs {how}")
-    print(f"{'model':<8}{'sequential val':>16}{'epochs':>8}{'together val':>14}{'epochs':>8}")
-    for i, s in enumerate(state):
-        a = sequential[i] if sequential else None
-        seq = f"{a.best_val_loss:>16.5f}{len(a.history):>8}" if a else f"{'-':>16}{'-':>8}"
-        print(f"{i + 1:<8}{seq}{s['best']:>14.5f}{s['epochs']:>8}")
-    print(f"sequential {seq_s:.1f} s, together {together_s:.1f} s: {seq_s / together_s:.2f}x")
-    print(
-        f"RESULT gpu_many models={k} sequential_s={seq_s:.1f} together_s={together_s:.1f} "
-        f"speedup={seq_s / together_s:.2f}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=["universe", "batch", "many"], nargs="?", default="universe")
+    parser.add_argument("section", choices=["universe", "batch"], nargs="?", default="universe")
     parser.add_argument("--dev-csv", type=Path, default=Path("../shared/data/dev_universe/us_large_caps_1990_2019.csv"))
-    parser.add_argument("--models", type=int, default=8)
-    parser.add_argument("--capture-first", action="store_true", help="many: capture each graph with nothing in flight")
-    parser.add_argument("--one-stream", action="store_true", help="many: replay every model's graph on one stream")
-    parser.add_argument("--skip-sequential", action="store_true", help="many: skip the sequential baseline")
-    parser.add_argument("--no-cudnn", action="store_true", help="many: torch's own LSTM kernels instead of cuDNN's")
-    parser.add_argument(
-        "--dropout", type=float, default=None, help="many: the models' dropout (0: no RNG in the graphs)"
-    )
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to check this script quickly")
     parser.add_argument("--epochs", type=int, default=30, help="maximum epochs of each fit")
     args = parser.parse_args()
@@ -208,17 +124,10 @@ def main() -> None:
         print("gpu_scale.py measures CUDA training: this machine has no CUDA GPU, nothing was measured")
         print("RESULT gpu_scale skipped=no_cuda_gpu")
         return
-    if args.no_cudnn:  # is the crash of graphs replayed on several streams cuDNN's RNN?
-        torch.backends.cudnn.enabled = False
-    if args.dropout is not None:  # or the CUDA generator that every graph's dropout shares?
-        global MODEL
-        MODEL = ModelSettings(dropout=args.dropout)
     if args.section == "universe":
         universe()
-    elif args.section == "batch":
-        batch(args.dev_csv)
     else:
-        many(args.dev_csv, args.models, args.capture_first, args.one_stream, args.skip_sequential)
+        batch(args.dev_csv)
 
 
 if __name__ == "__main__":
