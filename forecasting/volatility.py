@@ -185,14 +185,21 @@ def fit_har_horizons(
 
 
 def har_volatility(
-    returns: pl.DataFrame, fits: dict[int, HarFit], column: str = RETURN, floor: float = VARIANCE_FLOOR
+    returns: pl.DataFrame,
+    fits: dict[int, HarFit],
+    column: str = RETURN,
+    floor: float = VARIANCE_FLOOR,
+    origins: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """`ticker, date, horizon, sigma`: the HAR h-day volatility forecast at every date, from `fits`.
 
     A predicted daily variance at or below zero is floored at `floor` (least squares does not constrain
-    the sign); null where the regressors are not yet known (a ticker's first 21 rows).
+    the sign); null where the regressors are not yet known (a ticker's first 21 rows). `origins`
+    (`ticker, date`): only the forecasts made at those (the regressors still read each ticker's history).
     """
     regressors = har_regressors(returns, column)
+    if origins is not None:
+        regressors = _at(regressors, origins)
     parts = []
     for h, fit in sorted(fits.items()):
         beta = fit.coefficients()
@@ -206,6 +213,11 @@ def har_volatility(
             )
         )
     return pl.concat(parts).sort("ticker", "date", "horizon")
+
+
+def _at(frame: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `frame` at the `ticker, date` pairs of `origins`."""
+    return frame.join(origins.select("ticker", "date"), on=["ticker", "date"], how="semi")
 
 
 def attach_volatility(predictions: pl.DataFrame, volatility: pl.DataFrame, name: str = "sigma") -> pl.DataFrame:
@@ -276,10 +288,13 @@ def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slo
     ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
     rows = _panel_prices(panel)
     variance = blended_variance(daily_log_returns(rows), fast_weight, fast, slow)
-    sigma = _to_horizons(variance, "variance", panel.horizons)
-    wide = sigma.pivot(on="horizon", index=["ticker", "date"], values="sigma")
-    joined = rows.join(wide, on=["ticker", "date"], how="left").sort("row")
-    out = joined.select([pl.col(str(h)) for h in panel.horizons]).to_numpy().astype(np.float64)
+    # the daily variance joined back to the panel's rows once, each horizon's column computed there as
+    # `_to_horizons` computes it: a long frame of R x K rows sorted, pivoted and joined back took ~20 s and
+    # several GB on a 3.15M-row panel (issue 15)
+    joined = rows.select("ticker", "date").join(variance, on=["ticker", "date"], how="left", maintain_order="left")
+    out = np.empty((len(panel.dates), len(panel.horizons)), dtype=np.float64)
+    for j, h in enumerate(panel.horizons):
+        out[:, j] = joined.select((pl.col("variance") * h).sqrt()).to_series().cast(pl.Float64).to_numpy()
     return np.where(np.isfinite(out), out, np.nan)
 
 
@@ -303,12 +318,17 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={"horizon": pl.Int64, "forecast": pl.String, "qlike": pl.Float64, "n": pl.UInt32})
     returns = daily_log_returns(_panel_prices(panel))
     horizons = sorted(rows["horizon"].unique().to_list())
-    frame = attach_volatility(rows, ewma_volatility(returns, horizons), "ewma_0.94")
+    # each forecast made at the origins scored only: every row of the panel times every horizon, sorted, took
+    # ~10 s and GBs on a 3.15M-row panel (issue 15); the values are the same, each is elementwise
+    origins = rows.select("ticker", pl.col("asof_date").alias("date")).unique()
+    ewma = _to_horizons(_at(ewma_variance(returns), origins), "var_ewma", horizons)
+    frame = attach_volatility(rows, ewma, "ewma_0.94")
     forecasts = [PUBLISHED_VOLATILITY, "ewma_0.94"]
     first = rows["asof_date"].min()
     try:
         fits = fit_har_horizons(returns, horizons, end=first - timedelta(days=1))
-        frame, forecasts = attach_volatility(frame, har_volatility(returns, fits), "har"), [*forecasts, "har"]
+        har = har_volatility(returns, fits, origins=origins)
+        frame, forecasts = attach_volatility(frame, har, "har"), [*forecasts, "har"]
     except ValueError:
         pass  # too few HAR training rows before the first origin: compared without it
     return qlike_table(frame, forecasts)
