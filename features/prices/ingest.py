@@ -345,10 +345,9 @@ def ingest(
     got.findings += report.findings
     results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
     changed = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
-    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
-        lake.update_manifest(lake_dir, sorted(results))
-
     prices = lake.read_prices(lake_dir, sorted(results))
+    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
+        lake.update_manifest(lake_dir, sorted(results), stored=prices)  # from the rows just read back
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
     summary = summarize(got, results, prices, reference, settings.stale_after)
     _warn_behind(summary, got.failed, reference, settings.stale_after)

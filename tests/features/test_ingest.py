@@ -252,3 +252,21 @@ def test_context_series_are_read_from_a_file_only_when_it_holds_them(tmp_path, s
     source = SourceSettings(kind="file", path=path, tickers=["NVDA"])
     report = ingest(source, QUICK, VALID, tmp_path / "lake", context=["^GSPC", "SPY", "^VIX"])  # no SPY, no VIX
     assert sorted(report.summary["ticker"]) == ["NVDA", "^GSPC"]  # ORCL was not asked for
+
+
+def test_an_ingest_reads_each_lake_file_once_after_writing(tmp_path, monkeypatch):
+    # the report's rows and the manifest's entries come from one read of the lake: the manifest used to read
+    # every file again (about 1 s on 500 tickers x 25 years)
+    from tests.conftest import synthetic_prices
+
+    path = tmp_path / "prices.parquet"
+    synthetic_prices(["AAA", "BBB"], 40, start=date(2024, 1, 2)).write_parquet(path)
+    reads = []
+    read_ticker = lake.read_ticker
+    monkeypatch.setattr(lake, "read_ticker", lambda lake_dir, t: reads.append(t) or read_ticker(lake_dir, t))
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    # one read before the upsert (stored rows to merge with: none yet), one inside it, one after it
+    assert sorted(reads) == ["AAA"] * 3 + ["BBB"] * 3
+    manifest = lake.read_manifest(tmp_path / "lake")
+    assert set(manifest) == {"AAA", "BBB"} and manifest["AAA"]["rows"] == 40
+    assert manifest["AAA"]["fingerprint"] == lake.fingerprint(report.prices.filter(pl.col("ticker") == "AAA"))

@@ -145,3 +145,23 @@ def test_fingerprint_hashes_slices_as_one_csv(monkeypatch):
     monkeypatch.setattr(lake, "FINGERPRINT_ROWS", 3)  # 14 rows in 5 slices
     assert lake.fingerprint(frame) == whole
     assert lake.fingerprint(frame.head(0)) == hashlib.sha256(body.head(0).write_csv().encode()).hexdigest()[:16]
+
+
+def test_the_manifest_from_rows_held_reads_no_file(tmp_path, monkeypatch):
+    # the ingest reads the lake back once; the manifest's entries come from those rows, not from a second read
+    frame = synthetic_prices(["BBB", "AAA", "CCC"], 30)
+    lake.upsert(tmp_path, frame)
+    from_files = lake.update_manifest(tmp_path, ["AAA", "BBB", "CCC", "DDD"])
+    stored = lake.read_prices(tmp_path, ["AAA", "BBB", "CCC"])
+
+    def no_read(*args):
+        raise AssertionError("the manifest reread a lake file")
+
+    monkeypatch.setattr(lake, "read_ticker", no_read)
+    held = lake.update_manifest(tmp_path, ["AAA", "BBB", "CCC", "DDD"], stored=stored)
+    strip = lambda m: {t: {k: v for k, v in e.items() if k != "updated_at"} for t, e in m.items()}  # noqa: E731
+    assert strip(held) == strip(from_files) and set(held) == {"AAA", "BBB", "CCC"}
+    assert held["BBB"]["fingerprint"] == lake.fingerprint(frame.filter(pl.col("ticker") == "BBB"))
+    # rows of a ticker in more than one run (not as read_prices gives them) are still gathered
+    shuffled = stored.sample(fraction=1.0, shuffle=True, seed=1)
+    assert strip(lake.update_manifest(tmp_path, ["AAA", "BBB", "CCC"], stored=shuffled)) == strip(from_files)
