@@ -7,6 +7,7 @@ artifacts in the UI. `asof` replays a past night: every stage sees only data up 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from features.build import FeatureFrame
 from features.prices import lake
 from features.prices.calendar import is_session, sessions_between
 from features.prices.ingest import IngestReport, stored_report
@@ -160,6 +162,12 @@ def _current_prices(report: IngestReport, settings: Settings) -> tuple[pl.DataFr
     return prices, {**report.quarantined, **short}
 
 
+def _closes(ff: FeatureFrame) -> FeatureFrame:
+    """The feature frame as the forecast reads it after the panel is built (each row's close): the features
+    and targets are in the panel, and holding them twice all night cost ~0.5 GB on 500 tickers x 25 years."""
+    return dataclasses.replace(ff, frame=ff.frame.select("ticker", "date", "close"))
+
+
 def _nightly(
     settings: Settings, run_date: date | None, asof: date | None, ingest: bool, with_plots: bool
 ) -> NightlyResult | MarketClosed:
@@ -175,6 +183,9 @@ def _nightly(
     lap = _Laps()
     report = nightly_report(settings, asof, ingest)
     prices, quarantined = _current_prices(report, settings)
+    # the report's rows are no longer read (its summary, stale tickers and reference are): held beside `prices`
+    # they were a second copy of the universe's prices all night (~0.3 GB on 500 tickers x 25 years)
+    report = dataclasses.replace(report, prices=report.prices.clear())
     fingerprint = lake.fingerprint(prices)
     lap("ingest")
     # a replayed night's data is never seen again: caching its features would only fill the disk
@@ -184,6 +195,7 @@ def _nightly(
         else settings.model_copy(update={"runner": settings.runner.model_copy(update={"cache_features": False})})
     )
     ff, panel = features_by_chunk(prices, cache, fingerprint)
+    ff = _closes(ff)
     lap("features")
     data_asof = publish.current_rows(panel, report.stale)[0]
     run_summary.name_run_after(data_asof)

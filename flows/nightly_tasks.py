@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from features.build import FeatureFrame
+from features.build import FeatureFrame, sorted_by_ticker
 from features.windows import Panel, known_ends, refit_split
 from flows.model_choice import ModelChoice, evaluation_settings
 from flows.settings import Settings
@@ -54,7 +54,9 @@ def forecast(
     predictions[publishing.name] = publishing.forecast(published.mean, predictions.get(Model.HIST_MEAN))
     y = compose.by_source(predictions, by_horizon)
     _warn_sources(sources, horizons, publishing)
-    close = ff.frame.sort("ticker", "date")["close"].to_numpy()[rows]
+    # the panel's row order (make_panel's): the frame is sorted already, so nothing is copied (a sort of the whole
+    # feature frame for 500 closes copied ~0.5 GB on 3.15M rows)
+    close = sorted_by_ticker(ff.frame.select("ticker", "date", "close"))[0]["close"].to_numpy()[rows]
     ev = choice.evaluation
     meta = {
         "run_id": str(flow_run.id or "local"),

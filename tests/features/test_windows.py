@@ -98,3 +98,18 @@ def test_ends_and_target_dates_with_a_ticker_shorter_than_the_lookback():
     for row in range(len(p.dates)):
         same = row + 5 < p.offsets[p.ticker_id[row] + 1]
         assert (p.target_end[row] == p.dates[row + 5]) if same else np.isnat(p.target_end[row])
+
+
+def test_scaler_transform_is_standardised_float32_without_touching_its_input():
+    from features.windows import Scaler
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        values = rng.normal(3.0, 2.0, (500, 4)).astype(dtype)
+        values[rng.random(values.shape) < 0.1] = np.nan
+        before = values.copy()
+        scaler = Scaler.fit(values)
+        out = scaler.transform(values)
+        expected = np.nan_to_num((values - scaler.mean) / scaler.std, nan=0.0).astype(np.float32)
+        assert out.dtype == np.float32 and np.array_equal(out, expected)
+        np.testing.assert_array_equal(values, before)  # worked on in place, but on its own copy
