@@ -94,8 +94,9 @@ class TrainSettings(Section):
         ge=1,
         le=32,
         description="on a GPU, fits trained at once (a walk-forward's models, an ensemble's seeds, cold-start "
-        "refits), each on its own CUDA stream, taking turns step by step; 1 = one after another. A CPU always "
-        "trains them one after another",
+        "refits), each on its own CUDA stream, taking turns step by step; 1 = one after another. Each holds its "
+        "own scaled copy of the panel on the device: memory grows with this. A CPU always trains them one after "
+        "another",
         json_schema_extra=RUN_ONLY,
     )
     threads: int = Field(

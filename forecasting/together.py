@@ -7,14 +7,18 @@ gets a CUDA stream of its own, captures its training step as a graph on it, and 
 steps in turn, so that the GPU works on several while the host queues the next. Every fit keeps its own
 batch order, learning-rate schedule, validation passes and early stopping (`train._Loop.steps`, the loop
 `fit` runs) and its own random state (`_OwnRandom`), so a fit trained here is the fit `fit` would train,
-dropout masks included: bit-identical, tested on a GPU and on a CPU.
+dropout masks included: bit-identical, tested on a GPU and on a CPU. (Not for dropout between stacked LSTM
+layers, whose cuDNN state is one per device: such fits train one after another, `width`.) Each fit keeps its
+own scaled copy of the panel on the device, so device memory grows with the fits at once.
 
 A CPU has no idle device to fill (a fit already uses every core), so there the fits run one after another
 through `fit` itself: the same results, never slower than before.
 
 A stream comes from torch's pool of 32 per device; at most `train.concurrent_fits` (<= 32) are in use, and a
-stream is handed to the next fit only after the previous fit on it has dropped its graph, so that no two live
-graphs ever share a capture stream (pytorch/pytorch#193402, issue 15's crash).
+stream is handed to the next fit only after the previous fit on it has dropped its graph (also when a fit
+fails: `_Loop.steps` closes its graph in a `finally`), so that no two live graphs of one `fit_many` share a
+capture stream (pytorch/pytorch#193402, issue 15's crash). The pool's streams are reused round-robin by
+later calls too, which is safe because every fit drops its graph before it returns.
 """
 
 from __future__ import annotations
@@ -56,16 +60,13 @@ class _OwnRandom:
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.generator = torch.cuda.default_generators[device.index or 0] if self.cuda else None
+        index = device.index if device.index is not None else torch.cuda.current_device() if self.cuda else 0
+        self.generator = torch.cuda.default_generators[index] if self.cuda else None
         self.home = self.generator.graphsafe_get_state() if self.cuda else None
 
     def start(self):
-        """Call right after a fit's `manual_seed`: its own state, from that seed."""
-        if self.cuda:
-            own = self.generator.clone_state()
-            self.generator.graphsafe_set_state(self.home)
-            return own
-        return torch.get_rng_state()
+        """Call right after a fit's `manual_seed` (which seeded the home state): its own state, from that seed."""
+        return self.generator.clone_state() if self.cuda else torch.get_rng_state()
 
     @contextlib.contextmanager
     def turn(self, fit_: _Running) -> Iterator[None]:
@@ -84,8 +85,14 @@ class _OwnRandom:
 
 
 def width(jobs: Sequence[FitJob], device: torch.device) -> int:
-    """How many of `jobs` train at once on `device`: 1 on a CPU, else `train.concurrent_fits` of the first."""
+    """How many of `jobs` train at once on `device`: 1 on a CPU, else `train.concurrent_fits` of the first.
+
+    Also 1 when a job drops out between stacked LSTM layers: cuDNN keeps one dropout-state buffer per device
+    for every LSTM, rebuilt after any `manual_seed`, so fits in turns would share it (their graphs racing on
+    it, and a new fit's seed freeing it under the running fits' graphs)."""
     if device.type != "cuda" or not jobs:
+        return 1
+    if any(j.model_settings.num_layers > 1 and j.model_settings.dropout > 0 for j in jobs):
         return 1
     return max(1, min(jobs[0].train_settings.concurrent_fits, len(jobs)))
 
@@ -122,21 +129,31 @@ def _in_turns(jobs: Sequence[FitJob], device: torch.device, at_once: int) -> lis
     rng_devices = [device.index or 0] if cuda else []
     with torch.random.fork_rng(devices=rng_devices), thread_scope(jobs[0].train_settings.threads) as threads:
         random = _OwnRandom(device)
-        while waiting or running:
-            while waiting and free:
-                index, job = waiting.popleft()
-                stream = free.pop()
-                with own_stream(device, stream):
-                    trained, loop = prepared(job, device, threads)  # seeds: weights and its random state
-                    steps = loop.steps(job.stop_after, warm=job.init is not None, progress=False)
-                running.append(_Running(index, trained, steps, stream, random.start()))
-            for turn in list(running):
-                with torch.cuda.stream(turn.stream) if cuda else contextlib.nullcontext(), random.turn(turn):
-                    done = next(turn.steps, StopIteration) is StopIteration
-                if done:  # its graph is gone (`_Loop.steps` closes it): the stream may capture another
-                    running.remove(turn)
-                    free.append(turn.stream)
-                    results[turn.index] = turn.trained
+        try:
+            while waiting or running:
+                while waiting and free:
+                    index, job = waiting.popleft()
+                    stream = free.pop()
+                    with own_stream(device, stream):
+                        trained, loop = prepared(job, device, threads)  # seeds: weights and its random state
+                        steps = loop.steps(job.stop_after, warm=job.init is not None, progress=False)
+                    running.append(_Running(index, trained, steps, stream, random.start()))
+                for turn in list(running):
+                    with _on(turn.stream), random.turn(turn):
+                        done = next(turn.steps, StopIteration) is StopIteration
+                    if done:  # its graph is gone (`_Loop.steps` closes it): the stream may capture another
+                        running.remove(turn)
+                        free.append(turn.stream)
+                        results[turn.index] = turn.trained
+        finally:  # one fit failed (or Ctrl-C): the others end now too, each closing its graph on its own stream
+            for turn in running:
+                with _on(turn.stream):
+                    turn.steps.close()
     if cuda:
         torch.cuda.synchronize(device)
-    return [r for r in results if r is not None]
+    assert all(r is not None for r in results), "a fit in turns ended without its model"
+    return results
+
+
+def _on(stream: torch.cuda.Stream | None):
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()

@@ -176,10 +176,6 @@ def fit(
     The seed and torch's thread count hold for this call only: the process's random state and thread count
     are as they were when it returns.
     """
-    if (stop_after is None) == (len(splits.val) == 0):
-        raise NightcastError(
-            "fit needs either a validation span for early stopping or a fixed epoch count (stop_after), not both"
-        )
     job = FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after)
     device = resolve_device(train_settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -207,6 +203,10 @@ class FitJob:
 def prepared(job: FitJob, device: torch.device, threads: int) -> tuple[TrainedModel, _Loop]:
     """A job's seeded, initialised (or warm-started) model and the loop that trains it: what `fit` runs,
     and what `fit_many` runs several of, step by step."""
+    if (job.stop_after is None) == (len(job.splits.val) == 0):
+        raise NightcastError(
+            "fit needs either a validation span for early stopping or a fixed epoch count (stop_after), not both"
+        )
     torch.manual_seed(job.train_settings.seed)  # weight init and dropout; the batch order has its own generator
     trained = _untrained(
         job.panel, job.splits, job.model_settings, job.train_settings, job.lookback, job.fingerprint, device
@@ -355,6 +355,16 @@ class _Loop:
     def steps(self, stop_after: int | None, warm: bool, progress: bool | None = None) -> Iterator[None]:
         """The whole fit, yielding after each optimisation step, so that several fits can take turns on one
         device (`forecasting/together.py`). `progress`: the epoch bar (default: the settings' choice)."""
+        try:
+            epochs = yield from self._epochs(stop_after, warm, progress)
+        finally:  # also when a fit fails or is stopped: no graph outlives its fit (its stream may serve another)
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()  # the kept weights are in place for any stream
+            self.step.close()  # a graph's memory and its stream's workspace go now, not whenever it is collected
+        self._log(stop_after, epochs)
+
+    def _epochs(self, stop_after: int | None, warm: bool, progress: bool | None) -> Iterator[None]:
+        """Epochs with early stopping (or a refit's fixed count), the best weights kept; returns the most epochs."""
         trained, ts = self.trained, self.ts
         best_state, stale = copy.deepcopy(self.model.state_dict()), 0
         if warm:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
@@ -386,10 +396,7 @@ class _Loop:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
-        self.step.close()  # a graph's memory and its stream's workspace go now, not whenever it is collected
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()  # the kept weights are in place for any stream
-        self._log(stop_after, epochs)
+        return epochs
 
     def _log(self, stop_after: int | None, epochs: int) -> None:
         trained = self.trained

@@ -15,6 +15,7 @@ from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_for
 from forecasting.settings import BacktestSettings
 from forecasting.together import fit_many, width
 from forecasting.train import FitJob, TrainedModel, fit
+from nightcast.errors import NightcastError
 from tests.forecasting.test_backtest import PRICES
 from tests.forecasting.test_backtest import panel_of as backtest_panel
 from tests.forecasting.test_train import MODEL, TRAIN, WINDOWS, panel  # noqa: F401  (the module's fixture)
@@ -81,6 +82,43 @@ def test_a_cpu_trains_them_one_after_another_through_fit(panel):  # noqa: F811
     assert fit_many([]) == []
 
 
+def test_dropout_between_stacked_layers_trains_one_fit_at_a_time_on_a_gpu(panel):  # noqa: F811
+    """cuDNN keeps one dropout state per device for every LSTM: fits in turns would share it."""
+    gpu = torch.device("cuda")  # a device object needs no GPU
+    stacked = _jobs(panel, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.1}))[:3]
+    assert width(stacked, gpu) == 1
+    no_dropout = [dataclasses.replace(j, model_settings=MODEL.model_copy(update={"num_layers": 2})) for j in stacked]
+    assert width(no_dropout, gpu) == 3
+
+
+def test_a_failing_fit_ends_the_turns_and_leaves_the_process_as_it_was(panel, monkeypatch):  # noqa: F811
+    """Ctrl-C (or any error) in one fit's turn: it propagates, every other fit is closed, and the random state
+    and thread count are those from before the call."""
+    from forecasting import train
+
+    calls = {"n": 0}
+
+    def stop_at_the_tenth_step() -> None:
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt("training interrupted")
+
+    monkeypatch.setattr(train, "_check_stop", stop_at_the_tenth_step)
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    with pytest.raises(KeyboardInterrupt):
+        fit_many(_jobs(panel, model=DROPOUT), at_once=3)
+    assert calls["n"] == 10 and torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_job_with_neither_a_validation_span_nor_an_epoch_count_is_refused_in_turns_too(panel):  # noqa: F811
+    refit = dataclasses.replace(date_splits(panel, WINDOWS), val=np.array([], dtype=np.int64))
+    bad = FitJob(panel, refit, MODEL, TRAIN, WINDOWS.lookback)
+    for at_once in (1, 2):
+        with pytest.raises(NightcastError, match="either a validation span"):
+            fit_many([bad, bad], at_once=at_once)
+
+
 def _cold_walk_forward():
     bt = BacktestSettings(
         test_start=date(2011, 3, 1),
@@ -139,6 +177,15 @@ def test_fits_on_their_own_streams_train_as_each_fit_alone(panel):  # noqa: F811
     )
     print(f"largest weight difference, in turns vs alone: {worst:.3g}")
     for a, b in zip(turns, alone, strict=True):
+        _assert_same_fit(a, b)
+
+
+@pytest.mark.cuda
+@CUDA
+def test_fits_with_dropout_between_stacked_layers_train_one_after_another_as_alone(panel):  # noqa: F811
+    cuda = TRAIN.model_copy(update={"device": "cuda", "concurrent_fits": 4})
+    jobs = _jobs(panel, train=cuda, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.2}))[:3]
+    for a, b in zip(fit_many(jobs), [_alone(job) for job in jobs], strict=True):
         _assert_same_fit(a, b)
 
 
