@@ -244,4 +244,6 @@ def require_history(frame: pl.DataFrame, min_rows: int) -> tuple[pl.DataFrame, l
     found = _collect(short, "too_short", "quarantined", f"{{n}} rows, fewer than validation.min_rows={min_rows}")
     for finding in found:
         log.warning("%s", finding)
+    if not found:  # the frame itself, not a filtered copy of every row (~0.3 GB on 500 tickers x 25 years)
+        return frame, found
     return frame.filter(~TICKER.is_in([f.ticker for f in found])), found
