@@ -52,6 +52,8 @@ class IngestReport:
     stored: list[str] = field(default_factory=list)  # tickers written to (or confirmed in) the lake
     # summary rows (SUMMARY_SCHEMA) of the context-only series held apart by `set_apart`: stored, never forecast
     context: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SUMMARY_SCHEMA))
+    # `lake.fingerprint(prices)` when the ingest computed it on its way (with the manifest); None: not known
+    fingerprint: str | None = None
 
     @classmethod
     def merge(cls, parts: list[IngestReport]) -> IngestReport:
@@ -74,9 +76,11 @@ class IngestReport:
         if not context:
             return self
         theirs = pl.col("ticker").is_in(list(context))
+        held = self.prices.filter(theirs).height  # rows of context series: the fingerprint covered them
         return dataclasses.replace(
             self,
-            prices=self.prices.filter(~theirs),
+            prices=self.prices.filter(~theirs) if held else self.prices,
+            fingerprint=None if held else self.fingerprint,
             summary=self.summary.filter(~theirs),
             context=pl.concat([self.context, self.summary.filter(theirs)]),
         )
@@ -346,13 +350,15 @@ def ingest(
     results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
     changed = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
     prices = lake.read_prices(lake_dir, sorted(results))
-    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
-        lake.update_manifest(lake_dir, sorted(results), stored=prices)  # from the rows just read back
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
     summary = summarize(got, results, prices, reference, settings.stale_after)
     _warn_behind(summary, got.failed, reference, settings.stale_after)
     # stale tickers stay in `prices` (their history is valid training data); publishing skips them
     usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
-    return IngestReport(
-        prices.filter(pl.col("ticker").is_in(usable)), summary, got.findings, reference, got.failed, sorted(results)
-    )
+    fingerprint = None
+    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
+        # from the rows just read back, and the usable rows' fingerprint from the same text
+        fingerprint = lake.manifest_and_fingerprint(lake_dir, sorted(results), prices, usable)[1]
+    if set(usable) != set(results):
+        prices = prices.filter(pl.col("ticker").is_in(usable))
+    return IngestReport(prices, summary, got.findings, reference, got.failed, sorted(results), fingerprint=fingerprint)

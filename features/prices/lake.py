@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,20 +169,46 @@ def update_manifest(lake_dir: Path, tickers: list[str], stored: pl.DataFrame | N
 
     `stored`: the stored rows of `tickers` as read back from the lake (`read_prices`), when the caller holds
     them already: the files are then not read a second time (~1 s on 500 tickers x 25 years)."""
+    return manifest_and_fingerprint(lake_dir, tickers, stored)[0]
+
+
+def manifest_and_fingerprint(
+    lake_dir: Path, tickers: list[str], stored: pl.DataFrame | None = None, universe: Collection[str] = ()
+) -> tuple[dict[str, dict], str]:
+    """`update_manifest`, and from the same CSV text `fingerprint` of the rows of the tickers `universe` (a
+    subset of `tickers`), each ticker's text made once: the per-ticker and universe hashes were two passes
+    over the same text (~2 s each on 500 tickers x 25 years).
+
+    The universe's hash is `fingerprint`'s: the header, then every row in (ticker, date) order, each ticker's
+    rows as one slice (a row's text never depends on the rows around it)."""
     manifest = read_manifest(lake_dir)
     held = None if stored is None else _by_ticker(stored)
-    for ticker in tickers:
+    wanted = set(universe)
+    header = _csv(pl.DataFrame(schema={c: pl.Float64 for c in ("ticker", "date", *VALUE_COLUMNS)}), True)
+    whole = hashlib.sha256(header)
+    for ticker in sorted(tickers):  # the universe's hash reads its tickers in sorted order
         rows = read_ticker(lake_dir, ticker) if held is None else held.get(ticker, stored.clear())
         if rows.is_empty():
             manifest.pop(ticker, None)
             continue
+        text = _csv(rows, False)
+        if ticker in wanted:
+            whole.update(text)
         manifest[ticker] = {
             "first_date": rows["date"].min().isoformat(),
             "last_date": rows["date"].max().isoformat(),
             "rows": rows.height,
-            "fingerprint": fingerprint(rows),
+            "fingerprint": hashlib.sha256(header + text).hexdigest()[:16],  # `fingerprint(rows)`
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     body = json.dumps(dict(sorted(manifest.items())), indent=1)
     atomic_write(Path(lake_dir) / MANIFEST, lambda tmp: tmp.write_text(body))
-    return manifest
+    return manifest, whole.hexdigest()[:16]
+
+
+def _csv(frame: pl.DataFrame, header: bool) -> bytes:
+    """`fingerprint`'s CSV text of `frame`'s rows in (ticker, date) order (`header`: the header line only)."""
+    if header:
+        return frame.select("ticker", "date", *VALUE_COLUMNS).head(0).write_csv().encode()
+    body = frame.select("ticker", "date", *VALUE_COLUMNS).sort("ticker", "date")
+    return body.write_csv(include_header=False, float_precision=10).encode()
