@@ -36,6 +36,7 @@ from forecasting.backtest import (
     make_forecasters,
     walk_forward,
 )
+from forecasting.batching import BatchPlan
 from forecasting.combine import Publishing
 from forecasting.names import BASELINES, TRAINED_MODEL
 from forecasting.settings import ModelSettings, TrainSettings, publishing_recipe, training_recipe
@@ -116,10 +117,14 @@ def refit(
     epochs: int,
     asof: date,
     fingerprint: str,
+    plan: BatchPlan | None = None,
 ) -> train.TrainedModel:
-    """The evaluated recipe trained on every sample whose longest target is realised by `asof`."""
+    """The evaluated recipe trained on every sample whose longest target is realised by `asof`, with the
+    evaluated fit's batch size and learning rate (`plan`): on a GPU the batch grows with the span, and the
+    refit's larger span would otherwise train with a bigger batch and learning rate than the evaluated epochs
+    were counted for."""
     split = refit_split(panel, lookback, np.datetime64(asof, "D"))
-    return train.fit(panel, split, model, training, lookback, fingerprint, stop_after=epochs)
+    return train.fit(panel, split, model, training, lookback, fingerprint, stop_after=epochs, plan=plan)
 
 
 def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[ModelSettings, TrainSettings]:
@@ -189,8 +194,9 @@ def choose_model(
         evaluated, evaluation_version, publishing = held[1], champion.evaluation_version, held_publishing
         model, training = _recipe_of(evaluated, settings)
         result, event = champion_result, "kept"
+    epochs, plan = policy.refit_epochs(evaluated.best_epoch), evaluated.batch_plan  # as the evaluation trained
     published = refit.with_options(timeout_seconds=settings.train.timeout_s)(
-        panel, model, training, evaluated.lookback, policy.refit_epochs(evaluated.best_epoch), asof, fingerprint
+        panel, model, training, evaluated.lookback, epochs, asof, fingerprint, plan
     )
     version = f"{TRAINED_MODEL}-{train.weights_digest(published.model)}"
     checkpoint = train.save_checkpoint(published, models_dir / f"{version}.pt")

@@ -26,7 +26,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Scaler, Splits, training_rows
-from forecasting.batching import batch_plan
+from forecasting.batching import BatchPlan, batch_plan
 from forecasting.device_data import scaled_features, scaled_targets
 from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
@@ -89,6 +89,12 @@ class TrainedModel:
     # are out of sample for it); `trained_through` is the last origin date whose label it trained on.
     cutoff: str | None = None
     trained_through: str | None = None
+
+    @property
+    def batch_plan(self) -> BatchPlan | None:
+        """The batch size and peak learning rate it trained with (None: a checkpoint older than nightcast 0.6)."""
+        first = self.history[0] if self.history else {}
+        return BatchPlan(first["batch_size"], first["learning_rate"]) if "batch_size" in first else None
 
     @property
     def device(self) -> torch.device:
@@ -167,16 +173,19 @@ def fit(
     fingerprint: str = "",
     init: TrainedModel | None = None,
     stop_after: int | None = None,
+    plan: BatchPlan | None = None,
 ) -> TrainedModel:
     """Train on `splits.train`, early-stop on `splits.val`; return the best-validation model.
 
     `init` warm-starts from another model's weights (the previous walk-forward fold).
     `stop_after`: a refit without a validation span (`splits.val` empty): train exactly that many epochs of
     the same learning-rate schedule an early-stopped fit would follow, and keep the last weights.
+    `plan`: the batch size and peak learning rate to train with (a refit takes its evaluated fit's,
+    `TrainedModel.batch_plan`); default: `batching.batch_plan`'s choice for this span and device.
     The seed and torch's thread count hold for this call only: the process's random state and thread count
     are as they were when it returns.
     """
-    job = FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after)
+    job = FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after, plan)
     device = resolve_device(train_settings.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), thread_scope(train_settings.threads) as threads:
@@ -198,6 +207,7 @@ class FitJob:
     fingerprint: str = ""
     init: TrainedModel | None = None
     stop_after: int | None = None
+    plan: BatchPlan | None = None
 
 
 def prepared(job: FitJob, device: torch.device, threads: int) -> tuple[TrainedModel, _Loop]:
@@ -225,7 +235,7 @@ def prepared(job: FitJob, device: torch.device, threads: int) -> tuple[TrainedMo
         len(job.panel.features),
         job.lookback,
     )
-    return trained, _Loop(trained, job.panel, job.splits, job.train_settings, device, threads)
+    return trained, _Loop(trained, job.panel, job.splits, job.train_settings, device, threads, job.plan)
 
 
 @contextlib.contextmanager
@@ -281,7 +291,14 @@ class _Loop:
     (`forecasting/batching.py`) and each step is a CUDA graph replay (`forecasting/step.py`)."""
 
     def __init__(
-        self, trained: TrainedModel, panel: Panel, splits: Splits, ts: TrainSettings, device: torch.device, threads
+        self,
+        trained: TrainedModel,
+        panel: Panel,
+        splits: Splits,
+        ts: TrainSettings,
+        device: torch.device,
+        threads,
+        plan: BatchPlan | None = None,
     ):
         self.trained, self.ts, self.device, self.threads = trained, ts, device, threads
         self.model = trained.model
@@ -291,7 +308,7 @@ class _Loop:
         quantiles = trained.model.config.arch.quantiles
         self.levels = torch.tensor(quantiles, device=device) if quantiles else None
         self.generator = torch.Generator().manual_seed(ts.seed)
-        self.plan = batch_plan(len(splits.train), ts, device)
+        self.plan = plan or batch_plan(len(splits.train), ts, device)
         self.total_steps = ts.epochs * math.ceil(len(splits.train) / self.plan.batch_size)  # of the cosine schedule
         self.graphed = device.type == "cuda" and ts.cuda_graph
         self.step = self._graph_step() if self.graphed else self._eager_step()
@@ -378,6 +395,7 @@ class _Loop:
                 train_loss, seconds = yield from self.epoch()
                 # the thread count is recorded: float sums depend on it, a rerun is bit-identical only with the same
                 row = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds, "threads": self.threads}
+                row |= {"batch_size": self.plan.batch_size, "learning_rate": self.plan.learning_rate}
                 if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
                     trained.history.append(row)
                     bar.update(task, advance=1, train=f"{train_loss:.4f}")

@@ -1,6 +1,7 @@
 """The training step: padded batches, the closed-form schedule, the batch rule, device-resident data; and on a
 GPU, the CUDA-graph step against the eager one."""
 
+import dataclasses
 import gc
 import math
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from features.windows import Scaler, date_splits
-from forecasting.batching import batch_plan
+from forecasting.batching import BatchPlan, batch_plan
 from forecasting.device_data import resident, resident_count, standardise
 from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
@@ -167,3 +168,18 @@ def test_every_model_variant_trains_as_a_cuda_graph(panel):  # noqa: F811
     got = predict(a, panel, splits.test)
     assert np.isfinite(got.mean).all() and np.all(np.diff(got.quantiles, axis=-1) >= 0)
     assert a.history[-1]["train_loss"] < a.history[0]["train_loss"] * 1.5
+
+
+def test_a_refit_trains_with_the_batch_plan_it_is_given_and_records_it(panel):  # noqa: F811
+    """On a GPU the batch grows with the span: the nightly's refit (a longer span) takes its evaluated fit's
+    batch and learning rate instead of choosing bigger ones for the epochs the evaluation counted."""
+    splits = date_splits(panel, WINDOWS)
+    evaluated = fit(panel, splits, MODEL, TRAIN, WINDOWS.lookback)
+    assert evaluated.batch_plan == (TRAIN.batch_size, TRAIN.learning_rate)  # a CPU keeps the base batch
+    refit_splits = dataclasses.replace(splits, val=splits.val[:0])
+    given = BatchPlan(2 * TRAIN.batch_size, 1.5 * TRAIN.learning_rate)
+    refit = fit(panel, refit_splits, MODEL, TRAIN, WINDOWS.lookback, stop_after=2, plan=given)
+    assert refit.batch_plan == given
+    assert all((h["batch_size"], h["learning_rate"]) == given for h in refit.history)
+    default = fit(panel, refit_splits, MODEL, TRAIN, WINDOWS.lookback, stop_after=2)
+    assert default.history[-1]["train_loss"] != refit.history[-1]["train_loss"]  # it really trained differently
