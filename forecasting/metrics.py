@@ -105,17 +105,29 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
         )
         row["interval_width"] = float((covered["y_upper"] - covered["y_lower"]).mean())
     if base is not None:
-        pair = g.join(base, on=["ticker", "asof_date"], suffix="_base")
+        # in g's row order: a join's output order is not fixed, and the per-date means below would then sum
+        # in another order from run to run (the pooled DM statistic moved in its last bits between two runs)
+        pair = g.join(base, on=["ticker", "asof_date"], suffix="_base", maintain_order="left")
         row["baseline_mse"] = mse(pair["y_true"], pair["y_pred_base"])
         row["mse_ratio"] = row["mse"] / row["baseline_mse"] if row["baseline_mse"] > 0 else math.nan
         loss = pair.select(
             "asof_date",
+            "ticker",
             ((pl.col("y_true") - pl.col("y_pred")) ** 2).alias("a"),
             ((pl.col("y_true") - pl.col("y_pred_base")) ** 2).alias("b"),
-        )
-        per_date = loss.group_by("asof_date").agg(pl.col("a").mean(), pl.col("b").mean()).sort("asof_date")
-        row["dm_stat"], row["dm_pvalue"] = diebold_mariano(per_date["a"].to_numpy(), per_date["b"].to_numpy(), horizon)
+        ).sort("asof_date", "ticker")
+        row["dm_stat"], row["dm_pvalue"] = diebold_mariano(*_per_date_means(loss), horizon)
     return row
+
+
+def _per_date_means(loss: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of columns a and b per asof_date, summed in (date, ticker) order: polars' grouped means summed in
+    an order that changed from run to run (the pooled DM statistic moved in its last bits between two runs
+    on the same predictions), and a published figure should not."""
+    dates = loss["asof_date"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]]) if len(dates) else np.array([], dtype=np.int64)
+    counts = np.diff(np.r_[starts, len(dates)])
+    return tuple(np.add.reduceat(loss[c].to_numpy(), starts) / counts if len(dates) else np.array([]) for c in "ab")
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:

@@ -115,3 +115,25 @@ def test_diebold_mariano_needs_more_periods_than_the_horizon():
     assert all(math.isnan(v) for v in diebold_mariano(d, np.zeros(4), horizon=4))
     stat, p = diebold_mariano(d, np.zeros(4), horizon=2)
     assert stat > 0 and 0 < p < 1
+
+
+def test_the_pooled_diebold_mariano_statistic_does_not_depend_on_the_order_of_the_rows():
+    """The same predictions in another row order give the same pooled DM statistic to the last bit (its
+    per-date means once summed in an order that changed from run to run)."""
+    rng = np.random.default_rng(3)
+    tickers, dates = [f"T{i:02d}" for i in range(40)], [date(2020, 1, 1) + timedelta(days=d) for d in range(120)]
+    grid = pl.DataFrame({"ticker": tickers}).join(pl.DataFrame({"asof_date": dates}), how="cross")
+    y = rng.normal(0, 0.02, grid.height)
+    frames = [
+        grid.with_columns(model=pl.lit(m), horizon=pl.lit(1), y_true=pl.Series(y), y_pred=pl.Series(pred))
+        for m, pred in (("random_walk", np.zeros_like(y)), ("model", y * 0.1 + rng.normal(0, 0.02, grid.height)))
+    ]
+    predictions = pl.concat(frames)
+
+    def pooled(frame):
+        return metrics_table(frame).filter((pl.col("scope") == "pooled") & (pl.col("model") == "model"))["dm_stat"]
+
+    reference = pooled(predictions)[0]
+    assert math.isfinite(reference)
+    for seed in range(5):
+        assert pooled(predictions.sample(fraction=1.0, shuffle=True, seed=seed))[0] == reference
