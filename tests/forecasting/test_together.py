@@ -23,21 +23,25 @@ from tests.forecasting.test_train import MODEL, TRAIN, WINDOWS, panel  # noqa: F
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _jobs(panel, train=TRAIN, model=MODEL) -> list[FitJob]:  # noqa: F811
+def _jobs(panel, train=TRAIN, model=MODEL, warm: bool = True) -> list[FitJob]:  # noqa: F811
     """Fits that differ in every way a walk-forward's do: seed, training span, early stopping, a fixed-epoch
-    refit, a warm start."""
+    refit, the ablation, and (`warm`) a warm start."""
     full = date_splits(panel, WINDOWS)
-    shorter = splits_before(panel, WINDOWS.lookback, panel.dates[full.val[0]] - 30, WINDOWS.val_days)
+    shorter = splits_before(
+        panel, WINDOWS.lookback, panel.dates[full.val[0]] - np.timedelta64(30, "D"), WINDOWS.val_days
+    )
     long = train.model_copy(update={"epochs": 6, "patience": 1})
     refit = dataclasses.replace(full, val=full.val[:0])
-    warm_from = fit(panel, full, model, train, WINDOWS.lookback)
-    return [
+    jobs = [
         FitJob(panel, full, model, long, WINDOWS.lookback),
         FitJob(panel, shorter, model, train.model_copy(update={"seed": 11}), WINDOWS.lookback),
         FitJob(panel, refit, model, long, WINDOWS.lookback, stop_after=3),
         FitJob(panel, full, model.model_copy(update={"attention": False}), long, WINDOWS.lookback),
-        FitJob(panel, full, model, train.model_copy(update={"seed": 4}), WINDOWS.lookback, init=warm_from),
     ]
+    if warm:
+        warm_from = fit(panel, full, model, train, WINDOWS.lookback)
+        jobs.append(FitJob(panel, full, model, train.model_copy(update={"seed": 4}), WINDOWS.lookback, init=warm_from))
+    return jobs
 
 
 def _alone(job: FitJob) -> TrainedModel:
@@ -74,7 +78,7 @@ def test_fits_taking_turns_train_exactly_as_each_fit_alone(panel):  # noqa: F811
 
 def test_a_cpu_trains_them_one_after_another_through_fit(panel):  # noqa: F811
     """On a CPU there is no idle device to fill: one at a time, and so the same fits even with dropout on."""
-    jobs = _jobs(panel, model=DROPOUT)[:3]
+    jobs = _jobs(panel, model=DROPOUT, warm=False)[:3]
     assert width(jobs, torch.device("cpu")) == 1
     assert width(jobs, torch.device("cuda")) == 3  # a device object needs no GPU: at most concurrent_fits
     for a, b in zip(fit_many(jobs), [_alone(job) for job in jobs], strict=True):
@@ -85,7 +89,7 @@ def test_a_cpu_trains_them_one_after_another_through_fit(panel):  # noqa: F811
 def test_dropout_between_stacked_layers_trains_one_fit_at_a_time_on_a_gpu(panel):  # noqa: F811
     """cuDNN keeps one dropout state per device for every LSTM: fits in turns would share it."""
     gpu = torch.device("cuda")  # a device object needs no GPU
-    stacked = _jobs(panel, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.1}))[:3]
+    stacked = _jobs(panel, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.1}), warm=False)[:3]
     assert width(stacked, gpu) == 1
     no_dropout = [dataclasses.replace(j, model_settings=MODEL.model_copy(update={"num_layers": 2})) for j in stacked]
     assert width(no_dropout, gpu) == 3
@@ -106,7 +110,7 @@ def test_a_failing_fit_ends_the_turns_and_leaves_the_process_as_it_was(panel, mo
     monkeypatch.setattr(train, "_check_stop", stop_at_the_tenth_step)
     threads, state = torch.get_num_threads(), torch.get_rng_state()
     with pytest.raises(KeyboardInterrupt):
-        fit_many(_jobs(panel, model=DROPOUT), at_once=3)
+        fit_many(_jobs(panel, model=DROPOUT, warm=False), at_once=3)
     assert calls["n"] == 10 and torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -184,7 +188,7 @@ def test_fits_on_their_own_streams_train_as_each_fit_alone(panel):  # noqa: F811
 @CUDA
 def test_fits_with_dropout_between_stacked_layers_train_one_after_another_as_alone(panel):  # noqa: F811
     cuda = TRAIN.model_copy(update={"device": "cuda", "concurrent_fits": 4})
-    jobs = _jobs(panel, train=cuda, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.2}))[:3]
+    jobs = _jobs(panel, train=cuda, model=MODEL.model_copy(update={"num_layers": 2, "dropout": 0.2}), warm=False)[:3]
     for a, b in zip(fit_many(jobs), [_alone(job) for job in jobs], strict=True):
         _assert_same_fit(a, b)
 
