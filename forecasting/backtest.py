@@ -449,7 +449,7 @@ def walk_forward(
     )
     with bar:
         task = bar.add_task("folds", total=len(schedule.refits))
-        joint = [f for f in forecasters if isinstance(f, NeuralForecaster | EnsembleForecaster)]
+        joint = [f for f in forecasters if isinstance(f, Joint)]
         t0 = time.perf_counter()
         ahead = _cold_fits(joint, panel, schedule)
         up_front = time.perf_counter() - t0  # with cold starts on a GPU: every fold's fits, counted in the first

@@ -105,8 +105,7 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
         )
         row["interval_width"] = float((covered["y_upper"] - covered["y_lower"]).mean())
     if base is not None:
-        # in g's row order: a join's output order is not fixed, and the per-date means below would then sum
-        # in another order from run to run (the pooled DM statistic moved in its last bits between two runs)
+        # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
         pair = g.join(base, on=["ticker", "asof_date"], suffix="_base", maintain_order="left")
         row["baseline_mse"] = mse(pair["y_true"], pair["y_pred_base"])
         row["mse_ratio"] = row["mse"] / row["baseline_mse"] if row["baseline_mse"] > 0 else math.nan
@@ -124,10 +123,13 @@ def _per_date_means(loss: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Mean of columns a and b per asof_date, summed in (date, ticker) order: polars' grouped means summed in
     an order that changed from run to run (the pooled DM statistic moved in its last bits between two runs
     on the same predictions), and a published figure should not."""
+    if loss.is_empty():
+        return np.array([]), np.array([])
     dates = loss["asof_date"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]]) if len(dates) else np.array([], dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
     counts = np.diff(np.r_[starts, len(dates)])
-    return tuple(np.add.reduceat(loss[c].to_numpy(), starts) / counts if len(dates) else np.array([]) for c in "ab")
+    a, b = (np.add.reduceat(loss[c].to_numpy(), starts) / counts for c in ("a", "b"))
+    return a, b
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:

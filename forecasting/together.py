@@ -12,7 +12,7 @@ layers, whose cuDNN state is one per device: such fits train one after another, 
 own scaled copy of the panel on the device, so device memory grows with the fits at once.
 
 A CPU has no idle device to fill (a fit already uses every core), so there the fits run one after another
-through `fit` itself: the same results, never slower than before.
+through `fit_job` (what `fit` runs): the same results, never slower than before.
 
 A stream comes from torch's pool of 32 per device; at most `train.concurrent_fits` (<= 32) are in use, and a
 stream is handed to the next fit only after the previous fit on it has dropped its graph (also when a fit
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from forecasting.threads import thread_scope
-from forecasting.train import FitJob, TrainedModel, fit, own_stream, prepared, resolve_device
+from forecasting.train import FitJob, TrainedModel, fit_job, own_stream, prepared, resolve_device
 from nightcast.errors import NightcastError
 
 log = logging.getLogger("nightcast.forecasting.together")
@@ -108,10 +108,7 @@ def fit_many(jobs: Sequence[FitJob], at_once: int | None = None) -> list[Trained
     device = devices.pop()
     at_once = width(jobs, device) if at_once is None else max(1, min(at_once, len(jobs)))
     if at_once == 1:
-        return [
-            fit(j.panel, j.splits, j.model_settings, j.train_settings, j.lookback, j.fingerprint, j.init, j.stop_after)
-            for j in jobs
-        ]
+        return [fit_job(job) for job in jobs]
     started = time.perf_counter()
     results = _in_turns(jobs, device, at_once)
     seconds = time.perf_counter() - started

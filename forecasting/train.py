@@ -185,14 +185,7 @@ def fit(
     The seed and torch's thread count hold for this call only: the process's random state and thread count
     are as they were when it returns.
     """
-    job = FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after, plan)
-    device = resolve_device(train_settings.device)
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), thread_scope(train_settings.threads) as threads:
-        with own_stream(device):  # on a GPU its graph is captured and replayed on a stream of its own
-            trained, loop = prepared(job, device, threads)
-            loop.run(stop_after, warm=init is not None)
-    return trained
+    return fit_job(FitJob(panel, splits, model_settings, train_settings, lookback, fingerprint, init, stop_after, plan))
 
 
 @dataclass(frozen=True)
@@ -208,6 +201,17 @@ class FitJob:
     init: TrainedModel | None = None
     stop_after: int | None = None
     plan: BatchPlan | None = None
+
+
+def fit_job(job: FitJob) -> TrainedModel:
+    """`fit` of a job: what `fit` and `forecasting/together.fit_many` (one fit at a time) run."""
+    device = resolve_device(job.train_settings.device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), thread_scope(job.train_settings.threads) as threads:
+        with own_stream(device):  # on a GPU its graph is captured and replayed on a stream of its own
+            trained, loop = prepared(job, device, threads)
+            loop.run(job.stop_after, warm=job.init is not None)
+    return trained
 
 
 def prepared(job: FitJob, device: torch.device, threads: int) -> tuple[TrainedModel, _Loop]:
@@ -365,8 +369,8 @@ class _Loop:
             yield
         return self.step.total.item() / order.numel(), time.perf_counter() - started  # .item() waits for the device
 
-    def run(self, stop_after: int | None, warm: bool, progress: bool | None = None) -> None:
-        for _ in self.steps(stop_after, warm, progress):
+    def run(self, stop_after: int | None, warm: bool) -> None:
+        for _ in self.steps(stop_after, warm):
             pass
 
     def steps(self, stop_after: int | None, warm: bool, progress: bool | None = None) -> Iterator[None]:

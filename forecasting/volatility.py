@@ -57,6 +57,11 @@ def _sorted(returns: pl.DataFrame, column: str) -> pl.DataFrame:
     return returns.select("ticker", "date", pl.col(column).cast(pl.Float64).alias(RETURN)).sort("ticker", "date")
 
 
+def horizon_sigma(daily_variance: pl.Expr, h: int) -> pl.Expr:
+    """The h-day volatility of a daily variance forecast: sqrt(h * variance) (returns uncorrelated across days)."""
+    return (daily_variance * h).sqrt()
+
+
 def _to_horizons(frame: pl.DataFrame, daily_variance: str, horizons: Iterable[int]) -> pl.DataFrame:
     """Long `ticker, date, horizon, sigma` with sigma = sqrt(h * daily variance)."""
     parts = [
@@ -64,7 +69,7 @@ def _to_horizons(frame: pl.DataFrame, daily_variance: str, horizons: Iterable[in
             "ticker",
             "date",
             pl.lit(int(h), dtype=pl.Int64).alias("horizon"),
-            (pl.col(daily_variance) * h).sqrt().alias("sigma"),
+            horizon_sigma(pl.col(daily_variance), h).alias("sigma"),
         )
         for h in horizons
     ]
@@ -288,13 +293,12 @@ def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slo
     ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
     rows = _panel_prices(panel)
     variance = blended_variance(daily_log_returns(rows), fast_weight, fast, slow)
-    # the daily variance joined back to the panel's rows once, each horizon's column computed there as
-    # `_to_horizons` computes it: a long frame of R x K rows sorted, pivoted and joined back took ~20 s and
-    # several GB on a 3.15M-row panel (issue 15)
+    # the daily variance joined back to the panel's rows once, each horizon's column computed there: a long
+    # frame of R x K rows sorted, pivoted and joined back took ~20 s and several GB on a 3.15M-row panel
     joined = rows.select("ticker", "date").join(variance, on=["ticker", "date"], how="left", maintain_order="left")
     out = np.empty((len(panel.dates), len(panel.horizons)), dtype=np.float64)
     for j, h in enumerate(panel.horizons):
-        out[:, j] = joined.select((pl.col("variance") * h).sqrt()).to_series().cast(pl.Float64).to_numpy()
+        out[:, j] = joined.select(horizon_sigma(pl.col("variance"), h)).to_series().cast(pl.Float64).to_numpy()
     return np.where(np.isfinite(out), out, np.nan)
 
 
