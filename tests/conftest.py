@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shlex
@@ -37,7 +38,10 @@ for _service in (
     "DB_VACUUM",
 ):
     os.environ.setdefault(f"PREFECT_SERVER_SERVICES_{_service}_ENABLED", "false")
-prefect_env.configure(Path(tempfile.mkdtemp(prefix="nightcast-test-")))
+_HOME = Path(tempfile.mkdtemp(prefix="nightcast-test-"))
+prefect_env.configure(_HOME)
+# each test process (xdist worker or not) removes its own Prefect home on exit: runs left ~0.5 MB each in /tmp
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 import pytest  # noqa: E402
 
