@@ -24,7 +24,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster, RandomWalk, RidgeBaseline
 from forecasting.combine import Combination
-from forecasting.intervals import QUANTILE_LEVELS, quantile_column
+from forecasting.conformal import conformal_intervals, conformal_quantiles
+from forecasting.intervals import QUANTILE_LEVELS
 from forecasting.metrics import metrics_table
 from forecasting.names import Model
 from forecasting.relative import RelativeForecaster
@@ -197,116 +198,6 @@ def make_forecasters(
         else:
             built[name] = factories[name]()
     return list(built.values())
-
-
-def _residuals_by_target(g: pl.DataFrame, scaled: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Target dates and absolute residuals of one (model, horizon), in target-date order; `scaled`: each
-    divided by the volatility forecast made at its origin (NaN where there was none, left out)."""
-    target = g["target_date"].to_numpy()
-    residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
-    if scaled:
-        residual = residual / g["sigma"].fill_null(np.nan).to_numpy()
-        keep = np.isfinite(residual)
-        target, residual = target[keep], residual[keep]
-    order = np.argsort(target, kind="stable")
-    return target[order], residual[order]
-
-
-def _past_quantile(target: np.ndarray, residual: np.ndarray, day, coverage, window: int, min_count: int):
-    """The `coverage` quantile (or quantiles, for an array) of the last `window` residuals whose target date is
-    <= `day` (known then); NaN while fewer than `min_count` are."""
-    n = int(np.searchsorted(target, np.datetime64(day, "D"), side="right"))
-    past = residual[max(0, n - window) : n]
-    if past.size < min_count:
-        return np.full(np.shape(coverage), np.nan) if np.ndim(coverage) else np.nan
-    return np.quantile(past, coverage) if np.ndim(coverage) else float(np.quantile(past, coverage))
-
-
-def conformal_intervals(
-    predictions: pl.DataFrame, coverage: float, window: int, min_count: int, scaled: bool = False
-) -> pl.DataFrame:
-    """y_pred +- the `coverage` quantile of the last `window` absolute residuals realised by each origin.
-
-    Per (model, horizon), pooled over tickers. A residual is usable at origin D only if its
-    target date is <= D (the outcome was known then): never a future one. `scaled` (a `sigma` column, the
-    volatility forecast made at each origin): the residuals are divided by their origin's sigma, and the
-    interval is y_pred +- that quantile times this origin's sigma, so that it widens when markets are wild
-    instead of being right only on average (conditional coverage).
-    """
-    parts = []
-    for _, g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g, scaled)
-        asof = g["asof_date"].to_numpy()
-        widths = {day: _past_quantile(target, residual, day, coverage, window, min_count) for day in np.unique(asof)}
-        width = np.array([widths[d] for d in asof])
-        if scaled:
-            width = width * g["sigma"].fill_null(np.nan).to_numpy()
-        parts.append(
-            g.with_columns(
-                pl.Series("y_lower", g["y_pred"].to_numpy() - width).fill_nan(None),
-                pl.Series("y_upper", g["y_pred"].to_numpy() + width).fill_nan(None),
-            )
-        )
-    return pl.concat(parts)
-
-
-def _symmetric_offsets(target: np.ndarray, residual: np.ndarray, day, levels, window: int, min_count: int):
-    """Per level, its quantile's offset from the point forecast in volatility units: below the median minus,
-    above it plus, the (|2 level - 1|)-quantile of the past scaled absolute residuals (`_past_quantile`)."""
-    levels = np.asarray(levels)
-    side = np.sign(levels - 0.5)  # -1 below the median, +1 above, 0 at it
-    spread = np.abs(2 * levels - 1)  # the central coverage each level bounds
-    return _past_quantile(target, residual, day, spread, window, min_count) * side
-
-
-def conformal_quantiles(
-    predictions: pl.DataFrame, levels: tuple[float, ...], window: int, min_count: int
-) -> pl.DataFrame:
-    """Quantile forecasts `q{level}` around y_pred, symmetric: y_pred +- sigma x the (2 level - 1)-quantile of the
-    last `window` absolute residuals over their origin's sigma realised by each origin (a residual is usable at
-    origin D only if its target date is <= D), the median being y_pred itself. Per (model, horizon), pooled
-    over tickers; null until `min_count` residuals are known. Symmetric because the signed residuals' own
-    quantiles carry the past year's drift into the forecast: on the development universe's validation span
-    their pinball loss was 1-8% above the normal band's (h=1-5), the symmetric ones' 0.991-1.014 of it."""
-    parts = []
-    for _, g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g, scaled=True)
-        asof = g["asof_date"].to_numpy()
-        by_day = {day: _symmetric_offsets(target, residual, day, levels, window, min_count) for day in np.unique(asof)}
-        sigma = g["sigma"].fill_null(np.nan).to_numpy()
-        q = np.array([by_day[d] for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
-        y_pred = g["y_pred"].to_numpy()
-        parts.append(
-            g.with_columns(
-                pl.Series(quantile_column(level), y_pred + q[:, i]).fill_nan(None) for i, level in enumerate(levels)
-            )
-        )
-    return pl.concat(parts)
-
-
-def conformal_quantile_offsets(
-    predictions: pl.DataFrame, asof, levels: tuple[float, ...], window: int, min_count: int
-) -> dict[tuple[str, int], np.ndarray]:
-    """`conformal_quantiles` for forecasts made at `asof`: per (model, horizon), each level's offset from the
-    point forecast in units of the forecast's volatility, from the residuals realised by then (NaN while
-    fewer than `min_count`)."""
-    out = {}
-    for (model, horizon), g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g, scaled=True)
-        out[(model, int(horizon))] = _symmetric_offsets(target, residual, asof, levels, window, min_count)
-    return out
-
-
-def conformal_widths(
-    predictions: pl.DataFrame, asof, coverage: float, window: int, min_count: int, scaled: bool = False
-) -> dict[tuple[str, int], float]:
-    """Half-width of the conformal interval per (model, horizon) for forecasts made at `asof`, from the
-    residuals realised by then (NaN when fewer than `min_count`); `scaled`: in units of the forecast's sigma."""
-    out = {}
-    for (model, horizon), g in predictions.group_by("model", "horizon"):
-        target, residual = _residuals_by_target(g, scaled)
-        out[(model, int(horizon))] = _past_quantile(target, residual, asof, coverage, window, min_count)
-    return out
 
 
 @dataclass

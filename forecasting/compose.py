@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 
 from features.windows import Panel, Splits
-from forecasting.backtest import conformal_quantile_offsets, conformal_widths, make_forecasters
+from forecasting.backtest import make_forecasters
+from forecasting.conformal import conformal_quantile_offsets, conformal_widths
 from forecasting.intervals import QUANTILE_LEVELS
 from forecasting.names import TRAINED_MODEL
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings

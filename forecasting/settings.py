@@ -180,7 +180,12 @@ class BacktestSettings(Section):
         description="conformal intervals in units of each origin's EWMA volatility forecast (wide when markets are "
         "wild, narrow when calm); none = one width per model and horizon",
     )
-    conformal_window: int = Field(250, ge=10, description="past out-of-sample residuals used per horizon")
+    conformal_window: int = Field(
+        60,
+        ge=1,
+        description="past target dates whose out-of-sample residuals (every ticker's) set the conformal intervals "
+        "and quantiles, per model and horizon; chosen on the development universe before 2017",
+    )
     conformal_min: int = Field(50, ge=5, description="fewest past residuals before an interval is given")
     dm_alpha: float = Field(0.05, gt=0, lt=1, description="Diebold-Mariano significance level for 'skill'")
     long_short_k: int = Field(

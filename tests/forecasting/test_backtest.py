@@ -8,8 +8,9 @@ from features.build import build_features
 from features.denoise import denoise
 from features.settings import DenoiseSettings, FeatureSettings
 from features.windows import Panel, known_ends, make_panel, splits_before
-from forecasting.backtest import Intervals, Schedule, conformal_intervals, make_forecasters, walk_forward
+from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.baselines import HistoricalMean, RandomWalk, RidgeBaseline
+from forecasting.conformal import conformal_intervals
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from tests.conftest import synthetic_prices
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from forecasting.backtest import conformal_intervals
+from forecasting.conformal import conformal_intervals
 from forecasting.publish import merge_forecasts
 from forecasting.volatility import RISKMETRICS_LAMBDA, panel_sigma
 from tests.forecasting.test_backtest import PRICES, panel_of
@@ -111,7 +111,7 @@ def test_the_volatility_reverts_to_the_long_run_by_the_blend():
 
 
 def test_quantile_forecasts_are_symmetric_past_residuals_in_volatility_units_and_scored_against_the_band():
-    from forecasting.backtest import conformal_quantiles
+    from forecasting.conformal import conformal_quantiles
     from forecasting.intervals import NORMAL_BAND, quantile_scores
 
     frame = _two_regimes(n_days=400).with_columns(pl.lit(0.01).alias("y_pred"))
@@ -139,7 +139,7 @@ def test_quantile_forecasts_are_symmetric_past_residuals_in_volatility_units_and
 def test_published_quantiles_are_the_backtests_quantiles_of_that_origin():
     """What the nightly publishes around a forecast made at D is what the backtest scored at origin D: the
     same offsets in units of sigma, from the residuals realised by D."""
-    from forecasting.backtest import conformal_quantile_offsets, conformal_quantiles
+    from forecasting.conformal import conformal_quantile_offsets, conformal_quantiles
 
     levels = (0.05, 0.1, 0.5, 0.9, 0.95)
     frame = _two_regimes(n_days=300).with_columns(pl.lit(0.01).alias("y_pred"))
