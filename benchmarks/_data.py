@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,10 @@ def panel_of(prices: pl.DataFrame, windows=None, features=None):
     ff = build_features(denoise(frame, DenoiseSettings()), features)
     panel = make_panel(ff, features.max_horizon)
     return panel, date_splits(panel, windows or WindowSettings())
+
+
+# where the development universe lives beside a checkout (../shared/data/README.md), run from the repository root
+DEV_CSV = Path("../shared/data/dev_universe/us_large_caps_1990_2019.csv")
 
 
 def dev_universe(path, until: str = "2016-12-31") -> pl.DataFrame:

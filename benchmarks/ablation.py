@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._data import dev_universe, panel_of  # noqa: E402
+from benchmarks._data import DEV_CSV, dev_universe, panel_of  # noqa: E402
 from features.settings import DEFAULT_FAMILIES, FeatureSettings, WindowSettings  # noqa: E402
 from forecasting.backtest import (  # noqa: E402
     QUANTILE_LEVELS,
@@ -99,7 +99,7 @@ def print_tables(title: str, tables: dict[str, pl.DataFrame]) -> None:
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--span", choices=sorted(SPANS), default="validation")
-    parser.add_argument("--dev-csv", type=Path, default=Path("../shared/data/dev_universe/us_large_caps_1990_2019.csv"))
+    parser.add_argument("--dev-csv", type=Path, default=DEV_CSV)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--refit-every", type=int, default=0, help="0: one fit before the span (default)")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._data import dev_universe, panel_of, synthetic  # noqa: E402
+from benchmarks._data import DEV_CSV, dev_universe, panel_of, synthetic  # noqa: E402
 from features.settings import WindowSettings  # noqa: E402
 from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward  # noqa: E402
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings  # noqa: E402
@@ -210,7 +210,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="refits: CPU threads (0 = auto)")
     parser.add_argument("--cpu-threads", type=int, default=16, help="fit-once: the CPU run's threads")
-    parser.add_argument("--dev-csv", type=Path, default=Path("../shared/data/dev_universe/us_large_caps_1990_2019.csv"))
+    parser.add_argument("--dev-csv", type=Path, default=DEV_CSV)
     args = parser.parse_args()
     wall = time.perf_counter()
     if args.section == "refits":

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._data import dev_universe  # noqa: E402
+from benchmarks._data import DEV_CSV, dev_universe  # noqa: E402
 from forecasting.conformal import conformal_quantiles  # noqa: E402
 from forecasting.intervals import QUANTILE_LEVELS, pinball_table, quantile_column  # noqa: E402
 from forecasting.results import Column, markdown_table  # noqa: E402
@@ -114,10 +114,7 @@ def ratios(frame: pl.DataFrame) -> pl.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dev-csv",
-        default=str(Path(__file__).resolve().parents[2] / "shared/data/dev_universe/us_large_caps_1990_2019.csv"),
-    )
+    parser.add_argument("--dev-csv", type=Path, default=DEV_CSV)
     parser.add_argument("--span", choices=[*SPANS, "both"], default="both")
     parser.add_argument("--around", type=int, default=AROUND, help="days each side of the look-ahead window")
     args = parser.parse_args()
