@@ -36,7 +36,8 @@ class _Residuals:
         target = g["target_date"].to_numpy().astype("datetime64[D]")
         residual = np.abs(g["y_true"].to_numpy() - g["y_pred"].to_numpy())
         if scaled:
-            residual = residual / g["sigma"].fill_null(np.nan).to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero sigma (a stale price): left out below
+                residual = residual / g["sigma"].fill_null(np.nan).to_numpy()
         keep = np.isfinite(residual) & ~np.isnat(target)
         target, residual = target[keep], residual[keep]
         order = np.argsort(target, kind="stable")
