@@ -38,6 +38,7 @@ from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES
 from forecasting.volatility import volatility_qlike
 from nightcast.errors import ConfigError, InsufficientDataError
+from nightcast.memory import release
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -123,13 +124,15 @@ def nightly(
 
 
 class _Laps:
-    """Seconds per stage of the run, for its summary line."""
+    """Seconds per stage of the run, for its summary line. Each stage ends by handing back what it left
+    (`nightcast.memory.release`): the next one starts from what is live, not from a stage's garbage."""
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
         self._clock = time.perf_counter()
 
     def __call__(self, stage: str) -> None:
+        release()
         now = time.perf_counter()
         self.timings[stage], self._clock = now - self._clock, now
 
@@ -202,6 +205,7 @@ def _nightly(
     data_asof = publish.current_rows(panel, report.stale)[0]
     run_summary.name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
+    del prices  # no later stage reads the prices (~0.25 GB at 500 tickers x 25 years): the panel has them
     ev = choice.evaluation
     logger.info(
         "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "

@@ -18,6 +18,7 @@ from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forec
 from forecasting.registry import settings_hash
 from forecasting.settings import BacktestSettings
 from nightcast.errors import InsufficientDataError
+from nightcast.memory import release
 from nightcast.version import feature_code_version
 
 
@@ -162,6 +163,7 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
         parts = [part(*a) for a in args]
     ff = concat_features(parts, settings.features)
     del parts, args  # the chunks' features and prices: not held while the panel is built (~0.7 GB at 3.1M rows)
+    release()  # Prefect's futures hold the chunks in reference cycles: collected now, not after the panel
     return ff, make_panel(ff, settings.features.max_horizon)
 
 

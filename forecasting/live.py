@@ -57,6 +57,9 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+SCORED_PRICES = ("ticker", "date", "adj_close")  # the lake's columns `score` reads
+
+
 def score(ledger: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame:
     """Ledger rows whose ticker has an adj_close on both its asof_date and its target_date, scored.
 
@@ -113,7 +116,7 @@ def score_ledger(ledger_dir: Path, lake_dir: Path, asof: date | None = None) -> 
     for every ticker in the ledger, so a ticker that left the universe is still scored.
     """
     book = read_ledger(ledger_dir, until=asof)
-    prices = lake.read_prices(lake_dir, sorted(book["ticker"].unique().to_list()))
+    prices = lake.read_prices(lake_dir, sorted(book["ticker"].unique().to_list()), columns=SCORED_PRICES)
     if asof is not None:
         prices = prices.filter(pl.col("date") <= asof)
     scored = score(book, prices)

@@ -116,10 +116,14 @@ def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:
     return [upsert_ticker(lake_dir, groups[key]) for key in sorted(groups)]
 
 
-def read_prices(lake_dir: Path, tickers: list[str]) -> pl.DataFrame:
-    """Stored rows of `tickers`, sorted by (ticker, date)."""
-    frames = [read_ticker(lake_dir, t) for t in tickers]
-    return pl.concat(frames).sort("ticker", "date") if frames else conform(pl.DataFrame(schema={"ticker": pl.String}))
+def read_prices(lake_dir: Path, tickers: list[str], columns: Collection[str] | None = None) -> pl.DataFrame:
+    """Stored rows of `tickers`, sorted by (ticker, date); `columns`: only those (each ticker's file is cut as
+    it is read: the live record's three columns of 500 tickers x 25 years held ~0.6 GB less than all ten)."""
+    cut = (lambda frame: frame) if columns is None else (lambda frame: frame.select(columns))
+    frames = [cut(read_ticker(lake_dir, t)) for t in tickers]
+    if not frames:
+        return cut(conform(pl.DataFrame(schema={"ticker": pl.String})))
+    return pl.concat(frames).sort("ticker", "date")
 
 
 FINGERPRINT_ROWS = 250_000  # rows of CSV text hashed at a time

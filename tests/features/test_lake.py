@@ -2,6 +2,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from features.prices import lake
 from features.prices.schema import VALUE_COLUMNS
@@ -165,3 +166,13 @@ def test_the_manifest_from_rows_held_reads_no_file(tmp_path, monkeypatch):
     # rows of a ticker in more than one run (not as read_prices gives them) are still gathered
     shuffled = stored.sample(fraction=1.0, shuffle=True, seed=1)
     assert strip(lake.update_manifest(tmp_path, ["AAA", "BBB", "CCC"], stored=shuffled)) == strip(from_files)
+
+
+def test_read_prices_can_cut_each_file_to_some_columns(tmp_path):
+    # the live record reads three columns of the whole lake: cut per file, the same rows as a cut of everything
+    lake.upsert(tmp_path, synthetic_prices(["BBB", "AAA"], 30))
+    columns = ("ticker", "date", "adj_close")
+    whole = lake.read_prices(tmp_path, ["AAA", "BBB", "ZZZ"])
+    cut = lake.read_prices(tmp_path, ["AAA", "BBB", "ZZZ"], columns=columns)
+    assert_frame_equal(cut, whole.select(columns), check_exact=True)
+    assert lake.read_prices(tmp_path, [], columns=columns).columns == list(columns)

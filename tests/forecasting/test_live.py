@@ -214,3 +214,24 @@ def test_the_ledger_scored_from_files_tells_waiting_from_unpriced(tmp_path, ledg
     assert book.unpriced == 3
     then = score_ledger(tmp_path, tmp_path / "lake", asof=D1)
     assert then.ledger.height == 8 and then.scored.height == 2 and then.waiting == 6 and then.unpriced == 0
+
+
+def test_the_ledger_is_scored_from_three_columns_of_the_lake(tmp_path, ledger, monkeypatch):
+    """The nightly scores against the whole lake: its ten columns of 500 tickers x 25 years held ~0.8 GB at
+    once; the adjusted closes are all `score` reads."""
+    from features.prices import lake
+    from forecasting.live import score_ledger
+
+    frame = prices_frame(PRICES).with_columns(pl.col("date").cast(pl.Date), pl.lit("test").alias("source"))
+    lake.upsert(tmp_path / "lake", frame)
+    whole = score_ledger(tmp_path, tmp_path / "lake")
+    asked, read = [], lake.read_prices
+
+    def recording(lake_dir, tickers, columns=None):
+        asked.append(columns)
+        return read(lake_dir, tickers, columns)
+
+    monkeypatch.setattr(lake, "read_prices", recording)
+    cut = score_ledger(tmp_path, tmp_path / "lake")
+    assert asked == [("ticker", "date", "adj_close")]
+    assert cut.scored.equals(whole.scored) and (cut.waiting, cut.unpriced) == (whole.waiting, whole.unpriced)

@@ -230,3 +230,29 @@ def test_the_seed_variants_train_and_round_trip(panel, tmp_path):
     restored = load_checkpoint(save_checkpoint(trained, tmp_path / "v.pt"))
     assert restored.model.config.arch.bidirectional and restored.model.config.arch.self_attention
     np.testing.assert_array_equal(predict(restored, panel, splits.test).mean, got)
+
+
+def test_a_fit_frees_its_scaled_copy_of_the_panel_without_waiting_for_the_garbage_collector(panel, monkeypatch):
+    """The training loop's scaled copy of the panel (~0.3 GB at 3.1M rows) goes when the fit returns: a
+    reference cycle between the loop and its step kept it until Python's next full collection."""
+    import gc
+    import weakref
+
+    from forecasting import train
+
+    made = []
+    original = train._Batches.__init__
+
+    def record(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(train._Batches, "__init__", record)
+    gc.collect()
+    gc.disable()
+    try:
+        fit(panel, date_splits(panel, WINDOWS), MODEL, TRAIN, WINDOWS.lookback)
+        alive = [ref() is not None for ref in made]
+    finally:
+        gc.enable()
+    assert made and not any(alive)

@@ -1,0 +1,31 @@
+"""Handing memory back between the nightly's stages."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release() -> None:
+    """Free now what unreachable reference cycles hold, and return the C heap's free pages to the system.
+
+    Prefect's futures and task machinery leave reference cycles (frames, tracebacks) that hold a stage's
+    results (the feature chunks, ~0.5 GB at 500 tickers x 25 years) until Python's next full collection,
+    which a run of few, large objects may not reach for minutes; the next stage then allocates on top of them.
+    A collection costs ~0.1 s; `malloc_trim` a few ms. Nothing changes any value.
+    """
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
