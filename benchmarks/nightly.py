@@ -42,6 +42,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._data import synthetic  # noqa: E402
+from nightcast.memory import ALLOCATOR  # noqa: E402
 
 STAGES = ("ingest", "features", "train+evaluate", "forecast+publish")
 BENCHED = ("ingest", "features", "forecast+publish")  # the stages with a benchmark of their own
@@ -140,7 +141,9 @@ def nightly_in_child(path: Path, work: Path, args: argparse.Namespace) -> dict:
         [sys.executable, __file__, "--child", str(path), "--work", str(work)]
         + ["--epochs", str(args.epochs), "--threads", str(args.threads)],
         cwd=work,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # the allocator setting `nightcast` starts with (flows/__init__.py): this file loaded polars before flows,
+        # and polars wrote its own defaults into the environment the child inherits
+        env={**os.environ, "PYTHONPATH": str(ROOT), **ALLOCATOR},
         capture_output=True,
         text=True,
     )

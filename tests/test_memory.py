@@ -22,3 +22,19 @@ def test_release_frees_what_only_reference_cycles_hold_now():
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_the_flows_set_polars_allocator_before_it_loads_unless_the_environment_does():
+    import os
+    import subprocess
+    import sys
+
+    from nightcast.memory import ALLOCATOR, configure_allocator
+
+    code = "import flows, os, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    conf = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert conf.strip().endswith(ALLOCATOR["_RJEM_MALLOC_CONF"])  # polars appends it to its defaults: it wins
+    own = {"_RJEM_MALLOC_CONF": "narenas:1"}
+    configure_allocator(own)
+    assert own == {"_RJEM_MALLOC_CONF": "narenas:1"}
