@@ -205,7 +205,7 @@ def _nightly(
     data_asof = publish.current_rows(panel, report.stale)[0]
     run_summary.name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
-    del prices  # no later stage reads the prices (~0.25 GB at 500 tickers x 25 years): the panel has them
+    del prices  # no later stage reads them (~0.25 GB at 500 x 25 years; Prefect's task contexts may still hold them)
     ev = choice.evaluation
     logger.info(
         "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
