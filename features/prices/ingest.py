@@ -347,9 +347,11 @@ def ingest(
     except ValidationError as exc:
         raise SourceError(f"no usable data for {got.requested}: {exc}") from exc
     got.findings += report.findings
-    results = {r.ticker: r for r in lake.upsert(lake_dir, report.frame)}
+    upserted = lake.upsert(lake_dir, report.frame)
+    prices = lake.stored_rows(upserted)  # what `lake.read_prices` would read back, without reading every file
+    results = {r.ticker: dataclasses.replace(r, stored=None) for r in upserted}  # the rows live on in `prices`
+    del upserted
     changed = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
-    prices = lake.read_prices(lake_dir, sorted(results))
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
     summary = summarize(got, results, prices, reference, settings.stale_after)
     _warn_behind(summary, got.failed, reference, settings.stale_after)

@@ -8,13 +8,16 @@ renamed over the old one, so a crash mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from features.prices.schema import VALUE_COLUMNS, check_ticker, conform
@@ -31,6 +34,9 @@ class UpsertResult:
     rows_revised: int  # stored rows where a stored value was replaced by a different one
     path: Path
     rows_filled: int = 0  # stored rows whose missing values (null) were filled, nothing replaced
+    # the ticker's rows as stored after the upsert (`read_ticker` would read them back): the ingest takes them
+    # from here instead of reading every file again (~1 s on 500 tickers x 25 years)
+    stored: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 def ticker_path(lake_dir: Path, ticker: str) -> Path:
@@ -89,15 +95,15 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     if old.is_empty():
         atomic_write_parquet(new, path)
         log.info("lake: %s +%d rows (new) -> %s", ticker, new.height, path)
-        return UpsertResult(ticker, new.height, 0, path)
+        return UpsertResult(ticker, new.height, 0, path, stored=new)
     key_values = ["date", *VALUE_COLUMNS]
     if old.height == new.height and old.select(key_values).equals(new.select(key_values)):
-        return UpsertResult(ticker, 0, 0, path)  # the same data again: fast path, nothing to write
+        return UpsertResult(ticker, 0, 0, path, stored=old)  # the same data again: fast path, nothing to write
     new = fill_from_stored(new, old)
     unchanged = new.join(old.select(key_values), on=key_values, how="semi", nulls_equal=True)
     changed = new.join(unchanged.select("date"), on="date", how="anti")
     if changed.is_empty():
-        return UpsertResult(ticker, 0, 0, path)
+        return UpsertResult(ticker, 0, 0, path, stored=old)
     before = changed.join(old.select(key_values), on="date", how="inner", suffix="_stored")
     replaced = pl.any_horizontal(
         pl.col(f"{c}_stored").is_not_null() & (pl.col(c) != pl.col(f"{c}_stored")) for c in VALUE_COLUMNS
@@ -107,13 +113,22 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     merged = pl.concat([old.join(changed.select("date"), on="date", how="anti"), changed]).sort("date")
     atomic_write_parquet(merged, path)
     log.info("lake: %s +%d rows, %d revised, %d filled -> %s", ticker, added, revised, before.height - revised, path)
-    return UpsertResult(ticker, added, revised, path, before.height - revised)
+    return UpsertResult(ticker, added, revised, path, before.height - revised, stored=merged)
 
 
 def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:
     """Upsert every ticker of `frame`; each ticker's file is written independently."""
     groups = frame.partition_by("ticker", as_dict=True)
     return [upsert_ticker(lake_dir, groups[key]) for key in sorted(groups)]
+
+
+def stored_rows(results: list[UpsertResult]) -> pl.DataFrame:
+    """The rows of `results`' tickers as `read_prices` reads them from the lake after the upsert, from the
+    frames the upsert wrote or kept (a Parquet round trip changes no value or type), sorted by (ticker, date)."""
+    frames = [r.stored for r in results]
+    if not frames:
+        return conform(pl.DataFrame(schema={"ticker": pl.String}))
+    return pl.concat(frames).sort("ticker", "date")
 
 
 def read_prices(lake_dir: Path, tickers: list[str], columns: Collection[str] | None = None) -> pl.DataFrame:
@@ -150,10 +165,56 @@ def _csv_header() -> bytes:
 
 def _csv_rows(rows: pl.DataFrame) -> bytes:
     """`fingerprint`'s CSV text of `rows` (its columns, in (ticker, date) order), without the header."""
-    return rows.write_csv(include_header=False, float_precision=10).encode()
+    buffer = io.BytesIO()  # the UTF-8 bytes as written: no str made and encoded again
+    rows.write_csv(buffer, include_header=False, float_precision=10)
+    return buffer.getvalue()
 
 
 MANIFEST = "manifest.json"
+
+
+def _text(rows: pl.DataFrame) -> bytes:
+    return _csv_rows(rows.select(*HASHED).sort("ticker", "date"))
+
+
+def _files_text(lake_dir: Path, tickers: list[str]) -> Iterator[tuple[str, pl.DataFrame, bytes]]:
+    """Each ticker's stored rows, read from its file, and their CSV text (`_csv_rows`), one ticker at a time."""
+    for ticker in tickers:
+        rows = read_ticker(lake_dir, ticker)
+        yield ticker, rows, _text(rows) if not rows.is_empty() else b""
+
+
+def _held_text(stored: pl.DataFrame, tickers: list[str]) -> Iterator[tuple[str, pl.DataFrame, bytes]]:
+    """`_files_text` from rows held: the text of many tickers is made at once, `FINGERPRINT_ROWS` rows at a
+    time, and cut at the tickers' first lines (a row's text never depends on its neighbours, and none holds a
+    line break). One call per ticker spent ~4 ms each on 6,300 rows, 2.6 s on 500 tickers x 25 years; a
+    batch renders on every core, the next one while the caller hashes this one."""
+    held, batches, batch, size = _by_ticker(stored), [], [], 0
+    for ticker in tickers:
+        rows = held.get(ticker)
+        if rows is None or rows.is_empty():
+            yield ticker, stored.clear(), b""
+            continue
+        batch.append((ticker, rows))
+        size += rows.height
+        if size >= FINGERPRINT_ROWS:
+            batches.append(batch)
+            batch, size = [], 0
+    batches += [batch] if batch else []
+    with ThreadPoolExecutor(1) as pool:  # one batch's text ahead (polars writes without the GIL)
+        ahead = pool.submit(_batch_text, batches[0]) if batches else None
+        for k, batch in enumerate(batches):
+            text = ahead.result()
+            ahead = pool.submit(_batch_text, batches[k + 1]) if k + 1 < len(batches) else None
+            line_ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n")) + 1
+            ends = line_ends[np.cumsum([rows.height for _, rows in batch]) - 1]
+            for (ticker, rows), first, end in zip(batch, [0, *ends[:-1]], ends, strict=True):
+                yield ticker, rows, text[first:end]
+
+
+def _batch_text(batch: list[tuple[str, pl.DataFrame]]) -> bytes:
+    """`_csv_rows` of a batch's rows: one sort, as its tickers are in order and no ticker has a date twice."""
+    return _csv_rows(pl.concat([rows.select(*HASHED) for _, rows in batch]).sort("ticker", "date"))
 
 
 def _by_ticker(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -198,16 +259,15 @@ def manifest_and_fingerprint(
     The universe's hash is `fingerprint`'s: the header, then every row in (ticker, date) order, each ticker's
     rows as one slice (a row's text never depends on the rows around it)."""
     manifest = read_manifest(lake_dir)
-    held = None if stored is None else _by_ticker(stored)
     wanted = set(universe)
     header = _csv_header()
     whole = hashlib.sha256(header)
-    for ticker in sorted(tickers):  # the universe's hash reads its tickers in sorted order
-        rows = read_ticker(lake_dir, ticker) if held is None else held.get(ticker, stored.clear())
+    # the universe's hash reads its tickers in sorted order
+    texts = _files_text(lake_dir, sorted(tickers)) if stored is None else _held_text(stored, sorted(tickers))
+    for ticker, rows, text in texts:
         if rows.is_empty():
             manifest.pop(ticker, None)
             continue
-        text = _csv_rows(rows.select(*HASHED).sort("ticker", "date"))
         if ticker in wanted:
             whole.update(text)
         manifest[ticker] = {

@@ -176,3 +176,19 @@ def test_read_prices_can_cut_each_file_to_some_columns(tmp_path):
     cut = lake.read_prices(tmp_path, ["AAA", "BBB", "ZZZ"], columns=columns)
     assert_frame_equal(cut, whole.select(columns), check_exact=True)
     assert lake.read_prices(tmp_path, [], columns=columns).columns == list(columns)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 45, 10_000])
+def test_the_manifest_from_rows_held_cuts_one_text_of_many_tickers(tmp_path, monkeypatch, batch_rows):
+    # the text of many tickers is made at once and cut at their first lines: the same hashes as one text per
+    # ticker (made from the files), in batches that end inside, at or past a ticker's rows
+    frame = synthetic_prices(["BBB", "AAA", "CCC", "DDD"], 30)
+    lake.upsert(tmp_path, frame)
+    tickers = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+    from_files = lake.update_manifest(tmp_path, tickers)
+    monkeypatch.setattr(lake, "FINGERPRINT_ROWS", batch_rows)
+    stored = lake.read_prices(tmp_path, tickers)
+    held, whole = lake.manifest_and_fingerprint(tmp_path, tickers, stored, ["AAA", "CCC", "DDD"])
+    strip = lambda m: {t: {k: v for k, v in e.items() if k != "updated_at"} for t, e in m.items()}  # noqa: E731
+    assert strip(held) == strip(from_files) and set(held) == {"AAA", "BBB", "CCC", "DDD"}
+    assert whole == lake.fingerprint(stored.filter(pl.col("ticker").is_in(["AAA", "CCC", "DDD"])))
