@@ -12,8 +12,10 @@ models and output directories are weighed on disk after the run.
 Then, in this process, each non-training stage's own benchmark on the same file:
 - ingest: read the file, validate, upsert the lake (what `benchmarks/ingest.py` times, plus the read);
 - features: the default denoiser, the feature build (`benchmarks/features.py`) and the panel;
-- forecast+publish: the published checkpoint's forecasts of every ticker's last row, written as the forecast
-  files (Parquet + CSV).
+- forecast+publish: the stage's own work again, in the nightly's process right after the flow (its peak memory
+  taken before), on the very inputs the flow gave the stage: each task as the plain function it wraps, no UI
+  artifact (the forecasts with the baselines' refits, volatility and bands; the files; the ledger; the live
+  record and its plot; the attention report and its plot; the cross-section table, QLIKE and run metadata).
 Goals: each non-training stage within 2x of its benchmark, the default denoiser no slower than the feature
 build, peak memory under 2 GB at the default size.
 
@@ -110,18 +112,83 @@ def run_nightly(path: Path, work: Path, epochs: int, threads: int) -> dict:
     from flows.tasks import task_runner
 
     start_ephemeral_server()
+    inputs = capture_forecast_and_publish()
     with RssTimeline() as timeline:
         started = time.perf_counter()
         result = nightly.with_options(task_runner=task_runner(settings))(settings)
         ended = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; before the stage's rerun
     return {
         "total": ended - started,
         "timings": result.timings,
         "stage_peaks": stage_peaks(timeline.samples, result.timings, ended),
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
+        "peak_rss": peak,
         "forecasts": result.forecasts.height,
         "checkpoint": str(result.checkpoint),
+        "forecast_steps": forecast_and_publish_again(inputs),
     }
+
+
+PUBLISH_TASKS = ("publish_outputs", "record_in_ledger", "live_record", "inspect_attention", "finish_publishing")
+
+
+def capture_forecast_and_publish() -> dict:
+    """What the flow hands the forecast+publish stage (the forecast task's and `_publish`'s arguments), recorded
+    as it runs, for `forecast_and_publish_again`."""
+    from flows import nightly as module
+    from flows import nightly_tasks
+
+    seen, forecast, publish = {}, nightly_tasks.forecast.fn, module._publish
+
+    def recording_forecast(*args):
+        seen["forecast"] = args
+        return forecast(*args)
+
+    def recording_publish(*args):
+        seen["publish"] = args
+        return publish(*args)
+
+    nightly_tasks.forecast.fn, module._publish = recording_forecast, recording_publish  # Prefect calls `.fn`
+    seen["restore"] = lambda: (setattr(nightly_tasks.forecast, "fn", forecast), setattr(module, "_publish", publish))
+    return seen
+
+
+def forecast_and_publish_again(seen: dict) -> dict[str, float]:
+    """The forecast+publish stage's benchmark: its own work again on the inputs the flow gave it, each task as the
+    plain function it wraps (no task run, no UI artifact): the forecasts (the published model's, the baselines
+    refit on every realised label, the volatility, the bands), the files, the ledger, the live record (scored
+    against the lake, its plot), the attention report (its plot), the run metadata. Times per step."""
+    from flows import nightly as module
+    from flows import nightly_tasks, run_summary
+
+    seen.pop("restore")()
+    steps, tasks = {}, {name: getattr(nightly_tasks, name) for name in PUBLISH_TASKS}
+
+    def plain(name):
+        def run(*args):
+            out, steps[name.replace("_", " ")] = timed(lambda: tasks[name].fn(*args))
+            return out
+
+        return run
+
+    forecasts, steps["forecast"] = timed(lambda: nightly_tasks.forecast.fn(*seen["forecast"]))
+    args = list(seen["publish"])
+    args[1] = forecasts
+    quiet = {"create_markdown_artifact": lambda **kwargs: None}
+    saved = {name: getattr(module, name) for name in quiet} | {"leave_artifacts": run_summary.leave_artifacts}
+    try:
+        for name in PUBLISH_TASKS:
+            setattr(nightly_tasks, name, plain(name))
+        module.create_markdown_artifact = quiet["create_markdown_artifact"]
+        run_summary.leave_artifacts = lambda *args, **kwargs: None
+        _, total = timed(lambda: module._publish(*args))
+    finally:
+        for name, task in tasks.items():
+            setattr(nightly_tasks, name, task)
+        module.create_markdown_artifact = saved["create_markdown_artifact"]
+        run_summary.leave_artifacts = saved["leave_artifacts"]
+    steps["cross-section, qlike, metadata"] = total - sum(steps[n.replace("_", " ")] for n in PUBLISH_TASKS)
+    return steps
 
 
 def disk_usage(folder: Path) -> dict[str, int]:
@@ -188,25 +255,11 @@ def bench_features(frame: pl.DataFrame):
     return steps, panel
 
 
-def bench_forecast(panel, checkpoint: Path, published: Path, out: Path) -> dict[str, float]:
-    """The published model's forecasts from every ticker's last row, and the forecast files written again."""
-    from forecasting import publish
-    from forecasting.train import load_checkpoint, predict
-
-    model = load_checkpoint(checkpoint, device="cpu")
-    _, rows, _ = publish.current_rows(panel)
-    _, t_predict = timed(lambda: predict(model, panel, rows))
-    frame = pl.read_parquet(published)
-    _, t_write = timed(lambda: publish.write_frame(frame, out, "forecasts", ["parquet", "csv"]))
-    return {f"predict {len(rows)} tickers": t_predict, f"write {frame.height} forecasts": t_write}
-
-
-def stage_benchmarks(path: Path, work: Path, checkpoint: Path, published: Path) -> dict[str, dict[str, float]]:
+def stage_benchmarks(path: Path, work: Path, run: dict) -> dict[str, dict[str, float]]:
     steps = {}
     steps["ingest"], frame = bench_ingest(path, work / "lake")
-    steps["features"], panel = bench_features(frame)
-    del frame
-    steps["forecast+publish"] = bench_forecast(panel, checkpoint, published, work / "out")
+    steps["features"], _ = bench_features(frame)
+    steps["forecast+publish"] = run["forecast_steps"]  # measured in the nightly's process, after the flow
     return steps
 
 
@@ -269,8 +322,7 @@ def main() -> None:
         del prices
         run = nightly_in_child(path, tmp / "run", args)
         disk = disk_usage(tmp / "run")
-        published = next((tmp / "run" / "outputs" / "forecasts").glob("asof=*/forecasts.parquet"))
-        steps = stage_benchmarks(path, tmp / "bench", Path(run["checkpoint"]), published)
+        steps = stage_benchmarks(path, tmp / "bench", run)
         report(args, rows, run, steps, disk)
     finally:
         if args.keep:
