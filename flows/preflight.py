@@ -1,9 +1,11 @@
-"""Checks that need no data and no Prefect: a run that cannot work says so in one line, in a second, before
-Prefect's server starts or any training begins."""
+"""Checks that need no data and no Prefect server: a run that cannot work says so in one line, in a second,
+before Prefect's server starts or any training begins (a configured server that does not answer included)."""
 
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from flows.settings import Settings
 from nightcast.errors import ConfigError
 
 READABLE = (".csv", ".txt", ".parquet")
+FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
+API_TIMEOUT_S = 5.0  # a server on loopback answers in milliseconds; a refused connection fails at once
 
 
 def writable_dir(path: Path, what: str) -> None:
@@ -40,7 +44,7 @@ def writable_dir(path: Path, what: str) -> None:
 def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> None:
     """Everything about a `command` that can be known to fail before it starts."""
     source = settings.source
-    if command in ("run", "replay", "train", "backtest", "ingest") and source.kind == "file":
+    if command in FLOW_COMMANDS and source.kind == "file":
         path = Path(source.path)
         if not path.is_file():
             raise ConfigError(f"price file not found: {path}" if not path.exists() else f"{path} is not a file")
@@ -48,7 +52,7 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
             raise ConfigError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"price file {path} is not readable")
-    if command in ("run", "replay", "train", "backtest", "ingest"):
+    if command in FLOW_COMMANDS:
         check_free(settings.paths.data_dir)  # another run holds it: say so now, not after Prefect starts
         writable_dir(settings.paths.data_dir, "data directory (paths.data_dir)")
         writable_dir(settings.paths.lake, "lake directory (paths.lake_dir)")
@@ -64,3 +68,57 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
             f"features.horizons: the longest horizon ({longest} sessions) must be shorter than the evaluation span "
             f"windows.test_days ({settings.windows.test_days}): no forecast of it could ever be scored there"
         )
+    if command in (*FLOW_COMMANDS, "serve"):
+        prefect_api(settings, command)  # last: it reads Prefect's settings (~1 s), which the flow needs anyway
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API the flows will talk to, as Prefect resolves it (environment, .env, profile), or None:
+    Prefect starts a temporary server of its own. Reads Prefect's settings; starts nothing."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def prefect_api(settings: Settings, command: str, timeout: float = API_TIMEOUT_S) -> None:
+    """A configured Prefect server answers its health check; otherwise one line naming the URL and what to do,
+    before any work (Prefect would only find out at the first flow run, after a minute of retries and three
+    chained tracebacks). `serve` needs a server; other commands run without one when PREFECT_API_URL is unset."""
+    s = settings.schedule
+    local = f"http://{s.ui_host}:{s.ui_port}/api"
+    url = configured_api_url()
+    if url is None:
+        if command == "serve":
+            raise ConfigError(
+                "nightcast serve needs a running Prefect server: start `nightcast ui` (or `make ui`) in another "
+                f"terminal, then export PREFECT_API_URL={local}"
+            )
+        return
+    problem = _unreachable(url, timeout)
+    if problem is None:
+        return
+    serves = "" if url.rstrip("/") == local else f", which serves {local}"
+    remedy = f"start one with `nightcast ui` (or `make ui`{serves})"
+    remedy += " for nightcast serve" if command == "serve" else ", or unset PREFECT_API_URL"
+    raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={url} ({problem}): {remedy}")
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why `url`/health does not answer as a Prefect API, or None when it does. Any HTTP answer but 404 counts
+    as a server (one that wants credentials, say, is Prefect's to report)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return "HTTP 404 on /health: is it the API's URL, ending in /api?"
+        return None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, OSError) and reason.strerror:
+            return reason.strerror.lower()
+        return str(reason)
+    except TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except (OSError, ValueError) as exc:  # a malformed URL, a reset connection
+        return str(exc) or type(exc).__name__

@@ -53,3 +53,82 @@ def test_messages_are_printed_literally_not_as_markup(capsys):
 
     assert main(["record", "--asof", "[too_short]"]) == 2
     assert "got '[too_short]'" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def test_a_prefect_server_that_does_not_answer_is_one_line_naming_it(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    import flows.preflight as pf
+
+    settings = load_settings(None, environ={}, overrides={"paths": {"data_dir": tmp_path / "data"}})
+    stale = f"http://127.0.0.1:{_closed_port()}/api"
+    monkeypatch.setattr(pf, "configured_api_url", lambda: stale)
+    for command in ("run", "replay", "train", "backtest", "ingest"):
+        with pytest.raises(ConfigError) as info:
+            preflight(settings, command)
+        assert str(info.value) == (
+            f"no Prefect server answers at PREFECT_API_URL={stale} (connection refused): start one with "
+            "`nightcast ui` (or `make ui`, which serves http://127.0.0.1:4200/api), or unset PREFECT_API_URL"
+        )
+    with pytest.raises(ConfigError, match=r"PREFECT_API_URL=.*start one with `nightcast ui`.* for nightcast serve$"):
+        preflight(settings, "serve")  # serve cannot do without a server: no advice to unset it
+    preflight(settings, "record")  # reads files only
+    preflight(settings, "ui")  # starts the server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        live = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setattr(pf, "configured_api_url", lambda: f"{live}/api")
+        preflight(settings, "run")
+        preflight(settings, "serve")
+        monkeypatch.setattr(pf, "configured_api_url", lambda: live)  # the UI's address, not the API's
+        with pytest.raises(ConfigError, match=r"\(HTTP 404 on /health: is it the API's URL, ending in /api\?\)"):
+            preflight(settings, "run")
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setattr(pf, "configured_api_url", lambda: None)  # Prefect's temporary server
+    preflight(settings, "run")
+    with pytest.raises(ConfigError, match="nightcast serve needs a running Prefect server"):
+        preflight(settings, "serve")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_the_cli_stops_at_a_stale_prefect_api_url_in_a_second(tmp_path, command):
+    import os
+
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PREFECT_API_URL": url},
+        timeout=120,
+    )
+    # before: exit 1 after ~10 s and 113 lines, three chained tracebacks ending "Failed to reach API"
+    assert proc.returncode == 2 and time.perf_counter() - started < 20, proc.stderr[-2000:]
+    text = " ".join(proc.stderr.split())  # rich wraps long lines at 140 columns when piped
+    assert text.startswith(f"error: no Prefect server answers at PREFECT_API_URL={url} (connection refused)")
+    assert "nightcast ui" in text and "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "data" / "lake").exists()  # nothing ingested
