@@ -217,19 +217,38 @@ def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming
 
     `context`: series read beside `source.tickers` when the source holds them (no error when it does not)."""
     new, findings = sources.load(source, context)
+    for finding in findings:  # what reading found (a cell that is not a number, an unreadable column)
+        (log.warning if finding.action == "quarantined" else log.info)("%s", finding)
     requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in findings})
     return Incoming(new, requested, [t for t in requested if is_valid_ticker(t)], list(findings))
 
 
-def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """Stored rows with `new` rows in place of the stored rows of their (ticker, date), gaps filled from the lake.
+def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, list[Finding]]:
+    """Stored rows with `new` rows in place of the stored rows of their (ticker, date), gaps filled from the lake,
+    and a finding per ticker whose source held an unusable value (NaN, infinite, <= 0) for a day the lake holds.
 
-    Values the source lacks come from the lake before validation, so a close-only file is judged (and stored)
-    with the bars the lake already holds instead of having them "repaired" away. A source that lacks a price
-    column for a ticker altogether (a close-only file, a wide adjusted-only file) then stands for it with the
-    other one; a single missing cell in a column the source does carry stays missing, for validation to
+    Values the source lacks or holds unusable come from the lake before validation, so a close-only file is
+    judged (and stored) with the bars the lake already holds instead of having them "repaired" away, and a bad
+    cell never overwrites a good stored price. A source that lacks a price column for a ticker altogether (a
+    close-only file, a wide adjusted-only file) then stands for it with the other one; a single missing cell
+    in a column the source does carry, on a day the lake does not hold, stays missing, for validation to
     repair or reject and report.
     """
+    kept = lake.unusable_over_stored(conform(new), stored)
+    findings = [
+        Finding(
+            t,
+            first,
+            "bad_price",
+            "kept stored",
+            f"{n} rows with a price or volume that is NaN, infinite or "
+            "<= 0 in the source: the lake's stored values kept",
+            n,
+        )
+        for t, first, n in kept.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
+    ]
+    for finding in findings:
+        log.warning("%s", finding)
     lacks = conform(new).with_columns(
         pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),
@@ -242,11 +261,13 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
         )
         .drop("_no_adj", "_no_close")
     )
-    return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming])
+    return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming]), findings
 
 
 def _no_data(requested: list[str], failed: dict[str, str], lake_dir: Path) -> SourceError:
     """The error for a run with no row at all, grouping the tickers by why they failed."""
+    if not requested:  # a file with a header and no rows names no ticker: say what was empty, not "for :"
+        return SourceError(f"no data at all: the source holds no price rows and names no ticker ({lake_dir} unchanged)")
     by_reason: dict[str, list[str]] = {}
     for t, why in sorted(failed.items()):
         by_reason.setdefault(why, []).append(t)
@@ -339,7 +360,8 @@ def ingest(
         got = fetch_yahoo(fetching, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
     else:
         got = read_source(source, context)
-    combined = merge_stored(got.new, lake.read_prices(lake_dir, got.safe))
+    combined, kept = merge_stored(got.new, lake.read_prices(lake_dir, got.safe))
+    got.findings += kept
     if combined.is_empty():
         raise _no_data(got.requested, got.failed, lake_dir)
     try:

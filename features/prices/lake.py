@@ -64,18 +64,45 @@ def read_ticker(lake_dir: Path, ticker: str) -> pl.DataFrame:
         raise LakeError(f"cannot read {path} for {ticker}: {exc}") from exc
 
 
-def fill_from_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """`new` with every value it lacks (null) taken from the stored row of the same ticker and date.
+def _unusable(column: str) -> pl.Expr:
+    """A value that is there but could never be stored as it is: NaN, infinite, or not positive (a volume:
+    negative). Validation would repair it by inventing one (the day before's close) or drop it."""
+    c = pl.col(column)
+    return c.is_nan() | c.is_infinite() | ((c < 0) if column == "volume" else (c <= 0))
 
-    A source that carries fewer columns than the lake (a close-only file into a lake of OHLCV bars) or a
-    missing field never erases a stored value; a different non-null value is a revision and replaces it.
+
+def _against_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    keys = ["ticker", "date"]
+    return new.join(stored.select(*keys, *VALUE_COLUMNS), on=keys, how="left", suffix="_stored")
+
+
+def fill_from_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """`new` with every value it lacks (null) or holds unusable (NaN, infinite, <= 0) taken from the stored row
+    of the same ticker and date.
+
+    A source that carries fewer columns than the lake (a close-only file into a lake of OHLCV bars), a missing
+    field or a bad cell never erases or overwrites a stored value; a different valid value is a revision and
+    replaces it. (A bad cell for a stored day used to be carried forward from the day before by validation and
+    stored as a "revision" of the good price.)
     """
     if stored.is_empty() or new.is_empty():
         return new
-    keys = ["ticker", "date"]
-    joined = new.join(stored.select(*keys, *VALUE_COLUMNS), on=keys, how="left", suffix="_stored")
-    filled = joined.with_columns(pl.coalesce(c, f"{c}_stored").alias(c) for c in VALUE_COLUMNS)
-    return filled.select(new.columns).sort(keys)
+    joined = _against_stored(new, stored)
+    filled = joined.with_columns(
+        pl.when(pl.col(c).is_null() | _unusable(c)).then(pl.coalesce(f"{c}_stored", c)).otherwise(c).alias(c)
+        for c in VALUE_COLUMNS
+    )
+    return filled.select(new.columns).sort(["ticker", "date"])
+
+
+def unusable_over_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """`ticker, date` of the rows of `new` where a value is unusable (`_unusable`) and the lake holds one for it:
+    what `fill_from_stored` keeps from the lake, for the findings."""
+    if stored.is_empty() or new.is_empty():
+        return new.select("ticker", "date").clear()
+    joined = _against_stored(new, stored)
+    kept = pl.any_horizontal(_unusable(c).fill_null(False) & pl.col(f"{c}_stored").is_not_null() for c in VALUE_COLUMNS)
+    return joined.filter(kept).select("ticker", "date")
 
 
 def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:

@@ -13,6 +13,7 @@ Files come in two layouts:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,7 +132,13 @@ def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[F
     if not value_cols:
         raise SourceError(f"{where}: wide layout needs one price column per ticker besides '{date_col}'")
     findings, kept = [], []
+    twice = _named_twice(value_cols)
+    for ticker, columns in twice.items():
+        why = f"{len(columns)} columns name it ({', '.join(map(repr, columns))}): which holds its prices is unknown"
+        findings.append(Finding(ticker, None, "duplicate_column", "quarantined", why))
     for c in value_cols:
+        if _base_name(c).strip().upper() in twice:
+            continue
         numbers = _numbers(raw[c])
         if numbers.fill_nan(None).null_count() == raw.height:  # not one price: that ticker, not the file
             text = raw[c].drop_nulls()
@@ -144,7 +151,7 @@ def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[F
             first = raw[date_col].filter(unreadable)[0]
             n = int(unreadable.sum())
             detail = f"{n} cells of column {c!r} that are not numbers, treated as missing"
-            findings.append(Finding(c.strip().upper(), first, "non_numeric", "repaired", detail, n))
+            findings.append(Finding(c.strip().upper(), first, "non_numeric", "read as missing", detail, n))
         kept.append(numbers.alias(c))
     if not kept:
         raise SourceError(f"{where}: no wide price column holds numbers: " + "; ".join(str(f) for f in findings))
@@ -155,6 +162,23 @@ def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[F
     seen = pl.col("adj_close").is_not_null()
     listed = (seen.cum_sum().over("ticker") > 0) & (seen.cum_sum(reverse=True).over("ticker") > 0)
     return long.filter(listed), findings
+
+
+_DUPLICATE = re.compile(r"^(.*)_duplicated_\d+$")  # polars' name for a CSV header's second column of a name
+
+
+def _base_name(column: str) -> str:
+    m = _DUPLICATE.match(column)
+    return m.group(1) if m else column
+
+
+def _named_twice(columns: list[str]) -> dict[str, list[str]]:
+    """Tickers that more than one wide column names (the same header twice, or 'AAA' and 'aaa'): their columns,
+    as the file names them."""
+    by_ticker: dict[str, list[str]] = {}
+    for c in columns:
+        by_ticker.setdefault(_base_name(c).strip().upper(), []).append(_base_name(c))
+    return {t: cs for t, cs in by_ticker.items() if len(cs) > 1}
 
 
 def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFrame:
@@ -203,7 +227,14 @@ def _cells(rows: pl.DataFrame, where: str) -> list[Finding]:
         return []
     agg = rows.group_by("ticker").agg(pl.col("date").min(), pl.len().alias("n")).sort("ticker")
     return [
-        Finding(t, d, "non_numeric", "repaired", f"{n} rows with a price or volume that is not a number in {where}", n)
+        Finding(
+            t,
+            d,
+            "non_numeric",
+            "read as missing",
+            f"{n} rows with a price or volume that is not a number in {where}",
+            n,
+        )
         for t, d, n in agg.iter_rows()
     ]
 

@@ -45,7 +45,7 @@ class Finding:
     ticker: str
     date: date | None  # first date affected, when rows are involved
     rule: str
-    action: str  # "repaired", "dropped" or "quarantined"
+    action: str  # "repaired", "dropped", "quarantined"; "read as missing" (a cell), "kept stored" (over a bad one)
     detail: str
     count: int = 1
 
@@ -69,11 +69,15 @@ class ValidationReport:
         return sorted(self.frame["ticker"].unique().to_list())
 
 
+REPAIRS = ("repaired", "dropped")  # what `rows_repaired` counts
+
+
 def rows_repaired(findings: list[Finding]) -> dict[str, int]:
-    """Rows repaired or dropped per ticker (quarantines are not counted: the ticker is gone)."""
+    """Rows repaired or dropped per ticker. Quarantines are not counted (the ticker is gone), nor a cell read as
+    missing (the rule that repairs it counts it) or a stored value kept over a bad one (nothing was changed)."""
     out: dict[str, int] = {}
     for f in findings:
-        if f.action != "quarantined":
+        if f.action in REPAIRS:
             out[f.ticker] = out.get(f.ticker, 0) + f.count
     return out
 

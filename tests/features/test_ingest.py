@@ -294,3 +294,59 @@ def test_the_ingest_fingerprints_its_rows_on_the_way(tmp_path):
     assert report.as_of(date(2024, 1, 20), 5).fingerprint is None
     again = ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
     assert again.fingerprint is None  # nothing changed, the manifest is not rewritten: not computed
+
+
+@pytest.mark.parametrize("bad", ["-12.5", "0", "NaN", "inf"])
+@pytest.mark.parametrize("layout", ["long", "wide"])
+def test_a_bad_cell_for_a_stored_day_keeps_the_stored_price(tmp_path, bad, layout, caplog):
+    """A new-user review: a negative (or NaN, inf, 0) price in a re-read file was carried forward from the day
+    before by validation and stored as a "revision" of the good price. The stored value is kept, said once."""
+    days = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    closes = ["10.0", "10.5", "11.0", "11.5"]
+
+    def write(name, values):
+        path = tmp_path / name
+        if layout == "long":
+            rows = [f"{d},AAA,{c},{c}" for d, c in zip(days, values, strict=True)]
+            path.write_text("date,ticker,close,adj_close\n" + "\n".join(rows) + "\n")
+        else:
+            path.write_text("Date,AAA\n" + "\n".join(f"{d},{c}" for d, c in zip(days, values, strict=True)) + "\n")
+        return SourceSettings(kind="file", path=path)
+
+    lake_dir = tmp_path / "lake"
+    ingest(write("good.csv", closes), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    before = lake.read_ticker(lake_dir, "AAA")
+    with caplog.at_level(logging.INFO, logger="nightcast"):
+        report = ingest(write("bad.csv", [*closes[:2], bad, closes[3]]), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    after = lake.read_ticker(lake_dir, "AAA")
+    assert after.drop("ingested_at", "source").equals(before.drop("ingested_at", "source"))
+    row = report.summary.row(0, named=True)
+    assert (row["rows_revised"], row["repaired"]) == (0, 0)
+    if layout == "wide" and bad == "NaN":  # a wide file's NaN is read as an empty cell: missing, filled silently
+        assert not [f for f in report.findings if f.ticker == "AAA"]
+        return
+    (kept,) = [f for f in report.findings if f.action == "kept stored"]
+    assert (kept.ticker, kept.date, kept.count) == ("AAA", date(2024, 1, 4), 1)
+    assert sum("kept stored" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_cell_that_is_not_a_number_is_logged_and_counted_once(tmp_path, caplog):
+    path = tmp_path / "p.csv"
+    path.write_text("date,ticker,close\n2024-01-02,AAA,10\n2024-01-03,AAA,n/a\n2024-01-04,AAA,11\n")
+    with caplog.at_level(logging.INFO, logger="nightcast"):
+        report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    assert report.summary["repaired"].to_list() == [1]  # the carried-forward close, not also the unread cell
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("[non_numeric] read as missing" in m and "AAA 2024-01-03" in m for m in messages)
+    # read again into the lake that holds the day: the stored close fills the cell, nothing is repaired
+    caplog.clear()
+    again = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    assert again.summary["repaired"].to_list() == [0]
+    assert lake.read_ticker(tmp_path / "lake", "AAA")["close"].to_list() == [10.0, 10.0, 11.0]
+
+
+def test_a_header_only_file_says_it_holds_no_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("date,ticker,close\n")
+    with pytest.raises(SourceError, match=r"^no data at all: the source holds no price rows and names no ticker"):
+        ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))

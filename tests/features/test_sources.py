@@ -49,3 +49,16 @@ def test_a_non_numeric_cell_is_missing_and_reported_not_a_failed_file(tmp_path):
         ("AAA", "2024-01-03", "non_numeric", 1),
         ("BBB", "2024-01-02", "non_numeric", 1),
     ]
+
+
+def test_a_ticker_named_by_two_wide_columns_is_quarantined_by_name(tmp_path):
+    """A new-user review: a repeated header gave "'AAA_DUPLICATED_0' is not a valid symbol"."""
+    path = tmp_path / "wide.csv"
+    path.write_text("Date,AAA,BBB,AAA,ccc,CCC\n2024-01-02,10,5,11,1,2\n2024-01-03,10.5,5.1,11.5,1.1,2.1\n")
+    frame, findings = read_file(path)
+    assert frame["ticker"].unique().to_list() == ["BBB"]
+    found = {f.ticker: (f.rule, f.action, f.detail) for f in findings}
+    assert found == {
+        "AAA": ("duplicate_column", "quarantined", "2 columns name it ('AAA', 'AAA'): which holds its prices is unknown"),
+        "CCC": ("duplicate_column", "quarantined", "2 columns name it ('ccc', 'CCC'): which holds its prices is unknown"),
+    }
