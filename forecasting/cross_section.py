@@ -303,12 +303,17 @@ def up_down_scores(predictions: pl.DataFrame) -> pl.DataFrame:
 
 def cross_section_table(predictions: pl.DataFrame, k: int, cost_bps: float, min_tickers: int = 3) -> pl.DataFrame:
     """One row per (model, horizon): the IC summary (`ic_summary`; n_dates 0 when no date qualified), the
-    long-short summary (`long_short_summary`, horizon-1 rows only, null elsewhere, with the ls_k and ls_cost_bps
-    it was built with) and the up/down scores (`up_down_scores`). Sorted by horizon, then display order.
+    long-short summary (`long_short_summary`, horizon-1 rows only, null elsewhere, with ls_k, the most names per
+    side it held on any date (`k`, or n // 2 in a universe of fewer than 2k tickers), and the ls_cost_bps it was
+    built with) and the up/down scores (`up_down_scores`). Sorted by horizon, then display order.
     """
     ic = ic_summary(daily_ic(predictions, min_tickers))
-    long_short = long_short_summary(long_short_daily(predictions, k, cost_bps)).with_columns(
-        horizon=pl.lit(1, dtype=pl.Int64), ls_k=pl.lit(k, dtype=pl.Int64), ls_cost_bps=pl.lit(cost_bps, pl.Float64)
+    daily = long_short_daily(predictions, k, cost_bps)
+    held = daily.group_by("model").agg(pl.col("k").max().cast(pl.Int64).alias("ls_k"))
+    long_short = (
+        long_short_summary(daily)
+        .join(held, on="model", how="left")
+        .with_columns(horizon=pl.lit(1, dtype=pl.Int64), ls_cost_bps=pl.lit(cost_bps, pl.Float64))
     )
     table = (
         up_down_scores(predictions)

@@ -296,6 +296,9 @@ def test_cross_section_table_one_row_per_model_and_horizon():
     assert walk["n_dates"] == 0 and walk["rank_ic_mean"] is None and walk["ls_cum_return"] == 0.0
     assert walk["tn"] == 0 and walk["fn"] == 0 and walk["tp"] + walk["fp"] == walk["n_forecasts"]
     assert ridge1["tp"] + ridge1["fp"] + ridge1["tn"] + ridge1["fn"] == ridge1["n_forecasts"] == 13
+    # ls_k is what the book held, not the setting: at most n // 2 names a side on these 4-5 tickers a day
+    wide_k = cross_section_table(pl.concat([h1, rw]), k=10, cost_bps=10).filter(pl.col("horizon") == 1)
+    assert dict(wide_k.select("model", "ls_k").iter_rows()) == {"ridge": 2, "random_walk": 0}
 
 
 def test_daily_ic_agrees_with_scipy_on_random_days_with_ties():
