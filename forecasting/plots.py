@@ -26,6 +26,21 @@ def pyplot():
     return plt
 
 
+PANELS_PER_ROW = 3  # horizons side by side; more wrap onto further rows (five in one row made a 3000 px strip)
+
+
+def horizon_panels(plt, n: int, width: float, height: float, per_row: int = PANELS_PER_ROW):
+    """A figure with one axes per horizon, at most `per_row` a row, each `width` x `height` inches; returns the
+    figure and the `n` axes in order (spare cells of the last row hidden)."""
+    cols = max(1, min(n, per_row))
+    rows = -(-max(n, 1) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    cells = list(grid.flat)
+    for spare in cells[n:]:
+        spare.set_visible(False)
+    return fig, cells[:n]
+
+
 def save_png(fig, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     pyplot().close(fig)
@@ -79,8 +94,8 @@ def plot_cumulative_error(predictions: pl.DataFrame, path: Path, baseline: str =
     base = predictions.filter(pl.col("model") == baseline).select(
         "ticker", "asof_date", "horizon", pl.col("y_pred").alias("b")
     )
-    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
-    for ax, h in zip(axes[0], horizons, strict=True):
+    fig, axes = horizon_panels(plt, len(horizons), 5.5, 4)
+    for ax, h in zip(axes, horizons, strict=True):
         pair = predictions.filter((pl.col("horizon") == h) & (pl.col("model") != baseline)).join(
             base.filter(pl.col("horizon") == h), on=["ticker", "asof_date", "horizon"]
         )
@@ -107,8 +122,8 @@ def plot_cumulative_error(predictions: pl.DataFrame, path: Path, baseline: str =
 def plot_predicted_vs_realised(predictions: pl.DataFrame, path: Path, model: str) -> Path:
     plt = pyplot()
     horizons = sorted(predictions["horizon"].unique().to_list())
-    fig, axes = plt.subplots(1, len(horizons), figsize=(4.5 * len(horizons), 4.2), squeeze=False)
-    for ax, h in zip(axes[0], horizons, strict=True):
+    fig, axes = horizon_panels(plt, len(horizons), 4.5, 4.2)
+    for ax, h in zip(axes, horizons, strict=True):
         g = predictions.filter((pl.col("model") == model) & (pl.col("horizon") == h))
         ax.scatter(g["y_pred"].to_numpy(), g["y_true"].to_numpy(), s=4, alpha=0.35)
         lim = float(np.nanquantile(np.abs(g["y_true"].to_numpy()), 0.99)) if g.height else 0.1
@@ -130,9 +145,13 @@ def plot_hit_rates(metrics: pl.DataFrame, path: Path) -> Path:
     present = set(per["model"].unique().to_list())
     models = [m for m in DISPLAY_ORDER if m != BENCHMARK and m in present]
     tickers = sorted(per["ticker"].unique().to_list())
-    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
+    # wide enough for every ticker's bars; labels turned upright beyond a handful (20 ran into one another)
+    many = len(tickers) > 10
+    fig, axes = horizon_panels(
+        plt, len(horizons), max(5.5, 0.45 * len(tickers)), 4, per_row=1 if many else PANELS_PER_ROW
+    )
     width = 0.8 / max(len(models), 1)
-    for ax, h in zip(axes[0], horizons, strict=True):
+    for ax, h in zip(axes, horizons, strict=True):
         sub = per.filter(pl.col("horizon") == h)
         for i, m in enumerate(models):
             rates = [sub.filter((pl.col("model") == m) & (pl.col("ticker") == t))["hit_rate"].first() for t in tickers]
@@ -147,7 +166,8 @@ def plot_hit_rates(metrics: pl.DataFrame, path: Path) -> Path:
             label="always up",
             zorder=3,
         )
-        ax.set_xticks(np.arange(len(tickers)) + 0.4 - width / 2, tickers)
+        ax.set_xticks(np.arange(len(tickers)) + 0.4 - width / 2, tickers, rotation=90 if len(tickers) > 6 else 0)
+        ax.tick_params(axis="x", labelsize=8 if len(tickers) > 12 else 10)
         ax.set_ylim(0.3, 0.75)
         ax.axhline(0.5, color="grey", lw=0.6)
         ax.set_title(f"hit rate per ticker, horizon {h}")
@@ -167,8 +187,8 @@ def plot_live_record(scored: pl.DataFrame, path: Path) -> Path:
         return save_png(fig, path)
     diff = live.excess_loss(scored)
     horizons = diff["horizon"].unique().sort().to_list()
-    fig, axes = plt.subplots(1, len(horizons), figsize=(5.5 * len(horizons), 4), squeeze=False)
-    for ax, h in zip(axes[0], horizons, strict=True):
+    fig, axes = horizon_panels(plt, len(horizons), 5.5, 4)
+    for ax, h in zip(axes, horizons, strict=True):
         g = diff.filter(pl.col("horizon") == h)
         ax.plot(g["target_date"].to_numpy(), g["cumulative"].to_numpy(), marker="." if g.height < 60 else None)
         _date_axis(ax, g["target_date"].min(), g["target_date"].max())
