@@ -149,6 +149,13 @@ class BacktestSettings(Section):
     )
 
     @model_validator(mode="after")
+    def _span_in_order(self) -> BacktestSettings:
+        # known without any data: said before a run starts, not after ingest and features (~13 s)
+        if self.test_start is not None and self.test_end is not None and self.test_start > self.test_end:
+            raise ValueError(f"backtest.test_start {self.test_start} is after backtest.test_end {self.test_end}")
+        return self
+
+    @model_validator(mode="after")
     def _combined_needs_its_model(self) -> BacktestSettings:
         if Model.COMBINED in self.models and Model.ATTENTION_LSTM not in self.models:
             raise ValueError("backtest.models: 'combined' combines attention_lstm, which must be listed too")

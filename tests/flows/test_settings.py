@@ -101,6 +101,9 @@ def test_bad_values_name_setting_value_and_where_from(tmp_path):
     cfg.write_text("[train]\nepochs = -1\n")
     with pytest.raises(ConfigError, match=rf"(?s)config file {cfg}, .*setting train\.epochs: .*got -1"):
         load_settings(cfg, environ={})
+    # a backtest span in the wrong order is known without data: refused with the settings, before a run starts
+    with pytest.raises(ConfigError, match=r"backtest\.test_start 2014-12-01 is after backtest\.test_end 2014-06-01"):
+        load_settings(None, environ={}, overrides={"backtest": {"test_start": "2014-12-01", "test_end": "2014-06-01"}})
 
 
 def test_unreadable_config_file_is_one_line_naming_it(tmp_path):
