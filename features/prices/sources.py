@@ -206,11 +206,14 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     if missing:
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")
     if frame.schema["date"] == pl.String:
+        text = frame["date"]
         frame = frame.with_columns(
             pl.col("date").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
         )
-        if frame["date"].null_count():
-            raise SourceError(f"{where}: {frame['date'].null_count()} dates could not be parsed (expected YYYY-MM-DD)")
+        if bad := frame["date"].null_count():
+            value = text[int(frame["date"].is_null().arg_max())]
+            first = f"the first {value!r}" if value is not None else "the first empty"
+            raise SourceError(f"{where}: {bad} dates could not be parsed (expected YYYY-MM-DD), {first}")
     elif frame.schema["date"] != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.Date))
     frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())

@@ -25,7 +25,9 @@ def test_file_errors_name_the_problem(tmp_path):
         read_file(bad)
     dates = tmp_path / "dates.csv"
     dates.write_text("date,ticker,close\n02/01/2024,AAA,1\n")
-    with pytest.raises(SourceError, match="could not be parsed"):
+    with pytest.raises(
+        SourceError, match=r"1 dates could not be parsed \(expected YYYY-MM-DD\), the first '02/01/2024'$"
+    ):
         read_file(dates)
 
 
@@ -59,6 +61,14 @@ def test_a_ticker_named_by_two_wide_columns_is_quarantined_by_name(tmp_path):
     assert frame["ticker"].unique().to_list() == ["BBB"]
     found = {f.ticker: (f.rule, f.action, f.detail) for f in findings}
     assert found == {
-        "AAA": ("duplicate_column", "quarantined", "2 columns name it ('AAA', 'AAA'): which holds its prices is unknown"),
-        "CCC": ("duplicate_column", "quarantined", "2 columns name it ('ccc', 'CCC'): which holds its prices is unknown"),
+        "AAA": (
+            "duplicate_column",
+            "quarantined",
+            "2 columns name it ('AAA', 'AAA'): which holds its prices is unknown",
+        ),
+        "CCC": (
+            "duplicate_column",
+            "quarantined",
+            "2 columns name it ('ccc', 'CCC'): which holds its prices is unknown",
+        ),
     }
