@@ -282,7 +282,7 @@ def _retrain_reason(
         then = (
             fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
         )
-    return policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision)
+    return policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof)
 
 
 def _keep(

@@ -27,8 +27,14 @@ def staleness(
     fingerprint_then: str | None,
     max_age_days: int,
     retrain_on_revision: bool,
+    asof: date | None = None,
 ) -> str | None:
     """Why the champion must be retrained, or None while it is still good.
+
+    Age is the larger of two counts of calendar days: since the run that trained it (`today` against its
+    `trained_on`), and how far the data has moved past the data it was trained with (`asof`, the data's as-of
+    date, against its `asof`). Run nightly they agree; a run on data that jumped ahead (a price file weeks
+    newer, a lake brought up to date after a pause) ages the champion by the data's days, not the clock's.
 
     `fingerprint_then`: today's fingerprint of the prices up to the champion's as-of date. New bars after
     that date are not a reason (the age rule covers them); a change before it is: prices the model trained
@@ -39,6 +45,12 @@ def staleness(
     if champion.settings_hash != settings_hash:
         return "the settings that define the model changed"
     age = (today - champion.trained_on).days
+    data_age = (asof - champion.asof).days if asof is not None else 0
+    if data_age > age and data_age >= max_age_days:
+        return (
+            f"the data reaches {asof}, {data_age} days past the {champion.asof} the champion was trained with "
+            f"(train.max_age_days = {max_age_days})"
+        )
     if age >= max_age_days:
         return f"the champion is {age} days old (train.max_age_days = {max_age_days})"
     if retrain_on_revision and fingerprint_then is not None and fingerprint_then != champion.data_fingerprint:

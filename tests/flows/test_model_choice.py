@@ -361,3 +361,37 @@ def test_the_plain_model_setting_publishes_as_before(first, tmp_path):
         "random_walk",
         "ridge",
     ]
+
+
+def extended(prices: pl.DataFrame, sessions: int) -> pl.DataFrame:
+    """`prices` and `sessions` more business days per ticker, each a calm +0.1% day: the same history, newer data."""
+    from datetime import timedelta
+
+    from tests.conftest import business_days
+
+    last = prices.sort("date").group_by("ticker", maintain_order=True).last()
+    days = business_days(prices["date"].max() + timedelta(days=1), sessions)
+    grown = [
+        last.with_columns(
+            pl.lit(day).alias("date"),
+            *(pl.col(c) * 1.001 ** (k + 1) for c in ("open", "high", "low", "close", "adj_close")),
+        )
+        for k, day in enumerate(days)
+    ]
+    return pl.concat([prices, *grown]).sort("ticker", "date")
+
+
+def test_the_age_rule_counts_the_days_the_data_moved(first, tmp_path):
+    """The champion was trained on TODAY with data to ~2011-04-08; the same day, data a month newer arrives (a
+    newer price file): it is retrained, not kept as 'still fresh' (before: kept, publishing from a model a month
+    behind the data)."""
+    settings, case = from_first(first, tmp_path)
+    newer = case_of(extended(case.prices, 22), settings)
+    champion = first[2]
+    choice = choose(newer, settings, today=TODAY)
+    days = (newer.asof - case.asof).days
+    assert choice.retrained, choice.decision
+    reason = f"retrained (the data reaches {newer.asof}, {days} days past the {case.asof} the champion was trained with"
+    assert reason in choice.decision
+    assert choice.version != champion.version and len(history(settings)) == 2  # a new decision, a new refit
+    assert date.fromisoformat(choice.published.trained_through) > case.asof  # the refit saw the new sessions

@@ -41,6 +41,23 @@ def test_staleness_reasons():
     assert staleness(champion(), today, "h1", "xyz", 7, False) is None
 
 
+def test_the_age_rule_counts_the_days_the_data_moved_too():
+    """A champion trained minutes ago on data to 2024-01-09 is not fresh for data reaching 2024-02-09: the
+    published model would fall a month behind the data while the clock says it is new."""
+    trained = champion()  # data to 2024-01-09, trained on 2024-01-10
+    minutes_later = date(2024, 1, 10)
+    assert staleness(trained, minutes_later, "h1", "abc", 7, True, asof=date(2024, 2, 9)) == (
+        "the data reaches 2024-02-09, 31 days past the 2024-01-09 the champion was trained with "
+        "(train.max_age_days = 7)"
+    )
+    assert staleness(trained, minutes_later, "h1", "abc", 7, True, asof=date(2024, 1, 15)) is None  # 6 days
+    assert "7 days past" in staleness(trained, minutes_later, "h1", "abc", 7, True, asof=date(2024, 1, 16))
+    # the wall clock still counts: a paused lake (no new data) does not keep a champion fresh forever
+    assert "9 days old" in staleness(trained, date(2024, 1, 19), "h1", "abc", 7, True, asof=date(2024, 1, 9))
+    # run nightly, both counts move together and the clock's wording stays
+    assert "9 days old" in staleness(trained, date(2024, 1, 19), "h1", "abc", 7, True, asof=date(2024, 1, 18))
+
+
 def test_refit_trains_the_evaluation_fits_best_epoch_count():
     assert refit_epochs(4) == 4
     assert refit_epochs(0) == 1  # a fit is at least one pass
