@@ -298,7 +298,9 @@ def _keep(
     if held is None:
         why = "there is no champion yet" if champion is None else "the champion reads other features"
         raise InsufficientDataError(
-            f"no model to publish: {why} and the data-health gate blocked training: " + "; ".join(problems)
+            f"no model to publish: {why} and the data-health gate blocked training: "
+            + "; ".join(problems)
+            + " (each names the setting that decides it; health.enabled = false turns the gate off)"
         )
     why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
     decision = f"kept champion {champion.version}: {why}"

@@ -24,7 +24,12 @@ def check_health(
     prices: pl.DataFrame, stale: dict[str, int], settings: HealthSettings, calendar: str = "XNYS"
 ) -> HealthReport:
     """Problems in the last `window_days` sessions up to the newest bar: missing sessions, implausible jumps,
-    stale tickers."""
+    stale tickers. Each names the setting that decides it.
+
+    A stale ticker (`stale`: sessions behind, beyond `ingest.stale_after`) blocks training while its gap is
+    recent, at most `window_days` sessions: a fetch that failed or a feed that stopped is worth a look before
+    the model trains on the rest. One that stopped longer ago is delisted or halted: its history still trains
+    the model, publishing skips it (with a warning), and it blocks nothing."""
     report = HealthReport()
     if not settings.enabled or prices.is_empty():
         return report
@@ -38,13 +43,22 @@ def check_health(
         missing = [d for d in sessions if d not in have and d >= g["date"].min()]
         if len(missing) > settings.max_missing:
             report.problems.append(
-                f"{ticker}: {len(missing)} missing sessions since {sessions[0]} (first {missing[0]})"
+                f"{ticker}: {len(missing)} missing sessions since {sessions[0]} (first {missing[0]}; "
+                f"health.max_missing = {settings.max_missing})"
             )
         returns = np.diff(np.log(recent["adj_close"].to_numpy()))
         if returns.size and np.abs(returns).max() > settings.max_jump:
             i = int(np.abs(returns).argmax())
             day = recent["date"][i + 1]
-            report.problems.append(f"{ticker}: implausible move of {returns[i]:+.1%} (log) on {day}")
+            report.problems.append(
+                f"{ticker}: implausible move of {returns[i]:+.1%} (log) on {day} "
+                f"(health.max_jump = {settings.max_jump})"
+            )
     if settings.block_on_stale:
-        report.problems += [f"{t}: stale, {n} sessions behind" for t, n in sorted(stale.items())]
+        report.problems += [
+            f"{t}: stale, {n} sessions behind, within health.window_days = {settings.window_days} "
+            "(health.block_on_stale = false trains anyway)"
+            for t, n in sorted(stale.items())
+            if n <= settings.window_days
+        ]
     return report

@@ -176,6 +176,7 @@ def test_the_health_gate_blocks_retraining_not_publishing(first, tmp_path):
         "data-health gate"
     )
     assert not choice.retrained and any("BBB: implausible move" in p for p in choice.health)
+    assert any(p.endswith("(health.max_jump = 0.4)") for p in choice.health)  # what decides it, to change it
     assert choice.version == first[2].version and history(settings) == ["promoted"]
     # nothing to fall back on: no champion yet, or one that reads other features
     for empty in (small_settings(tmp_path / "empty"), small_settings(tmp_path, windows={"lookback": 12})):
@@ -395,3 +396,23 @@ def test_the_age_rule_counts_the_days_the_data_moved(first, tmp_path):
     assert reason in choice.decision
     assert choice.version != champion.version and len(history(settings)) == 2  # a new decision, a new refit
     assert date.fromisoformat(choice.published.trained_through) > case.asof  # the refit saw the new sessions
+
+
+def test_a_ticker_stale_for_longer_than_the_health_window_does_not_block_training(first, tmp_path):
+    """BBB stopped 128 sessions ago (delisted): no champion yet, and training goes ahead (before: 'no model to
+    publish: ... BBB: stale, 128 sessions behind'); one stopped 8 sessions ago still blocks, naming the setting."""
+    from flows.model_choice import choose_model
+    from nightcast.errors import InsufficientDataError
+
+    _, case, _ = first
+    settings = small_settings(tmp_path / "recent")
+    with pytest.raises(InsufficientDataError) as info:
+        choose_model(case.panel, case.prices, {"BBB": 8}, settings, TODAY, case.asof, case.fingerprint)
+    assert str(info.value) == (
+        "no model to publish: there is no champion yet and the data-health gate blocked training: BBB: stale, 8 "
+        "sessions behind, within health.window_days = 21 (health.block_on_stale = false trains anyway) (each names "
+        "the setting that decides it; health.enabled = false turns the gate off)"
+    )
+    settings = small_settings(tmp_path / "delisted")
+    choice = choose_model(case.panel, case.prices, {"BBB": 128}, settings, TODAY, case.asof, case.fingerprint)
+    assert choice.retrained and choice.health == [] and history(settings) == ["promoted"]

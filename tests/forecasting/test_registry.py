@@ -91,6 +91,25 @@ def test_health_gate_finds_gaps_jumps_and_stale_tickers():
     assert clean.ok, clean.problems
 
 
+def test_only_a_recent_stop_blocks_training_and_each_problem_names_its_setting():
+    """A ticker that stopped within the gate's window (a failed fetch?) blocks; one that stopped long before it
+    (delisted or halted) does not: its history trains the model and publishing skips it. Before, OLD blocked
+    training for good: 'OLD: stale, 128 sessions behind'."""
+    prices = synthetic_prices(["AAA", "BBB"], 120, seed=2, start=date(2024, 1, 2))
+    last = prices["date"].max()
+    gap = prices.filter(~((pl.col("ticker") == "AAA") & (pl.col("date") > last - pl.duration(days=9))))
+    report = check_health(gap, {"NEW": 8, "EDGE": 21, "OLD": 22, "GONE": 128}, HealthSettings())
+    assert report.problems[0].startswith("AAA: 6 missing sessions since ")
+    assert report.problems[0].endswith("; health.max_missing = 2)")
+    assert report.problems[1:] == [
+        f"{t}: stale, {n} sessions behind, within health.window_days = 21 (health.block_on_stale = false trains anyway)"
+        for t, n in (("EDGE", 21), ("NEW", 8))
+    ]
+    assert check_health(prices, {"OLD": 22, "GONE": 128}, HealthSettings()).ok
+    assert check_health(prices, {"NEW": 8}, HealthSettings(block_on_stale=False)).ok
+    assert not check_health(prices, {"OLD": 22}, HealthSettings(window_days=30)).ok  # the window decides
+
+
 def test_combination_weights_round_trip_and_an_older_record_without_them_means_the_network(tmp_path):
     import json
 
