@@ -166,16 +166,16 @@ def choose_model(
     models_dir = settings.paths.models
     recipe_hash, inputs_hash = config_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
-    reason = _retrain_reason(champion, prices, fingerprint, asof, today, recipe_hash, settings.train)
-    if force and reason is None:
-        reason = "a retrain was requested"
-    health = health_gate(prices, stale, settings)
     held = _held(models_dir, champion, inputs_hash)
+    # a run on some of the champion's tickers publishes from it and never retrains it (`nightcast train` may)
+    subset = None if force else subset_of_champion(settings, held)
+    reason = _retrain_reason(champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force)
+    health = health_gate(prices, stale, settings)
     # a champion publishes what it was vouched for as: its stored weights, or (none, an older record) the network
     held_publishing = Publishing.of(champion.combination) if champion is not None else Publishing()
     champion_result = evaluate_fixed(panel, held[1], held_publishing, settings) if held else None
-    if reason is None or not health.ok:
-        return _keep(champion, held, (champion_result, held_publishing), reason, health.problems, models_dir)
+    if reason is None or not health.ok or subset is not None:
+        return _keep(champion, held, (champion_result, held_publishing), reason, health.problems, models_dir, subset)
 
     challenger_result = run_backtest.with_options(timeout_seconds=settings.train.timeout_s)(
         panel, settings, evaluation_settings(settings), fingerprint
@@ -267,6 +267,20 @@ def _record(
     )
 
 
+def subset_of_champion(settings: Settings, held) -> str | None:
+    """How this run is a subset run, or None: `source.tickers` (`--tickers`) asks for some, not all, of the
+    tickers the champion's published model trained on. Such a run refreshes those tickers' forecasts from the
+    champion of the whole universe: retraining on the subset would make a model of a few tickers the champion
+    of all of them (and a later run whose training the health gate blocks would publish every ticker from it).
+    Judged on what was asked, not on what arrived: a ticker quarantined tonight leaves the ordinary rules on."""
+    if held is None or not settings.source.tickers:
+        return None
+    universe, asked = set(held[0].tickers), set(settings.source.tickers)
+    if not asked < universe:  # the same tickers, or some it never trained on: the ordinary rules decide
+        return None
+    return f"this run asks for {len(asked)} of the {len(universe)} tickers it trained on (source.tickers)"
+
+
 def _retrain_reason(
     champion: registry.Champion | None,
     prices: pl.DataFrame,
@@ -275,14 +289,19 @@ def _retrain_reason(
     today: date,
     recipe_hash: str,
     ts: TrainSettings,
+    subset: str | None = None,
+    force: bool = False,
 ) -> str | None:
-    """Why the champion must be retrained (None: it is fresh). Revisions are judged on the data it saw."""
+    """Why the champion must be retrained (None: it is fresh; `force`: always a reason). Revisions are judged
+    on the data it saw, and not in a `subset` run: its fingerprint differs from the champion's by the tickers
+    it left out, and a run of the whole universe judges revisions."""
     then = None
-    if champion is not None:  # `prices` end at `asof`: when the champion's as-of covers them, nothing to cut
+    if champion is not None and subset is None:  # `prices` end at `asof`: when the champion's as-of covers them
         then = (
             fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
         )
-    return policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof)
+    reason = policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof)
+    return "a retrain was requested" if force and reason is None else reason
 
 
 def _keep(
@@ -292,8 +311,10 @@ def _keep(
     reason: str | None,
     problems: list[str],
     models_dir: Path,
+    subset: str | None = None,
 ) -> ModelChoice:
-    """The champion as it is: fresh, or stale while the data-health gate blocks training."""
+    """The champion as it is: fresh, stale while the data-health gate blocks training, or publishing for a
+    subset of its tickers (`subset_of_champion`)."""
     champion_result, publishing = champion_side
     if held is None:
         why = "there is no champion yet" if champion is None else "the champion reads other features"
@@ -302,7 +323,16 @@ def _keep(
             + "; ".join(problems)
             + " (each names the setting that decides it; health.enabled = false turns the gate off)"
         )
-    why = "still fresh" if reason is None else f"stale ({reason}) but training is blocked by the data-health gate"
+    if subset is not None:
+        due = "still fresh" if reason is None else f"due for a retrain ({reason})"
+        why = (
+            f"{due}; {subset}: a subset run publishes from the champion and never retrains it (a run of its "
+            "whole universe does; `nightcast train` with these tickers makes them the universe)"
+        )
+    elif reason is None:
+        why = "still fresh"
+    else:
+        why = f"stale ({reason}) but training is blocked by the data-health gate"
     decision = f"kept champion {champion.version}: {why}"
     log.info("%s", decision)
     return ModelChoice(

@@ -416,3 +416,44 @@ def test_a_ticker_stale_for_longer_than_the_health_window_does_not_block_trainin
     settings = small_settings(tmp_path / "delisted")
     choice = choose_model(case.panel, case.prices, {"BBB": 128}, settings, TODAY, case.asof, case.fingerprint)
     assert choice.retrained and choice.health == [] and history(settings) == ["promoted"]
+
+
+def only(case: Case, ticker: str, settings) -> Case:
+    return case_of(case.prices.filter(pl.col("ticker") == ticker), settings)
+
+
+def test_a_subset_run_publishes_from_the_champion_and_never_retrains_it(first, tmp_path):
+    """`--tickers AAA` on a champion of AAA and BBB: before, the changed fingerprint retrained ('revised (or
+    tickers changed)') and a one-ticker model became the champion of both."""
+    settings, case = from_first(first, tmp_path, source={"tickers": ["AAA"]})
+    subset = only(case, "AAA", settings)
+    choice = choose(subset, settings)
+    assert not choice.retrained and choice.version == first[2].version and history(settings) == ["promoted"]
+    assert choice.decision == (
+        f"kept champion {first[2].version}: still fresh; this run asks for 1 of the 2 tickers it trained on "
+        "(source.tickers): a subset run publishes from the champion and never retrains it (a run of its whole "
+        "universe does; `nightcast train` with these tickers makes them the universe)"
+    )
+    assert set(choice.evaluation.predictions["ticker"].unique()) == {"AAA"}  # evaluated on what it publishes
+    # due by age: still not retrained on the subset; the decision says what a full run will do
+    late = choose(subset, settings, today=date(2011, 6, 1))
+    assert not late.retrained and history(settings) == ["promoted"]
+    assert "due for a retrain (the champion is 31 days old (train.max_age_days = 7))" in late.decision
+
+
+def test_which_runs_are_subset_runs():
+    from types import SimpleNamespace
+
+    from flows.model_choice import subset_of_champion
+
+    held = (SimpleNamespace(tickers=["AAA", "BBB", "CCC"]), None)
+
+    def asked(*tickers):
+        return load_settings(None, environ={}, overrides={"source": {"tickers": list(tickers)}})
+
+    one = "this run asks for 1 of the 3 tickers it trained on (source.tickers)"
+    assert subset_of_champion(asked("bbb"), held) == one
+    assert subset_of_champion(asked(), held) is None  # every ticker of the source: the ordinary rules
+    assert subset_of_champion(asked("AAA", "BBB", "CCC"), held) is None  # its whole universe
+    assert subset_of_champion(asked("AAA", "DDD"), held) is None  # a ticker it never saw: the ordinary rules
+    assert subset_of_champion(asked("AAA"), None) is None  # no usable champion: nothing to publish from but a new one
