@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    """One line on stderr, printed literally: rule names like [too_short] are not rich markup."""
-    err_console.print(Text("error: ", style="red") + Text(message), highlight=False)
+    """One line on stderr, printed literally: rule names like [too_short] are not rich markup, and a long
+    message is not broken at the console's width (140 columns when piped) but left to the terminal to wrap."""
+    err_console.print(Text("error: ", style="red") + Text(message), highlight=False, soft_wrap=True)
 
 
 def _version() -> str:
