@@ -38,7 +38,7 @@ from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES
 from forecasting.volatility import volatility_qlike
 from nightcast.errors import ConfigError, InsufficientDataError
-from nightcast.memory import release
+from nightcast.memory import collections_skip_what_exists, release
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -119,7 +119,7 @@ def nightly(
     live record). `ingest=False` reads the lake as stored instead of the source (for `source.tickers`).
     `with_plots=False` writes no PNG (a replay draws only its last night's: ~0.7 s a night on 2 cores).
     """
-    with exclusive(settings.paths.data_dir, "nightly"):
+    with exclusive(settings.paths.data_dir, "nightly"), collections_skip_what_exists():
         return _nightly(settings, run_date, asof, ingest, with_plots)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -29,13 +30,26 @@ def _malloc_trim():
         return None
 
 
+@contextlib.contextmanager
+def collections_skip_what_exists():
+    """Inside the block, a full collection (`release`) examines only objects made since it began: everything
+    alive at its start (the modules of torch, polars and Prefect: ~0.5M objects, 0.36 s per collection at 500
+    tickers x 25 years) is set aside until it ends (`gc.freeze`, undone on the way out)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def release() -> None:
     """Free now what unreachable reference cycles hold, and return the C heap's free pages to the system.
 
     Prefect's futures and task machinery leave reference cycles (frames, tracebacks) that hold a stage's
     results (the feature chunks, ~0.5 GB at 500 tickers x 25 years) until Python's next full collection,
     which a run of few, large objects may not reach for minutes; the next stage then allocates on top of them.
-    A collection costs ~0.1 s; `malloc_trim` a few ms. Nothing changes any value.
+    A collection costs ~0.36 s with the whole process's objects, far less inside
+    `collections_skip_what_exists`; `malloc_trim` a few ms. Nothing changes any value.
     """
     gc.collect()
     trim = _malloc_trim()

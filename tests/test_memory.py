@@ -38,3 +38,22 @@ def test_the_flows_set_polars_allocator_before_it_loads_unless_the_environment_d
     own = {"_RJEM_MALLOC_CONF": "narenas:1"}
     configure_allocator(own)
     assert own == {"_RJEM_MALLOC_CONF": "narenas:1"}
+
+
+def test_inside_the_block_a_collection_leaves_what_existed_before_it_to_the_end():
+    from nightcast.memory import collections_skip_what_exists
+
+    gc.collect()
+    gc.disable()
+    try:
+        old = _Holder()
+        before = weakref.ref(old)
+        with collections_skip_what_exists():
+            del old  # garbage now, but it was there when the block began: set aside
+            during = weakref.ref(_Holder())
+            release()
+            assert during() is None and before() is not None
+        release()
+        assert before() is None
+    finally:
+        gc.enable()
