@@ -34,6 +34,7 @@ from forecasting.together import fit_many, width
 from forecasting.train import FitJob, TrainedModel, predict, resolve_device
 from forecasting.volatility import panel_sigma
 from nightcast.errors import InsufficientDataError
+from nightcast.memory import release
 
 log = logging.getLogger("nightcast.forecasting.backtest")
 
@@ -377,6 +378,7 @@ def walk_forward(
             )
             bar.update(task, advance=1)
     predictions = pl.concat(frames, how="diagonal_relaxed")
+    del frames  # each model's frames: not held beside their concatenation to the end (~0.17 GB at 500 x 25)
     if intervals.kind == "conformal":
         predictions = conformal_intervals(
             predictions.drop("y_lower", "y_upper", strict=False),
@@ -388,6 +390,7 @@ def walk_forward(
         if intervals.scale == "ewma":
             predictions = conformal_quantiles(predictions, QUANTILE_LEVELS, intervals.window, intervals.min_count)
     predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
+    release()  # the conformal steps' and the sort's discarded copies go before the metrics build on top of them
     return BacktestResult(
         predictions,
         metrics_table(predictions),
