@@ -203,6 +203,14 @@ def _nightly(
     ff = _closes(ff)
     lap("features")
     data_asof = publish.current_rows(panel, report.stale)[0]
+    if asof is not None and data_asof != asof:  # a weekend or holiday, or a day with no bars yet: said, not silent
+        logger.warning(
+            "--asof %s: the latest data on or before it is of %s, so this run publishes as of %s (replacing that "
+            "night's files if it was run before)",
+            asof,
+            data_asof,
+            data_asof,
+        )
     run_summary.name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
     del prices  # no later stage reads them (~0.25 GB at 500 x 25 years; Prefect's task contexts may still hold them)
