@@ -171,6 +171,19 @@ def _closes(ff: FeatureFrame) -> FeatureFrame:
     return dataclasses.replace(ff, frame=ff.frame.select("ticker", "date", "close"))
 
 
+def _say_where_asof_landed(logger, asof: date | None, data_asof: date) -> None:
+    """A replayed night without data of its own (a weekend, a holiday, no bars yet) publishes as of the latest
+    date before it: said, not silent, since it replaces that night's files."""
+    if asof is not None and data_asof != asof:
+        logger.warning(
+            "--asof %s: the latest data on or before it is of %s, so this run publishes as of %s (replacing that "
+            "night's files if it was run before)",
+            asof,
+            data_asof,
+            data_asof,
+        )
+
+
 def _nightly(
     settings: Settings, run_date: date | None, asof: date | None, ingest: bool, with_plots: bool
 ) -> NightlyResult | MarketClosed:
@@ -188,9 +201,8 @@ def _nightly(
     prices, quarantined = _current_prices(report, settings)
     # the ingest hashed these very rows on its way (with the manifest) when no ticker has been left out since
     fingerprint = report.fingerprint if prices is report.prices and report.fingerprint else lake.fingerprint(prices)
-    # the report's rows are no longer read (its summary, stale tickers and reference are): cleared in place, as
-    # Prefect holds the ingest flow's result (this object) to the end of the run; beside `prices` they were a
-    # second copy of the universe's prices all night when a ticker was left out (~0.3 GB at 500 x 25 years)
+    # the report's rows are read no more: cleared in place, as Prefect holds the ingest flow's result to the end of
+    # the run, a second copy of the prices all night when a ticker was left out (~0.3 GB at 500 x 25 years)
     report.prices = report.prices.clear()
     lap("ingest")
     # a replayed night's data is never seen again: caching its features would only fill the disk
@@ -203,14 +215,7 @@ def _nightly(
     ff = _closes(ff)
     lap("features")
     data_asof = publish.current_rows(panel, report.stale)[0]
-    if asof is not None and data_asof != asof:  # a weekend or holiday, or a day with no bars yet: said, not silent
-        logger.warning(
-            "--asof %s: the latest data on or before it is of %s, so this run publishes as of %s (replacing that "
-            "night's files if it was run before)",
-            asof,
-            data_asof,
-            data_asof,
-        )
+    _say_where_asof_landed(logger, asof, data_asof)
     run_summary.name_run_after(data_asof)
     choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
     del prices  # no later stage reads them (~0.25 GB at 500 x 25 years; Prefect's task contexts may still hold them)
