@@ -60,13 +60,9 @@ def serve(settings: Settings) -> None:
     """Register both deployments and run their scheduled runs until interrupted (Ctrl-C)."""
     from prefect import serve as prefect_serve
 
-    from flows.preflight import configured_api_url
+    from flows.preflight import prefect_api
 
-    if configured_api_url() is None:  # as Prefect resolves it: the environment, or a profile
-        raise NightcastError(
-            "nightcast serve needs a running Prefect server: start `nightcast ui` (or `make ui`) in another "
-            f"terminal, then export PREFECT_API_URL=http://{settings.schedule.ui_host}:{settings.schedule.ui_port}/api"
-        )
+    prefect_api(settings, "serve")  # a server, as Prefect resolves its URL, that answers: else one line
     prefect_serve(*deployments(settings))
 
 

@@ -234,33 +234,22 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
     in a column the source does carry, on a day the lake does not hold, stays missing, for validation to
     repair or reject and report.
     """
-    kept = lake.unusable_over_stored(conform(new), stored)
-    findings = [
-        Finding(
-            t,
-            first,
-            "bad_price",
-            "kept stored",
-            f"{n} rows with a price or volume that is NaN, infinite or "
-            "<= 0 in the source: the lake's stored values kept",
-            n,
-        )
-        for t, first, n in kept.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
-    ]
-    for finding in findings:
-        log.warning("%s", finding)
     lacks = conform(new).with_columns(
         pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),
     )
-    incoming = (
-        lake.fill_from_stored(lacks, stored)
-        .with_columns(
-            adj_close=pl.when(pl.col("_no_adj")).then(pl.coalesce("adj_close", "close")).otherwise("adj_close"),
-            close=pl.when(pl.col("_no_close")).then(pl.coalesce("close", "adj_close")).otherwise("close"),
-        )
-        .drop("_no_adj", "_no_close")
-    )
+    filled, kept = lake.fill_and_keep(lacks, stored)
+    incoming = filled.with_columns(
+        adj_close=pl.when(pl.col("_no_adj")).then(pl.coalesce("adj_close", "close")).otherwise("adj_close"),
+        close=pl.when(pl.col("_no_close")).then(pl.coalesce("close", "adj_close")).otherwise("close"),
+    ).drop("_no_adj", "_no_close")
+    detail = "rows with a price or volume that is NaN, infinite or <= 0 in the source: the lake's stored values kept"
+    findings = [
+        Finding(t, first, "bad_price", "kept stored", f"{n} {detail}", n)
+        for t, first, n in kept.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
+    ]
+    for finding in findings:
+        log.warning("%s", finding)
     return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming]), findings
 
 

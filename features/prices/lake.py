@@ -71,11 +71,6 @@ def _unusable(column: str) -> pl.Expr:
     return c.is_nan() | c.is_infinite() | ((c < 0) if column == "volume" else (c <= 0))
 
 
-def _against_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    keys = ["ticker", "date"]
-    return new.join(stored.select(*keys, *VALUE_COLUMNS), on=keys, how="left", suffix="_stored")
-
-
 def fill_from_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
     """`new` with every value it lacks (null) or holds unusable (NaN, infinite, <= 0) taken from the stored row
     of the same ticker and date.
@@ -85,24 +80,22 @@ def fill_from_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
     replaces it. (A bad cell for a stored day used to be carried forward from the day before by validation and
     stored as a "revision" of the good price.)
     """
+    return fill_and_keep(new, stored)[0]
+
+
+def fill_and_keep(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`fill_from_stored`, and the `ticker, date` of the rows where it kept a stored value over an unusable one
+    (for the findings), from one join."""
+    keys = ["ticker", "date"]
     if stored.is_empty() or new.is_empty():
-        return new
-    joined = _against_stored(new, stored)
+        return new, new.select(keys).clear()
+    joined = new.join(stored.select(*keys, *VALUE_COLUMNS), on=keys, how="left", suffix="_stored")
+    kept = pl.any_horizontal(_unusable(c).fill_null(False) & pl.col(f"{c}_stored").is_not_null() for c in VALUE_COLUMNS)
     filled = joined.with_columns(
         pl.when(pl.col(c).is_null() | _unusable(c)).then(pl.coalesce(f"{c}_stored", c)).otherwise(c).alias(c)
         for c in VALUE_COLUMNS
     )
-    return filled.select(new.columns).sort(["ticker", "date"])
-
-
-def unusable_over_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """`ticker, date` of the rows of `new` where a value is unusable (`_unusable`) and the lake holds one for it:
-    what `fill_from_stored` keeps from the lake, for the findings."""
-    if stored.is_empty() or new.is_empty():
-        return new.select("ticker", "date").clear()
-    joined = _against_stored(new, stored)
-    kept = pl.any_horizontal(_unusable(c).fill_null(False) & pl.col(f"{c}_stored").is_not_null() for c in VALUE_COLUMNS)
-    return joined.filter(kept).select("ticker", "date")
+    return filled.select(new.columns).sort(keys), joined.filter(kept).select(keys)
 
 
 def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
