@@ -7,7 +7,9 @@ Files come in two layouts:
 
 - long: `date,ticker,close[,open,high,low,adj_close,volume]`, names case-insensitive;
 - wide: a `date` column plus one column of adjusted closes per ticker, empty (or
-  NaN) before a ticker's listing and after its delisting.
+  NaN) before a ticker's listing and after its delisting;
+- a `yf.download(...)` frame saved with pandas' `to_csv` or `to_parquet` (its `Price` and `Ticker` column
+  levels, either way round).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from features.prices import yahoo
 from features.prices.schema import conform
 from features.prices.validate import Finding
 from features.settings import SourceSettings
@@ -102,7 +105,9 @@ def read_file(path: Path) -> tuple[pl.DataFrame, list[Finding]]:
     except pl.exceptions.PolarsError as exc:
         raise SourceError(f"{path}: cannot read: {exc}") from exc
     findings: list[Finding] = []
-    if _is_wide(raw):
+    if yahoo.is_export(path, raw.columns):  # a saved yf.download frame: its own two-level header
+        raw = yahoo.read_export(path)
+    elif _is_wide(raw):
         raw, findings = wide_to_long(raw, where=str(path))
     frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path))
     return frame, findings + cells
@@ -203,6 +208,11 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     if "close" not in frame.columns and "adj_close" in frame.columns:  # a wide file: adjusted closes only
         frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("close"))
     missing = [c for c in ("date", "ticker", "close") if c not in frame.columns]
+    if missing == ["ticker"]:  # e.g. one symbol's yf.download frame saved without its Ticker level
+        raise SourceError(
+            f"{where}: missing required column 'ticker' (which symbol are these prices?); found {raw.columns}: "
+            "add a ticker column, or save yf.download's frame with both its Price and Ticker header rows"
+        )
     if missing:
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")
     if frame.schema["date"] == pl.String:

@@ -243,9 +243,16 @@ def from_yfinance(raw) -> pl.DataFrame:
 
     if raw is None or len(raw) == 0:
         return conform(pl.DataFrame(schema={"ticker": pl.String}))
+    frame = yfinance_rows(raw, where="yfinance")
+    return normalise_long(frame.with_columns(pl.col("date").cast(pl.Date)), source="yfinance", where="yfinance")
+
+
+def yfinance_rows(raw, *, where: str) -> pl.DataFrame:
+    """A `yf.download` frame's (Price, Ticker) columns as long rows `date, ticker, Close, ...` (yfinance's
+    names), only the rows with a close: a symbol's empty cells before its listing are not days it traded."""
     columns = raw.columns
     if getattr(columns, "nlevels", 1) != 2:
-        raise SourceError(f"unexpected yfinance frame: columns {list(columns)[:8]} are not (Price, Ticker)")
+        raise SourceError(f"{where}: unexpected yfinance frame: columns {list(columns)[:8]} are not (Price, Ticker)")
     price_level = 0 if "Close" in columns.get_level_values(0) else 1
     long = raw.stack(level=1 - price_level, future_stack=True)  # rows (Date, Ticker), columns Price
     long.index = long.index.set_names(["date", "ticker"])
@@ -253,6 +260,42 @@ def from_yfinance(raw) -> pl.DataFrame:
     long.columns = [str(c) for c in long.columns]
     frame = pl.from_pandas(long)  # NaN becomes null here
     if "Close" not in frame.columns:
-        raise SourceError(f"unexpected yfinance frame: no 'Close' column in {frame.columns}")
-    frame = frame.filter(pl.col("Close").is_not_null())
-    return normalise_long(frame.with_columns(pl.col("date").cast(pl.Date)), source="yfinance", where="yfinance")
+        raise SourceError(f"{where}: unexpected yfinance frame: no 'Close' column in {frame.columns}")
+    return frame.filter(pl.col("Close").is_not_null())
+
+
+# What `yf.download(...).to_csv()` writes above its rows: the two column levels, then the index's name.
+_EXPORT_HEADER = ({"price", "ticker"}, {"price", "ticker"})
+_TUPLE_NAME = re.compile(r"^\('[^']*', '[^']*'\)$")  # how a pandas MultiIndex column is named in Parquet
+
+
+def is_export(path: Path, columns: Sequence[str] = ()) -> bool:
+    """Whether `path` is a `yf.download` frame saved by pandas: a CSV with its `Price` and `Ticker` header rows,
+    or a Parquet file whose columns (`columns`, as polars read them) are pandas' `('Close', 'AAPL')` tuples."""
+    if path.suffix.lower() == ".parquet":
+        return any(_TUPLE_NAME.match(c) for c in columns)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = [f.readline().split(",", 1)[0].strip().lower() for _ in range(2)]
+    return first[0] in _EXPORT_HEADER[0] and first[1] in _EXPORT_HEADER[1] and first[0] != first[1]
+
+
+def read_export(path: Path) -> pl.DataFrame:
+    """A saved `yf.download` frame as long rows with yfinance's column names (`yfinance_rows`).
+
+    Read back the way pandas wrote it (two header levels, the date index); dates stay text here so that the
+    file's own reader parses and judges them, and only an empty cell is missing: text such as "n/a" is reported
+    where it stands, as in any other file. Without an `Adj Close` column (yfinance's default
+    auto_adjust=True) `Close` is already adjusted, and ingest takes it for the adjusted close too."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            raw = pd.read_parquet(path)
+        else:
+            raw = pd.read_csv(path, header=[0, 1], index_col=0, dtype=str, keep_default_na=False, na_values=[""])
+    except (ValueError, OSError) as exc:
+        raise SourceError(f"{path}: cannot read as a saved yf.download frame: {exc}") from exc
+    frame = yfinance_rows(raw, where=str(path))
+    if "Adj Close" not in frame.columns:
+        log.info("%s: no 'Adj Close' column (yfinance's auto_adjust=True): its Close is read as adjusted", path)
+    return frame

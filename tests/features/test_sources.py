@@ -72,3 +72,11 @@ def test_a_ticker_named_by_two_wide_columns_is_quarantined_by_name(tmp_path):
             "2 columns name it ('ccc', 'CCC'): which holds its prices is unknown",
         ),
     }
+
+
+def test_prices_without_a_ticker_column_say_which_column_and_how(tmp_path):
+    """One symbol's yf.download frame saved with multi_level_index=False has no ticker anywhere."""
+    path = tmp_path / "aapl.csv"
+    path.write_text("Date,Close,High,Low,Open,Volume\n2024-01-02,185.6,188.4,183.9,187.1,82488700\n")
+    with pytest.raises(SourceError, match=r"aapl.csv: missing required column 'ticker' \(which symbol"):
+        read_file(path)

@@ -167,3 +167,52 @@ def test_configuring_the_same_cache_again_leaves_it_alone(fake, tmp_path):
     assert cache.get_tz_cache() is before
     yahoo.configure_cache(tmp_path / "elsewhere")
     assert cache.get_tz_cache() is not before
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["by_column", "by_ticker"])
+def test_a_saved_yf_download_frame_reads_as_yfinance_does(tmp_path, suffix, grouped):
+    """A new-user review: `yf.download(...).to_csv()` (two header rows, then the index's name) was refused with
+    "missing required columns". It reads like the frame itself, as a file source."""
+    from features.prices.sources import read_file
+
+    raw = yfinance_frame({"AAPL": 5, "MSFT": 3, "DELISTED": None})
+    if grouped:
+        raw.columns = raw.columns.swaplevel(0, 1)
+    path = tmp_path / f"yf.{suffix}"
+    raw.to_csv(path) if suffix == "csv" else raw.to_parquet(path)
+    frame, findings = read_file(path)
+    assert findings == []
+    want = from_yfinance(yfinance_frame({"AAPL": 5, "MSFT": 3, "DELISTED": None}))
+    cols = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    assert frame.select(cols).sort("ticker", "date").equals(want.select(cols).sort("ticker", "date"))
+    assert frame["source"].unique().to_list() == [f"file:yf.{suffix}"]
+
+
+def test_a_saved_export_with_a_bad_cell_keeps_the_ticker_and_says_where(tmp_path):
+    from features.prices.sources import read_file
+
+    path = tmp_path / "yf.csv"
+    yfinance_frame({"AAPL": 5, "MSFT": 5}).to_csv(path)
+    lines = path.read_text().splitlines()
+    cells = lines[4].split(",")  # the second day; column 3 is ("Adj Close", "MSFT")
+    lines[4] = ",".join([*cells[:2], "n/a", *cells[3:]])
+    path.write_text("\n".join(lines) + "\n")
+    frame, findings = read_file(path)
+    assert frame.height == 10 and frame.filter(pl.col("adj_close").is_null())["ticker"].to_list() == ["MSFT"]
+    assert [(f.ticker, str(f.date), f.rule, f.action) for f in findings] == [
+        ("MSFT", "2024-01-03", "non_numeric", "read as missing")
+    ]
+
+
+def test_an_auto_adjusted_export_ingests_its_close_as_the_adjusted_close(tmp_path):
+    """yfinance's default auto_adjust=True writes no `Adj Close`: its `Close` is already adjusted."""
+    from features.prices.ingest import ingest
+    from features.settings import SourceSettings, ValidationSettings
+
+    raw = yfinance_frame({"AAPL": 5}).drop(columns="Adj Close", level=0)
+    path = tmp_path / "yf.csv"
+    raw.to_csv(path)
+    report = ingest(SourceSettings(kind="file", path=path), FAST, ValidationSettings(), tmp_path / "lake")
+    aapl = report.prices.sort("date")
+    assert aapl["adj_close"].to_list() == aapl["close"].to_list() == [100.0, 101.0, 102.0, 103.0, 104.0]
