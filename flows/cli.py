@@ -24,6 +24,7 @@ from rich.text import Text
 from flows import prefect_env
 from flows.settings import load_settings, to_toml
 from nightcast.errors import ConfigError, NightcastError
+from nightcast.words import count
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -368,7 +369,7 @@ def _print_result(result, elapsed: float) -> None:
     if result.stale:
         console.print(
             "[yellow]stale, not forecast:[/] "
-            + ", ".join(f"{t} ({n} sessions behind)" for t, n in result.stale.items())
+            + ", ".join(f"{t} ({count(n, 'session')} behind)" for t, n in result.stale.items())
         )
     console.print(f"model: {result.decision}", markup=False)
     for problem in result.health:

@@ -39,6 +39,7 @@ from forecasting.names import BASELINES
 from forecasting.volatility import volatility_qlike
 from nightcast.errors import ConfigError, InsufficientDataError
 from nightcast.memory import collections_skip_what_exists, release
+from nightcast.words import count
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -159,7 +160,7 @@ def _current_prices(report: IngestReport, settings: Settings) -> tuple[pl.DataFr
     if set(prices["ticker"].unique().to_list()) <= set(report.stale):
         raise InsufficientDataError(
             "nothing current to forecast: every ticker is stale ("
-            + ", ".join(f"{t} {n} sessions behind {report.reference}" for t, n in sorted(report.stale.items()))
+            + ", ".join(f"{t} {count(n, 'session')} behind {report.reference}" for t, n in sorted(report.stale.items()))
             + "); nothing published"
         )
     return prices, {**report.quarantined, **short}

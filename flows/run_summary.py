@@ -16,6 +16,7 @@ from flows import artifacts
 from flows.model_choice import ModelChoice
 from flows.settings import Settings
 from forecasting import metrics, policy
+from nightcast.words import count
 
 log = logging.getLogger("nightcast.flows.nightly")
 
@@ -92,7 +93,7 @@ def publishing_markdown(choice: ModelChoice, sources: dict[int, policy.Source]) 
 def not_forecast(report: IngestReport, forecasts: pl.DataFrame, quarantined: dict[str, str]) -> dict[str, str]:
     """Every ticker of the run's universe without a forecast, and why (stale, quarantined, lagging)."""
     done = set(forecasts["ticker"].unique().to_list())
-    why = {t: f"stale: {n} sessions behind {report.reference}" for t, n in report.stale.items()} | quarantined
+    why = {t: f"stale: {count(n, 'session')} behind {report.reference}" for t, n in report.stale.items()} | quarantined
     return {t: why.get(t, "no bar on the as-of date") for t in report.summary["ticker"].to_list() if t not in done}
 
 

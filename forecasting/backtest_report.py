@@ -18,6 +18,7 @@ from forecasting.results import (
     markdown_table,
 )
 from nightcast.io import atomic_write
+from nightcast.words import count
 
 
 def backtest_summary(
@@ -37,7 +38,7 @@ def backtest_summary(
     lines = [
         f"# {title}",
         "",
-        f"{folds.height} folds, {folds['origins'].sum()} forecast origins, {seconds:.0f} s.",
+        f"{count(folds.height, 'fold')}, {count(int(folds['origins'].sum()), 'forecast origin')}, {seconds:.0f} s.",
         "",
         markdown_table(table, EVALUATION_COLUMNS),
     ]

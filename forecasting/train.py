@@ -34,6 +34,7 @@ from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
 from forecasting.threads import set_threads, thread_scope
 from nightcast.errors import ConfigError, NightcastError
 from nightcast.io import atomic_write
+from nightcast.words import count
 
 log = logging.getLogger("nightcast.forecasting.train")
 
@@ -428,15 +429,16 @@ class _Loop:
     def _log(self, stop_after: int | None, epochs: int) -> None:
         trained = self.trained
         if stop_after is not None:
-            log.info("refit %d epochs on every realised label (trained through %s)", epochs, trained.trained_through)
+            log.info(
+                "refit %s on every realised label (trained through %s)", count(epochs, "epoch"), trained.trained_through
+            )
             return
-        log.info(
-            "trained %d epochs; best validation loss %.4f (%s on scaled targets) at epoch %d",
-            len(trained.history),
-            trained.best_val_loss,
-            "pinball" if self.levels is not None else "MSE",
-            trained.best_epoch,
-        )
+        loss = f"{trained.best_val_loss:.4f} ({'pinball' if self.levels is not None else 'MSE'} on scaled targets)"
+        done = f"trained {count(len(trained.history), 'epoch')}"
+        if trained.best_epoch == 0:  # only a warm start has an epoch 0: the weights it started from
+            log.info("%s; none beat the warm-started weights (validation loss %s), which are kept", done, loss)
+        else:
+            log.info("%s; best validation loss %s after epoch %d", done, loss, trained.best_epoch)
 
 
 def describe(config: ModelConfig) -> str:

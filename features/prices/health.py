@@ -9,6 +9,7 @@ import polars as pl
 
 from features.prices.calendar import sessions_between
 from features.settings import HealthSettings
+from nightcast.words import count
 
 
 @dataclass
@@ -56,7 +57,7 @@ def check_health(
             )
     if settings.block_on_stale:
         report.problems += [
-            f"{t}: stale, {n} sessions behind, within health.window_days = {settings.window_days} "
+            f"{t}: stale, {count(n, 'session')} behind, within health.window_days = {settings.window_days} "
             "(health.block_on_stale = false trains anyway)"
             for t, n in sorted(stale.items())
             if n <= settings.window_days

@@ -25,6 +25,7 @@ from features.prices.schema import conform, is_valid_ticker
 from features.prices.validate import Finding, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from nightcast.errors import SourceError, ValidationError
+from nightcast.words import count
 
 log = logging.getLogger("nightcast.features.prices.ingest")
 
@@ -137,7 +138,7 @@ def _freshness(has_rows: bool, behind: int | None, stale_after: int, missing: st
     if not has_rows:
         return "failed", missing
     if behind is not None and behind > stale_after:
-        return "stale", f"no new bar for {behind} sessions (delisted or halted?)"
+        return "stale", f"no new bar for {count(behind, 'session')} (delisted or halted?)"
     return "ok", ""
 
 
@@ -273,6 +274,8 @@ def ticker_status(
     status, reason = _freshness(has_rows, behind, stale_after, "no rows" if failed is None else failed)
     if status == "ok" and failed is not None:
         reason = f"fetch failed, using stored rows: {failed[:120]}"
+    elif status == "stale" and failed is not None:  # not "delisted?": nothing came to say so (offline, say)
+        reason = f"no new bar for {count(behind, 'session')}: its fetch failed ({failed[:120]})"
     return status, reason
 
 
@@ -317,10 +320,9 @@ def _warn_behind(summary: pl.DataFrame, failed: dict[str, str], reference: date 
             ", ".join(f"{t} ({b})" for t, b in lagging.select("ticker", "behind").iter_rows()),
         )
     for t in summary.filter(pl.col("status") == "stale")["ticker"]:
+        why = "its fetch failed" if t in failed else "delisted or halted?"
         log.warning(
-            "stale ticker %s: no new bar for more than %d sessions (delisted or halted?); not forecast",
-            t,
-            stale_after,
+            "stale ticker %s: no new bar for more than %s (%s); not forecast", t, count(stale_after, "session"), why
         )
 
 

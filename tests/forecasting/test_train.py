@@ -140,12 +140,17 @@ def test_quantiles_embedding_and_input_attention_train_and_round_trip(panel, tmp
         np.testing.assert_array_equal(getattr(windowed, name), value, err_msg=name)
 
 
-def test_warm_start_never_ends_worse_on_validation_than_it_started(panel):
+def test_warm_start_never_ends_worse_on_validation_than_it_started(panel, caplog):
     splits = date_splits(panel, WINDOWS)
     first = fit(panel, splits, MODEL, TRAIN.model_copy(update={"epochs": 1}), WINDOWS.lookback)
     # a learning rate that wrecks every step: no epoch beats the warm weights, which are kept as they were
-    wrecked = fit(panel, splits, MODEL, TRAIN.model_copy(update={"learning_rate": 5.0}), WINDOWS.lookback, init=first)
+    with caplog.at_level("INFO", logger="nightcast.forecasting.train"):
+        wrecked = fit(
+            panel, splits, MODEL, TRAIN.model_copy(update={"learning_rate": 5.0}), WINDOWS.lookback, init=first
+        )
     assert wrecked.best_epoch == 0 and wrecked.best_val_loss == first.best_val_loss
+    # said so, not "best ... at epoch 0" (a new user's review)
+    assert "trained 2 epochs; none beat the warm-started weights (validation loss" in caplog.text
     assert all(h["val_loss"] > first.best_val_loss for h in wrecked.history)
     for a, b in zip(first.model.state_dict().values(), wrecked.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
