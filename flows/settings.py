@@ -216,9 +216,38 @@ def _explain(exc: pydantic.ValidationError, config: Path | None) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         got = f", got {err['input']!r}" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-        msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"setting {loc or '<root>'}: {msg}{got}")
+        unknown = err["type"] == "extra_forbidden"
+        hint = _did_you_mean(err["loc"]) if unknown else ""
+        lines.append(f"setting {loc or '<root>'}: {'unknown setting' if unknown else err['msg']}{got}{hint}")
     return "invalid settings" + where + ":\n  " + "\n  ".join(lines)
+
+
+# Settings renamed since a release, with what they are now: an old config file then says where its key went.
+_RENAMED = {
+    "train.retrain_on_new_data": "renamed train.retrain_on_revision in 0.2 (it retrains only when prices it "
+    "trained on were revised; train.max_age_days sets the age)",
+}
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """A hint for an unknown key at `loc`: its new name, a close spelling in its section, or the section that
+    holds it (``"; did you mean train.epochs?"``); empty when nothing is close."""
+    import difflib
+
+    dotted = ".".join(str(p) for p in loc)
+    if dotted in _RENAMED:
+        return f"; {_RENAMED[dotted]}"
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            return ""
+        model = field.annotation
+    key, fields = str(loc[-1]), list(getattr(model, "model_fields", {}))
+    if close := difflib.get_close_matches(key, fields, n=1, cutoff=0.75):
+        return f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?"
+    elsewhere = [name for name, f in Settings.model_fields.items() if key in getattr(f.annotation, "model_fields", {})]
+    return f"; it is {elsewhere[0]}.{key}" if len(loc) == 2 and elsewhere else ""
 
 
 def to_toml(settings: Settings) -> str:

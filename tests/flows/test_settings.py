@@ -86,8 +86,28 @@ def test_unknown_keys_are_rejected(tmp_path):
         load_settings(None, environ={"NIGHTCAST_TRIAN__EPOCHS": "3"})
     with pytest.raises(ConfigError, match="environment variable NIGHTCAST_TRAIN: expected"):
         load_settings(None, environ={"NIGHTCAST_TRAIN": "3"})
-    with pytest.raises(ConfigError, match=r"setting train\.epoch: unknown setting, got 3$"):
+    with pytest.raises(
+        ConfigError, match=r"setting train\.epoch: unknown setting, got 3; did you mean train\.epochs\?$"
+    ):
         load_settings(None, environ={"NIGHTCAST_TRAIN__EPOCH": "3"})
+
+
+@pytest.mark.parametrize(
+    "toml, hint",
+    [
+        ("[train]\nretrain_on_new_data = true", "; renamed train.retrain_on_revision in 0.2"),  # an old config
+        ("[model]\nbidirectionl = true", "; did you mean model.bidirectional?"),
+        ("[train]\nhorizons = [1]", "; it is features.horizons"),  # the right key in the wrong section
+        ("[trian]\nepochs = 1", "; did you mean train?"),
+        ("[train]\nzzz = 1", ", got 1\n"),  # nothing close: no guess
+    ],
+)
+def test_an_unknown_key_says_what_it_may_be(tmp_path, toml, hint):
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, environ={})
+    assert hint in str(err.value) + "\n"
 
 
 def test_bad_values_name_setting_value_and_where_from(tmp_path):
