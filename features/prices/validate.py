@@ -237,7 +237,9 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
     for finding in out:
         (log.warning if finding.action == "quarantined" else log.info)("%s", finding)
     if f.is_empty():
-        reasons = "; ".join(str(x) for x in out if x.action == "quarantined") or "the source had no rows"
+        # what emptied it: the quarantines, else the rows dropped (every price invalid), else there were none
+        gone = [x for x in out if x.action == "quarantined"] or [x for x in out if x.action == "dropped"]
+        reasons = "; ".join(map(str, gone)) or "the source had no rows"
         raise ValidationError(f"no valid ticker left after validation: {reasons}")
     return ValidationReport(f, out)
 

@@ -115,6 +115,10 @@ def test_junk_ticker_is_quarantined(ticker):
 def test_nothing_valid_left_fails_with_reasons():
     with pytest.raises(ValidationError, match="too_short"):
         validate_prices(synthetic_prices(["AAA"], 20), SETTINGS, today=TODAY)
+    # every price invalid: the rows were dropped, which is the reason (it said "the source had no rows")
+    bad = synthetic_prices(["AAA"], 3).with_columns(close=pl.lit(-1.0), adj_close=pl.lit(-1.0))
+    with pytest.raises(ValidationError, match=r"left after validation: AAA \S+ \[bad_price\] dropped: 3 leading rows"):
+        validate_prices(bad, SETTINGS.model_copy(update={"min_rows": 1}), today=TODAY)
 
 
 def test_check_prices_drops_leading_carries_short_runs_quarantines_long_ones():
