@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flows import prefect_env
+from flows import console_log, prefect_env
 from flows.settings import load_settings, to_toml
 from nightcast.errors import ConfigError, NightcastError
 from nightcast.words import count
@@ -418,15 +418,6 @@ def _record(settings, asof, by_ticker: bool, replay: bool) -> int:
     return 0
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Prefect logs a failed task or flow with its traceback; for errors a user can fix the message is enough."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], NightcastError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
 def _replay(settings, start, end) -> int:
     from flows.replay import replay_flow
     from flows.tasks import task_runner
@@ -620,8 +611,7 @@ HANDLERS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
-    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
-        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
+    console_log.install()  # a user error is the one `error:` line below, not six Prefect copies before it
     try:
         settings = load_settings(args.config, overrides=_overrides(args))
         prefect_env.configure(settings.paths.data_dir)  # before any command imports Prefect
