@@ -219,7 +219,12 @@ def test_one_missing_adjusted_close_is_not_taken_from_the_close(tmp_path):
         pytest.param(None, True, 6, None, ("stale", "no new bar for 6 sessions (delisted or halted?)"), id="stale"),
         pytest.param(None, True, 2, "timeout", ("ok", "fetch failed, using stored rows: timeout"), id="stored-rows"),
         pytest.param(  # offline for a week: nothing says delisted (a new user's review)
-            None, True, 6, "offline", ("stale", "no new bar for 6 sessions: its fetch failed (offline)"), id="stale-failed"
+            None,
+            True,
+            6,
+            "offline",
+            ("stale", "no new bar for 6 sessions: its fetch failed (offline)"),
+            id="stale-failed",
         ),
         pytest.param(None, False, None, "HTTP 404", ("failed", "HTTP 404"), id="failed-and-nothing-stored"),
         pytest.param(None, False, None, None, ("failed", "no rows"), id="source-had-no-rows"),
