@@ -320,6 +320,26 @@ def _cold_fits(joint: list[Joint], panel: Panel, schedule: Schedule) -> dict[int
     return out
 
 
+def _with_bands(frames: list[pl.DataFrame], intervals: Intervals) -> pl.DataFrame:
+    """Every fold's predictions in one frame, sorted, with the conformal bands when `intervals` asks for them.
+    `frames` is emptied: each model's frames are not held beside their concatenation (~0.17 GB at 500 x 25)."""
+    predictions = pl.concat(frames, how="diagonal_relaxed")
+    frames.clear()
+    if intervals.kind == "conformal":
+        predictions = predictions.drop("y_lower", "y_upper", strict=False)
+    # sorted before the bands are added (they keep the rows' order): the sort copies the narrower frame
+    predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
+    release()  # the unsorted copy goes before the bands are built beside the sorted one
+    if intervals.kind != "conformal":
+        return predictions
+    scaled = intervals.scale == "ewma"
+    predictions = conformal_intervals(predictions, intervals.coverage, intervals.window, intervals.min_count, scaled)
+    if scaled:
+        predictions = conformal_quantiles(predictions, QUANTILE_LEVELS, intervals.window, intervals.min_count)
+    release()  # the bands' per-group temporaries go before the metrics build on top of them
+    return predictions
+
+
 def walk_forward(
     panel: Panel,
     forecasters: list[Forecaster],
@@ -377,20 +397,7 @@ def walk_forward(
                 row["origins"],
             )
             bar.update(task, advance=1)
-    predictions = pl.concat(frames, how="diagonal_relaxed")
-    del frames  # each model's frames: not held beside their concatenation to the end (~0.17 GB at 500 x 25)
-    if intervals.kind == "conformal":
-        predictions = conformal_intervals(
-            predictions.drop("y_lower", "y_upper", strict=False),
-            intervals.coverage,
-            intervals.window,
-            intervals.min_count,
-            scaled=intervals.scale == "ewma",
-        )
-        if intervals.scale == "ewma":
-            predictions = conformal_quantiles(predictions, QUANTILE_LEVELS, intervals.window, intervals.min_count)
-    predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
-    release()  # the conformal steps' and the sort's discarded copies go before the metrics build on top of them
+    predictions = _with_bands(frames, intervals)
     return BacktestResult(
         predictions,
         metrics_table(predictions),
