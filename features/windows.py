@@ -198,6 +198,19 @@ def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
     return Splits(fit.train, fit.val, test, fit.val_start, test_start, grid[-1])
 
 
+_BLOCK_ROWS = 1 << 16  # rows scaled at a time (`Scaler.transform`): ~6 MB of temporaries at 23 features
+_BLOCK_COLUMNS = 4  # columns a scaler is fit on at a time (`Scaler.fit`)
+
+
+def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-ignoring mean and std of each column (NaN mean -> 0, NaN std -> 1)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is allowed
+        mean = np.nan_to_num(np.nanmean(values, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0)
+    return mean, std
+
+
 @dataclass(frozen=True)
 class Scaler:
     """Per-column standardisation fit on the training span only."""
@@ -206,19 +219,41 @@ class Scaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> Scaler:
-        """Mean and std per column, ignoring NaN (close-only tickers' bar features)."""
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is allowed
-            mean = np.nan_to_num(np.nanmean(values, axis=0), nan=0.0)
-            std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0)
+    def fit(cls, values: np.ndarray, rows: np.ndarray | None = None) -> Scaler:
+        """Mean and std per column of `values` (of its `rows` only, when given), ignoring NaN (close-only
+        tickers' bar features).
+
+        A few columns at a time: a copy of the training rows and numpy's NaN-free copy and mask of it held
+        ~0.64 GiB at 500 tickers x 25 years, a block of columns ~0.1. The figures are the same: numpy reduces
+        the first axis of a 2-D array row after row into each column's sum, whatever the number of columns
+        (blocks of at least two, so that no block is reduced as a 1-D array, which sums pairwise)."""
+        columns = values.shape[1]
+        edges = list(range(0, columns, _BLOCK_COLUMNS))[1:]
+        if edges and columns - edges[-1] < 2:
+            edges.pop()  # the last block keeps two columns at least
+        stats = [
+            _column_stats(values[:, a:b] if rows is None else values[rows, a:b])
+            for a, b in zip([0, *edges], [*edges, columns], strict=True)
+        ]
+        mean = np.concatenate([m for m, _ in stats])
+        std = np.concatenate([s for _, s in stats])
         return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Standardise; missing values become 0, the training mean."""
-        out = values - self.mean  # one array the size of `values`, then worked on in place: the same values as
-        out /= self.std  # np.nan_to_num((values - mean) / std).astype(float32) without its two more copies
-        return np.nan_to_num(out, copy=False, nan=0.0).astype(np.float32, copy=False)
+    def transform(self, values: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """Standardise; missing values become 0, the training mean. `in_place`: `values` is a float32 copy of
+        the caller's own (rows gathered from the panel) and is overwritten and returned, with no second array
+        of its size (~0.25 GiB for a fold's training rows at 500 tickers x 25 years)."""
+        if in_place and values.dtype != np.float32:
+            raise TypeError(f"an in-place transform needs float32 values, got {values.dtype}")
+        out = values if in_place else np.empty(values.shape, dtype=np.float32)
+        # np.nan_to_num((values - mean) / std).astype(float32), a block of rows at a time: every step is
+        # elementwise, so the values are the same, and its temporaries (the difference, and nan_to_num's five
+        # boolean masks) are a block's, not the whole array's (they doubled the peak of scaling a 3.1M-row panel)
+        for start in range(0, len(values), _BLOCK_ROWS):
+            part = values[start : start + _BLOCK_ROWS] - self.mean
+            part /= self.std
+            out[start : start + _BLOCK_ROWS] = np.nan_to_num(part, copy=False, nan=0.0)
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -89,11 +89,11 @@ class RidgeBaseline(PointForecaster):
         self.chosen: np.ndarray | None = None  # (K,) the penalty of each horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        self.scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
+        self.scaler = Scaler.fit(panel.X, training_rows(panel, splits))
         seen = np.concatenate([splits.train, splits.val])
         K = len(panel.targets)
         self.chosen = np.full(K, self.alpha) if self.alpha is not None else self._choose(panel, splits)
-        self.model = Ridge(alpha=self.chosen).fit(self.scaler.transform(panel.X[seen]), panel.Y[seen])
+        self.model = Ridge(alpha=self.chosen).fit(self.scaler.transform(panel.X[seen], in_place=True), panel.Y[seen])
 
     def _choose(self, panel: Panel, splits: Splits) -> np.ndarray:
         fit_rows, holdout = splits.train, splits.val
@@ -102,7 +102,8 @@ class RidgeBaseline(PointForecaster):
             first = dates[int(len(dates) * (1 - self.HOLDOUT))]
             holdout = splits.train[panel.dates[splits.train] >= first]
             fit_rows = splits.train[panel.target_end[splits.train] < first]  # purged: no label ends inside
-        X_fit, X_hold = self.scaler.transform(panel.X[fit_rows]), self.scaler.transform(panel.X[holdout])
+        X_fit = self.scaler.transform(panel.X[fit_rows], in_place=True)  # the gathered rows are scaled where they are
+        X_hold = self.scaler.transform(panel.X[holdout], in_place=True)
         errors = [
             np.nanmean((_predict(Ridge(alpha=a).fit(X_fit, panel.Y[fit_rows]), X_hold) - panel.Y[holdout]) ** 2, axis=0)
             for a in self.alphas
@@ -110,7 +111,7 @@ class RidgeBaseline(PointForecaster):
         return np.asarray(self.alphas)[np.argmin(np.asarray(errors), axis=0)]
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
-        return _predict(self.model, self.scaler.transform(panel.X[ends])).astype(np.float32)
+        return _predict(self.model, self.scaler.transform(panel.X[ends], in_place=True)).astype(np.float32)
 
     def raw_coefficients(self) -> np.ndarray:
         """(K, F) coefficients in the features' own units."""

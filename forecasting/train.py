@@ -137,7 +137,7 @@ class _WindowRows(_Batches):
     def __init__(self, trained: TrainedModel, panel: Panel, ends: np.ndarray):
         L = trained.lookback
         rows = (np.asarray(ends)[:, None] - np.arange(L - 1, -1, -1)[None, :]).reshape(-1)
-        self.X = torch.from_numpy(trained.feature_scaler.transform(panel.X[rows]))
+        self.X = torch.from_numpy(trained.feature_scaler.transform(panel.X[rows], in_place=True))
         self.Y = None
         self.T = torch.from_numpy(trained.ticker_index(panel)[rows])
         self.lookback = L
@@ -270,7 +270,7 @@ def _untrained(
     device: torch.device,
 ) -> TrainedModel:
     """A freshly initialised model with the scalers of the training span and its bookkeeping."""
-    scaler = Scaler.fit(panel.X[training_rows(panel, splits)])
+    scaler = Scaler.fit(panel.X, training_rows(panel, splits))
     target_scale = np.nanstd(panel.Y[splits.train], axis=0).astype(np.float32)
     target_scale = np.where(target_scale > 0, target_scale, 1.0).astype(np.float32)
     shape = DataShape(len(panel.features), len(panel.targets), lookback=lookback, n_tickers=len(panel.tickers))
