@@ -67,7 +67,7 @@ def forecast(
         "eval_end": ev.test_end.astype(object),
     }
     bt = settings.backtest
-    sigma = panel_sigma(panel, bt.vol_fast_weight)[rows]  # each forecast's volatility: beside it, scales its band
+    sigma = panel_sigma(panel, bt.vol_fast_weight, rows=rows)  # each forecast's volatility: scales its band
     band = compose.bounds(ev.predictions, y, by_horizon, horizons, published.quantiles, asof, bt, sigma)
     quantiles = compose.quantiles(ev.predictions, y, by_horizon, horizons, asof, bt, sigma)
     return publish.forecast_frame(

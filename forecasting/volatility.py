@@ -303,20 +303,26 @@ def _panel_prices(panel) -> pl.DataFrame:
     )
 
 
-def panel_sigma(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> np.ndarray:
+def panel_sigma(
+    panel,
+    fast_weight: float,
+    fast: float = RISKMETRICS_LAMBDA,
+    slow: float = SLOW_LAMBDA,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """(R, K) the volatility forecast of each horizon's forward log return, made at each panel row from its
-    ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns)."""
-    variance = panel_variance(panel, fast_weight, fast, slow).to_frame("variance")
-    out = np.empty((len(panel.dates), len(panel.horizons)), dtype=np.float64)
+    ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns).
+    `rows`: only those rows' forecasts, (len(rows), K) (each still reads its ticker's whole history)."""
+    variance = panel_variance(panel, fast_weight, fast, slow)
+    variance = (variance if rows is None else variance.gather(rows)).to_frame("variance")
+    out = np.empty((variance.height, len(panel.horizons)), dtype=np.float64)
     for j, h in enumerate(panel.horizons):
         out[:, j] = variance.select(horizon_sigma(pl.col("variance"), h)).to_series().to_numpy()
     out[~np.isfinite(out)] = np.nan  # in place: an infinite sigma is no forecast either
     return out
 
 
-def panel_variance(
-    panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA
-) -> pl.Series:
+def panel_variance(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> pl.Series:
     """(R,) `blended_variance` at each panel row, computed on the panel's own order: its rows are grouped by
     ticker and sorted by date already, so the returns and both EWMAs run per ticker id with no sort, no join
     and no ticker strings. The same expressions on the same values in the same order: the same numbers as
