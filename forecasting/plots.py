@@ -27,6 +27,10 @@ def pyplot():
 
 
 PANELS_PER_ROW = 3  # horizons side by side; more wrap onto further rows (five in one row made a 3000 px strip)
+# the attention heatmap's height grows with its rows (tickers) up to this many; past it the rows share the height
+# and every k-th ticker is labelled: at 500 tickers a row each made a 1,210 x 25,000 px PNG that took 5 s and
+# ~1 GiB to draw, the nightly's peak memory at that size
+HEATMAP_ROWS = 80
 
 
 def horizon_panels(plt, n: int, width: float, height: float, per_row: int = PANELS_PER_ROW):
@@ -55,9 +59,8 @@ def plot_attention(report: AttentionReport, path: Path) -> Path:
     if report.per_feature is not None:
         panels.append((report.per_feature, "feature", "Mean input attention by variable"))
     panels = [p for p in panels if p[0] is not None]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(11, 2.2 + 0.45 * len(panels) * _rows(panels[0][0])), squeeze=False
-    )
+    rows = min(_rows(panels[0][0]), HEATMAP_ROWS)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.2 + 0.45 * len(panels) * rows), squeeze=False)
     for ax, (frame, key, title) in zip(axes[:, 0], panels, strict=True):
         labelled = frame.with_columns(row=pl.coalesce("ticker", pl.lit("all tickers"))).sort(
             pl.col("scope") == Scope.POOLED, "ticker"
@@ -68,7 +71,9 @@ def plot_attention(report: AttentionReport, path: Path) -> Path:
         if key == "lag":
             columns = sorted(columns, key=int)
         image = ax.imshow(wide.select(columns).to_numpy(), aspect="auto", cmap="viridis")
-        ax.set_yticks(range(len(tickers)), tickers)
+        every = -(-len(tickers) // HEATMAP_ROWS)  # 1 up to HEATMAP_ROWS rows: every ticker labelled
+        shown = sorted({*range(0, len(tickers), every), len(tickers) - 1})  # the pooled row (last) always
+        ax.set_yticks(shown, [tickers[i] for i in shown])
         step = max(1, len(columns) // 20)
         ax.set_xticks(
             range(0, len(columns), step),
