@@ -157,12 +157,22 @@ def partition_dir(out_dir: Path, kind: str, asof: date) -> Path:
     return Path(out_dir) / kind / f"asof={asof.isoformat()}"
 
 
+_WRITERS = {"parquet": lambda f, p: f.write_parquet(p), "csv": lambda f, p: f.write_csv(p)}
+
+
 def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterable[str]) -> list[Path]:
-    """Write `frame` as `<directory>/<stem>.<fmt>` for each format, each file atomically."""
-    writers = {"parquet": lambda f, p: f.write_parquet(p), "csv": lambda f, p: f.write_csv(p)}
-    paths = []
-    for fmt in formats:
-        paths.append(atomic_write(directory / f"{stem}.{fmt}", lambda tmp, w=writers[fmt]: w(frame, tmp)))
+    """Write `frame` as `<directory>/<stem>.<fmt>` for each format, each file atomically.
+
+    A `<stem>` file in a format no longer asked for (`publish.formats` changed since an earlier run wrote it)
+    is removed once the new files are in place: left there it would be another run's numbers under this
+    run's name (a new user's review read an older run's metrics.csv beside this run's metrics.parquet)."""
+    formats = list(formats)
+    paths = [atomic_write(directory / f"{stem}.{fmt}", lambda tmp, w=_WRITERS[fmt]: w(frame, tmp)) for fmt in formats]
+    for fmt in sorted(set(_WRITERS) - set(formats)):
+        stale = directory / f"{stem}.{fmt}"
+        if stale.exists():
+            stale.unlink()
+            log.info("removed %s: written by an earlier run, in a format publish.formats no longer asks for", stale)
     return paths
 
 
@@ -174,7 +184,10 @@ def merge_forecasts(
     A run on a subset of tickers (`--tickers NVDA ORCL`) never deletes the rest; a ticker of this run's
     universe that it did not forecast (stale, quarantined) loses its earlier row, as the run says it should.
     """
-    stored_path = next((folder / f"{stem}.{f}" for f in formats if (folder / f"{stem}.{f}").exists()), None)
+    # any format an earlier run wrote (publish.formats may have changed since), the asked-for first
+    asked = list(formats)
+    ordered = [*asked, *(f for f in _WRITERS if f not in asked)]
+    stored_path = next((folder / f"{stem}.{f}" for f in ordered if (folder / f"{stem}.{f}").exists()), None)
     if stored_path is None:
         return forecasts
     try:

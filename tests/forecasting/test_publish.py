@@ -115,6 +115,18 @@ def test_a_subset_run_keeps_the_other_tickers_forecasts(panel, tmp_path):
     assert merge_forecasts(folder, "forecasts", only_bbb, ["AAA", "BBB"], both).height == 5
     (folder / "forecasts.parquet").unlink()  # only the CSV left: read back with the contract's types
     assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["csv"]).equals(merged)
+    # publish.formats changed to Parquet only: the earlier CSV still keeps AAA's row
+    assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["parquet"]).equals(merged)
+
+
+def test_a_format_no_longer_asked_for_is_not_left_with_another_runs_numbers(tmp_path):
+    """A new user's review: after publish.formats = ["parquet"], metrics.csv still held the earlier run's."""
+    write_frame(pl.DataFrame({"a": [1]}), tmp_path, "metrics", ["parquet", "csv"])
+    write_frame(pl.DataFrame({"b": [1]}), tmp_path, "other", ["csv"])
+    write_frame(pl.DataFrame({"a": [2]}), tmp_path, "metrics", ["parquet"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.parquet", "other.csv"]  # only its own stem
+    write_frame(pl.DataFrame({"a": [3]}), tmp_path, "metrics", ["csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "other.csv"]
 
 
 def test_quantile_columns_are_prices_and_older_files_without_them_merge(panel, tmp_path):
