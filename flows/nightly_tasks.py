@@ -78,7 +78,7 @@ def forecast(
         close,
         asof,
         settings.publish.calendar,
-        by_horizon,
+        publishing.labels(by_horizon),
         [sources[h].skill and sources[h].model == publishing.name for h in horizons],
         meta,
         sigma,

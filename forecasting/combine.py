@@ -92,6 +92,9 @@ def combine(weights, network: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return w[:, 0] * np.asarray(network, dtype=np.float64) + w[:, 1] * np.asarray(mean, dtype=np.float64)
 
 
+_NO_WEIGHT = 1e-9  # a weight the simplex fit left at its bound, up to rounding
+
+
 @dataclass(frozen=True)
 class Publishing:
     """What the nightly publishes from the network it trains (`TRAINED_MODEL`): the network's own forecast
@@ -146,6 +149,21 @@ class Publishing:
         if self.weights is None:
             return np.asarray(network, dtype=np.float64)
         return combine(self.weights, network, mean)
+
+    def labels(self, horizons_sources: list[str]) -> list[str]:
+        """What each horizon's forecast is, for the files' `source_model`: a horizon where the combination
+        gives the network no weight published a baseline alone, and is labelled so (a new user's review found
+        forecasts equal to the last price labelled as the network's combination)."""
+        if self.weights is None:
+            return [str(s) for s in horizons_sources]
+        out = []
+        for source, (a, b) in zip(horizons_sources, self.weights, strict=True):
+            if source == self.name and abs(a) < _NO_WEIGHT and abs(b) < _NO_WEIGHT:
+                source = Model.RANDOM_WALK
+            elif source == self.name and abs(a) < _NO_WEIGHT and abs(b - 1.0) < _NO_WEIGHT:
+                source = Model.HIST_MEAN
+            out.append(str(source))
+        return out
 
     def record(self) -> list[list[float]] | None:
         """The weights as the champion record stores them (JSON: Python floats round-trip exactly)."""

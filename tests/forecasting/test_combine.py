@@ -143,3 +143,13 @@ def test_the_ablation_table_puts_every_variant_on_identical_origins():
     assert relative.inner.model_settings == arch["attention_lstm"] and relative.market.shape == (2,)
     text = backtest_summary(result.metrics, result.folds, "t", {}, 1.0, 0.8)
     assert "## Ablation" in text and "| bidirectional |" in text
+
+
+def test_a_horizon_the_combination_gives_the_network_no_weight_is_labelled_by_what_it_published():
+    """A new user's review: forecasts equal to the last price were labelled `combined`."""
+    from forecasting.combine import Publishing
+
+    weights = Publishing.of([[0.0, 0.0], [0.0, 1.0], [0.3, 0.5], [1e-12, 0.0]])
+    sources = ["combined", "combined", "combined", "hist_mean"]  # the guardrail replaced the last horizon
+    assert weights.labels(sources) == ["random_walk", "hist_mean", "combined", "hist_mean"]
+    assert Publishing.of(None).labels(["attention_lstm", "random_walk"]) == ["attention_lstm", "random_walk"]
