@@ -59,13 +59,19 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="price file (CSV or Parquet): long layout date,ticker,close[,open,high,low,adj_close,volume] or "
-        "wide layout date + one adjusted-close column per ticker; implies --source file",
+        "wide layout date + one adjusted-close column per ticker, or a yf.download frame saved with to_csv or "
+        "to_parquet; implies --source file",
     )
     p.add_argument("--tickers", nargs="+", metavar="TICKER", help="tickers to use (default: all in the source)")
 
 
 def _out_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: outputs)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output directory (default: outputs); forecasts go to DIR/forecasts, a backtest to DIR/backtest",
+    )
 
 
 def _runner_flags(p: argparse.ArgumentParser) -> None:
@@ -101,7 +107,11 @@ def _ingest_flags(p: argparse.ArgumentParser) -> None:
 
 def _backtest_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
-    p.add_argument("--test-end", metavar="DATE", help="last forecast origin, YYYY-MM-DD (default: the data's end)")
+    p.add_argument(
+        "--test-end",
+        metavar="DATE",
+        help="last forecast origin, YYYY-MM-DD (default: the last origin whose longest-horizon target is known)",
+    )
     p.add_argument("--horizons", metavar="H,H", help="forecast horizons, e.g. 1,5 (default: 1,2,3,4,5)")
     p.add_argument(
         "--refit-every", type=int, metavar="N", help="trading days between refits; 0 = fit once (default 63)"
@@ -306,6 +316,16 @@ def _rich_table(frame, columns, title: str) -> Table:
         if ratio_at is not None and raw[ratio_at] is not None:
             cells[ratio_at] = f"[{'green' if raw[ratio_at] < 1 else 'red'}]{cells[ratio_at]}[/]"
         table.add_row(*cells)
+    return table
+
+
+def _folds_table(folds) -> Table:
+    """One row per refit, as `folds.*` names its columns: samples, origins, seconds (`_s`), networks' epochs."""
+    table = Table(title="Refits (folds.*)")
+    for c in folds.columns:
+        table.add_column(c, justify="right")
+    for row in folds.iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
     return table
 
 
@@ -576,7 +596,7 @@ def _backtest_command(settings, args: argparse.Namespace) -> int:
     across = next((p for p in paths if p.name == "cross_section.parquet"), None)
     if across is not None:
         _print_across_tickers(across)
-    console.print(result.folds)
+    console.print(_folds_table(result.folds))
     console.print("written:\n  " + "\n  ".join(str(p) for p in paths))
     console.print(f"done in {time.perf_counter() - started:.1f}s (backtest {result.seconds:.1f}s)")
     return 0

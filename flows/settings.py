@@ -215,10 +215,12 @@ def _explain(exc: pydantic.ValidationError, config: Path | None) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        got = f", got {err['input']!r}" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
         unknown = err["type"] == "extra_forbidden"
+        msg = "unknown setting" if unknown else err["msg"].removeprefix("Value error, ")  # pydantic's wrapper
+        shown = err["type"] == "missing" or isinstance(err["input"], dict) or repr(err["input"]) in msg
+        got = "" if shown else f", got {err['input']!r}"  # our validators name the value already
         hint = _did_you_mean(err["loc"]) if unknown else ""
-        lines.append(f"setting {loc or '<root>'}: {'unknown setting' if unknown else err['msg']}{got}{hint}")
+        lines.append(f"setting {loc or '<root>'}: {msg}{got}{hint}")
     return "invalid settings" + where + ":\n  " + "\n  ".join(lines)
 
 

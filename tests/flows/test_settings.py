@@ -142,3 +142,12 @@ def test_printed_toml_reads_back_to_the_same_settings(tmp_path):
     cfg = tmp_path / "round.toml"
     cfg.write_text(to_toml(s))
     assert load_settings(cfg, environ={}) == s
+
+
+def test_a_value_our_rule_refuses_is_named_once():
+    """A new user's review: "Value error, must be ... got [0, 5], got [0, 5]"."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, environ={}, overrides={"features": {"horizons": [0, 5]}})
+    assert str(err.value).endswith(
+        "setting features.horizons: must be a non-empty list of positive integers, got [0, 5]"
+    )
