@@ -55,7 +55,8 @@ def load(settings: SourceSettings, also: Sequence[str] = ()) -> tuple[pl.DataFra
     elif settings.kind == "file":
         if settings.path is None:  # SourceSettings forbids it; say so rather than fail on None
             raise SourceError("source.kind='file' needs source.path")
-        frame, findings = read_file(settings.path)
+        one = settings.tickers[0] if len(settings.tickers) == 1 else None  # names a file of one symbol's prices
+        frame, findings = read_file(settings.path, one_ticker=one)
     else:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.prices.ingest.ingest")
     tickers = list(settings.tickers)
@@ -86,10 +87,11 @@ def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:
     return conform(pl.read_parquet(path))
 
 
-def read_file(path: Path) -> tuple[pl.DataFrame, list[Finding]]:
+def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, list[Finding]]:
     """Read a CSV or Parquet price file in long or wide layout (module docstring), with the findings.
 
-    Column names are matched case-insensitively.
+    Column names are matched case-insensitively. `one_ticker`: the symbol of a long file without a ticker
+    column (one symbol's prices, e.g. a `yf.download` frame saved with `multi_level_index=False`).
     """
     path = Path(path)
     if not path.is_file():
@@ -109,6 +111,8 @@ def read_file(path: Path) -> tuple[pl.DataFrame, list[Finding]]:
         raw = yahoo.read_export(path)
     elif _is_wide(raw):
         raw, findings = wide_to_long(raw, where=str(path))
+    if one_ticker is not None and not {"ticker", "symbol"} & {c.lower().strip() for c in raw.columns}:
+        raw = raw.with_columns(pl.lit(one_ticker).alias("ticker"))
     frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path))
     return frame, findings + cells
 
@@ -211,7 +215,8 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     if missing == ["ticker"]:  # e.g. one symbol's yf.download frame saved without its Ticker level
         raise SourceError(
             f"{where}: missing required column 'ticker' (which symbol are these prices?); found {raw.columns}: "
-            "add a ticker column, or save yf.download's frame with both its Price and Ticker header rows"
+            "add a ticker column, name its one symbol with --tickers SYMBOL, or save yf.download's frame with both "
+            "its Price and Ticker header rows"
         )
     if missing:
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")

@@ -80,3 +80,12 @@ def test_prices_without_a_ticker_column_say_which_column_and_how(tmp_path):
     path.write_text("Date,Close,High,Low,Open,Volume\n2024-01-02,185.6,188.4,183.9,187.1,82488700\n")
     with pytest.raises(SourceError, match=r"aapl.csv: missing required column 'ticker' \(which symbol"):
         read_file(path)
+
+
+def test_one_symbols_file_without_a_ticker_column_takes_the_one_ticker_asked_for(tmp_path):
+    path = tmp_path / "aapl.csv"
+    path.write_text("Date,Close,High,Low,Open,Volume\n2024-01-02,185.6,188.4,183.9,187.1,82488700\n")
+    frame, findings = load(SourceSettings(kind="file", path=path, tickers=["aapl"]))
+    assert findings == [] and frame["ticker"].to_list() == ["AAPL"] and frame["close"].to_list() == [185.6]
+    with pytest.raises(SourceError, match="name its one symbol with --tickers SYMBOL"):
+        load(SourceSettings(kind="file", path=path, tickers=["AAPL", "MSFT"]))  # which is it? not guessed
