@@ -47,6 +47,39 @@ environment variables (e.g. NIGHTCAST_TRAIN__EPOCHS=5), then flags.
 """
 
 
+# A few lines a user can copy, under each command's --help (a new user's review: none had an example).
+EXAMPLES = {
+    "run": [
+        "nightcast run                                        # the bundled sample, offline",
+        "nightcast run --path prices.csv --tickers AAPL MSFT  # your file (or a saved yf.download frame)",
+        "nightcast run --source yfinance --tickers AAPL MSFT --out /srv/forecasts",
+        "nightcast run --asof 2014-12-01                      # as of a past session, from data up to it",
+    ],
+    "replay": ["nightcast replay --start 2014-11-03 --end 2014-12-31   # then: nightcast record --replay"],
+    "record": ["nightcast record --by-ticker", "nightcast record --replay --asof 2014-12-15"],
+    "ingest": [
+        "nightcast ingest --source yfinance --tickers AAPL MSFT NVDA",
+        "nightcast ingest --path prices.parquet --lake /srv/lake",
+    ],
+    "backtest": [
+        "nightcast backtest --test-start 2012-01-01 --horizons 1,5 --refit-every 63",
+        "NIGHTCAST_TRAIN__EPOCHS=5 nightcast backtest --refit-every 0 --out /tmp/bt  # fit once, quick",
+    ],
+    "train": ["nightcast train --path prices.csv"],
+    "ui": [
+        "nightcast ui                      # then, in another shell:",
+        "PREFECT_API_URL=http://127.0.0.1:4200/api nightcast run",
+    ],
+    "serve": ["PREFECT_API_URL=http://127.0.0.1:4200/api nightcast serve"],
+    "config": ["nightcast config --config nightcast.toml", "NIGHTCAST_TRAIN__EPOCHS=5 nightcast config"],
+}
+
+
+def _epilog(command: str) -> str:
+    lines = EXAMPLES.get(command, [])
+    return ("examples:\n" + "".join(f"  {line}\n" for line in lines) + "\n" if lines else "") + SETTINGS_HELP
+
+
 def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
     p.add_argument("-v", "--verbose", action="store_true", help="print the resolved settings first")
@@ -206,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=summary,
             description=description,
-            epilog=SETTINGS_HELP,
+            epilog=_epilog(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for add in (_common_flags, *groups):
@@ -416,11 +449,19 @@ def _waiting(waiting: int, unpriced: int) -> str:
 
 def _record(settings, asof, by_ticker: bool, replay: bool) -> int:
     """`nightcast record`: the ledger scored against the lake, from files only."""
-    from forecasting import live
+    from forecasting import ledger, live
 
     paths = settings.paths.for_replay() if replay else settings.paths
+    if not paths.out_dir.is_dir():
+        raise NightcastError(f"no outputs directory at {paths.out_dir}: is --out (paths.out_dir) right?")
     book = live.score_ledger(paths.out_dir / "ledger", paths.lake, asof)
     if book.ledger.is_empty():
+        first = ledger.first_asof(paths.out_dir / "ledger")
+        if first is not None:  # forecasts, only none by --asof
+            console.print(
+                f"the ledger ({paths.out_dir / 'ledger'}) holds no forecast made by {asof}: its first is of {first}"
+            )
+            return 0
         hint = "nightcast replay" if replay else "nightcast run (or nightcast record --replay for replayed nights)"
         console.print(f"the ledger ({paths.out_dir / 'ledger'}) holds no forecast yet: {hint}")
         return 0

@@ -11,6 +11,7 @@ the same as-of date could lose each other's tickers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from datetime import date
@@ -114,6 +115,17 @@ def read_ledger(ledger_dir: Path, until: date | None = None) -> pl.DataFrame:
     if not parts:
         return empty_ledger()
     return pl.concat(parts).sort(*KEY)
+
+
+def first_asof(ledger_dir: Path) -> date | None:
+    """The earliest as-of date the ledger holds a partition of, from the folder names alone (None: none)."""
+    root = Path(ledger_dir)
+    found = [m.group(1) for f in (root.iterdir() if root.is_dir() else []) if (m := _PARTITION.fullmatch(f.name))]
+    for text in sorted(found):
+        with contextlib.suppress(ValueError):  # asof=2024-13-45: not a partition of ours
+            if (root / f"asof={text}" / FILE).is_file():
+                return date.fromisoformat(text)
+    return None
 
 
 def _read(path: Path, asof: date) -> pl.DataFrame:

@@ -166,3 +166,18 @@ def test_importing_the_cli_changes_nothing_and_commands_home_prefect_in_the_data
     code, home = probe.split()[-2:]
     assert Path(home) == tmp_path / "store" / "prefect" and Path(home).is_dir()
     assert int(code) == (0 if argv == ["config"] else 2)  # run: the missing price file, after Prefect's set-up
+
+
+def test_every_commands_help_has_examples_that_parse():
+    """A new user's review: no --help had an example. Each one here is a command line the parser accepts."""
+    import shlex
+
+    from flows.cli import COMMANDS, EXAMPLES, build_parser
+
+    assert set(EXAMPLES) == set(COMMANDS)
+    for command, lines in EXAMPLES.items():
+        assert "examples:\n" in build_parser()._subparsers._group_actions[0].choices[command].epilog
+        for line in lines:
+            words = [w for w in shlex.split(line.split("#")[0]) if "=" not in w or w.startswith("-")]
+            assert words[0] == "nightcast", line
+            build_parser().parse_args(words[1:])  # exits (SystemExit) on a flag that does not exist

@@ -85,3 +85,9 @@ def test_replay_sees_no_future_retrains_by_the_rules_and_scores(prefect_harness,
     assert "9 forecasts scored; 36 published forecasts still wait" in recorder.export_text()
     assert flows.cli.main(["record"]) == 0  # nothing was published live
     assert "holds no forecast yet" in recorder.export_text()
+    # forecasts, only none by that date; and an --out where nothing is (new-user review: both said "no forecast")
+    assert flows.cli.main(["record", "--replay", "--asof", "2014-11-28"]) == 0
+    assert "holds no forecast made by 2014-11-28: its first is of 2014-12-01" in " ".join(
+        recorder.export_text().split()
+    )
+    assert flows.cli.main(["record", "--out", str(tmp_path / "nowhere")]) == 2
