@@ -15,31 +15,17 @@ import os
 ALLOCATOR = {"_RJEM_MALLOC_CONF": "muzzy_decay_ms:0,background_thread:true"}
 
 
-# glibc's malloc serves numpy's and torch's arrays. Above its mmap threshold (128 KiB) a block is mapped on its
-# own and unmapped when freed, but each such free raises the threshold to the block's size (up to 32 MiB): from
-# then on blocks that size come from the heap, where freed ones stay resident among live ones. Fixed at 4 MiB
-# (`mallopt`, which also stops the raising), the nightly at 500 tickers x 25 years held ~0.2-0.3 GiB less through
-# training, evaluation and publishing. Not lower: at 256 KiB each training step's batch (~1 MB) was mapped and
-# unmapped anew, and training ran 15-35% slower. An environment that sets MALLOC_MMAP_THRESHOLD_ keeps its own.
-MMAP_THRESHOLD = 4 * 2**20
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-
-
 def configure_allocator(environ=os.environ) -> None:
-    """Set `ALLOCATOR` where the environment does not set it (read once, when polars loads: call it before), and
-    glibc's mmap threshold (`MMAP_THRESHOLD`) unless the environment sets one."""
+    """Set `ALLOCATOR` where the environment does not set it. Read once, when polars loads: call it before."""
     for key, value in ALLOCATOR.items():
         environ.setdefault(key, value)
-    mallopt = _libc("mallopt")
-    if mallopt is not None and "MALLOC_MMAP_THRESHOLD_" not in environ:
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 @functools.cache
-def _libc(name: str):
-    """glibc's function `name` (`malloc_trim`, `mallopt`), or None where the C library has none (macOS, musl)."""
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
 
@@ -66,6 +52,6 @@ def release() -> None:
     `collections_skip_what_exists`; `malloc_trim` a few ms. Nothing changes any value.
     """
     gc.collect()
-    trim = _libc("malloc_trim")
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
