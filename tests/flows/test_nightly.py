@@ -105,8 +105,13 @@ def check_evaluation(out, result, forecasts: pl.DataFrame) -> None:
     assert dict(forecasts.select("horizon", "skill").unique().iter_rows()) == expected == result.skill
     worse = {int(r["horizon"]) for r in rows if r["mse_ratio"] > 1 and r["dm_stat"] > 0 and r["dm_pvalue"] < 0.05}
     # default guardrail: the combination publishes unless it is significantly worse than the random walk
-    published_by_model = set(forecasts.filter(pl.col("source_model") == "combined")["horizon"].to_list())
-    assert published_by_model == set(range(1, 6)) - worse and result.publishing.name == "combined"
+    # (labelled by what it published: a horizon whose weights give the network none, by that baseline's name)
+    labels = dict(zip(range(1, 6), result.publishing.labels(["combined"] * 5), strict=True))
+    by_horizon = dict(forecasts.select("horizon", "source_model").unique().iter_rows())
+    assert {h: m for h, m in by_horizon.items() if h not in worse} == {
+        h: labels[h] for h in range(1, 6) if h not in worse
+    }
+    assert all(by_horizon[h] != "combined" for h in worse) and result.publishing.name == "combined"
     # its evaluated forecasts are a * network + b * hist_mean by the weights stored with the champion
     weights = dict(zip(range(1, 6), result.publishing.weights, strict=True))
     part = {m: predictions.filter(pl.col("model") == m).sort("ticker", "asof_date", "horizon") for m in names}
