@@ -37,7 +37,7 @@ class _UserErrorRecords(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], NightcastError):
             record.exc_info, record.exc_text = None, None
             record.nightcast_user_error = True
-        elif record.name in RUN_LOGGERS and record.levelno >= logging.INFO and _NAMED.search(record.getMessage()):
+        elif record.levelno >= logging.INFO and _NAMED.search(record.getMessage()):  # a run logger's own record
             record.nightcast_user_error = True
         _quiet_console()
         return True

@@ -99,19 +99,7 @@ def read_ledger(ledger_dir: Path, until: date | None = None) -> pl.DataFrame:
 
     Reads only `asof=YYYY-MM-DD/ledger.parquet`; temp files and anything else are ignored.
     """
-    parts = []
-    root = Path(ledger_dir)
-    folders = sorted(root.iterdir()) if root.is_dir() else []
-    for folder in folders:
-        match = _PARTITION.fullmatch(folder.name)
-        if not match or not (folder / FILE).is_file():
-            continue
-        try:
-            asof = date.fromisoformat(match.group(1))
-        except ValueError:  # e.g. asof=2024-13-45: not a partition of ours
-            continue
-        if until is None or asof <= until:
-            parts.append(_read(folder / FILE, asof))
+    parts = [_read(path, asof) for asof, path in _partitions(ledger_dir) if until is None or asof <= until]
     if not parts:
         return empty_ledger()
     return pl.concat(parts).sort(*KEY)
@@ -119,13 +107,20 @@ def read_ledger(ledger_dir: Path, until: date | None = None) -> pl.DataFrame:
 
 def first_asof(ledger_dir: Path) -> date | None:
     """The earliest as-of date the ledger holds a partition of, from the folder names alone (None: none)."""
+    return next((asof for asof, _ in _partitions(ledger_dir)), None)
+
+
+def _partitions(ledger_dir: Path) -> list[tuple[date, Path]]:
+    """(as-of date, file) of every `asof=YYYY-MM-DD/ledger.parquet`, in date order."""
     root = Path(ledger_dir)
-    found = [m.group(1) for f in (root.iterdir() if root.is_dir() else []) if (m := _PARTITION.fullmatch(f.name))]
-    for text in sorted(found):
-        with contextlib.suppress(ValueError):  # asof=2024-13-45: not a partition of ours
-            if (root / f"asof={text}" / FILE).is_file():
-                return date.fromisoformat(text)
-    return None
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        match = _PARTITION.fullmatch(folder.name)
+        if not match or not (folder / FILE).is_file():
+            continue
+        with contextlib.suppress(ValueError):  # e.g. asof=2024-13-45: not a partition of ours
+            found.append((date.fromisoformat(match.group(1)), folder / FILE))
+    return found
 
 
 def _read(path: Path, asof: date) -> pl.DataFrame:

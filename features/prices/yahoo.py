@@ -264,8 +264,8 @@ def yfinance_rows(raw, *, where: str) -> pl.DataFrame:
     return frame.filter(pl.col("Close").is_not_null())
 
 
-# What `yf.download(...).to_csv()` writes above its rows: the two column levels, then the index's name.
-_EXPORT_HEADER = ({"price", "ticker"}, {"price", "ticker"})
+# What `yf.download(...).to_csv()` writes above its rows: its two column levels (either order), then the index's name.
+_EXPORT_LEVELS = {"price", "ticker"}
 _TUPLE_NAME = re.compile(r"^\('[^']*', '[^']*'\)$")  # how a pandas MultiIndex column is named in Parquet
 
 
@@ -276,7 +276,7 @@ def is_export(path: Path, columns: Sequence[str] = ()) -> bool:
         return any(_TUPLE_NAME.match(c) for c in columns)
     with open(path, encoding="utf-8", errors="replace") as f:
         first = [f.readline().split(",", 1)[0].strip().lower() for _ in range(2)]
-    return first[0] in _EXPORT_HEADER[0] and first[1] in _EXPORT_HEADER[1] and first[0] != first[1]
+    return set(first) == _EXPORT_LEVELS
 
 
 def read_export(path: Path) -> pl.DataFrame:
