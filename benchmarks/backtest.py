@@ -81,7 +81,24 @@ WAYS = {  # name: (warm start, fits at once)
 }
 
 
+def _warm_up(device: str, threads: int) -> None:
+    """A tiny walk-forward before any timing: a process's first fit on a GPU pays ~7 s of one-time set-up (the
+    CUDA context, torch's lazy imports on the first graph capture; H200, 2026-11-27), which would otherwise
+    fall on the first way timed, the baseline of the ratios."""
+    panel, _ = panel_of(synthetic(6, 3, faults=False))
+    dates = np.unique(panel.dates)
+    bt = BacktestSettings(
+        test_start=dates[-30].astype(object),
+        test_end=dates[-10].astype(object),
+        refit_every=21,
+        warm_start=False,
+        models=["attention_lstm", "lstm"],
+    )
+    _walk(panel, bt, _train(device, threads, 1, concurrent_fits=2), 0)
+
+
 def refits(tickers: int, years: int, n_refits: int, epochs: int, device: str, threads: int, ways: list[str]) -> None:
+    _warm_up(device, threads)
     started = time.perf_counter()
     panel, _ = panel_of(synthetic(tickers, years, faults=False))
     every = 21

@@ -8,7 +8,6 @@ mixes two tickers and no window is ever copied until a batch is gathered.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,17 +197,39 @@ def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
     return Splits(fit.train, fit.val, test, fit.val_start, test_start, grid[-1])
 
 
-_BLOCK_ROWS = 1 << 16  # rows scaled at a time (`Scaler.transform`): ~6 MB of temporaries at 23 features
-_BLOCK_COLUMNS = 4  # columns a scaler is fit on at a time (`Scaler.fit`)
+_BLOCK_ROWS = 1 << 16  # rows scaled, or reduced, at a time: ~6-12 MB of temporaries at 23 features
 
 
-def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-ignoring mean and std of each column (NaN mean -> 0, NaN std -> 1)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is allowed
-        mean = np.nan_to_num(np.nanmean(values, axis=0), nan=0.0)
-        std = np.nan_to_num(np.nanstd(values, axis=0), nan=1.0)
-    return mean, std
+def column_moments(values: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and (population) std of each column of `values` (of its `rows` only, when given), NaN
+    ignored: float64 (C,) arrays; a column with no value has mean NaN and std NaN.
+
+    A block of rows at a time in float64, each block's mean and squared deviations merged into the running
+    ones (Chan, Golub and LeVeque's pairwise update): numpy's nanmean/nanstd on a float32 panel sum in
+    float32 row after row (a relative error growing with the rows), copy the training rows whole and took
+    3.5 s a fit at 500 tickers x 25 years (issue 15: as long as the fit's epoch on a GPU); this is more
+    accurate, ~4x faster and holds one block's temporaries."""
+    columns = values.shape[1]
+    n, mean, m2 = np.zeros(columns), np.zeros(columns), np.zeros(columns)
+    total = len(values) if rows is None else len(rows)
+    for start in range(0, total, _BLOCK_ROWS):
+        part = values[start : start + _BLOCK_ROWS] if rows is None else values[rows[start : start + _BLOCK_ROWS]]
+        block = part.astype(np.float64)  # a copy, worked on in place
+        missing = np.isnan(block)
+        count = len(block) - np.count_nonzero(missing, axis=0)
+        np.copyto(block, 0.0, where=missing)
+        block_mean = np.divide(block.sum(axis=0), count, out=np.zeros(columns), where=count > 0)
+        block -= block_mean
+        np.copyto(block, 0.0, where=missing)
+        block *= block
+        merged = n + count
+        share = np.divide(count, merged, out=np.zeros(columns), where=merged > 0)
+        delta = block_mean - mean
+        mean += delta * share
+        m2 += block.sum(axis=0) + delta * delta * n * share
+        n = merged
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n, np.where(n > 0, mean, np.nan), np.sqrt(m2 / n)
 
 
 @dataclass(frozen=True)
@@ -221,22 +242,9 @@ class Scaler:
     @classmethod
     def fit(cls, values: np.ndarray, rows: np.ndarray | None = None) -> Scaler:
         """Mean and std per column of `values` (of its `rows` only, when given), ignoring NaN (close-only
-        tickers' bar features).
-
-        A few columns at a time: a copy of the training rows and numpy's NaN-free copy and mask of it held
-        ~0.64 GiB at 500 tickers x 25 years, a block of columns ~0.1. The figures are the same: numpy reduces
-        the first axis of a 2-D array row after row into each column's sum, whatever the number of columns
-        (blocks of at least two, so that no block is reduced as a 1-D array, which sums pairwise)."""
-        columns = values.shape[1]
-        edges = list(range(0, columns, _BLOCK_COLUMNS))[1:]
-        if edges and columns - edges[-1] < 2:
-            edges.pop()  # the last block keeps two columns at least
-        stats = [
-            _column_stats(values[:, a:b] if rows is None else values[rows, a:b])
-            for a, b in zip([0, *edges], [*edges, columns], strict=True)
-        ]
-        mean = np.concatenate([m for m, _ in stats])
-        std = np.concatenate([s for _, s in stats])
+        tickers' bar features); a column with no value scales by mean 0 and std 1, a constant one by std 1."""
+        _, mean, std = column_moments(values, rows)
+        mean = np.nan_to_num(mean, nan=0.0)
         return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
 
     def transform(self, values: np.ndarray, in_place: bool = False) -> np.ndarray:

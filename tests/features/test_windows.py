@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,29 @@ def test_scaler_transform_is_standardised_float32_without_touching_its_input():
         expected = np.nan_to_num((values - scaler.mean) / scaler.std, nan=0.0).astype(np.float32)
         assert out.dtype == np.float32 and np.array_equal(out, expected)
         np.testing.assert_array_equal(values, before)  # worked on in place, but on its own copy
+
+
+def test_column_moments_equal_float64_numpy_across_blocks(monkeypatch):
+    """Blocks of rows merged (Chan's update) give numpy's float64 NaN-ignoring mean and std, with a row subset,
+    a column missing in whole blocks, one with no value at all, and a constant one."""
+    import features.windows as windows
+
+    rng = np.random.default_rng(3)
+    values = (rng.normal(size=(1000, 5)) * [1, 10, 1e3, 1, 1] + [0, 50, -1e4, 0, 7]).astype(np.float32)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[:400, 0] = np.nan  # missing from the first blocks
+    values[:, 3] = np.nan  # never seen
+    values[:, 4] = 7.0  # constant
+    rows = np.sort(rng.choice(1000, 700, replace=False))
+    monkeypatch.setattr(windows, "_BLOCK_ROWS", 64)  # many blocks, some with no value of column 0
+    n, mean, std = windows.column_moments(values, rows)
+    reference = values[rows].astype(np.float64)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_allclose(mean, np.nanmean(reference, axis=0), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(std, np.nanstd(reference, axis=0), rtol=1e-10, atol=1e-12)
+    assert n.tolist() == (~np.isnan(reference)).sum(axis=0).tolist()
+    scaler = windows.Scaler.fit(values, rows)
+    assert scaler.mean[3] == 0.0 and scaler.std[3] == 1.0 and scaler.std[4] == 1.0  # unseen / constant
+    whole = windows.column_moments(values)
+    np.testing.assert_allclose(whole[1][[1, 2]], np.nanmean(values[:, [1, 2]].astype(np.float64), axis=0))
