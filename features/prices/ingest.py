@@ -351,7 +351,8 @@ def ingest(
         got = fetch_yahoo(fetching, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
     else:
         got = read_source(source, context)
-    combined, kept = merge_stored(got.new, lake.read_prices(lake_dir, got.safe))
+    stored = lake.read_prices(lake_dir, got.safe)
+    combined, kept = merge_stored(got.new, stored)
     got.findings += kept
     if combined.is_empty():
         raise _no_data(got.requested, got.failed, lake_dir)
@@ -360,7 +361,8 @@ def ingest(
     except ValidationError as exc:
         raise SourceError(f"no usable data for {got.requested}: {exc}") from exc
     got.findings += report.findings
-    upserted = lake.upsert(lake_dir, report.frame)
+    upserted = lake.upsert(lake_dir, report.frame, stored, got.safe)  # judged with these rows: merged onto them
+    del stored
     prices = lake.stored_rows(upserted)  # what `lake.read_prices` would read back, without reading every file
     results = {r.ticker: dataclasses.replace(r, stored=None) for r in upserted}  # the rows live on in `prices`
     del upserted

@@ -98,12 +98,14 @@ def fill_and_keep(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame
     return filled.select(new.columns).sort(keys), joined.filter(kept).select(keys)
 
 
-def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
+def upsert_ticker(lake_dir: Path, frame: pl.DataFrame, old: pl.DataFrame | None = None) -> UpsertResult:
     """Merge one ticker's validated rows into its lake file.
 
     New dates are added; a stored value that differs is replaced (revisions win); a value missing from the
     new rows keeps the stored one (`fill_from_stored`); rows whose values are unchanged keep their stored
-    `ingested_at`. When nothing changes the file is not rewritten, so reruns are idempotent.
+    `ingested_at`. When nothing changes the file is not rewritten, so reruns are idempotent. `old`: the
+    ticker's stored rows as `read_ticker` gives them, when the caller has just read them (the ingest has, to
+    validate the new rows with them): the file is then not read again.
     """
     tickers = frame["ticker"].unique().to_list()
     if len(tickers) != 1:
@@ -111,7 +113,7 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     ticker = tickers[0]
     path = ticker_path(lake_dir, ticker)
     new = conform(frame).unique(subset=["date"], keep="last").sort("date")
-    old = read_ticker(lake_dir, ticker)
+    old = read_ticker(lake_dir, ticker) if old is None else old
     if old.is_empty():
         atomic_write_parquet(new, path)
         log.info("lake: %s +%d rows (new) -> %s", ticker, new.height, path)
@@ -136,10 +138,19 @@ def upsert_ticker(lake_dir: Path, frame: pl.DataFrame) -> UpsertResult:
     return UpsertResult(ticker, added, revised, path, before.height - revised, stored=merged)
 
 
-def upsert(lake_dir: Path, frame: pl.DataFrame) -> list[UpsertResult]:
-    """Upsert every ticker of `frame`; each ticker's file is written independently."""
+def upsert(
+    lake_dir: Path, frame: pl.DataFrame, stored: pl.DataFrame | None = None, read: Collection[str] = ()
+) -> list[UpsertResult]:
+    """Upsert every ticker of `frame`; each ticker's file is written independently. `stored`: what `read_prices`
+    read just before for the tickers `read` (one it found no file for has no rows there), so that their files
+    are not read twice; any other ticker's file is read as usual."""
     groups = frame.partition_by("ticker", as_dict=True)
-    return [upsert_ticker(lake_dir, groups[key]) for key in sorted(groups)]
+    held = {} if stored is None else _by_ticker(stored)
+    read, empty = set(read), _empty()
+    return [
+        upsert_ticker(lake_dir, groups[key], held.get(key[0], empty) if key[0] in read else None)
+        for key in sorted(groups)
+    ]
 
 
 def stored_rows(results: list[UpsertResult]) -> pl.DataFrame:
@@ -147,18 +158,32 @@ def stored_rows(results: list[UpsertResult]) -> pl.DataFrame:
     frames the upsert wrote or kept (a Parquet round trip changes no value or type), sorted by (ticker, date)."""
     frames = [r.stored for r in results]
     if not frames:
-        return conform(pl.DataFrame(schema={"ticker": pl.String}))
-    return pl.concat(frames).sort("ticker", "date")
+        return _empty()
+    return _in_order(frames, [r.ticker for r in results])
+
+
+def _in_order(frames: list[pl.DataFrame], tickers: list[str]) -> pl.DataFrame:
+    """The tickers' frames as one, sorted by (ticker, date). Each file is stored in date order and callers
+    usually go through the tickers in order: then the frames are only joined, not sorted again (the sort of
+    3.1M rows was ~0.4 s of the ingest at 500 tickers x 25 years)."""
+    whole = pl.concat(frames)
+    if tickers == sorted(tickers) and len(set(tickers)) == len(tickers) and all(f["date"].is_sorted() for f in frames):
+        return whole
+    return whole.sort("ticker", "date")
+
+
+def _empty() -> pl.DataFrame:
+    return conform(pl.DataFrame(schema={"ticker": pl.String}))
 
 
 def read_prices(lake_dir: Path, tickers: list[str], columns: Collection[str] | None = None) -> pl.DataFrame:
     """Stored rows of `tickers`, sorted by (ticker, date); `columns`: only those (each ticker's file is cut as
     it is read: the live record's three columns of 500 tickers x 25 years held ~0.6 GB less than all ten)."""
     cut = (lambda frame: frame) if columns is None else (lambda frame: frame.select(columns))
-    frames = [cut(read_ticker(lake_dir, t)) for t in tickers]
-    if not frames:
-        return cut(conform(pl.DataFrame(schema={"ticker": pl.String})))
-    return pl.concat(frames).sort("ticker", "date")
+    held = [t for t in tickers if ticker_path(lake_dir, t).exists()]  # a ticker not stored yet has no rows
+    if not held:
+        return cut(_empty())
+    return _in_order([cut(read_ticker(lake_dir, t)) for t in held], held)
 
 
 FINGERPRINT_ROWS = 250_000  # rows of CSV text hashed at a time

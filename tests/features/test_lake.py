@@ -192,3 +192,42 @@ def test_the_manifest_from_rows_held_cuts_one_text_of_many_tickers(tmp_path, mon
     strip = lambda m: {t: {k: v for k, v in e.items() if k != "updated_at"} for t, e in m.items()}  # noqa: E731
     assert strip(held) == strip(from_files) and set(held) == {"AAA", "BBB", "CCC", "DDD"}
     assert whole == lake.fingerprint(stored.filter(pl.col("ticker").is_in(["AAA", "CCC", "DDD"])))
+
+
+def test_upsert_onto_rows_just_read_equals_reading_each_file(tmp_path, monkeypatch):
+    # the ingest hands the upsert the rows it validated with; a ticker it did not read is still read from its
+    # file (never treated as new, which would overwrite its history), and the results are the same either way
+    base = synthetic_prices(["AAA", "BBB", "CCC"], 40)
+    later = synthetic_prices(["AAA", "BBB", "CCC", "DDD"], 50).with_columns(close=pl.col("close") * 1.01)
+    for folder in ("files", "held"):
+        lake.upsert(tmp_path / folder, base)
+    expected = lake.upsert(tmp_path / "files", later)
+    stored = lake.read_prices(tmp_path / "held", ["BBB", "AAA", "DDD"])  # CCC not read: its file must be
+    reads = []
+    real = lake.read_ticker
+    monkeypatch.setattr(lake, "read_ticker", lambda d, t: reads.append(t) or real(d, t))
+    got = lake.upsert(tmp_path / "held", later, stored, ["BBB", "AAA", "DDD"])
+    assert reads == ["CCC"]
+    key = lambda r: (r.ticker, r.rows_added, r.rows_revised, r.rows_filled)  # noqa: E731
+    assert [key(r) for r in got] == [key(r) for r in expected] and got[2].rows_revised == 40
+    monkeypatch.setattr(lake, "read_ticker", real)
+    tickers = ["AAA", "BBB", "CCC", "DDD"]
+    assert_frame_equal(
+        lake.read_prices(tmp_path / "held", tickers).drop("ingested_at"),
+        lake.read_prices(tmp_path / "files", tickers).drop("ingested_at"),
+        check_exact=True,
+    )
+
+
+def test_read_prices_and_stored_rows_sort_whatever_the_order_asked(tmp_path):
+    lake.upsert(tmp_path, synthetic_prices(["BBB", "AAA", "CCC"], 20))
+    ordered = lake.read_prices(tmp_path, ["AAA", "BBB", "CCC"])
+    assert_frame_equal(lake.read_prices(tmp_path, ["CCC", "ZZZ", "AAA", "BBB"]), ordered, check_exact=True)
+    assert ordered.select("ticker", "date").is_duplicated().sum() == 0
+    assert ordered.equals(ordered.sort("ticker", "date"))
+    results = lake.upsert(tmp_path, synthetic_prices(["BBB", "AAA", "CCC"], 25))
+    assert (
+        lake.stored_rows(results[::-1])
+        .drop("ingested_at")
+        .equals(lake.read_prices(tmp_path, ["AAA", "BBB", "CCC"]).drop("ingested_at"))
+    )
