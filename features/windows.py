@@ -243,7 +243,11 @@ class Scaler:
     def fit(cls, values: np.ndarray, rows: np.ndarray | None = None) -> Scaler:
         """Mean and std per column of `values` (of its `rows` only, when given), ignoring NaN (close-only
         tickers' bar features); a column with no value scales by mean 0 and std 1, a constant one by std 1."""
-        _, mean, std = column_moments(values, rows)
+        return cls.from_moments(*column_moments(values, rows)[1:])
+
+    @classmethod
+    def from_moments(cls, mean: np.ndarray, std: np.ndarray) -> Scaler:
+        """From `column_moments`' mean and std (or the same figures computed elsewhere, e.g. on a GPU)."""
         mean = np.nan_to_num(mean, nan=0.0)
         return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.windows import Panel, Scaler, Splits, column_moments, training_rows
+from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.batching import BatchPlan, batch_plan
-from forecasting.device_data import scaled_features, scaled_targets
+from forecasting.device_data import column_moments_at, scaled_features, scaled_targets
 from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
@@ -270,8 +270,8 @@ def _untrained(
     device: torch.device,
 ) -> TrainedModel:
     """A freshly initialised model with the scalers of the training span and its bookkeeping."""
-    scaler = Scaler.fit(panel.X, training_rows(panel, splits))
-    target_scale = column_moments(panel.Y, splits.train)[2].astype(np.float32)
+    scaler = Scaler.from_moments(*column_moments_at(panel.X, training_rows(panel, splits), device)[1:])
+    target_scale = column_moments_at(panel.Y, splits.train, device)[2].astype(np.float32)
     target_scale = np.where(target_scale > 0, target_scale, 1.0).astype(np.float32)
     shape = DataShape(len(panel.features), len(panel.targets), lookback=lookback, n_tickers=len(panel.tickers))
     model = TemporalAttentionLSTM(ModelConfig(model_settings, shape)).to(device)

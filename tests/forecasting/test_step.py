@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from features.windows import Scaler, date_splits
+from features.windows import Scaler, column_moments, date_splits
 from forecasting.batching import BatchPlan, batch_plan
-from forecasting.device_data import resident, resident_count, standardise
+from forecasting.device_data import column_moments_at, resident, resident_count, standardise, tensor_moments
 from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.step import EagerStep, GraphStep, cosine_lr, loss_of
@@ -70,6 +70,39 @@ def test_standardising_on_a_device_is_bit_identical_to_the_scaler():
     X[rng.random(X.shape) < 0.1] = np.nan
     scaler = Scaler.fit(X[:300])
     np.testing.assert_array_equal(standardise(torch.from_numpy(X), scaler).numpy(), scaler.transform(X))
+
+
+def _moments_case():
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(900, 4)) * [1, 100, 1, 1] + [0, 5e3, 0, 2]).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:500, 0] = np.nan  # missing from whole blocks
+    X[:, 2] = np.nan  # never seen
+    X[:, 3] = 2.0  # constant
+    return X, np.sort(rng.choice(900, 600, replace=False))
+
+
+def test_column_moments_on_a_device_agree_with_the_host():
+    """The GPU's scaler figures (`tensor_moments`, run here on CPU tensors) agree with `column_moments` to
+    float64 rounding, block by block, with a row subset, a column never seen and a constant one."""
+    X, rows = _moments_case()
+    for index in (rows, None):
+        host = column_moments(X, index)
+        device = tensor_moments(torch.from_numpy(X), None if index is None else torch.from_numpy(index), block=128)
+        for a, b in zip(host, device, strict=True):
+            np.testing.assert_allclose(b.numpy(), a, rtol=1e-12, atol=1e-12)
+    assert column_moments_at(X, rows, torch.device("cpu"))[1].tobytes() == column_moments(X, rows)[1].tobytes()
+
+
+@pytest.mark.cuda
+@CUDA
+def test_column_moments_on_the_gpu_agree_with_the_host():
+    X, rows = _moments_case()
+    host, device = column_moments(X, rows), column_moments_at(X, rows, torch.device("cuda"))
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    scaler = Scaler.from_moments(*device[1:])
+    assert scaler.mean[2] == 0.0 and scaler.std[2] == 1.0 and scaler.std[3] == 1.0
 
 
 def test_a_resident_array_is_copied_once_and_released_with_the_array():
