@@ -49,8 +49,9 @@ def column_moments_at(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`features.windows.column_moments(array, rows)` (count, mean, std per column, NaN ignored, float64), on
     `device`. On a GPU from the array resident there, a block of rows at a time: a refit's scaler on the host
-    (~0.4-0.8 s at 500 tickers x 25 years) was the one serial step of every fit while the GPU waited, 24 times
-    in a 12-refit walk-forward of two models (issue 15). The figures agree with the host's to float64
+    is time the GPU waits, 24 times in a 12-refit walk-forward of two models (issue 15: numpy's took 3.5 s of a
+    ~10 s refit at 500 tickers x 25 years in an H200 profile; the host's float64 blocks ~0.4 s on a 2-core
+    CPU). The figures agree with the host's to float64
     rounding (another summation order), so a fit's scaler differs between a GPU and a CPU in its last bits,
     like everything else the two compute."""
     if device.type == "cpu":
