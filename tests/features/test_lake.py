@@ -231,3 +231,15 @@ def test_read_prices_and_stored_rows_sort_whatever_the_order_asked(tmp_path):
         .drop("ingested_at")
         .equals(lake.read_prices(tmp_path, ["AAA", "BBB", "CCC"]).drop("ingested_at"))
     )
+
+
+def test_upsert_never_overwrites_a_file_whose_rows_were_not_handed_over(tmp_path):
+    # `stored` lacks AAA although AAA is said to be read: its file is read and merged, not replaced
+    lake.upsert(tmp_path, synthetic_prices(["AAA", "BBB"], 30))
+    stored = lake.read_prices(tmp_path, ["BBB"])
+    one_more = synthetic_prices(["AAA"], 31).tail(1)
+    lake.upsert(tmp_path, one_more, stored, ["AAA", "BBB"])
+    assert lake.read_prices(tmp_path, ["AAA"]).height == 31
+    # a ticker asked twice is read once: no row twice
+    twice = lake.read_prices(tmp_path, ["AAA", "AAA", "BBB"])
+    assert twice.height == 61 and not twice.select("ticker", "date").is_duplicated().any()

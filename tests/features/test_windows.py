@@ -141,3 +141,22 @@ def test_column_moments_equal_float64_numpy_across_blocks(monkeypatch):
     assert scaler.mean[3] == 0.0 and scaler.std[3] == 1.0 and scaler.std[4] == 1.0  # unseen / constant
     whole = windows.column_moments(values)
     np.testing.assert_allclose(whole[1][[1, 2]], np.nanmean(values[:, [1, 2]].astype(np.float64), axis=0))
+
+
+def test_column_moments_take_a_boolean_mask_and_survive_infinite_values(monkeypatch):
+    import features.windows as windows
+
+    monkeypatch.setattr(windows, "_BLOCK_ROWS", 16)
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(100, 3)).astype(np.float32)
+    values[7, 1] = np.inf
+    mask = rng.random(100) < 0.6
+    mask[7] = True  # the infinite value is among the rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning either
+        by_mask, by_index = windows.column_moments(values, mask), windows.column_moments(values, np.flatnonzero(mask))
+        scaler = windows.Scaler.fit(values, mask)
+    for a, b in zip(by_mask, by_index, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert scaler.mean[1] == 0.0 and scaler.std[1] == 1.0  # a non-finite column: neutral
+    np.testing.assert_allclose(scaler.mean[[0, 2]], values[mask][:, [0, 2]].mean(axis=0), rtol=1e-6)
