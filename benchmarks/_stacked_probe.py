@@ -5,6 +5,7 @@ per-fit gradient clipping, fused AdamW), at the batch a 500-ticker x 25-year uni
 
     python benchmarks/_stacked_probe.py            # on a GPU: the table
     python benchmarks/_stacked_probe.py --check    # on a CPU: the stacked forward equals K separate models
+    python benchmarks/_stacked_probe.py --ways cudnn,compiled --fits 1 --compile-fits 12,24   # torch.compile
 
 Aggregate samples/s is K x batch / seconds per step of all K.
 
@@ -21,6 +22,11 @@ and writing K x B x 4H activations, where cuDNN fuses the cell), and fits on str
 ~2.1-2.5x one fit's rate from K = 4: at this batch one fit already keeps most of the GPU's SMs busy for each of
 the window's 40 recurrent steps. That is the ceiling on what training fits at once can gain on a universe of
 this size, below issue 15's 5x over sequential refits; `forecasting/together.py` keeps the streams.
+Not yet measured on a GPU: the same stack through torch.compile (`--ways cudnn,compiled --fits 1
+--compile-fits 12,24`; Inductor fuses the cell's elementwise ops, forward and backward, which is all the eager
+stack lacks; on a CPU `--check --ways compiled` gives the eager stack's forward within 6e-8 and its gradients
+within 4e-6). By arithmetic it could pass cuDNN: a time step of 24 fits is one batched matmul of ~7 GFLOP and
+one fused pass over their gates.
 (The probe's first run crashed with an illegal memory access: its optimisers were freed after capture while
 their graphs still wrote their state. A graph holds no reference to what it reads: keep it alive.)
 """
@@ -97,13 +103,28 @@ class Stacked(torch.nn.Module):
         return torch.baddbmm(self.b2, hidden, self.w2)
 
 
-def check() -> None:
+def _compiled(net: Stacked):
+    """The stacked network through torch.compile (Inductor): the unrolled cell's elementwise ops fused into a
+    kernel or two per time step, forward and backward, which is what the eager stack lacks against cuDNN."""
+    return torch.compile(net, fullgraph=True, dynamic=False)
+
+
+def check(compiled: bool) -> None:
     for attention in (True, False):
         models = [model(attention, seed).eval() for seed in (1, 2, 3)]
         x = torch.randn(3, 64, LOOKBACK, N_FEATURES)
-        stacked = Stacked(models)(x)
+        net = Stacked(models)
+        stacked = net(x)
         each = torch.stack([m(x[k]).mean for k, m in enumerate(models)])
         print(f"attention={attention}: largest gap stacked vs separate {float((stacked - each).abs().max()):.2e}")
+        if compiled:
+            fast = _compiled(net)(x)
+            fast.square().sum().backward()
+            grads = [p.grad.clone() for p in net.parameters()]
+            net.zero_grad()
+            stacked.square().sum().backward()
+            gap = max(float((g - p.grad).abs().max()) for g, p in zip(grads, net.parameters(), strict=True))
+            print(f"  compiled vs eager: forward gap {float((fast - stacked).abs().max()):.2e}, gradient gap {gap:.2e}")
 
 
 def _step_graph(params, forward, x_of, y_of, batch: int, stream, clip_per_fit: int | None):
@@ -186,12 +207,12 @@ def cudnn(attention: bool, fits: int, batch: int, steps: int) -> float:
     return _time([lambda g=g, s=s: replay(g, s) for (g, _), (_, s) in zip(graphs, alive, strict=True)], steps)
 
 
-def stacked(attention: bool, fits: int, batch: int, steps: int) -> float:
+def stacked(attention: bool, fits: int, batch: int, steps: int, compiled: bool = False) -> float:
     X, Y, rows, span = _data(batch, fits)
     net = Stacked([model(attention, k) for k in range(fits)]).cuda()
     graph, _opt = _step_graph(
         list(net.parameters()),
-        net,
+        _compiled(net) if compiled else net,
         lambda: X[rows[:, :, None] - span],
         lambda: Y[rows],
         batch,
@@ -201,7 +222,14 @@ def stacked(attention: bool, fits: int, batch: int, steps: int) -> float:
     return _time([graph.replay], steps)
 
 
-def table(batch: int, steps: int, fits_list: list[int]) -> None:
+WAYS = {  # --ways name: (label, function)
+    "cudnn": ("cuDNN, one stream each", cudnn),
+    "stacked": ("stacked, one graph", stacked),
+    "compiled": ("stacked, compiled", lambda *args: stacked(*args, compiled=True)),
+}
+
+
+def table(batch: int, steps: int, fits_list: list[int], ways: list[str], compile_fits: list[int]) -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; batch {batch}, {steps} steps timed")
     print(f"\n{'model':<16}{'way':<22}{'fits':>5}{'ms/step':>9}{'samples/s':>12}{'vs 1 cuDNN':>12}")
     best = {}
@@ -209,8 +237,9 @@ def table(batch: int, steps: int, fits_list: list[int]) -> None:
         name = "attention_lstm" if attention else "lstm"
         one = cudnn(attention, 1, batch, steps)
         base = batch / one
-        for way, fn in (("cuDNN, one stream each", cudnn), ("stacked, one graph", stacked)):
-            for fits in fits_list:
+        for key in ways:
+            way, fn = WAYS[key]
+            for fits in compile_fits if key == "compiled" else fits_list:
                 try:
                     s = one if (fn is cudnn and fits == 1) else fn(attention, fits, batch, steps)
                 except torch.OutOfMemoryError:
@@ -218,13 +247,11 @@ def table(batch: int, steps: int, fits_list: list[int]) -> None:
                     torch.cuda.empty_cache()
                     continue
                 rate = fits * batch / s
-                best[(name, way)] = max(best.get((name, way), 0), rate / base)
+                best[(name, key)] = max(best.get((name, key), 0), rate / base)
                 print(f"{name:<16}{way:<22}{fits:>5}{s * 1e3:>9.2f}{rate:>12,.0f}{rate / base:>11.2f}x")
                 sys.stdout.flush()
                 torch.cuda.empty_cache()
-    print(
-        "RESULT stacked_probe " + " ".join(f"{n}_{w.split(',')[0].lower()}_best={r:.2f}" for (n, w), r in best.items())
-    )
+    print("RESULT stacked_probe " + " ".join(f"{n}_{key}_best={r:.2f}" for (n, key), r in best.items()))
 
 
 if __name__ == "__main__":
@@ -233,8 +260,11 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--fits", default="1,4,12,24")
+    parser.add_argument("--ways", default="cudnn,stacked", help=f"which of {', '.join(WAYS)}")
+    parser.add_argument("--compile-fits", default="24", help="fits of the compiled way (a compile each)")
     args = parser.parse_args()
     if args.check:
-        check()
+        check("compiled" in args.ways)
     else:
-        table(args.batch, args.steps, [int(k) for k in args.fits.split(",")])
+        fits = [int(k) for k in args.fits.split(",")]
+        table(args.batch, args.steps, fits, args.ways.split(","), [int(k) for k in args.compile_fits.split(",")])
