@@ -14,6 +14,7 @@ from sklearn.linear_model import Ridge
 
 from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.names import Model
+from nightcast.memory import trim_heap
 
 
 class Forecaster(Protocol):
@@ -89,11 +90,16 @@ class RidgeBaseline(PointForecaster):
         self.chosen: np.ndarray | None = None  # (K,) the penalty of each horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
+        trim_heap()  # its gathered rows (~0.25 GiB arrays) go beside what is live, not on top of freed heap pages
         self.scaler = Scaler.fit(panel.X, training_rows(panel, splits))
         seen = np.concatenate([splits.train, splits.val])
         K = len(panel.targets)
         self.chosen = np.full(K, self.alpha) if self.alpha is not None else self._choose(panel, splits)
-        self.model = Ridge(alpha=self.chosen).fit(self.scaler.transform(panel.X[seen], in_place=True), panel.Y[seen])
+        self.model = _fit_own(self.chosen, self._scaled(panel, seen), panel.Y[seen])
+
+    def _scaled(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
+        """The features of `rows`, standardised: a new array (the gathered rows are scaled where they are)."""
+        return self.scaler.transform(panel.X[rows], in_place=True)
 
     def _choose(self, panel: Panel, splits: Splits) -> np.ndarray:
         fit_rows, holdout = splits.train, splits.val
@@ -102,10 +108,16 @@ class RidgeBaseline(PointForecaster):
             first = dates[int(len(dates) * (1 - self.HOLDOUT))]
             holdout = splits.train[panel.dates[splits.train] >= first]
             fit_rows = splits.train[panel.target_end[splits.train] < first]  # purged: no label ends inside
-        X_fit = self.scaler.transform(panel.X[fit_rows], in_place=True)  # the gathered rows are scaled where they are
-        X_hold = self.scaler.transform(panel.X[holdout], in_place=True)
+        X_hold = self._scaled(panel, holdout)
+        # each penalty's fit gets the training rows gathered and scaled anew (the same values each time) and centres
+        # them in place (`_fit_own`): one array of them at a time, not that and scikit-learn's centred copy of it
+        # (~0.25 GiB each at 500 tickers x 25 years; the gather and scaling take ~0.1 s)
         errors = [
-            np.nanmean((_predict(Ridge(alpha=a).fit(X_fit, panel.Y[fit_rows]), X_hold) - panel.Y[holdout]) ** 2, axis=0)
+            np.nanmean(
+                (_predict(_fit_own(a, self._scaled(panel, fit_rows), panel.Y[fit_rows]), X_hold) - panel.Y[holdout])
+                ** 2,
+                axis=0,
+            )
             for a in self.alphas
         ]  # (alphas, K)
         return np.asarray(self.alphas)[np.argmin(np.asarray(errors), axis=0)]
@@ -116,6 +128,13 @@ class RidgeBaseline(PointForecaster):
     def raw_coefficients(self) -> np.ndarray:
         """(K, F) coefficients in the features' own units."""
         return self.model.coef_.reshape(-1, len(self.scaler.std)) / self.scaler.std[None, :]
+
+
+def _fit_own(alpha, X: np.ndarray, y: np.ndarray) -> Ridge:
+    """`Ridge(alpha).fit(X, y)` on an `X` the caller hands over (it is overwritten): scikit-learn centres it in
+    place (`copy_X=False`) instead of in a copy of its own. The same operations on the same values, so the same
+    coefficients, with one array of the training rows' size alive instead of two (~0.25 GiB each at 500 x 25)."""
+    return Ridge(alpha=alpha, copy_X=False).fit(X, y)
 
 
 def _predict(model: Ridge, X: np.ndarray) -> np.ndarray:

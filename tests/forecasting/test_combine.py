@@ -101,6 +101,56 @@ def test_the_ridge_penalty_is_small_for_a_signal_and_large_for_noise(with_valida
     assert fixed.chosen.tolist() == [3.0]
 
 
+def _ridge_with_copies(panel: Panel, split, alphas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge as it was before it centred its own gathered rows in place: scikit-learn's copy of one scaled
+    array, reused for every penalty. (chosen penalties, coefficients, intercepts)."""
+    from sklearn.linear_model import Ridge
+
+    from features.windows import Scaler, training_rows
+
+    scaler = Scaler.fit(panel.X, training_rows(panel, split))
+    fit_rows, holdout = split.train, split.val
+    if len(holdout) == 0:
+        dates = np.unique(panel.dates[split.train])
+        first = dates[int(len(dates) * (1 - RidgeBaseline.HOLDOUT))]
+        holdout = split.train[panel.dates[split.train] >= first]
+        fit_rows = split.train[panel.target_end[split.train] < first]
+    X_fit, X_hold = scaler.transform(panel.X[fit_rows]), scaler.transform(panel.X[holdout])
+    errors = [
+        np.nanmean(
+            (Ridge(alpha=a).fit(X_fit, panel.Y[fit_rows]).predict(X_hold).reshape(len(X_hold), -1) - panel.Y[holdout])
+            ** 2,
+            axis=0,
+        )
+        for a in alphas
+    ]
+    chosen = np.asarray(alphas)[np.argmin(np.asarray(errors), axis=0)]
+    seen = np.concatenate([split.train, split.val])
+    model = Ridge(alpha=chosen).fit(scaler.transform(panel.X[seen]), panel.Y[seen])
+    return chosen, model.coef_, model.intercept_
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_the_ridge_fit_in_place_equals_the_fit_on_copies(with_validation):
+    """Centring the gathered rows in place (copy_X=False, one array alive, not two) changes no bit of the
+    chosen penalties, the coefficients or the forecasts."""
+    panel = _ar_panel(0.3, n=1500, noise_features=20)
+    panel = Panel(**{**panel.__dict__, "Y": np.column_stack([panel.Y[:, 0], 0.5 * panel.Y[:, 0] + 0.001])})
+    panel.X[::17, 3] = np.nan  # a missing value scales to the mean
+    if with_validation:
+        split = splits_before(panel, 1, panel.dates[-1], val_days=200)
+    else:
+        split = refit_split(panel, 1, panel.dates[-1])
+    alphas = [0.1, 10.0, 1e3, 1e6]
+    ridge = RidgeBaseline(None, alphas)
+    ridge.fit(panel, split)
+    chosen, coef, intercept = _ridge_with_copies(panel, split, alphas)
+    np.testing.assert_array_equal(ridge.chosen, chosen)
+    np.testing.assert_array_equal(ridge.model.coef_, coef)
+    np.testing.assert_array_equal(ridge.model.intercept_, intercept)
+    assert np.isnan(panel.X[::17, 3]).all()  # the panel's own rows are left as they were
+
+
 def test_the_ensemble_averages_members_that_differ_only_in_their_seed():
     panel = panel_of(PRICES)
     end = date(2011, 3, 25)  # one fold
