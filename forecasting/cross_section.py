@@ -38,6 +38,7 @@ import polars as pl
 from sklearn.metrics import roc_auc_score
 
 from forecasting.names import display_order
+from nightcast.memory import trim_heap
 
 TRADING_DAYS = 252  # annualisation of a daily Sharpe ratio
 NOISE = 1e-12  # a standard deviation below this is float rounding of a constant series: no ratio is defined
@@ -307,8 +308,9 @@ def cross_section_table(predictions: pl.DataFrame, k: int, cost_bps: float, min_
     side it held on any date (`k`, or n // 2 in a universe of fewer than 2k tickers), and the ls_cost_bps it was
     built with) and the up/down scores (`up_down_scores`). Sorted by horizon, then display order.
     """
-    ic = ic_summary(daily_ic(predictions, min_tickers))
-    daily = long_short_daily(predictions, k, cost_bps)
+    trim_heap()  # its frames are built beside the predictions, not on top of the C heap's freed pages as well
+    daily_ics, daily, calls = _by_model(predictions, k, cost_bps, min_tickers)
+    ic = ic_summary(daily_ics)
     held = daily.group_by("model").agg(pl.col("k").max().cast(pl.Int64).alias("ls_k"))
     long_short = (
         long_short_summary(daily)
@@ -316,11 +318,43 @@ def cross_section_table(predictions: pl.DataFrame, k: int, cost_bps: float, min_
         .with_columns(horizon=pl.lit(1, dtype=pl.Int64), ls_cost_bps=pl.lit(cost_bps, pl.Float64))
     )
     table = (
-        up_down_scores(predictions)
-        .join(ic, on=["model", "horizon"], how="left")
+        calls.join(ic, on=["model", "horizon"], how="left")
         .join(long_short, on=["model", "horizon"], how="left")
         .with_columns(pl.col("n_dates").fill_null(0), t_lags=(pl.col("horizon") - 1).clip(lower_bound=0))
     )
     long_short_columns = ["ls_k", "ls_cost_bps", *list(LONG_SHORT_SUMMARY_SCHEMA)[1:]]
     columns = [*IC_SUMMARY_SCHEMA, *long_short_columns, *list(UP_DOWN_SCHEMA)[2:]]
     return table.sort("horizon", display_order(), "model").select(columns)
+
+
+def _by_model(
+    predictions: pl.DataFrame, k: int, cost_bps: float, min_tickers: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """`daily_ic`, `long_short_daily` and `up_down_scores` of `predictions`, computed one model's rows at a time.
+
+    Every figure is one model's (each groups by model first: ranks, correlations, books, turnover, counts, AUC),
+    and a model's rows keep their order, so the parts are the whole frame's rows, concatenated and sorted as each
+    function sorts. Their temporaries (the cleaned copy, the duplicate check, the ranks, the books) are one
+    model's, not all of them at once: ~0.5 GiB less at the peak of the nightly's table at 500 tickers x 25 years.
+    """
+    whole = "model" not in predictions.columns or predictions["model"].null_count() > 0
+    models = [] if whole else sorted(predictions["model"].cast(pl.String).unique().to_list())
+    if len(models) < 2:
+        return (
+            daily_ic(predictions, min_tickers),
+            long_short_daily(predictions, k, cost_bps),
+            up_down_scores(predictions),
+        )
+    columns = [c for c in REQUIRED if c in predictions.columns]
+    ics, books, calls = [], [], []
+    for model in models:
+        part = predictions.select(columns).filter(pl.col("model").cast(pl.String) == model)
+        ics.append(daily_ic(part, min_tickers))
+        books.append(long_short_daily(part, k, cost_bps))
+        calls.append(up_down_scores(part))
+        del part
+    return (
+        pl.concat(ics).sort("model", "horizon", "asof_date"),
+        pl.concat(books).sort("model", "asof_date"),
+        pl.concat(calls).sort("model", "horizon"),
+    )

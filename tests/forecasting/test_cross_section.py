@@ -309,3 +309,40 @@ def test_daily_ic_agrees_with_scipy_on_random_days_with_ties():
         preds, truths = zip(*d.values(), strict=True)
         assert row["ic"] == pytest.approx(stats.pearsonr(preds, truths).statistic)
         assert row["rank_ic"] == pytest.approx(stats.spearmanr(preds, truths).statistic)
+
+
+def test_the_table_computed_a_model_at_a_time_equals_the_whole_frame_computation():
+    """`cross_section_table` computes one model's rows at a time (its temporaries a model's, not all models'):
+    the daily ICs, books and up/down scores are exactly those of the whole frame."""
+    from polars.testing import assert_frame_equal
+
+    from forecasting.cross_section import _by_model
+
+    rng = np.random.default_rng(3)
+    tickers = [f"T{i:02d}" for i in range(12)]
+    dates = np.datetime64(D0, "D") + np.arange(40)
+    parts = []
+    for model in ("ridge", "attention_lstm", "random_walk", "combined"):
+        for h in (1, 2, 3):
+            n = len(tickers) * len(dates)
+            y_pred = np.zeros(n) if model == "random_walk" else rng.normal(0, 0.01, n)
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "model": model,
+                        "ticker": np.tile(tickers, len(dates)),
+                        "asof_date": np.repeat(dates, len(tickers)),
+                        "horizon": h,
+                        "target_date": np.repeat(dates, len(tickers)),
+                        "y_true": rng.normal(0, 0.01, n),
+                        "y_pred": y_pred,
+                    }
+                )
+            )
+    predictions = pl.concat(parts).sample(fraction=0.9, seed=1).sort("model", "ticker", "asof_date", "horizon")
+    predictions = predictions.with_columns(y_true=pl.when(pl.col("y_true") > 0.02).then(None).otherwise("y_true"))
+    ics, books, calls = _by_model(predictions, 3, 5.0, 3)
+    assert_frame_equal(ics, daily_ic(predictions, 3), check_exact=True)
+    assert_frame_equal(books, long_short_daily(predictions, 3, 5.0), check_exact=True)
+    assert_frame_equal(calls, up_down_scores(predictions), check_exact=True)
+    assert cross_section_table(predictions, 3, 5.0).height == 12
