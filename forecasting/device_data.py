@@ -98,6 +98,13 @@ def standardise(raw: torch.Tensor, scaler: Scaler) -> torch.Tensor:
     return torch.nan_to_num((raw - mean) / std, nan=0.0)
 
 
+def standardise_in_place(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`standardise` of float32 `values` with the scaler's `mean` and `std` (as tensors), overwriting `values`:
+    the same operations in the same order, so the same values, with no temporary of their size."""
+    values.sub_(mean).div_(std)
+    return torch.nan_to_num_(values, nan=0.0)
+
+
 def scaled_targets(Y: np.ndarray, scale: np.ndarray, device: torch.device) -> torch.Tensor:
     """Targets divided by the per-horizon scale, unknown ones 0, as a tensor on `device`."""
     if device.type == "cpu":

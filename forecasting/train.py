@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.batching import BatchPlan, batch_plan
-from forecasting.device_data import column_moments_at, scaled_features, scaled_targets
+from forecasting.device_data import column_moments_at, scaled_features, scaled_targets, standardise_in_place
 from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
@@ -116,16 +116,31 @@ class Prediction(NamedTuple):
 
 
 class _Batches:
-    """The split resident on the device; batches are gathered by index."""
+    """The split resident on the device; batches are gathered by index.
+
+    On the CPU the windows are gathered from the panel's own rows and standardised a batch at a time (`inputs`):
+    the whole panel scaled up front was a second copy of it (~0.27 GiB at 500 tickers x 25 years) held through
+    every fit, the refit's included. Standardising is elementwise in float32 (`device_data.standardise`, tested
+    bit-identical to `Scaler.transform`), so every window holds the same values either way; per step it costs
+    ~0.3 ms against a ~100 ms step. On a GPU the panel is scaled there once (`scaled_features`), as before.
+    """
 
     def __init__(self, trained: TrainedModel, panel: Panel, device: torch.device, targets: bool = True):
-        self.X = scaled_features(panel.X, trained.feature_scaler, device)
+        scaler = trained.feature_scaler
+        self.scaler = (torch.from_numpy(scaler.mean), torch.from_numpy(scaler.std)) if device.type == "cpu" else None
+        if self.scaler is not None:
+            self.X = torch.from_numpy(np.ascontiguousarray(panel.X, dtype=np.float32))
+        else:
+            self.X = scaled_features(panel.X, scaler, device)
         self.Y = scaled_targets(panel.Y, trained.target_scale, device) if targets else None
         self.T = torch.from_numpy(trained.ticker_index(panel)).to(device)
         self.lookback = trained.lookback
 
     def inputs(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return gather_windows(self.X, idx, self.lookback), self.T[idx]
+        windows = gather_windows(self.X, idx, self.lookback)
+        if self.scaler is not None:  # in place: the batch's only array is its gather (no heap-splitting temporaries)
+            standardise_in_place(windows, *self.scaler)
+        return windows, self.T[idx]
 
 
 class _WindowRows(_Batches):
@@ -138,6 +153,7 @@ class _WindowRows(_Batches):
         L = trained.lookback
         rows = (np.asarray(ends)[:, None] - np.arange(L - 1, -1, -1)[None, :]).reshape(-1)
         self.X = torch.from_numpy(trained.feature_scaler.transform(panel.X[rows], in_place=True))
+        self.scaler = None  # scaled already
         self.Y = None
         self.T = torch.from_numpy(trained.ticker_index(panel)[rows])
         self.lookback = L

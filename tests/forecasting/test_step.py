@@ -11,7 +11,14 @@ import torch
 
 from features.windows import Scaler, column_moments, date_splits
 from forecasting.batching import BatchPlan, batch_plan
-from forecasting.device_data import column_moments_at, resident, resident_count, standardise, tensor_moments
+from forecasting.device_data import (
+    column_moments_at,
+    resident,
+    resident_count,
+    standardise,
+    standardise_in_place,
+    tensor_moments,
+)
 from forecasting.model import DataShape, Forecast, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.step import EagerStep, GraphStep, cosine_lr, loss_of
@@ -70,6 +77,10 @@ def test_standardising_on_a_device_is_bit_identical_to_the_scaler():
     X[rng.random(X.shape) < 0.1] = np.nan
     scaler = Scaler.fit(X[:300])
     np.testing.assert_array_equal(standardise(torch.from_numpy(X), scaler).numpy(), scaler.transform(X))
+    mean, std = torch.from_numpy(scaler.mean), torch.from_numpy(scaler.std)
+    overwritten = torch.from_numpy(X.copy())
+    np.testing.assert_array_equal(standardise_in_place(overwritten, mean, std).numpy(), scaler.transform(X))
+    np.testing.assert_array_equal(overwritten.numpy(), scaler.transform(X))
 
 
 def _moments_case():

@@ -261,3 +261,32 @@ def test_a_fit_frees_its_scaled_copy_of_the_panel_without_waiting_for_the_garbag
     finally:
         gc.enable()
     assert made and not any(alive)
+
+
+def test_windows_standardised_a_batch_at_a_time_train_exactly_as_the_whole_panel_scaled(panel, monkeypatch):
+    """On the CPU a fit reads the panel's own rows and standardises each batch of windows (no scaled copy of the
+    panel held through the fit): the weights, the losses and the forecasts are bit-identical to a fit on the
+    whole panel scaled up front."""
+    from forecasting import train as train_module
+    from forecasting.device_data import scaled_features
+
+    panel = Panel(**{**panel.__dict__, "X": panel.X.copy()})
+    panel.X[::13, 2] = np.nan  # a missing value is the training mean, 0, either way
+    splits = date_splits(panel, WINDOWS)
+    quantiles = MODEL.model_copy(update={"quantiles": [0.1, 0.5, 0.9]})
+    now = fit(panel, splits, quantiles, TRAIN, WINDOWS.lookback)
+    now_forecast = predict(now, panel, splits.test)
+    original = train_module._Batches.__init__
+
+    def scaled_up_front(self, trained, panel, device, targets=True):
+        original(self, trained, panel, device, targets)
+        self.X, self.scaler = scaled_features(panel.X, trained.feature_scaler, device), None
+
+    monkeypatch.setattr(train_module._Batches, "__init__", scaled_up_front)
+    before = fit(panel, splits, quantiles, TRAIN, WINDOWS.lookback)
+    for (name, a), b in zip(now.model.state_dict().items(), before.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    untimed = lambda history: [{k: v for k, v in row.items() if k != "train_seconds"} for row in history]  # noqa: E731
+    assert untimed(now.history) == untimed(before.history) and now.best_val_loss == before.best_val_loss
+    for name, value in predict(before, panel, splits.test)._asdict().items():
+        np.testing.assert_array_equal(getattr(now_forecast, name), value, err_msg=name)
