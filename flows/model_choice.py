@@ -171,6 +171,9 @@ def choose_model(
     subset = None if force else subset_of_champion(settings, held)
     reason = _retrain_reason(champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force)
     health = health_gate(prices, stale, settings)
+    # read no more here: not held through the evaluation's training and backtest and the refit (its caller lets go of
+    # its own reference as soon as this returns; ~0.17 GiB at 500 tickers x 25 years)
+    del prices
     # a champion publishes what it was vouched for as: its stored weights, or (none, an older record) the network
     held_publishing = Publishing.of(champion.combination) if champion is not None else Publishing()
     champion_result = evaluate_fixed(panel, held[1], held_publishing, settings) if held else None

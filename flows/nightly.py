@@ -218,8 +218,12 @@ def _nightly(
     data_asof = publish.current_rows(panel, report.stale)[0]
     _say_where_asof_landed(logger, asof, data_asof)
     run_summary.name_run_after(data_asof)
-    choice = choose_model(panel, prices, report.stale, settings, day, data_asof, fingerprint)
-    del prices  # no later stage reads them (~0.25 GB at 500 x 25 years; Prefect's task contexts may still hold them)
+    # choose_model reads the prices only before it trains (the health gate, whether to retrain) and then lets go of
+    # them: handed over (a call takes over the references of the arguments it is passed) they are not held here
+    # through the evaluation's training, its backtest and the refit too (~0.17 GiB at 500 tickers x 25 years)
+    handed = [prices]
+    del prices
+    choice = choose_model(panel, handed.pop(), report.stale, settings, day, data_asof, fingerprint)
     ev = choice.evaluation
     logger.info(
         "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
