@@ -134,14 +134,25 @@ def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[Model
     return ModelSettings.model_validate(evaluated.settings["model"]), training
 
 
-def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str):
-    """(published, evaluation) models of the champion, or None when it cannot read today's features."""
+def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str, features: list[str]):
+    """((published, evaluation) models of the champion, None), or (None, why) when it cannot read today's
+    features (why None: there is no champion, or its settings read other features, which retrains anyway)."""
     if champion is None or champion.inputs_hash != inputs_hash:
-        return None
-    return (
-        train.load_checkpoint(models_dir / champion.checkpoint),
-        train.load_checkpoint(models_dir / champion.evaluation_checkpoint),
-    )
+        return None, None
+    published = train.load_checkpoint(models_dir / champion.checkpoint)
+    if published.features != list(features):
+        # the same settings build other features from other data: a close-only file has no bar features
+        return None, feature_change(published.features, features)
+    return (published, train.load_checkpoint(models_dir / champion.evaluation_checkpoint)), None
+
+
+def feature_change(old: list[str], new: list[str]) -> str:
+    """One phrase: how the features of today's data differ from a model's."""
+    lacks, adds = [f for f in old if f not in new], [f for f in new if f not in old]
+    parts = [f"lacks {', '.join(lacks)}" if lacks else "", f"adds {', '.join(adds)}" if adds else ""]
+    change = " and ".join(p for p in parts if p) or "orders them differently"
+    hint = " (a close-only source has no open, high, low or volume)" if lacks else ""
+    return f"the champion's features differ from this data's: the data {change}{hint}"
 
 
 def _published_predictions(result: BacktestResult, publishing: Publishing) -> pl.DataFrame:
@@ -166,10 +177,12 @@ def choose_model(
     models_dir = settings.paths.models
     recipe_hash, inputs_hash = config_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
-    held = _held(models_dir, champion, inputs_hash)
+    held, unreadable = _held(models_dir, champion, inputs_hash, panel.features)
     # a run on some of the champion's tickers publishes from it and never retrains it (`nightcast train` may)
     subset = None if force else subset_of_champion(settings, held)
-    reason = _retrain_reason(champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force)
+    reason = unreadable or _retrain_reason(
+        champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force
+    )
     health = health_gate(prices, stale, settings)
     # read no more here: not held through the evaluation's training and backtest and the refit (its caller lets go of
     # its own reference as soon as this returns; ~0.17 GiB at 500 tickers x 25 years)
@@ -320,7 +333,7 @@ def _keep(
     subset of its tickers (`subset_of_champion`)."""
     champion_result, publishing = champion_side
     if held is None:
-        why = "there is no champion yet" if champion is None else "the champion reads other features"
+        why = "there is no champion yet" if champion is None else reason or "the champion reads other features"
         raise InsufficientDataError(
             f"no model to publish: {why} and the data-health gate blocked training: "
             + "; ".join(problems)
@@ -370,7 +383,7 @@ def _verdict(
 ) -> policy.Verdict:
     """The contest, on what each side publishes (its combination, or the network alone)."""
     if held is None and champion is not None:
-        why = "the champion reads other features (denoise, feature or lookback settings changed)"
+        why = "the champion reads other features (its denoise, feature or lookback settings, or the data's columns)"
         return policy.Verdict(True, why, None, None, None, None, 0)
     champion_result, champion_publishing = champion_side
     return policy.judge(

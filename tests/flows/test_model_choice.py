@@ -155,6 +155,21 @@ def test_a_champion_reading_other_features_is_not_reused(first, tmp_path):
     assert choice.evaluation_model.lookback == 12 and history(settings) == ["promoted", "promoted"]
 
 
+def test_a_champion_whose_features_the_data_lacks_is_retrained(first, tmp_path):
+    """Same settings, other columns: a close-only source builds no bar features. The champion cannot read
+    this data; it is retrained (it used to stop every run with the predict's error on the feature lists)."""
+    settings, case = from_first(first, tmp_path)
+    close_only = case.prices.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in ("open", "high", "low"))
+    close_only = close_only.with_columns(pl.lit(None, dtype=close_only["volume"].dtype).alias("volume"))
+    narrow = case_of(close_only, settings)
+    assert "hl_range" in case.panel.features and "hl_range" not in narrow.panel.features
+    choice = choose(narrow, settings)
+    assert choice.retrained and choice.verdict.promote and "reads other features" in choice.decision
+    assert "the data lacks hl_range" in choice.decision and "close-only" in choice.decision
+    assert choice.evaluation_model.features == list(narrow.panel.features)
+    assert history(settings) == ["promoted", "promoted"]
+
+
 def jumped(prices: pl.DataFrame) -> pl.DataFrame:
     last = prices["date"].max()
     return prices.with_columns(
