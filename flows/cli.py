@@ -280,7 +280,8 @@ def _always(value: Any) -> Callable[[Any], Any]:
 
 
 # Every flag that sets a setting: (argparse dest, settings path, converter). A later row wins: the kind that
-# --path or --dask-address implies comes first, so an explicit --source or --runner overrides it.
+# --path or --dask-address implies comes first, so an explicit --source or --runner agreeing with it stands
+# (one that contradicts it is an error: `_contradictions`).
 SETTING_FLAGS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("path", "source.kind", _always("file")),
     ("dask_address", "runner.kind", _always("dask")),
@@ -299,8 +300,22 @@ SETTING_FLAGS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
 )
 
 
+# flag, the kind it needs, the flag that names the kind: `--path x --source sample` ran the sample and ignored
+# the file without a word (a new user's review)
+_NEEDS = (("path", "file", "source"), ("dask_address", "dask", "runner"))
+
+
+def _contradictions(args: argparse.Namespace) -> None:
+    for dest, kind, chooser in _NEEDS:
+        chosen = getattr(args, chooser, None)
+        if getattr(args, dest, None) is not None and chosen is not None and chosen != kind:
+            flag, other = "--" + dest.replace("_", "-"), "--" + chooser
+            raise ConfigError(f"{flag} is only read with {other} {kind}, but {other} is {chosen}: drop one of them")
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The settings the flags set, nested by section as `load_settings` takes them."""
+    _contradictions(args)
     out: dict[str, dict[str, Any]] = {}
     for dest, path, convert in SETTING_FLAGS:
         value = getattr(args, dest, None)  # each command carries only its own flags
@@ -432,14 +447,37 @@ def _print_result(result, elapsed: float) -> None:
         console.print(_record_table(result.record, f"Live record as of {result.asof} (published forecasts, scored)"))
     console.print(_waiting(result.waiting, result.unpriced))
     console.print(
-        f"as-of {result.asof}: {result.forecasts.height} forecasts from {result.model_version}, trained through "
-        f"{result.trained_through}; recipe evaluated by {result.evaluation_version}"
+        f"as-of {result.asof}: {result.forecasts.height} forecasts{_by_source(result.forecasts)}; model "
+        f"{result.model_version}, trained through {result.trained_through}; recipe evaluated by "
+        f"{result.evaluation_version}"
     )
+    if _baselines_only(result.forecasts):
+        console.print(
+            "[yellow]no forecast is the model's:[/] the combination gives it no weight at any horizon (chosen on "
+            "its validation span), so every forecast is a baseline's (run.json: published_as)"
+        )
     console.print("written:")
     for p in [*result.paths, result.checkpoint]:
         console.print(f"  {p}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     console.print(f"done in {elapsed:.1f}s ({stages})")
+
+
+def _by_source(forecasts) -> str:
+    """(by source: combined 60, random_walk 40): what the forecasts are, from their `source_model` (a horizon
+    where the combination gives the network no weight is labelled with the baseline it publishes)."""
+    if forecasts.is_empty() or "source_model" not in forecasts.columns:
+        return ""
+    counts = forecasts.group_by("source_model").len().sort("source_model")
+    return " (by source: " + ", ".join(f"{m} {n}" for m, n in counts.iter_rows()) + ")"
+
+
+def _baselines_only(forecasts) -> bool:
+    from forecasting.names import Model
+
+    if forecasts.is_empty() or "source_model" not in forecasts.columns:
+        return False
+    return set(forecasts["source_model"].unique().to_list()) <= {str(Model.RANDOM_WALK), str(Model.HIST_MEAN)}
 
 
 def _waiting(waiting: int, unpriced: int) -> str:

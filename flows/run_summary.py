@@ -60,7 +60,7 @@ def run_metadata(
         "data_fingerprint": choice.published.fingerprint,
         "not_forecast": not_forecast,
         "skill": {str(h): s.skill for h, s in sources.items()},
-        "sources": {str(h): s.model for h, s in sources.items()},
+        "sources": {str(h): label for h, label in published_labels(choice, sources).items()},
         "live_record": metrics.pooled(record).to_dicts(),
         # the evaluation judged across tickers: rank IC, long-short after costs, up/down AUC, per horizon
         "across_tickers": across.filter(pl.col("model") == name).to_dicts(),
@@ -79,14 +79,22 @@ def _qlike_by_horizon(volatility: pl.DataFrame | None) -> dict | None:
     return out
 
 
+def published_labels(choice: ModelChoice, sources: dict[int, policy.Source]) -> dict[int, str]:
+    """What each horizon's forecast is, as the files' `source_model` says (`Publishing.labels`: a combination
+    that gives the network no weight is the baseline it leaves); run.json and the run summary say the same."""
+    horizons = sorted(sources)
+    return dict(zip(horizons, choice.publishing.labels([sources[h].model for h in horizons]), strict=True))
+
+
 def publishing_markdown(choice: ModelChoice, sources: dict[int, policy.Source]) -> str:
     """What published at each horizon and, for a combination, its weights (the run summary's section)."""
     weights = choice.publishing.by_horizon(sorted(sources)) or {}
+    labels = published_labels(choice, sources)
     lines = ["| horizon | published | weights: model, hist_mean, random walk |", "|---|---|---|"]
     for h, s in sorted(sources.items()):
         w = weights.get(str(h)) if s.model == choice.publishing.name else None
         shares = ", ".join(f"{v:.3f}" for v in w.values()) if w else ""
-        lines.append(f"| {h} | {s.model} | {shares} |")
+        lines.append(f"| {h} | {labels[h]} | {shares} |")
     return "\n".join(lines)
 
 

@@ -88,11 +88,17 @@ def test_every_flag_is_a_setting_or_a_command_argument():
     assert dests - COMMAND_ARGUMENTS == {dest for dest, _, _ in SETTING_FLAGS}
 
 
-def test_flags_imply_the_kind_they_need(tmp_path):
+def test_flags_imply_the_kind_they_need(tmp_path, capsys):
     assert settings_of("config", "--path", str(tmp_path / "p.csv")).source.kind == "file"
-    assert settings_of("config", "--path", str(tmp_path / "p.csv"), "--source", "sample").source.kind == "sample"
+    assert settings_of("config", "--path", str(tmp_path / "p.csv"), "--source", "file").source.kind == "file"
     assert settings_of("config", "--dask-address", "tcp://h:1").runner.kind == "dask"
-    assert settings_of("config", "--dask-address", "tcp://h:1", "--runner", "threads").runner.kind == "threads"
+    # a flag the chosen kind would ignore is an error, not silently dropped
+    assert main(["config", "--path", str(tmp_path / "p.csv"), "--source", "sample"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --path is only read with --source file, but --source is sample: drop one of them\n"
+    )
+    assert main(["config", "--dask-address", "tcp://h:1", "--runner", "threads"]) == 2
+    assert "--dask-address is only read with --runner dask" in capsys.readouterr().err
 
 
 def test_flags_override_environment_and_file(tmp_path, monkeypatch, capsys):

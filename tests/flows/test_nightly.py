@@ -133,6 +133,9 @@ def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     assert published_as["model"] == "combined" and sorted(published_as["weights"]) == ["1", "2", "3", "4", "5"]
     for h, (a, b) in zip(range(1, 6), result.publishing.weights, strict=True):
         assert published_as["weights"][str(h)] == {"attention_lstm": a, "hist_mean": b, "random_walk": 1 - a - b}
+    # what each horizon published, as the files label it (a combination giving the network no weight: a baseline)
+    published = forecasts.select("horizon", "source_model").unique().iter_rows()
+    assert run_meta["sources"] == {str(h): m for h, m in published}
     (record,) = json.loads((settings.paths.models / "champion.json").read_text())["history"][-1:]
     assert record["combination"] == [list(w) for w in result.publishing.weights]
     # the published volatility forecast's QLIKE beside EWMA and HAR, per horizon, on the evaluation's origins
