@@ -491,6 +491,8 @@ def _record(settings, asof, by_ticker: bool, replay: bool) -> int:
 
     paths = settings.paths.for_replay() if replay else settings.paths
     if not paths.out_dir.is_dir():
+        if replay:
+            raise NightcastError(f"no replay has been run yet (none at {paths.out_dir}): `nightcast replay` makes one")
         raise NightcastError(f"no outputs directory at {paths.out_dir}: is --out (paths.out_dir) right?")
     book = live.score_ledger(paths.out_dir / "ledger", paths.lake, asof)
     if book.ledger.is_empty():

@@ -21,7 +21,7 @@ import polars as pl
 
 from features.prices import lake, sources, yahoo
 from features.prices.calendar import latest_closed_session, sessions_behind
-from features.prices.schema import conform, is_valid_ticker
+from features.prices.schema import conform, is_valid_ticker, not_a_symbol
 from features.prices.validate import Finding, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from nightcast.errors import SourceError, ValidationError
@@ -191,11 +191,7 @@ def fetch_yahoo(
     """New rows from yfinance for the valid symbols of `source`, each from a little before its last stored bar."""
     requested = list(source.tickers)
     safe = [t for t in requested if is_valid_ticker(t)]
-    findings = [
-        Finding(t, None, "ticker_symbol", "quarantined", f"{t!r} is not a valid symbol")
-        for t in requested
-        if t not in safe
-    ]
+    findings = [Finding(t, None, "ticker_symbol", "quarantined", not_a_symbol(t)) for t in requested if t not in safe]
     manifest = lake.read_manifest(lake_dir)
     default = date.fromisoformat(source.start)
     starts = {t: incremental_start(manifest.get(t), settings.overlap_days, default) for t in safe}

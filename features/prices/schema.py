@@ -34,6 +34,14 @@ def is_valid_ticker(ticker: object) -> bool:
     return isinstance(ticker, str) and len(ticker) <= 15 and bool(_TICKER_RE.fullmatch(ticker))
 
 
+def not_a_symbol(ticker: object) -> str:
+    """Why `ticker` is quarantined, with the likely fix: a share class written with '/' is Yahoo's dash."""
+    hint = ""
+    if isinstance(ticker, str) and "/" in ticker and is_valid_ticker(ticker.replace("/", "-").upper()):
+        hint = f" (share classes take a dash, as Yahoo writes them: {ticker.replace('/', '-').upper()})"
+    return f"{ticker!r} is not a valid symbol{hint}"
+
+
 def check_ticker(ticker: object) -> str:
     """Return `ticker` unchanged or raise ValidationError saying why it is not a symbol."""
     if not is_valid_ticker(ticker):

@@ -14,6 +14,7 @@ Files come in two layouts:
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from collections.abc import Sequence
@@ -105,7 +106,8 @@ def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, 
         else:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
-        raise SourceError(f"{path}: cannot read: {exc}") from exc
+        where = csv_problem(path) if suffix != ".parquet" else None
+        raise SourceError(f"{path}: cannot read: {where or str(exc).strip().splitlines()[0]}") from None
     findings: list[Finding] = []
     if yahoo.is_export(path, raw.columns):  # a saved yf.download frame: its own two-level header
         raw = yahoo.read_export(path)
@@ -115,6 +117,30 @@ def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, 
         raw = raw.with_columns(pl.lit(one_ticker).alias("ticker"))
     frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path))
     return frame, findings + cells
+
+
+def csv_problem(path: Path) -> str | None:
+    """Where a CSV file polars could not parse goes wrong, as one phrase with its line number: a row with more
+    or fewer fields than the header, or a quote never closed (None: nothing found). Polars' own message names
+    no line and suggests reader options nightcast does not expose. Only on that error path: a pass in Python."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle, strict=True)
+        header, started = None, 1
+        try:
+            header = next(rows, None)
+            if header is None:
+                return "the file is empty"
+            started = rows.line_num + 1
+            for row in rows:
+                if row and len(row) != len(header):
+                    return (
+                        f"line {rows.line_num} has {len(row)} fields, the header {len(header)} "
+                        "(a stray or missing comma, or an unquoted comma inside a value?)"
+                    )
+                started = rows.line_num + 1
+        except csv.Error as exc:
+            return f"the row from line {started} does not parse ({exc}): a quote never closed?"
+    return None
 
 
 def _is_wide(raw: pl.DataFrame) -> bool:

@@ -31,7 +31,7 @@ from datetime import date
 
 import polars as pl
 
-from features.prices.schema import VALUE_COLUMNS, conform, is_valid_ticker
+from features.prices.schema import VALUE_COLUMNS, conform, is_valid_ticker, not_a_symbol
 from features.settings import ValidationSettings
 from nightcast.errors import ValidationError
 
@@ -109,7 +109,7 @@ def check_symbols(f: pl.DataFrame) -> Checked:
     """ticker_symbol: a symbol unsafe as a file name or implausible as a ticker quarantines it."""
     symbols = f["ticker"].unique().to_list()
     found = [
-        Finding(str(bad), None, "ticker_symbol", "quarantined", f"{bad!r} is not a valid symbol")
+        Finding(str(bad), None, "ticker_symbol", "quarantined", not_a_symbol(bad))
         for bad in sorted((t for t in symbols if not is_valid_ticker(t)), key=str)
     ]
     return f.filter(TICKER.is_in([t for t in symbols if is_valid_ticker(t)])), found

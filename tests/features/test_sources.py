@@ -89,3 +89,20 @@ def test_one_symbols_file_without_a_ticker_column_takes_the_one_ticker_asked_for
     assert findings == [] and frame["ticker"].to_list() == ["AAPL"] and frame["close"].to_list() == [185.6]
     with pytest.raises(SourceError, match="name its one symbol with --tickers SYMBOL"):
         load(SourceSettings(kind="file", path=path, tickers=["AAPL", "MSFT"]))  # which is it? not guessed
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("date,ticker,close\n2024-01-02,AAA,10\n2024-01-03,AAA,11,5\n", "line 3 has 4 fields, the header 3"),
+        ('date,ticker,close\n2024-01-02,AAA,"10\n2024-01-03,AAA,11\n', "the row from line 2 does not parse"),
+    ],
+)
+def test_a_malformed_csv_is_one_line_with_where(tmp_path, text, expected):
+    # polars' own message names no line and suggests reader options nightcast does not take
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(SourceError) as caught:
+        read_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot read: ") and expected in message and "\n" not in message

@@ -177,3 +177,13 @@ def test_require_history_keeps_the_frame_itself_when_no_ticker_is_short():
         frame.filter((pl.col("ticker") == "AAA") | (pl.col("date") < pl.col("date").max())), 30
     )
     assert kept["ticker"].unique().to_list() == ["AAA"] and [f.ticker for f in found] == ["BBB"]
+
+
+def test_a_share_class_written_with_a_slash_is_told_the_dash():
+    from features.prices.schema import not_a_symbol
+
+    assert (
+        not_a_symbol("BRK/B")
+        == "'BRK/B' is not a valid symbol (share classes take a dash, as Yahoo writes them: BRK-B)"
+    )
+    assert not_a_symbol("../EVIL") == "'../EVIL' is not a valid symbol"  # no fix to suggest

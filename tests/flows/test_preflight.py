@@ -133,3 +133,13 @@ def test_the_cli_stops_at_a_stale_prefect_api_url_in_a_second(tmp_path, command)
     assert line.startswith(f"error: no Prefect server answers at PREFECT_API_URL={url} (connection refused)")
     assert "nightcast ui" in line and len(line) > 140  # longer than the console's width when piped: not broken
     assert not (tmp_path / "data" / "lake").exists()  # nothing ingested
+
+
+def test_record_of_replays_before_any_replay_says_so(tmp_path, capsys, monkeypatch):
+    from flows.cli import main
+
+    monkeypatch.setenv("NIGHTCAST_PATHS__OUT_DIR", str(tmp_path / "outputs"))
+    (tmp_path / "outputs").mkdir()
+    assert main(["record", "--replay"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no replay has been run yet") and "`nightcast replay` makes one" in err
