@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -367,13 +368,24 @@ def _rich_table(frame, columns, title: str) -> Table:
     return table
 
 
+_FOLD_COLUMNS = ("refit_date", "train_samples", "val_samples", "origins", "neural_fit_s")
+
+
 def _folds_table(folds) -> Table:
-    """One row per refit, as `folds.*` names its columns: samples, origins, seconds (`_s`), networks' epochs."""
-    table = Table(title="Refits (folds.*)")
-    for c in folds.columns:
-        table.add_column(c, justify="right")
-    for row in folds.iter_rows():
-        table.add_row(*("" if v is None else str(v) for v in row))
+    """One row per refit: samples, origins, the networks' fit seconds and epochs (`folds.*` names them so, with
+    '_' for the spaces here, and adds each model's seconds). Every column at once was wider than a terminal
+    and cut each header to a few letters (a new user's review)."""
+    shown = [c for c in folds.columns if c in _FOLD_COLUMNS or c.endswith("_epochs")]
+    title = "Refits (folds.*, which adds each model's seconds)"
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    rows = [["" if v is None else str(v) for v in row] for row in folds.select(shown).iter_rows()]
+    for k, c in enumerate(shown):
+        header = c.replace("_", " ")
+        # as wide as its longest word or value: narrower, rich cuts them
+        widest = max([len(w) for w in header.split()] + [len(r[k]) for r in rows])
+        table.add_column(header, justify="right", min_width=widest, max_width=widest)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -187,3 +187,30 @@ def test_every_commands_help_has_examples_that_parse():
             words = [w for w in shlex.split(line.split("#")[0]) if "=" not in w or w.startswith("-")]
             assert words[0] == "nightcast", line
             build_parser().parse_args(words[1:])  # exits (SystemExit) on a flag that does not exist
+
+
+def test_the_folds_table_fits_a_terminal_uncut():
+    import polars as pl
+    from rich.console import Console
+
+    from flows.cli import _folds_table
+
+    folds = pl.DataFrame(
+        {
+            "refit_date": ["2017-01-03", "2017-04-04"],
+            "train_samples": [120000, 130000],
+            "val_samples": [5000, 5000],
+            "origins": [63, 63],
+            "neural_fit_s": [123.4, 99.0],
+            "attention_lstm_s": [61.2, 1.0],
+            "ridge_s": [3.1, 2.0],
+            "attention_lstm_epochs": [7, 8],
+            "lstm_epochs": [9, None],
+            "ensemble_epochs": [3, 4],
+        }
+    )
+    console = Console(width=80, record=True)
+    console.print(_folds_table(folds))
+    text = console.export_text()
+    assert "…" not in text and "2017-04-04" in text and "ensemble" in text and "ridge" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
