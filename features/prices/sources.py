@@ -251,10 +251,16 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
         frame = frame.with_columns(
             pl.col("date").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
         )
-        if bad := frame["date"].null_count():
-            value = text[int(frame["date"].is_null().arg_max())]
+        if frame["date"].null_count():
+            unparsed = text.filter(frame["date"].is_null())
+            value = unparsed[0]
             first = f"the first {value!r}" if value is not None else "the first empty"
-            raise SourceError(f"{where}: {bad} dates could not be parsed (expected YYYY-MM-DD), {first}")
+            if value is not None and re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", value):
+                first += " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
+            # distinct values: a wide file's date repeats once per ticker column after reshaping
+            raise SourceError(
+                f"{where}: {unparsed.n_unique()} distinct dates could not be parsed (expected YYYY-MM-DD), {first}"
+            )
     elif frame.schema["date"] != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.Date))
     frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())

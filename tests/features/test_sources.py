@@ -26,9 +26,14 @@ def test_file_errors_name_the_problem(tmp_path):
     dates = tmp_path / "dates.csv"
     dates.write_text("date,ticker,close\n02/01/2024,AAA,1\n")
     with pytest.raises(
-        SourceError, match=r"1 dates could not be parsed \(expected YYYY-MM-DD\), the first '02/01/2024'$"
+        SourceError,
+        match=r"1 distinct dates could not be parsed \(expected YYYY-MM-DD\), the first '02/01/2024' \(day/month",
     ):
         read_file(dates)
+    # a wide file: each date once, however many ticker columns repeat it after reshaping
+    (tmp_path / "wide.csv").write_text("date,AAA,BBB,CCC\n01/02/2024,1,2,3\n01/03/2024,1,2,3\n")
+    with pytest.raises(SourceError, match="2 distinct dates could not be parsed"):
+        read_file(tmp_path / "wide.csv")
 
 
 def test_sample_source_and_ticker_filter():
