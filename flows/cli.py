@@ -104,7 +104,8 @@ def _out_flag(p: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="output directory (default: outputs); forecasts go to DIR/forecasts, a backtest to DIR/backtest",
+        help="output directory (default: outputs), which runs write and record reads: forecasts in DIR/forecasts "
+        "and DIR/ledger, backtests in DIR/backtest, replays in DIR/replay",
     )
 
 
