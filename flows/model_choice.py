@@ -223,14 +223,7 @@ def choose_model(
     registry.record_decision(
         models_dir, _record(decided, asof, today, fingerprint, recipe_hash, inputs_hash, checkpoint.name)
     )
-    if verdict.promote:
-        decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
-    else:
-        decision = (
-            f"retrained ({reason}); kept the champion's recipe ({evaluation_version}), refit as {version}: "
-            f"{verdict.reason}"
-        )
-    log.info("%s", decision)
+    decision = _retrained(reason, verdict, version, evaluation_version)
     return ModelChoice(
         result,
         evaluated,
@@ -244,6 +237,19 @@ def choose_model(
         health.problems,
         publishing,
     )
+
+
+def _retrained(reason: str, verdict: policy.Verdict, version: str, evaluation_version: str) -> str:
+    """The decision of a run that retrained, logged and returned (one sentence)."""
+    if verdict.promote:
+        decision = f"retrained ({reason}); challenger {version} promoted: {verdict.reason}"
+    else:
+        decision = (
+            f"retrained ({reason}); kept the champion's recipe ({evaluation_version}), refit as {version}: "
+            f"{verdict.reason}"
+        )
+    log.info("%s", decision)
+    return decision
 
 
 @dataclass(frozen=True)

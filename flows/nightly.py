@@ -225,16 +225,7 @@ def _nightly(
     del prices
     choice = choose_model(panel, handed.pop(), report.stale, settings, day, data_asof, fingerprint)
     ev = choice.evaluation
-    logger.info(
-        "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
-        "through %s",
-        len(panel.tickers),
-        len(panel.dates),
-        len(panel.features),
-        ev.test_start,
-        ev.test_end,
-        choice.published.trained_through,
-    )
+    _log_model(logger, panel, choice)
     sources = policy.horizon_sources(
         ev.metrics, choice.publishing.name, BASELINES, settings.backtest.dm_alpha, settings.publish.guardrail
     )
@@ -268,6 +259,20 @@ def _nightly(
         choice.health,
         lap.timings,
         choice.publishing,
+    )
+
+
+def _log_model(logger, panel: Panel, choice) -> None:
+    ev = choice.evaluation
+    logger.info(
+        "%d tickers, %d rows, %d features; the recipe was evaluated on %s .. %s; the published model trained "
+        "through %s",
+        len(panel.tickers),
+        len(panel.dates),
+        len(panel.features),
+        ev.test_start,
+        ev.test_end,
+        choice.published.trained_through,
     )
 
 
