@@ -51,9 +51,8 @@ def column_moments_at(
     `device`. On a GPU from the array resident there, a block of rows at a time: a refit's scaler on the host
     is time the GPU waits, 24 times in a 12-refit walk-forward of two models (issue 15: numpy's took 3.5 s of a
     ~10 s refit at 500 tickers x 25 years in an H200 profile; the host's float64 blocks ~0.4 s on a 2-core
-    CPU). The figures agree with the host's to float64
-    rounding (another summation order), so a fit's scaler differs between a GPU and a CPU in its last bits,
-    like everything else the two compute."""
+    CPU). The figures agree with the host's to float64 rounding (another summation order), so a fit's scaler
+    differs between a GPU and a CPU in its last bits, like everything else the two compute."""
     if device.type == "cpu":
         return column_moments(array, rows)
     raw = resident(array, device)

@@ -125,7 +125,7 @@ def csv_problem(path: Path) -> str | None:
     no line and suggests reader options nightcast does not expose. Only on that error path: a pass in Python."""
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         rows = csv.reader(handle, strict=True)
-        header, started = None, 1
+        started = 1
         try:
             header = next(rows, None)
             if header is None:
