@@ -173,10 +173,22 @@ def test_volatility_qlike_scores_the_published_volatility_beside_ewma_and_har():
     assert mine["n"].item() == rows.height == len(ends) and mine["qlike"].item() == pytest.approx(by_hand, rel=1e-12)
 
 
+def _panel_prices(panel) -> pl.DataFrame:
+    """`ticker, date, adj_close, row`: the panel's adjusted closes as a long frame with ticker names."""
+    return pl.DataFrame(
+        {
+            "ticker": np.asarray(panel.tickers)[panel.ticker_id],
+            "date": panel.dates,
+            "adj_close": np.asarray(panel.price, dtype=np.float64),
+            "row": np.arange(len(panel.dates)),
+        }
+    )
+
+
 def test_panel_sigma_is_the_long_volatility_frame_at_each_row():
     # computed on the panel's rows directly: the same numbers as the long `ticker, date, horizon, sigma` frame
     # (`_to_horizons`) pivoted and joined back, which cost ~20 s and GBs on 3.15M rows
-    from forecasting.volatility import _panel_prices, _to_horizons, blended_variance, daily_log_returns
+    from forecasting.volatility import _to_horizons, blended_variance, daily_log_returns
 
     panel = panel_of(PRICES)
     rows = _panel_prices(panel)
@@ -188,7 +200,7 @@ def test_panel_sigma_is_the_long_volatility_frame_at_each_row():
 
 
 def test_har_volatility_at_some_origins_is_the_full_forecast_there():
-    from forecasting.volatility import _panel_prices, daily_log_returns, fit_har_horizons, har_volatility
+    from forecasting.volatility import daily_log_returns, fit_har_horizons, har_volatility
 
     panel = panel_of(PRICES)
     returns = daily_log_returns(_panel_prices(panel))
@@ -197,3 +209,33 @@ def test_har_volatility_at_some_origins_is_the_full_forecast_there():
     full = har_volatility(returns, fits).join(origins, on=["ticker", "date"], how="semi")
     assert full.height == 2 * origins.height
     assert har_volatility(returns, fits, origins=origins).equals(full)
+
+
+def test_volatility_qlike_on_ticker_ids_scores_what_the_long_frames_with_names_give():
+    # the QLIKE table runs on the panel's order with integer ids (no names, no sorts); the long frames with
+    # ticker names, sorted, EWMA and HAR fit up to the first origin, give the same table
+    from forecasting.backtest import long_predictions
+    from forecasting.intervals import qlike_table
+    from forecasting.volatility import (
+        attach_volatility,
+        daily_log_returns,
+        ewma_volatility,
+        fit_har_horizons,
+        har_volatility,
+        volatility_qlike,
+    )
+
+    panel = panel_of(PRICES)
+    sigma = panel_sigma(panel, 0.25)
+    ends = np.flatnonzero((panel.dates >= np.datetime64("2011-03-01")) & np.isfinite(panel.Y).all(axis=1))
+    predictions = long_predictions(panel, ends, np.zeros((len(ends), len(panel.horizons))), "hist_mean", sigma)
+    returns = daily_log_returns(_panel_prices(panel))
+    first = predictions["asof_date"].min()
+    fits = fit_har_horizons(returns, panel.horizons, end=first - timedelta(days=1))
+    rows = predictions.select("ticker", "asof_date", pl.col("horizon").cast(pl.Int64), "y_true", "sigma")
+    rows = attach_volatility(rows, ewma_volatility(returns, panel.horizons), "ewma_0.94")
+    rows = attach_volatility(rows, har_volatility(returns, fits), "har")
+    expected = qlike_table(rows.rename({"sigma": "published"}), ["published", "ewma_0.94", "har"])
+    mine = volatility_qlike(panel, predictions)
+    assert mine["forecast"].to_list() == expected["forecast"].to_list() and mine["n"].equals(expected["n"])
+    np.testing.assert_allclose(mine["qlike"].to_numpy(), expected["qlike"].to_numpy(), rtol=1e-12)

@@ -245,3 +245,18 @@ def test_attach_volatility_joins_the_forecast_made_at_the_origin():
     out = attach_volatility(predictions, vol, name="sigma_ewma")
     expected = vol.filter(pl.col("date") == START + timedelta(days=1)).sort("horizon")["sigma"]
     np.testing.assert_allclose(out.sort("horizon")["sigma_ewma"].to_numpy(), expected.to_numpy())
+
+
+def test_har_least_squares_from_moments_is_lstsq_on_the_design_matrix():
+    from forecasting.volatility import HAR_REGRESSORS, _har_training_rows, _least_squares
+
+    returns = simulate_har((2e-5, 0.3, 0.3, 0.2), days=3_000, tickers=4, seed=8)
+    end = START + timedelta(days=2_500)
+    for h in (1, 5):
+        rows = _har_training_rows(har_regressors(returns).lazy(), h, None, end).collect()
+        x = np.column_stack([np.ones(rows.height), rows.select(HAR_REGRESSORS).to_numpy()])
+        expected = np.linalg.lstsq(x, rows["y"].to_numpy(), rcond=None)[0]
+        n, mine = _least_squares(rows.lazy(), HAR_REGRESSORS, "y")
+        assert n == rows.height
+        np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-15)
+        assert fit_har(returns, h, end).coefficients().tolist() == list(mine)
