@@ -2,6 +2,7 @@ import gc
 import weakref
 
 import numpy as np
+import pytest
 
 from nightcast.memory import release
 
@@ -57,3 +58,48 @@ def test_inside_the_block_a_collection_leaves_what_existed_before_it_to_the_end(
         assert before() is None
     finally:
         gc.enable()
+
+
+_HEAPS = """
+import ctypes, sys, threading, time
+if sys.argv[1] == "flows":
+    import flows
+import numpy as np
+import pytest
+
+def work():
+    for _ in range(100):
+        blocks = [np.ones(10_000) for _ in range(50)]
+        time.sleep(0.0005)
+
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+libc = ctypes.CDLL("libc.so.6")
+libc.open_memstream.restype = ctypes.c_void_p
+buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+libc.malloc_info(0, ctypes.c_void_p(stream))
+libc.fclose(ctypes.c_void_p(stream))
+print(buf.value.decode().count("<heap nr="))
+"""
+
+
+def test_the_flows_cap_the_c_heaps_that_threads_allocate_from():
+    # eight threads allocating at once: glibc's own default makes up to 8 heaps per core, each keeping its
+    # freed pages; importing the flows caps them at ARENAS
+    import os
+    import subprocess
+    import sys
+
+    from nightcast.memory import ARENAS, _libc_function
+
+    if _libc_function("malloc_info") is None:
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def heaps(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _HEAPS, mode], env=env, capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert 1 <= heaps("flows") <= ARENAS
