@@ -38,11 +38,14 @@ import threading
 import time
 from pathlib import Path
 
-import polars as pl
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import flows  # noqa: E402, F401  as `nightcast` starts: its allocator settings before polars loads
+
+# isort: split
+import polars as pl  # noqa: E402
+import psutil  # noqa: E402
+
 from benchmarks._data import synthetic  # noqa: E402
 from nightcast.memory import ALLOCATOR  # noqa: E402
 
@@ -208,8 +211,7 @@ def nightly_in_child(path: Path, work: Path, args: argparse.Namespace) -> dict:
         [sys.executable, __file__, "--child", str(path), "--work", str(work)]
         + ["--epochs", str(args.epochs), "--threads", str(args.threads)],
         cwd=work,
-        # the allocator setting `nightcast` starts with (flows/__init__.py): this file loaded polars before flows,
-        # and polars wrote its own defaults into the environment the child inherits
+        # the allocator setting `nightcast` starts with (flows/__init__.py), whatever this process's environment
         env={**os.environ, "PYTHONPATH": str(ROOT), **ALLOCATOR},
         capture_output=True,
         text=True,
