@@ -16,7 +16,6 @@ from datetime import date
 import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.prices import lake
 from features.prices.calendar import is_session
@@ -27,6 +26,7 @@ from flows.settings import Settings
 from forecasting import live
 from forecasting.metrics import pooled
 from nightcast.errors import ConfigError, InsufficientDataError, NightcastError
+from nightcast.progress import Steps
 
 log = logging.getLogger("nightcast.flows.replay")
 
@@ -77,15 +77,7 @@ def _replay(settings: Settings, start: date, end: date, progress: bool) -> Repla
         }
     )
     rows, last = [], None
-    bar = Progress(
-        TextColumn("[bold]replay"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} nights  {task.fields[night]}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task("nights", total=len(nights), night="")
+    with Steps("replay", len(nights), "{completed}/{total} nights  {night}", log, progress, night="") as bar:
         for night in nights:
             t0 = time.perf_counter()
             try:
@@ -95,7 +87,7 @@ def _replay(settings: Settings, start: date, end: date, progress: bool) -> Repla
             except NightcastError as exc:  # e.g. too little history yet: that night publishes nothing, the rest go on
                 log.warning("night %s: %s", night, exc)
                 rows.append({"night": night, "retrained": False, "decision": f"failed: {exc}"})
-                bar.update(task, advance=1, night=f"{night} (failed)")
+                bar.advance(night=f"{night} (failed)")
                 continue
             last = result
             rows.append(
@@ -111,7 +103,7 @@ def _replay(settings: Settings, start: date, end: date, progress: bool) -> Repla
                     "decision": result.decision,
                 }
             )
-            bar.update(task, advance=1, night=f"{night} ({'retrained' if result.retrained else 'kept'})")
+            bar.advance(night=f"{night} ({'retrained' if result.retrained else 'kept'})")
     if last is None:
         raise InsufficientDataError(f"every night from {start} to {end} failed: {rows[0]['decision']}")
     result = ReplayResult(pl.DataFrame(rows, infer_schema_length=None), last, time.perf_counter() - started)

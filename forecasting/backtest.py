@@ -19,7 +19,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Splits, known_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster, RandomWalk, RidgeBaseline
@@ -35,6 +34,7 @@ from forecasting.train import FitJob, TrainedModel, predict, resolve_device
 from forecasting.volatility import panel_sigma
 from nightcast.errors import InsufficientDataError
 from nightcast.memory import release, trim_heap
+from nightcast.progress import Steps
 
 log = logging.getLogger("nightcast.forecasting.backtest")
 
@@ -353,15 +353,7 @@ def walk_forward(
     started = time.perf_counter()
     frames, folds = [], []
     sigma = panel_sigma(panel, intervals.vol_fast_weight)  # each origin's volatility: beside it, scales its band
-    bar = Progress(
-        TextColumn("[bold]backtest"),
-        BarColumn(),
-        TextColumn("fold {task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task("folds", total=len(schedule.refits))
+    with Steps("backtest", len(schedule.refits), "fold {completed}/{total}", log, progress) as bar:
         joint = [f for f in forecasters if isinstance(f, Joint)]
         t0 = time.perf_counter()
         ahead = _cold_fits(joint, panel, schedule)
@@ -397,7 +389,7 @@ def walk_forward(
                 row["val"],
                 row["origins"],
             )
-            bar.update(task, advance=1)
+            bar.advance()
     predictions = _with_bands(frames, intervals)
     return BacktestResult(
         predictions,

@@ -106,7 +106,10 @@ class TrainSettings(Section):
         json_schema_extra=RUN_ONLY,
     )
     progress: bool = Field(
-        True, description="show a progress bar while training (hidden when not a terminal)", json_schema_extra=RUN_ONLY
+        True,
+        description="show progress while training and backtesting: a bar on a terminal, elsewhere (a log file, a "
+        "Prefect worker) a log line for the first step, then at most one each 30 s, and the last",
+        json_schema_extra=RUN_ONLY,
     )
     max_age_days: int = Field(
         7,

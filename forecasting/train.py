@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.windows import Panel, Scaler, Splits, training_rows
 from forecasting.batching import BatchPlan, batch_plan
@@ -34,9 +33,12 @@ from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
 from forecasting.threads import set_threads, thread_scope
 from nightcast.errors import ConfigError, NightcastError
 from nightcast.io import atomic_write
+from nightcast.progress import Steps
 from nightcast.words import count
 
 log = logging.getLogger("nightcast.forecasting.train")
+EPOCH_STEP = "epoch {completed}/{total}  train {train}  val {val}"  # what the progress shows of each epoch
+REFIT_STEP = "epoch {completed}/{total}  train {train}"
 
 CHECKPOINT_FORMAT = 3  # 3: the config is {"arch": model settings, "shape": data shape}; 2 stored one flat dict
 READABLE_FORMATS = (2, 3)
@@ -413,8 +415,9 @@ class _Loop:
         if warm:  # epoch 0 is a candidate too: training on must beat the warm weights to replace them
             trained.best_val_loss = self.val_loss()
         epochs = ts.epochs if stop_after is None else max(1, min(stop_after, ts.epochs))
-        with _progress(ts.progress if progress is None else progress) as bar:
-            task = bar.add_task("training" if stop_after is None else "refit", total=epochs, train="-", val="-")
+        shown = ts.progress if progress is None else progress
+        label, step = ("training", EPOCH_STEP) if stop_after is None else ("refit", REFIT_STEP)  # a refit: no val
+        with Steps(label, epochs, step, log, shown, train="-", val="-") as bar:
             for epoch in range(1, epochs + 1):
                 if not ts.threads and self.device.type == "cpu":
                     self.threads = set_threads(0)  # load comes and goes: take the cores other processes leave free
@@ -424,12 +427,12 @@ class _Loop:
                 row |= {"batch_size": self.plan.batch_size, "learning_rate": self.plan.learning_rate}
                 if stop_after is not None:  # a refit: no validation span, the epoch count was chosen beforehand
                     trained.history.append(row)
-                    bar.update(task, advance=1, train=f"{train_loss:.4f}")
+                    bar.advance(train=f"{train_loss:.4f}")
                     trained.best_epoch, best_state = epoch, None
                     continue
                 val_loss = self.val_loss()
                 trained.history.append({**row, "val_loss": val_loss})
-                bar.update(task, advance=1, train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+                bar.advance(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
                 if val_loss < trained.best_val_loss - 1e-6:
                     trained.best_val_loss, trained.best_epoch, stale = val_loss, epoch, 0
                     best_state = copy.deepcopy(self.model.state_dict())
@@ -472,18 +475,6 @@ def describe(config: ModelConfig) -> str:
     if a.ticker_embedding:
         parts.append(f"ticker embedding {a.ticker_embedding}")
     return " + ".join(parts)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("epoch {task.completed}/{task.total}"),
-        TextColumn("train {task.fields[train]}  val {task.fields[val]}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def predict(trained: TrainedModel, panel: Panel, ends: np.ndarray, batch_size: int = 1024) -> Prediction:
