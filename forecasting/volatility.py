@@ -22,6 +22,8 @@ from a ticker's rows is simply not one of its trading days. Horizons count the t
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -33,6 +35,8 @@ from scipy.stats import norm
 from features.build import sorted_by_ticker
 from forecasting.intervals import qlike_table, quantile_column
 from nightcast.memory import trim_heap
+
+log = logging.getLogger("nightcast.forecasting.volatility")
 
 RETURN = "log_return"
 RISKMETRICS_LAMBDA = 0.94  # J.P. Morgan RiskMetrics (1996), daily data
@@ -235,13 +239,24 @@ def _least_squares(rows: pl.LazyFrame, regressors: Sequence[str], target: str) -
     )
     if moments["n"] == 0:
         return 0, ()
+    if not all(v is not None and math.isfinite(v) for v in moments.values()):
+        raise ValueError("the HAR regressors or targets are not all finite (a price of zero or below?)")
     cov = {}
     for k, (a, b) in enumerate(pairs):
         cov[a, b] = cov[b, a] = moments[f"c{k}"]
     sxx = np.array([[cov[a, b] for b in regressors] for a in regressors])
     sxy = np.array([cov[a, target] for a in regressors])
-    slopes = np.linalg.lstsq(sxx, sxy, rcond=None)[0]  # minimum-norm where regressors are collinear
     means = np.array([moments[f"m{i}"] for i in range(len(names))])
+    # solved on the correlation scale: a regressor with no spread (constant returns: rounding noise only) gets
+    # no slope rather than a "fit" of that noise; collinear ones share their effect (minimum norm, in
+    # correlation units)
+    spread = np.sqrt(np.clip(np.diag(sxx), 0.0, None))
+    varies = spread > 1e-9 * np.maximum(np.abs(means[:-1]), np.finfo(float).tiny)
+    slopes = np.zeros(len(regressors))
+    if varies.any():
+        d = spread[varies]
+        corr = sxx[np.ix_(varies, varies)] / np.outer(d, d)
+        slopes[varies] = np.linalg.lstsq(corr, sxy[varies] / d, rcond=1e-10)[0] / d
     intercept = means[-1] - float(means[:-1] @ slopes)
     return moments["n"], (float(intercept), *(float(b) for b in slopes))
 
@@ -436,6 +451,6 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
         fits = _fit_on_regressors(regressors, horizons, end=first - timedelta(days=1))
         har = _har_forecasts(regressors, fits, origins=origins)
         frame, forecasts = attach_volatility(frame, har, "har"), [*forecasts, "har"]
-    except ValueError:
-        pass  # too few HAR training rows before the first origin: compared without it
+    except ValueError as exc:  # too little history before the first origin, or unusable returns
+        log.warning("the volatility QLIKE table compares the forecasts without the HAR: %s", exc)
     return qlike_table(frame, forecasts)

@@ -260,3 +260,34 @@ def test_har_least_squares_from_moments_is_lstsq_on_the_design_matrix():
         assert n == rows.height
         np.testing.assert_allclose(mine, expected, rtol=1e-9, atol=1e-15)
         assert fit_har(returns, h, end).coefficients().tolist() == list(mine)
+
+
+def test_har_fit_over_the_whole_series_ignores_every_return_after_its_end():
+    # the QLIKE table builds the regressors once over every return and fits on those with a label by `end`:
+    # the same fits as from returns cut at `end` (the sums run over other chunks: equal to rounding), and
+    # moving every later return changes nothing, to the bit
+    from forecasting.volatility import _fit_on_regressors
+
+    returns = random_returns(3)
+    end = START + timedelta(days=200)
+    cut = fit_har_horizons(returns, [1, 5], end=end)
+    whole = _fit_on_regressors(har_regressors(returns), [1, 5], end)
+    for h in (1, 5):
+        assert whole[h].rows == cut[h].rows
+        np.testing.assert_allclose(whole[h].coefficients(), cut[h].coefficients(), rtol=1e-12)
+    assert _fit_on_regressors(har_regressors(perturb_after(returns, end, seed=9)), [1, 5], end) == whole
+
+
+def test_har_fit_on_constant_returns_has_no_slope_and_the_mean_as_intercept():
+    # squared returns with no spread: nothing to regress on (a fit of the rounding noise was once the answer)
+    returns = frame({"A": [0.01] * 300, "B": [0.01] * 300})
+    fit = fit_har(returns, horizon=1, end=START + timedelta(days=400))
+    assert fit.coefficients()[1:].tolist() == [0.0, 0.0, 0.0]
+    assert fit.intercept == pytest.approx(1e-4, rel=1e-9)
+
+
+def test_har_fit_on_returns_that_are_not_finite_says_so():
+    values = list(np.random.default_rng(1).normal(0, 0.01, 300))
+    values[100] = float("inf")
+    with pytest.raises(ValueError, match="not all finite"):
+        fit_har(frame({"A": values}), horizon=1, end=START + timedelta(days=400))
