@@ -39,14 +39,16 @@ def check_health(
     # only two columns grouped, and only the window's rows sorted and split by ticker: the whole history, sorted
     # and split, held two copies of every price (+0.6 GiB at 500 tickers x 25 years, the nightly's peak then;
     # an eager group_by on the whole frame +0.37 GiB), now +0.01 GiB
-    first_days = prices.lazy().select("ticker", "date").group_by("ticker").agg(pl.col("date").min()).collect()
+    first_days = prices.lazy().select("ticker", "date").group_by("ticker").agg(pl.col("date").min())
+    first_days = first_days.sort("ticker", nulls_last=True).collect()  # problems listed by ticker
     window = prices.lazy().filter(pl.col("date") >= sessions[0]).select("ticker", "date", "adj_close")
-    window = window.sort("ticker", "date").collect()
+    window = window.sort("ticker", "date", maintain_order=True).collect()  # a duplicated day: its first row first
     recent_rows = {ticker: g for (ticker,), g in window.group_by("ticker")}
-    for ticker, first_day in sorted(first_days.iter_rows()):
+    none_recent = window.clear()
+    for ticker, first_day in first_days.iter_rows():
         if ticker in stale:
             continue
-        recent = recent_rows.get(ticker, window.clear())
+        recent = recent_rows.get(ticker, none_recent)
         have = set(recent["date"].to_list())
         missing = [d for d in sessions if d not in have and d >= first_day]
         if len(missing) > settings.max_missing:

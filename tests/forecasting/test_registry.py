@@ -110,6 +110,23 @@ def test_only_a_recent_stop_blocks_training_and_each_problem_names_its_setting()
     assert not check_health(prices, {"OLD": 22}, HealthSettings(window_days=30)).ok  # the window decides
 
 
+def test_the_gate_reads_each_ticker_s_window_in_any_row_order_and_lists_problems_by_ticker():
+    # the gate sorts and splits only the window's rows: a ticker with none there (every recent session missing)
+    # is still found, rows in any order give the same report, and problems come in ticker order
+    prices = synthetic_prices(["ZZZ", "AAA", "MMM"], 120, seed=3, start=date(2024, 1, 2))
+    last = prices["date"].max()
+    gone = prices.filter(~((pl.col("ticker") == "MMM") & (pl.col("date") > last - pl.duration(days=40))))
+    jumpy = gone.with_columns(
+        pl.when((pl.col("ticker") == "ZZZ") & (pl.col("date") == last))
+        .then(pl.col("adj_close") * 3)
+        .otherwise(pl.col("adj_close"))
+    )
+    report = check_health(jumpy, {}, HealthSettings())
+    assert [p.split(":")[0] for p in report.problems] == ["MMM", "ZZZ"]
+    assert report.problems[0].startswith("MMM: 21 missing sessions since ")  # none left in the window at all
+    assert check_health(jumpy.sample(fraction=1.0, shuffle=True, seed=1), {}, HealthSettings()) == report
+
+
 def test_combination_weights_round_trip_and_an_older_record_without_them_means_the_network(tmp_path):
     import json
 
