@@ -36,9 +36,34 @@ def test_the_flows_set_polars_allocator_before_it_loads_unless_the_environment_d
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
     conf = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert conf.strip().endswith(ALLOCATOR["_RJEM_MALLOC_CONF"])  # polars appends it to its defaults: it wins
-    own = {"_RJEM_MALLOC_CONF": "narenas:1"}
+    own = {"_RJEM_MALLOC_CONF": "narenas:1", "MALLOC_ARENA_MAX": "4"}
     configure_allocator(own)
-    assert own == {"_RJEM_MALLOC_CONF": "narenas:1"}
+    assert own == {"_RJEM_MALLOC_CONF": "narenas:1", "MALLOC_ARENA_MAX": "4"}
+
+
+def test_the_heap_cap_goes_to_child_processes_unless_set_and_is_nothing_off_glibc(monkeypatch):
+    from nightcast import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_libc_function", lambda name: lambda *a: calls.append((name, *a)))
+    environ = {}
+    memory.configure_allocator(environ)
+    # a mapping that is not this process's environment: for the children it starts, not a mallopt here
+    assert environ["MALLOC_ARENA_MAX"] == str(memory.ARENAS) and calls == []
+    for own in ({"MALLOC_ARENA_MAX": "8"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=6"}):
+        kept = dict(own)
+        memory.configure_allocator(kept)
+        assert {k: v for k, v in kept.items() if k != "_RJEM_MALLOC_CONF"} == own  # the user's own choice stands
+    monkeypatch.setattr(memory, "_libc_function", lambda name: None)  # macOS, musl: no glibc
+    off_glibc = {}
+    memory.configure_allocator(off_glibc)
+    assert "MALLOC_ARENA_MAX" not in off_glibc
+    monkeypatch.setattr(memory, "_libc_function", lambda name: lambda *a: calls.append((name, *a)))
+    for name in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):  # set, then removed: put back as found afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    memory.configure_allocator()  # this process's own environment: mallopt too
+    assert calls == [("mallopt", memory._M_ARENA_MAX, memory.ARENAS)]
 
 
 def test_inside_the_block_a_collection_leaves_what_existed_before_it_to_the_end():
@@ -65,7 +90,6 @@ import ctypes, sys, threading, time
 if sys.argv[1] == "flows":
     import flows
 import numpy as np
-import pytest
 
 def work():
     for _ in range(100):
@@ -87,7 +111,7 @@ print(buf.value.decode().count("<heap nr="))
 
 def test_the_flows_cap_the_c_heaps_that_threads_allocate_from():
     # eight threads allocating at once: glibc's own default makes up to 8 heaps per core, each keeping its
-    # freed pages; importing the flows caps them at ARENAS
+    # freed pages; importing the flows caps them at ARENAS (and, in the environment, its child processes')
     import os
     import subprocess
     import sys
@@ -102,4 +126,5 @@ def test_the_flows_cap_the_c_heaps_that_threads_allocate_from():
         out = subprocess.run([sys.executable, "-c", _HEAPS, mode], env=env, capture_output=True, text=True, check=True)
         return int(out.stdout)
 
+    assert heaps("plain") > ARENAS  # without the cap the workload makes more (9 on a 2-core machine)
     assert 1 <= heaps("flows") <= ARENAS
