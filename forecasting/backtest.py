@@ -353,7 +353,8 @@ def walk_forward(
     started = time.perf_counter()
     frames, folds = [], []
     sigma = panel_sigma(panel, intervals.vol_fast_weight)  # each origin's volatility: beside it, scales its band
-    with Steps("backtest", len(schedule.refits), "fold {completed}/{total}", log, progress) as bar:
+    # off a terminal each fold logs its own line (below): the bar only
+    with Steps("backtest", len(schedule.refits), "fold {completed}/{total}", None, progress) as bar:
         joint = [f for f in forecasters if isinstance(f, Joint)]
         t0 = time.perf_counter()
         ahead = _cold_fits(joint, panel, schedule)

@@ -38,7 +38,9 @@ class Steps:
             ...
             steps.advance(val=f"{loss:.4f}")
 
-    `enabled=False` shows nothing. `interactive`: whether to draw a bar (None: when the console is a terminal).
+    `enabled=False` shows nothing. `interactive`: whether to draw a bar (None: on a terminal or in Jupyter).
+    `logger=None`: no lines off a terminal (for work that logs each step itself). A step that raises is not
+    logged as done.
     """
 
     def __init__(
@@ -46,17 +48,22 @@ class Steps:
         label: str,
         total: int,
         template: str,
-        logger: logging.Logger,
+        logger: logging.Logger | None,
         enabled: bool = True,
         every: float = LOG_EVERY,
         interactive: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         **fields: str,
     ) -> None:
+        reserved = {"completed", "total"} & fields.keys()
+        if reserved:
+            raise ValueError(f"progress fields may not be named {sorted(reserved)}: the template has them already")
         self.label, self.total, self.template, self.logger = label, total, template, logger
         self.enabled, self.every, self.clock, self.fields = enabled, every, clock, dict(fields)
         self.completed = 0
-        interactive = Console().is_terminal if interactive is None else interactive
+        if interactive is None:
+            console = Console()
+            interactive = console.is_terminal or console.is_jupyter
         self._bar = None
         if enabled and interactive:
             columns = (TextColumn(f"[bold]{label}"), BarColumn(), _Template(template), TimeElapsedColumn())
@@ -74,8 +81,9 @@ class Steps:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
-        elif self.enabled and self.completed and self._logged_step != self.completed and exc[0] is None:
-            self._log(self.clock())  # stopped early (early stopping): where it stopped, always
+        elif self.enabled and self.logger and 0 < self.completed < self.total and exc[0] is None:
+            if self._logged_step != self.completed:
+                self._log(self.clock())  # stopped early (early stopping): where it stopped, always
 
     def text(self) -> str:
         """The current step as the template says it."""
@@ -88,10 +96,10 @@ class Steps:
         if self._bar is not None:
             self._bar.update(self._task, advance=1, **fields)
             return
-        if not self.enabled:
+        if not self.enabled or self.logger is None:
             return
         now = self.clock()
-        if self._logged is None or now - self._logged >= self.every or self.completed >= self.total:
+        if self._logged is None or now - self._logged >= self.every or self.completed == self.total:
             self._log(now)
 
     def _log(self, now: float) -> None:

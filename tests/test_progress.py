@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pytest
 
 from nightcast.progress import Steps
 
@@ -63,7 +64,31 @@ def test_disabled_says_nothing_and_on_a_terminal_draws_a_bar_instead_of_logging(
     assert caplog.records == []
 
 
-def test_a_fit_logged_off_a_terminal_says_each_epoch_s_losses(caplog):
+def test_past_its_total_without_a_logger_or_on_an_error_nothing_more_is_logged(caplog):
+    with caplog.at_level("INFO", logger=LOG.name):
+        with Steps("s", 1, "{completed}/{total}", LOG, interactive=False, clock=Clock([0.0, 1.0, 2.0])) as steps:
+            steps.advance()
+            steps.advance()  # past the total: no line (a count the caller got wrong says nothing twice)
+        with Steps("quiet", 2, "{completed}/{total}", None, interactive=False) as steps:
+            steps.advance()
+        try:
+            with Steps("broken", 3, "{completed}/{total}", LOG, interactive=False, clock=Clock([0.0, 1.0])) as steps:
+                steps.advance()
+                raise RuntimeError("stop")
+        except RuntimeError:
+            pass
+    assert [r.getMessage() for r in caplog.records] == ["s: 1/1 (1 s)", "broken: 1/3 (1 s)"]
+    with pytest.raises(ValueError, match="may not be named"):
+        Steps("x", 1, "{completed}", LOG, completed="3")
+
+
+def test_a_fit_logged_off_a_terminal_says_each_epoch_s_losses(caplog, monkeypatch):
+    import types
+
+    # whatever runs the tests (a terminal with -s, or not): a log, as cron's or a Prefect worker's
+    monkeypatch.setattr(
+        "nightcast.progress.Console", lambda: types.SimpleNamespace(is_terminal=False, is_jupyter=False)
+    )
     from features.build import build_features
     from features.denoise import denoise
     from features.settings import DenoiseSettings, FeatureSettings

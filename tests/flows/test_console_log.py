@@ -59,3 +59,28 @@ def test_a_user_errors_records_reach_the_ui_not_the_console(loggers):
     # the console: the run's progress and a bug's traceback, not the user error's copies
     assert [r.getMessage()[:21] for r in console.records] == ["Beginning flow run 'n", "Encountered exception"]
     assert console.records[1].exc_info is not None
+
+
+def test_a_flow_run_process_prefect_starts_logs_nightcast_s_info_lines_unless_a_level_was_set():
+    # `nightcast serve` and a work pool's worker run each flow in a process of Prefect's, which imports the flows
+    # but never the CLI (which sets INFO itself): the progress lines and decisions must still reach the UI
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import logging, sys\n"
+        "from prefect.logging.configuration import setup_logging\n"
+        "setup_logging()\n"
+        "if sys.argv[1] == 'own': logging.getLogger('nightcast').setLevel(logging.WARNING)\n"
+        "import flows\n"
+        "print(logging.getLogger('nightcast.forecasting.train').isEnabledFor(logging.INFO))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+
+    def enabled(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", code, mode], cwd=root, capture_output=True, text=True, check=True)
+        return run.stdout.strip()
+
+    assert enabled("default") == "True"
+    assert enabled("own") == "False"  # a level the user set stands
