@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from forecasting.intervals import quantile_column
+from nightcast.frames import groups
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ _READ = ("model", "horizon", "asof_date", "target_date", "y_true", "y_pred", "si
 def _groups(predictions: pl.DataFrame) -> Iterator[tuple[np.ndarray, pl.DataFrame]]:
     """Each (model, horizon)'s rows (only the columns the bands read) and their positions in `predictions`."""
     read = predictions.select(c for c in _READ if c in predictions.columns).with_row_index("_row")
-    for _, g in read.group_by("model", "horizon"):
+    for _, g in groups(read, ["model", "horizon"]):
         yield g["_row"].to_numpy(), g
 
 
@@ -132,7 +133,7 @@ def conformal_quantile_offsets(
     point forecast in units of the forecast's volatility, from the residuals realised by then (NaN while
     fewer than `min_count`)."""
     out = {}
-    for (model, horizon), g in predictions.group_by("model", "horizon"):
+    for (model, horizon), g in groups(predictions, ["model", "horizon"]):
         past = _Residuals.of(g, scaled=True)
         out[(model, int(horizon))] = past.symmetric_offsets(asof, levels, window, min_count)
     return out
@@ -144,6 +145,6 @@ def conformal_widths(
     """Half-width of the conformal interval per (model, horizon) for forecasts made at `asof`, from the
     residuals realised by then (NaN when fewer than `min_count`); `scaled`: in units of the forecast's sigma."""
     out = {}
-    for (model, horizon), g in predictions.group_by("model", "horizon"):
+    for (model, horizon), g in groups(predictions, ["model", "horizon"]):
         out[(model, int(horizon))] = _Residuals.of(g, scaled).quantile(asof, coverage, window, min_count)
     return out

@@ -15,6 +15,7 @@ import polars as pl
 from scipy import stats
 
 from forecasting.names import BENCHMARK, Scope, display_order
+from nightcast.frames import groups
 
 
 def pooled(table: pl.DataFrame) -> pl.DataFrame:
@@ -139,7 +140,7 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.Da
     Pooled Diebold-Mariano tests use the loss differential averaged across tickers per origin date.
     """
     rows = []
-    for (model, horizon), g in predictions.group_by("model", "horizon"):
+    for (model, horizon), g in groups(predictions, ["model", "horizon"]):
         base_all = predictions.filter((pl.col("model") == baseline) & (pl.col("horizon") == horizon)).select(
             "ticker", "asof_date", "y_pred"
         )

@@ -346,3 +346,11 @@ def test_the_table_computed_a_model_at_a_time_equals_the_whole_frame_computation
     assert_frame_equal(books, long_short_daily(predictions, 3, 5.0), check_exact=True)
     assert_frame_equal(calls, up_down_scores(predictions), check_exact=True)
     assert cross_section_table(predictions, 3, 5.0).height == 12
+
+
+def test_a_forecast_given_twice_is_refused_and_the_same_day_in_two_models_or_horizons_is_not():
+    one = frame([day([0.1, 0.2, 0.3], [0.1, 0.0, -0.1], "ABC")] * 2)  # two days
+    both = pl.concat([one, frame([day([0.1, 0.2, 0.3], [0.1, 0.0, -0.1], "ABC")] * 2, model="lstm", horizon=2)])
+    assert daily_ic(both).height == 4  # each model and horizon on its own
+    with pytest.raises(ValueError, match=r"duplicate \(model, horizon, asof_date, ticker\) rows"):
+        daily_ic(pl.concat([both, both.tail(1)]))
