@@ -7,7 +7,6 @@ and exit with status 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -724,7 +723,6 @@ HANDLERS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.getLogger("nightcast").setLevel(logging.INFO)  # Prefect forwards these to the UI and console
     console_log.install()  # a user error is the one `error:` line below, not six Prefect copies before it
     try:
         settings = load_settings(args.config, overrides=_overrides(args))

@@ -184,8 +184,8 @@ def choose_model(
         champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force
     )
     health = health_gate(prices, stale, settings)
-    # read no more here: not held through the evaluation's training and backtest and the refit (its caller lets go of
-    # its own reference as soon as this returns; ~0.17 GiB at 500 tickers x 25 years)
+    # read no more here: not held through the evaluation's training and backtest and the refit (the nightly hands
+    # them over and keeps no reference of its own; ~0.17 GiB at 500 tickers x 25 years)
     del prices
     # a champion publishes what it was vouched for as: its stored weights, or (none, an older record) the network
     held_publishing = Publishing.of(champion.combination) if champion is not None else Publishing()
