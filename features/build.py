@@ -65,6 +65,20 @@ def sorted_by_ticker(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     return frame, ticker_starts(frame["ticker"])
 
 
+def ticker_slices(frame: pl.DataFrame, chunks: list[list[str]]) -> list[pl.DataFrame]:
+    """The rows of each chunk's tickers in `frame`: slices, no copy, when its rows are sorted by (ticker, date) (the
+    ingest's are) and the chunks are its tickers in that order; otherwise filtered copies. The nightly's copies
+    were a second copy of its prices through the whole feature build (~0.2 GB at 500 tickers x 25 years)."""
+    starts = ticker_starts(frame["ticker"])
+    names = frame["ticker"].gather(starts).to_list()
+    runs = [name for chunk in chunks for name in chunk]
+    if names != runs or not is_sorted(frame, starts):
+        return [frame.filter(pl.col("ticker").is_in(chunk)) for chunk in chunks]
+    bounds = np.append(starts, frame.height)
+    first = np.cumsum([0, *(len(chunk) for chunk in chunks)])
+    return [frame.slice(int(bounds[a]), int(bounds[b] - bounds[a])) for a, b in zip(first[:-1], first[1:], strict=True)]
+
+
 def ticker_positions(starts: np.ndarray, rows: int) -> list[pl.Series]:
     """`_i`, each row's index within its ticker, and `_left`, the rows after it, from the tickers' first rows."""
     lengths = np.diff(np.append(starts, rows))

@@ -287,3 +287,25 @@ def test_builds_of_disjoint_tickers_concat_to_one_build(groups):
     assert joined.features == whole.features and joined.targets == whole.targets
     assert whole.features[-3:] == ["hl_range", "co_return", "volume_z_21"]
     assert joined.frame.equals(whole.frame)
+
+
+def test_ticker_slices_are_the_chunks_rows_without_copying_sorted_prices():
+    import numpy as np
+
+    from features.build import ticker_slices
+    from tests.conftest import synthetic_prices
+
+    prices = synthetic_prices(["AAA", "BBB", "CCC", "DDD", "EEE"], 40, seed=2).sort("ticker", "date")
+    chunks = [["AAA", "BBB"], ["CCC", "DDD"], ["EEE"]]
+    expected = [prices.filter(pl.col("ticker").is_in(chunk)) for chunk in chunks]
+    parts = ticker_slices(prices, chunks)
+    for part, want in zip(parts, expected, strict=True):
+        assert part.equals(want)
+        assert np.shares_memory(part["close"].to_numpy(), prices["close"].to_numpy())  # a view, not a copy
+    # out of order, or chunks that are not the frame's run of tickers: filtered copies, the same rows
+    shuffled = prices.sample(fraction=1.0, shuffle=True, seed=0)
+    copies = [shuffled.filter(pl.col("ticker").is_in(chunk)) for chunk in chunks]
+    assert all(a.equals(b) for a, b in zip(ticker_slices(shuffled, chunks), copies, strict=True))
+    gaps = [["AAA"], ["CCC", "EEE"]]
+    assert [p["ticker"].unique().sort().to_list() for p in ticker_slices(prices, gaps)] == gaps
+    assert ticker_slices(prices.head(0), chunks)[0].height == 0

@@ -160,3 +160,25 @@ def test_column_moments_take_a_boolean_mask_and_survive_infinite_values(monkeypa
         np.testing.assert_array_equal(a, b)
     assert scaler.mean[1] == 0.0 and scaler.std[1] == 1.0  # a non-finite column: neutral
     np.testing.assert_allclose(scaler.mean[[0, 2]], values[mask][:, [0, 2]].mean(axis=0), rtol=1e-6)
+
+
+def test_features_in_the_panels_precision_give_the_same_panel_in_less_memory():
+    """The nightly's chunks wait in float32 (`in_panel_precision`): the panel stacked from them is bit for bit
+    the one from the float64 frame (nulls still NaN), and the prices the forecasts are based on stay float64."""
+    import polars as pl
+
+    from features.windows import in_panel_precision
+
+    prices = synthetic_prices(["AAA", "BBB"], 300, seed=3)
+    ff = build_features(denoise(prices, DenoiseSettings()), FeatureSettings())
+    values = [*ff.features, *ff.targets]
+    assert ff.frame.select(pl.col(values).null_count().sum()).sum_horizontal().item() > 0  # targets at the end
+    slim = in_panel_precision(ff)
+    assert {slim.frame[c].dtype for c in values} == {pl.Float32}
+    assert slim.frame["adj_close"].dtype == pl.Float64 and slim.frame["close"].dtype == pl.Float64
+    saved = ff.frame.select(ff.targets).estimated_size() - slim.frame.select(ff.targets).estimated_size()
+    assert saved == 4 * len(ff.targets) * ff.frame.height  # float64 targets -> float32
+    a, b = make_panel(ff, max_horizon=5), make_panel(slim, max_horizon=5)
+    for name in ("X", "Y", "price", "dates", "target_end", "ticker_id", "offsets"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert np.isnan(b.Y).any() and a.price.dtype == b.price.dtype == np.float64

@@ -85,3 +85,38 @@ def test_cached_feature_chunks_are_built_one_after_another_in_one_process():
     assert chunks_in_parallel(RunnerSettings())  # the default builds features afresh: no cache to save
     assert chunks_in_parallel(RunnerSettings(kind="dask", dask_address="tcp://127.0.0.1:8786", **cached))
     assert not chunks_in_parallel(RunnerSettings(dask_address="tcp://127.0.0.1:8786", **cached))  # threads: ignored
+
+
+def test_feature_chunks_run_a_few_at_a_time_and_come_back_in_order(prefect_harness):
+    """With threads, at most `width` chunks are submitted at once (six at once held six working sets on 2 cores);
+    the results keep the order of the arguments whichever finishes first."""
+    import threading
+    import time
+
+    from prefect import task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.settings import RunnerSettings
+    from flows.tasks import _chunks_at_once, _submitted_a_few_at_a_time
+
+    lock, now, most = threading.Lock(), [0], [0]
+
+    @task
+    def work(i: int, pause: float) -> int:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(pause)
+        with lock:
+            now[0] -= 1
+        return i
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
+    def run(width: int) -> list[int]:
+        return _submitted_a_few_at_a_time(work, [(i, 0.05 * (7 - i)) for i in range(7)], width)
+
+    assert run(2) == list(range(7)) and most[0] == 2
+    most[0] = 0
+    assert run(8) == list(range(7)) and most[0] == 7  # as wide as the pool: all at once
+    assert _chunks_at_once(RunnerSettings(kind="threads")) >= 1
+    assert _chunks_at_once(RunnerSettings(kind="dask")) > 1000
