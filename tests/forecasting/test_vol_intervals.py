@@ -244,3 +244,17 @@ def test_volatility_qlike_on_ticker_ids_scores_what_the_long_frames_with_names_g
     mine = volatility_qlike(panel, predictions)
     assert mine["forecast"].to_list() == expected["forecast"].to_list() and mine["n"].equals(expected["n"])
     np.testing.assert_allclose(mine["qlike"].to_numpy(), expected["qlike"].to_numpy(), rtol=1e-12)
+
+
+def test_panel_rows_finds_each_ticker_ids_date_and_nothing_else():
+    from forecasting.volatility import _panel_rows
+
+    panel = panel_of(PRICES)
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(panel.dates), 50, replace=False)
+    ids = pl.Series(panel.ticker_id[picked].tolist() + [None, 0, len(panel.tickers)], dtype=pl.Int32)
+    # a missing id, a date before the first ticker's history, an id past the last ticker
+    days = np.concatenate([panel.dates[picked], np.array(["2010-01-01", "1900-01-01", "2010-01-01"], "datetime64[D]")])
+    days[-3] = panel.dates[0]
+    rows = _panel_rows(panel, ids, pl.Series(days).cast(pl.Date))
+    assert rows[:50].to_list() == picked.tolist() and rows[50:].to_list() == [None, None, None]
