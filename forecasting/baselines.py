@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from features.windows import Panel, Scaler, Splits, training_rows
+from forecasting import ridge
 from forecasting.names import Model
-from nightcast.memory import trim_heap
 
 
 class Forecaster(Protocol):
@@ -90,16 +89,19 @@ class RidgeBaseline(PointForecaster):
         self.chosen: np.ndarray | None = None  # (K,) the penalty of each horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        trim_heap()  # its gathered rows (~0.25 GiB arrays) go beside what is live, not on top of freed heap pages
         self.scaler = Scaler.fit(panel.X, training_rows(panel, splits))
         seen = np.concatenate([splits.train, splits.val])
         K = len(panel.targets)
         self.chosen = np.full(K, self.alpha) if self.alpha is not None else self._choose(panel, splits)
-        self.model = _fit_own(self.chosen, self._scaled(panel, seen), panel.Y[seen])
+        self.model = ridge.solve(self._moments(panel, seen), self.chosen)
 
     def _scaled(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
         """The features of `rows`, standardised: a new array (the gathered rows are scaled where they are)."""
         return self.scaler.transform(panel.X[rows], in_place=True)
+
+    def _moments(self, panel: Panel, rows: np.ndarray) -> ridge.Moments:
+        """The scaled features' and targets' moments over `rows`, a block of rows at a time."""
+        return ridge.moments(rows, lambda block: self._scaled(panel, block), panel.Y)
 
     def _choose(self, panel: Panel, splits: Splits) -> np.ndarray:
         fit_rows, holdout = splits.train, splits.val
@@ -109,16 +111,9 @@ class RidgeBaseline(PointForecaster):
             holdout = splits.train[panel.dates[splits.train] >= first]
             fit_rows = splits.train[panel.target_end[splits.train] < first]  # purged: no label ends inside
         X_hold = self._scaled(panel, holdout)
-        # each penalty's fit gets the training rows gathered and scaled anew (the same values each time) and centres
-        # them in place (`_fit_own`): one array of them at a time, not that and scikit-learn's centred copy of it
-        # (~0.25 GiB each at 500 tickers x 25 years; the gather and scaling take ~0.1 s)
+        fit = self._moments(panel, fit_rows)  # once: every penalty is solved from the same moments
         errors = [
-            np.nanmean(
-                (_predict(_fit_own(a, self._scaled(panel, fit_rows), panel.Y[fit_rows]), X_hold) - panel.Y[holdout])
-                ** 2,
-                axis=0,
-            )
-            for a in self.alphas
+            np.nanmean((_predict(ridge.solve(fit, a), X_hold) - panel.Y[holdout]) ** 2, axis=0) for a in self.alphas
         ]  # (alphas, K)
         return np.asarray(self.alphas)[np.argmin(np.asarray(errors), axis=0)]
 
@@ -130,13 +125,6 @@ class RidgeBaseline(PointForecaster):
         return self.model.coef_.reshape(-1, len(self.scaler.std)) / self.scaler.std[None, :]
 
 
-def _fit_own(alpha, X: np.ndarray, y: np.ndarray) -> Ridge:
-    """`Ridge(alpha).fit(X, y)` on an `X` the caller hands over (it is overwritten): scikit-learn centres it in
-    place (`copy_X=False`) instead of in a copy of its own. The same operations on the same values, so the same
-    coefficients, with one array of the training rows' size alive instead of two (~0.25 GiB each at 500 x 25)."""
-    return Ridge(alpha=alpha, copy_X=False).fit(X, y)
-
-
-def _predict(model: Ridge, X: np.ndarray) -> np.ndarray:
-    """(N, K) forecasts: scikit-learn drops the target axis when there is one target and one penalty per target."""
-    return model.predict(X).reshape(len(X), -1)
+def _predict(model: ridge.RidgeFit, X: np.ndarray) -> np.ndarray:
+    """(N, K) forecasts of the rows `X`."""
+    return model.predict(X)

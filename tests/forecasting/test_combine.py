@@ -101,39 +101,44 @@ def test_the_ridge_penalty_is_small_for_a_signal_and_large_for_noise(with_valida
     assert fixed.chosen.tolist() == [3.0]
 
 
-def _ridge_with_copies(panel: Panel, split, alphas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ridge as it was before it centred its own gathered rows in place: scikit-learn's copy of one scaled
-    array, reused for every penalty. (chosen penalties, coefficients, intercepts)."""
+def _sklearn_ridge(panel: Panel, split, alphas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge as scikit-learn fits it on the scaled rows as float64 arrays, one fit per penalty (chosen
+    penalties, coefficients, intercepts)."""
     from sklearn.linear_model import Ridge
 
     from features.windows import Scaler, training_rows
 
     scaler = Scaler.fit(panel.X, training_rows(panel, split))
+
+    def scaled(rows):
+        return scaler.transform(panel.X[rows]).astype(np.float64)
+
     fit_rows, holdout = split.train, split.val
     if len(holdout) == 0:
         dates = np.unique(panel.dates[split.train])
         first = dates[int(len(dates) * (1 - RidgeBaseline.HOLDOUT))]
         holdout = split.train[panel.dates[split.train] >= first]
         fit_rows = split.train[panel.target_end[split.train] < first]
-    X_fit, X_hold = scaler.transform(panel.X[fit_rows]), scaler.transform(panel.X[holdout])
+    X_fit, X_hold, y_fit = scaled(fit_rows), scaled(holdout), panel.Y[fit_rows].astype(np.float64)
     errors = [
         np.nanmean(
-            (Ridge(alpha=a).fit(X_fit, panel.Y[fit_rows]).predict(X_hold).reshape(len(X_hold), -1) - panel.Y[holdout])
-            ** 2,
+            (Ridge(alpha=a).fit(X_fit, y_fit).predict(X_hold).reshape(len(X_hold), -1) - panel.Y[holdout]) ** 2,
             axis=0,
         )
         for a in alphas
     ]
     chosen = np.asarray(alphas)[np.argmin(np.asarray(errors), axis=0)]
     seen = np.concatenate([split.train, split.val])
-    model = Ridge(alpha=chosen).fit(scaler.transform(panel.X[seen]), panel.Y[seen])
+    model = Ridge(alpha=chosen).fit(scaled(seen), panel.Y[seen].astype(np.float64))
     return chosen, model.coef_, model.intercept_
 
 
 @pytest.mark.parametrize("with_validation", [True, False])
-def test_the_ridge_fit_in_place_equals_the_fit_on_copies(with_validation):
-    """Centring the gathered rows in place (copy_X=False, one array alive, not two) changes no bit of the
-    chosen penalties, the coefficients or the forecasts."""
+def test_the_ridge_from_moments_is_scikit_learns_ridge(with_validation, monkeypatch):
+    """Solved from float64 moments summed a block of rows at a time (no array of all the rows): the penalties,
+    coefficients and intercepts scikit-learn's Ridge gives on the same scaled rows as one float64 array."""
+    from forecasting import ridge
+
     panel = _ar_panel(0.3, n=1500, noise_features=20)
     panel = Panel(**{**panel.__dict__, "Y": np.column_stack([panel.Y[:, 0], 0.5 * panel.Y[:, 0] + 0.001])})
     panel.X[::17, 3] = np.nan  # a missing value scales to the mean
@@ -142,13 +147,38 @@ def test_the_ridge_fit_in_place_equals_the_fit_on_copies(with_validation):
     else:
         split = refit_split(panel, 1, panel.dates[-1])
     alphas = [0.1, 10.0, 1e3, 1e6]
-    ridge = RidgeBaseline(None, alphas)
-    ridge.fit(panel, split)
-    chosen, coef, intercept = _ridge_with_copies(panel, split, alphas)
-    np.testing.assert_array_equal(ridge.chosen, chosen)
-    np.testing.assert_array_equal(ridge.model.coef_, coef)
-    np.testing.assert_array_equal(ridge.model.intercept_, intercept)
+    ridge_model = RidgeBaseline(None, alphas)
+    monkeypatch.setattr(ridge, "BLOCK_ROWS", 97)  # many blocks, merged
+    ridge_model.fit(panel, split)
+    chosen, coef, intercept = _sklearn_ridge(panel, split, alphas)
+    np.testing.assert_array_equal(ridge_model.chosen, chosen)
+    np.testing.assert_allclose(ridge_model.model.coef_, coef, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(ridge_model.model.intercept_, intercept, rtol=1e-9, atol=1e-15)
     assert np.isnan(panel.X[::17, 3]).all()  # the panel's own rows are left as they were
+
+
+def test_ridge_moments_merge_blocks_exactly_and_reject_bad_penalties():
+    from forecasting import ridge
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(3.0, 2.0, (500, 4)), rng.normal(-1.0, 0.5, (500, 2))
+    whole = ridge.Moments.of(x, y)
+    merged = (
+        ridge.Moments.of(x[:1], y[:1])
+        .merge(ridge.Moments.of(x[1:300], y[1:300]))
+        .merge(ridge.Moments.of(x[300:], y[300:]))
+    )
+    for name in ("mean_x", "mean_y", "sxx", "sxy"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-12, atol=1e-12)
+    assert merged.n == 500
+    # a feature with no spread and no penalty: the minimum-norm solution, no error
+    flat = np.column_stack([x, np.ones(500)])
+    fit = ridge.solve(ridge.Moments.of(flat, y), 0.0)
+    assert np.isfinite(fit.coef_).all() and fit.coef_[:, -1] == pytest.approx([0.0, 0.0], abs=1e-9)
+    with pytest.raises(ValueError, match="penalties"):
+        ridge.solve(whole, -1.0)
+    with pytest.raises(ValueError, match="at least one row"):
+        ridge.moments(np.array([], dtype=np.int64), lambda rows: x[rows], y)
 
 
 def test_the_ensemble_averages_members_that_differ_only_in_their_seed():
