@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -324,13 +324,7 @@ def _with_bands(frames: list[pl.DataFrame], intervals: Intervals) -> pl.DataFram
     """Every fold's predictions in one frame, sorted, with the conformal bands when `intervals` asks for them.
     `frames` is emptied: each model's frames are not held beside their concatenation (~0.17 GB at 500 x 25)."""
     trim_heap()  # the concatenation and the sort are built beside the frames, not on top of freed heap pages too
-    predictions = pl.concat(frames, how="diagonal_relaxed")
-    frames.clear()
-    if intervals.kind == "conformal":
-        predictions = predictions.drop("y_lower", "y_upper", strict=False)
-    # sorted before the bands are added (they keep the rows' order): the sort copies the narrower frame
-    predictions = predictions.sort("model", "ticker", "asof_date", "horizon")
-    release()  # the unsorted copy goes before the bands are built beside the sorted one
+    predictions = _sorted_by_model(frames, drop=("y_lower", "y_upper") if intervals.kind == "conformal" else ())
     if intervals.kind != "conformal":
         return predictions
     scaled = intervals.scale == "ewma"
@@ -339,6 +333,24 @@ def _with_bands(frames: list[pl.DataFrame], intervals: Intervals) -> pl.DataFram
         predictions = conformal_quantiles(predictions, QUANTILE_LEVELS, intervals.window, intervals.min_count)
     release()  # the bands' per-group temporaries go before the metrics build on top of them
     return predictions
+
+
+def _sorted_by_model(frames: list[pl.DataFrame], drop: Sequence[str] = ()) -> pl.DataFrame:
+    """`frames` concatenated (columns in their order of appearance) less the columns `drop`, sorted by model,
+    ticker, asof_date and horizon; `frames` is emptied.
+
+    Sorted a column at a time: the concatenation shares the frames' buffers, the rows' order is found once from
+    the keys, and each column is gathered into it as the unsorted one is let go. A frame's `sort` gathered every
+    column beside the whole concatenation (~0.45 GiB at once at 500 tickers x 25 years, the peak of the nightly's
+    evaluation); gathered into one contiguous buffer each, the columns stay as one chunk, as the sort's did."""
+    whole = pl.concat(frames, how="diagonal_relaxed")
+    frames.clear()
+    whole = whole.drop(drop, strict=False)
+    order = whole.select(pl.arg_sort_by("model", "ticker", "asof_date", "horizon")).to_series()
+    columns = {}
+    for name in whole.columns:
+        columns[name] = whole.drop_in_place(name).gather(order)
+    return pl.DataFrame(columns)
 
 
 def walk_forward(

@@ -139,3 +139,37 @@ def test_historical_mean_and_random_walk_by_hand():
     expected = panel.Y[aaa].mean(axis=0)
     np.testing.assert_allclose(hm.predict(panel, aaa[:1]), expected[None, :], rtol=1e-5)
     assert not RandomWalk().predict(panel, ends).any()
+
+
+def test_predictions_sorted_a_column_at_a_time_are_the_whole_concatenation_sorted():
+    """Gathered a column at a time into the sorted order (one column's copy at a time, not every column twice):
+    the same rows, columns, types and order as concatenating every frame and sorting, whatever order the folds
+    came in, with a model's band columns missing elsewhere, a float32 column beside float64 ones and an empty
+    frame; each column one chunk, as after a sort."""
+    from forecasting.backtest import _sorted_by_model
+
+    rng = np.random.default_rng(0)
+
+    def frame(model: str, tickers: list[str], day: int, band: bool, f32: bool = False) -> pl.DataFrame:
+        rows = [(t, date(2020, 1, day + d), h) for t in tickers for d in range(3) for h in (1, 5)]
+        out = pl.DataFrame(rows, schema=["ticker", "asof_date", "horizon"], orient="row").with_columns(
+            model=pl.lit(model), y_pred=pl.Series(rng.normal(size=len(rows)), dtype=pl.Float32 if f32 else pl.Float64)
+        )
+        return out.with_columns(y_lower=pl.col("y_pred") - 1.0) if band else out
+
+    frames = [
+        frame("ridge", ["BBB", "AAA"], 10, band=False),
+        frame("attention_lstm", ["BBB", "AAA"], 10, band=True, f32=True),
+        frame("ridge", ["AAA", "BBB"], 1, band=False),
+        frame("attention_lstm", ["AAA", "BBB"], 1, band=True),
+        frame("hist_mean", ["AAA"], 1, band=False).head(0),
+    ]
+    expected = pl.concat(frames, how="diagonal_relaxed").sort("model", "ticker", "asof_date", "horizon")
+    got = _sorted_by_model(list(frames))
+    assert got.equals(expected) and got.schema == expected.schema
+    assert {got[c].n_chunks() for c in got.columns} == {1}
+    dropped = _sorted_by_model(list(frames), drop=("y_lower",))
+    assert dropped.equals(expected.drop("y_lower"))
+    held = list(frames)
+    _sorted_by_model(held)
+    assert held == []  # emptied: the caller holds no frame beside the result
