@@ -412,6 +412,13 @@ def panel_variance(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, 
 
 
 PUBLISHED_VOLATILITY = "published"  # the blend the forecasts carry as pred_vol (`panel_sigma`)
+QLIKE_INPUTS = (
+    "ticker",
+    "asof_date",
+    "horizon",
+    "y_true",
+    "sigma",
+)  # the predictions' columns `volatility_qlike` reads
 
 
 def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
@@ -425,7 +432,7 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
     years (3.1M rows, five models) it peaks ~0.42 GiB above its inputs in 1.45 s (0.46 GiB and 1.65 s joining
     at the origins; 0.77 GiB and 4.5 s through long frames with ticker names, sorted)."""
     trim_heap()  # its frames are built beside what is live, not on top of the C heap's freed pages as well
-    key = ["ticker", "asof_date", "horizon"]
+    key = list(QLIKE_INPUTS[:3])
     # every model of an origin carries the same volatility: its first row kept (a mask, not `unique`, whose hash
     # table over every model's rows was ~0.4 GiB at 3.1M rows; the same rows in the same order)
     rows = (
