@@ -31,7 +31,7 @@ from forecasting.relative import RelativeForecaster
 from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
 from forecasting.together import fit_many, width
 from forecasting.train import FitJob, TrainedModel, predict, resolve_device
-from forecasting.volatility import panel_sigma
+from forecasting.volatility import PanelSigma
 from nightcast.errors import InsufficientDataError
 from nightcast.memory import release, trim_heap
 from nightcast.progress import Steps
@@ -40,10 +40,11 @@ log = logging.getLogger("nightcast.forecasting.backtest")
 
 
 def long_predictions(
-    panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: str, sigma: np.ndarray | None = None
+    panel: Panel, ends: np.ndarray, y_pred: np.ndarray, model: str, sigma: np.ndarray | PanelSigma | None = None
 ) -> pl.DataFrame:
     """One row per (origin, horizon) for predictions `y_pred` (N, K) made at rows `ends`; with `sigma` (R, K),
-    the volatility forecast made at each origin (`volatility.panel_sigma`) as column `sigma`."""
+    the volatility forecast made at each origin (`volatility.panel_sigma`, or a `PanelSigma`) as column
+    `sigma`."""
     horizons = np.asarray(panel.horizons)
     n, k = len(ends), len(horizons)
     rows = np.repeat(ends, k)
@@ -274,7 +275,7 @@ class Intervals:
 
 
 def _fold_predictions(
-    panel: Panel, fold: Fold, forecaster: Forecaster, intervals: Intervals, sigma: np.ndarray
+    panel: Panel, fold: Fold, forecaster: Forecaster, intervals: Intervals, sigma: PanelSigma
 ) -> pl.DataFrame:
     frame = long_predictions(panel, fold.block, forecaster.predict(panel, fold.block), forecaster.name, sigma)
     if intervals.kind == "quantile" and (band := forecaster.band(panel, fold.block)) is not None:
@@ -364,7 +365,7 @@ def walk_forward(
     origins; every out-of-sample prediction kept and scored."""
     started = time.perf_counter()
     frames, folds = [], []
-    sigma = panel_sigma(panel, intervals.vol_fast_weight)  # each origin's volatility: beside it, scales its band
+    sigma = PanelSigma(panel, intervals.vol_fast_weight)  # each origin's volatility: beside it, scales its band
     # off a terminal each fold logs its own line (below): the bar only
     with Steps("backtest", len(schedule.refits), "fold {completed}/{total}", None, progress) as bar:
         joint = [f for f in forecasters if isinstance(f, Joint)]
@@ -403,6 +404,7 @@ def walk_forward(
                 row["origins"],
             )
             bar.advance()
+    del sigma  # not held beside the predictions' concatenation and bands
     predictions = _with_bands(frames, intervals)
     return BacktestResult(
         predictions,

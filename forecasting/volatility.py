@@ -391,12 +391,30 @@ def panel_sigma(
     ticker's adjusted closes up to that row (`blended_variance`; NaN until `EWMA_MIN_SAMPLES` returns).
     `rows`: only those rows' forecasts, (len(rows), K) (each still reads its ticker's whole history)."""
     variance = panel_variance(panel, fast_weight, fast, slow)
-    variance = (variance if rows is None else variance.gather(rows)).to_frame("variance")
-    out = np.empty((variance.height, len(panel.horizons)), dtype=np.float64)
-    for j, h in enumerate(panel.horizons):
+    return horizon_sigmas(variance if rows is None else variance.gather(rows), panel.horizons)
+
+
+def horizon_sigmas(variance: pl.Series, horizons: Sequence[int]) -> np.ndarray:
+    """(N, K) each horizon's volatility (`horizon_sigma`) of the one-day variances `variance` (N,); NaN where
+    it is unknown or not finite."""
+    variance = variance.to_frame("variance")
+    out = np.empty((variance.height, len(horizons)), dtype=np.float64)
+    for j, h in enumerate(horizons):
         out[:, j] = variance.select(horizon_sigma(pl.col("variance"), h)).to_series().to_numpy()
     out[~np.isfinite(out)] = np.nan  # in place: an infinite sigma is no forecast either
     return out
+
+
+class PanelSigma:
+    """`panel_sigma` of every panel row, held as the one-day variance (R,) and scaled to the horizons when read:
+    `sigma[rows]` is `panel_sigma(panel, fast_weight, rows=rows)`, the same numbers. A fifth of the (R, K)
+    array: held through a whole walk-forward (~0.1 GiB less at 500 tickers x 25 years)."""
+
+    def __init__(self, panel, fast_weight: float):
+        self.variance, self.horizons = panel_variance(panel, fast_weight), list(panel.horizons)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return horizon_sigmas(self.variance.gather(rows), self.horizons)
 
 
 def panel_variance(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, slow: float = SLOW_LAMBDA) -> pl.Series:

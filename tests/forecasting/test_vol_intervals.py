@@ -258,3 +258,18 @@ def test_panel_rows_finds_each_ticker_ids_date_and_nothing_else():
     days[-3] = panel.dates[0]
     rows = _panel_rows(panel, ids, pl.Series(days).cast(pl.Date))
     assert rows[:50].to_list() == picked.tolist() and rows[50:].to_list() == [None, None, None]
+
+
+def test_panel_sigma_held_as_variance_reads_the_same_numbers_at_any_rows():
+    from forecasting.backtest import long_predictions
+    from forecasting.volatility import PanelSigma
+
+    panel = panel_of(PRICES)
+    held, full = PanelSigma(panel, 0.25), panel_sigma(panel, 0.25)
+    rows = np.array([0, 5, len(panel.dates) - 1, 17, 17])
+    np.testing.assert_array_equal(held[rows], full[rows])
+    np.testing.assert_array_equal(held[rows], panel_sigma(panel, 0.25, rows=rows))
+    assert np.isnan(held[np.array([0])]).all()  # a ticker's first row: no return yet
+    ends = np.flatnonzero(panel.dates >= np.datetime64("2011-03-01"))
+    y = np.zeros((len(ends), len(panel.horizons)))
+    assert long_predictions(panel, ends, y, "m", held).equals(long_predictions(panel, ends, y, "m", full))
