@@ -156,8 +156,15 @@ def feature_change(old: list[str], new: list[str]) -> str:
 
 
 def _published_predictions(result: BacktestResult, publishing: Publishing) -> pl.DataFrame:
-    """The evaluation's forecasts of what publishes: the contest judges these."""
-    return result.predictions.filter(pl.col("model") == publishing.name)
+    """The evaluation's forecasts of what publishes: the contest judges these, and reads only these columns (every
+    column of a fifth of the predictions, and `mean_ratio`'s sorted copy of them, were ~0.15 GiB at 500 tickers x
+    25 years)."""
+    return (
+        result.predictions.lazy()
+        .filter(pl.col("model") == publishing.name)
+        .select(*policy.KEY, "y_true", "y_pred")
+        .collect()
+    )
 
 
 def choose_model(

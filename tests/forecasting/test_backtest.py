@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import date
 
 import numpy as np
@@ -139,6 +140,15 @@ def test_historical_mean_and_random_walk_by_hand():
     expected = panel.Y[aaa].mean(axis=0)
     np.testing.assert_allclose(hm.predict(panel, aaa[:1]), expected[None, :], rtol=1e-5)
     assert not RandomWalk().predict(panel, ends).any()
+    # every ticker's float64 sum in row order, as np.add.at makes it: the very same means
+    sums, counts = np.zeros((len(panel.tickers), len(panel.horizons))), np.zeros(len(panel.tickers))
+    np.add.at(sums, panel.ticker_id[seen], panel.Y[seen])
+    np.add.at(counts, panel.ticker_id[seen], 1)
+    np.testing.assert_array_equal(hm.means, sums / counts[:, None])
+    # a ticker with no realised label: the pooled mean
+    first = seen[panel.ticker_id[seen] != 0]
+    hm.fit(panel, dataclasses.replace(split, train=first, val=np.array([], dtype=np.int64)))
+    np.testing.assert_array_equal(hm.means[0], panel.Y[first].mean(axis=0))
 
 
 def test_predictions_sorted_a_column_at_a_time_are_the_whole_concatenation_sorted():
