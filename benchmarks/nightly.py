@@ -167,11 +167,11 @@ def forecast_and_publish_again(seen: dict) -> dict[str, float]:
 
     seen.pop("restore")()
     steps, tasks = {}, {name: getattr(nightly_tasks, name) for name in PUBLISH_TASKS}
-    # the night let go of the evaluation's predictions but the volatility table's columns once it had written them
-    # (`_publish`): the stage had them whole, so they are read back whole from that file, before anything is timed
+    # the night kept only some columns of the evaluation's predictions in memory (`publish.set_aside`, `_publish`)
+    # and published them whole: the stage's rerun reads them back whole from that file, before anything is timed
     choice, asof, settings = (seen["publish"][i] for i in (2, 6, 7))
     written = publish.partition_dir(settings.paths.out_dir, "metrics", asof) / "predictions.parquet"
-    choice.evaluation.predictions = pl.read_parquet(written)
+    choice.evaluation.predictions, choice.evaluation.predictions_file = pl.read_parquet(written), None
 
     def plain(name):
         def run(*args):

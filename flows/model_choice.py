@@ -12,6 +12,7 @@ for both. Either way the winning recipe is then refit on the newer data, and the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -155,6 +156,17 @@ def feature_change(old: list[str], new: list[str]) -> str:
     return f"the champion's features differ from this data's: the data {change}{hint}"
 
 
+def _hand_over(result: BacktestResult, evaluations, set_aside: Callable[[BacktestResult], None] | None) -> None:
+    """Before the refit: the evaluation that won a retrain's contest to `set_aside` (the nightly writes most of
+    its predictions to disk), and the predictions of the other, read no more, let go of (Prefect holds a task's
+    result to the end of the run: with a champion, two evaluations' predictions, ~0.34 GiB each at 500 x 25)."""
+    for other in evaluations:
+        if other is not None and other is not result:
+            other.predictions = other.predictions.clear()
+    if set_aside is not None:
+        set_aside(result)
+
+
 def _published_predictions(result: BacktestResult, publishing: Publishing) -> pl.DataFrame:
     """The evaluation's forecasts of what publishes: the contest judges these, and reads only these columns (every
     column of a fifth of the predictions, and `mean_ratio`'s sorted copy of them, were ~0.15 GiB at 500 tickers x
@@ -175,11 +187,13 @@ def choose_model(
     today: date,
     asof: date,
     fingerprint: str,
+    *,
     force: bool = False,
+    set_aside: Callable[[BacktestResult], None] | None = None,
 ) -> ModelChoice:
     """The champion as of `asof`, retrained when the rules say so (and the data is healthy).
 
-    `fingerprint`: of `prices`, which hold data up to `asof` only.
+    `fingerprint`: of `prices`, which hold data up to `asof` only. `set_aside`: see `_hand_over`.
     """
     models_dir = settings.paths.models
     recipe_hash, inputs_hash = config_hashes(settings)
@@ -217,6 +231,7 @@ def choose_model(
         evaluated, evaluation_version, publishing = held[1], champion.evaluation_version, held_publishing
         model, training = _recipe_of(evaluated, settings)
         result, event = champion_result, "kept"
+    _hand_over(result, (champion_result, challenger_result), set_aside)
     epochs, plan = policy.refit_epochs(evaluated.best_epoch), evaluated.batch_plan  # as the evaluation trained
     published = refit.with_options(timeout_seconds=settings.train.timeout_s)(
         panel, model, training, evaluated.lookback, epochs, asof, fingerprint, plan

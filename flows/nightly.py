@@ -38,6 +38,7 @@ from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES
 from forecasting.volatility import QLIKE_INPUTS, volatility_qlike
 from nightcast.errors import ConfigError, InsufficientDataError
+from nightcast.io import scratch_folder
 from nightcast.memory import collections_skip_what_exists, release
 from nightcast.words import count
 
@@ -120,8 +121,28 @@ def nightly(
     live record). `ingest=False` reads the lake as stored instead of the source (for `source.tickers`).
     `with_plots=False` writes no PNG (a replay draws only its last night's: ~0.7 s a night on 2 cores).
     """
-    with exclusive(settings.paths.data_dir, "nightly"), collections_skip_what_exists():
+    with (
+        exclusive(settings.paths.data_dir, "nightly"),
+        collections_skip_what_exists(),
+        scratch_folder(_scratch(settings)),
+    ):
         return _nightly(settings, run_date, asof, ingest, with_plots)
+
+
+def _scratch(settings: Settings) -> Path:
+    """Where a nightly sets files aside while it runs (emptied when it ends; one nightly at a time holds it)."""
+    return settings.paths.data_dir / "scratch" / "nightly"
+
+
+def _set_aside(settings: Settings):
+    """How the nightly sets its evaluation's predictions aside (`publish.set_aside`) in its scratch folder."""
+    staged = _scratch(settings) / "predictions.parquet"
+    return lambda result: publish.set_aside(result, staged, AFTER_EVALUATION)
+
+
+# What the night reads of the evaluation's predictions once its model is chosen (the contest's score, the bands
+# of tonight's forecasts, the cross-section table, the volatility table): the rest wait on disk to be published.
+AFTER_EVALUATION = ("model", "ticker", "asof_date", "horizon", "target_date", "y_true", "y_pred", "sigma")
 
 
 class _Laps:
@@ -223,7 +244,8 @@ def _nightly(
     # through the evaluation's training, its backtest and the refit too (~0.17 GiB at 500 tickers x 25 years)
     handed = [prices]
     del prices
-    choice = choose_model(panel, handed.pop(), report.stale, settings, day, data_asof, fingerprint)
+    aside = _set_aside(settings)
+    choice = choose_model(panel, handed.pop(), report.stale, settings, day, data_asof, fingerprint, set_aside=aside)
     ev = choice.evaluation
     _log_model(logger, panel, choice)
     sources = policy.horizon_sources(

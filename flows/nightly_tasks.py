@@ -158,7 +158,7 @@ def publish_outputs(
     paths += publish.write_frame(across, metrics_dir, "cross_section", formats)
     # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
     # it was 3 MB a night (400 MB for a half-year replay)
-    paths += publish.write_frame(choice.evaluation.predictions, metrics_dir, "predictions", ["parquet"])
+    paths += publish.write_predictions(choice.evaluation, metrics_dir)
     return paths
 
 

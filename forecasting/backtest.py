@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -211,6 +212,8 @@ class BacktestResult:
     test_start: np.datetime64
     test_end: np.datetime64
     seconds: float
+    # the predictions whole, written aside (`publish.set_aside`) while only some of their columns stay in memory
+    predictions_file: Path | None = None
 
 
 @dataclass(frozen=True)

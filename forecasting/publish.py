@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 from collections.abc import Collection, Iterable
 from datetime import date
 from pathlib import Path
@@ -168,12 +169,38 @@ def write_frame(frame: pl.DataFrame, directory: Path, stem: str, formats: Iterab
     run's name (a new user's review read an older run's metrics.csv beside this run's metrics.parquet)."""
     formats = list(formats)
     paths = [atomic_write(directory / f"{stem}.{fmt}", lambda tmp, w=_WRITERS[fmt]: w(frame, tmp)) for fmt in formats]
+    _remove_other_formats(directory, stem, formats)
+    return paths
+
+
+def _remove_other_formats(directory: Path, stem: str, formats: list[str]) -> None:
     for fmt in sorted(set(_WRITERS) - set(formats)):
         stale = directory / f"{stem}.{fmt}"
         if stale.exists():
             stale.unlink()
             log.info("removed %s: written by an earlier run, in a format publish.formats no longer asks for", stale)
-    return paths
+
+
+def set_aside(result, path: Path, keep: Collection[str]) -> None:
+    """Write `result`'s predictions whole to `path` (Parquet, atomically) and keep in memory only the columns
+    `keep`: what is read of them before they are published (`write_predictions`). At 500 tickers x 25 years the
+    columns nothing reads again (the price, the bands, the quantiles) were ~0.19 GiB held through the refit and
+    the forecasts, at the nightly's peak."""
+    atomic_write(path, lambda tmp: _WRITERS["parquet"](result.predictions, tmp))
+    result.predictions = result.predictions.select(c for c in result.predictions.columns if c in keep)
+    result.predictions_file = path
+
+
+def write_predictions(result, directory: Path) -> list[Path]:
+    """`result`'s predictions as `<directory>/predictions.parquet`, atomically: the file `set_aside` wrote,
+    copied into place and then removed, or else the frame itself."""
+    if result.predictions_file is None:
+        return write_frame(result.predictions, directory, "predictions", ["parquet"])
+    written = atomic_write(directory / "predictions.parquet", lambda tmp: shutil.copyfile(result.predictions_file, tmp))
+    result.predictions_file.unlink()
+    result.predictions_file = None
+    _remove_other_formats(directory, "predictions", ["parquet"])
+    return [written]
 
 
 def merge_forecasts(

@@ -1,10 +1,12 @@
-"""Atomic file writes shared by the lake, checkpoints and published outputs."""
+"""Atomic file writes shared by the lake, checkpoints and published outputs; a run's scratch folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -25,3 +27,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def scratch_folder(path: Path) -> Iterator[Path]:
+    """`path` as an empty folder for files a run sets aside while it runs, removed with them when the run ends
+    (whether it succeeds or fails); whatever an earlier run that was killed left there is removed first. Only
+    for a folder no other process uses meanwhile (the caller holds its lock)."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

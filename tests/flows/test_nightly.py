@@ -25,6 +25,8 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert result.asof == date(2014, 12, 31)
     forecasts = check_forecasts(out, result)
     check_evaluation(out, result, forecasts)
+    # the evaluation's predictions were set aside in the run's scratch folder while it ran: gone with it
+    assert not (settings.paths.data_dir / "scratch" / "nightly").exists()
     check_run_files(out, result, forecasts, settings)
     check_ui_artifacts(state.state_details.flow_run_id)
 
@@ -87,6 +89,9 @@ def check_evaluation(out, result, forecasts: pl.DataFrame) -> None:
     # the ratio recomputed from the out-of-sample predictions written beside it: the model's squared error
     # over the random walk's (a zero forecast) on the same rows
     predictions = pl.read_parquet(out / "metrics" / "asof=2014-12-31" / "predictions.parquet")
+    # published whole, though the night kept only some of its columns in memory after choosing its model
+    assert {"last_price", "sigma", "y_lower", "y_upper", "q0.05", "q0.5", "q0.95"} <= set(predictions.columns)
+    assert predictions.null_count()["y_lower"].item() < predictions.height  # the bands themselves, not nulls
     by_hand = (
         predictions.filter(pl.col("model") == "attention_lstm")
         .group_by("horizon")

@@ -155,3 +155,43 @@ def test_quantile_columns_are_prices_and_older_files_without_them_merge(panel, t
         kept = merged.filter(pl.col("ticker") == "AAA")
         assert kept["run_id"].unique().to_list() == ["old"] and kept["pred_q05"].null_count() == 5, fmt
         (folder / f"forecasts.{fmt}").unlink()
+
+
+def test_predictions_set_aside_are_published_whole_and_the_scratch_file_goes(tmp_path):
+    """`set_aside` writes the predictions whole and keeps some columns in memory; `write_predictions` puts that
+    file in place (atomically, an older CSV of them removed) and removes the scratch copy; without one, the frame."""
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from forecasting.publish import set_aside, write_predictions
+
+    @dataclass
+    class Result:
+        predictions: pl.DataFrame
+        predictions_file: Path | None = None
+
+    frame = pl.DataFrame({"model": ["a", "b"], "y_pred": [0.1, 0.2], "q0.5": [0.1, 0.2], "last_price": [1.0, 2.0]})
+    result, scratch, folder = Result(frame), tmp_path / "scratch" / "p.parquet", tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "predictions.csv").write_text("an older run's\n")
+    set_aside(result, scratch, keep=("model", "y_pred", "not_there"))
+    assert result.predictions.columns == ["model", "y_pred"] and result.predictions_file == scratch
+    assert write_predictions(result, folder) == [folder / "predictions.parquet"]
+    assert pl.read_parquet(folder / "predictions.parquet").equals(frame)
+    assert not scratch.exists() and result.predictions_file is None and not (folder / "predictions.csv").exists()
+    # nothing set aside: the frame in memory is what is written
+    write_predictions(Result(frame.head(1)), folder)
+    assert pl.read_parquet(folder / "predictions.parquet").height == 1
+
+
+def test_a_scratch_folder_is_emptied_before_and_removed_after_even_on_failure(tmp_path):
+    from nightcast.io import scratch_folder
+
+    folder = tmp_path / "scratch" / "nightly"
+    folder.mkdir(parents=True)
+    (folder / "left by a killed run").write_text("x")
+    with pytest.raises(RuntimeError), scratch_folder(folder) as inside:
+        assert inside == folder and list(folder.iterdir()) == []
+        (folder / "set aside").write_text("y")
+        raise RuntimeError("the run failed")
+    assert not folder.exists() and (tmp_path / "scratch").exists()
