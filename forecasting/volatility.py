@@ -34,6 +34,7 @@ from scipy.stats import norm
 
 from features.build import sorted_by_ticker
 from forecasting.intervals import qlike_table, quantile_column
+from forecasting.ridge import Moments
 from nightcast.memory import trim_heap
 
 log = logging.getLogger("nightcast.forecasting.volatility")
@@ -226,6 +227,12 @@ def _least_squares(rows: pl.LazyFrame, regressors: Sequence[str], target: str) -
     removes the intercept's collinearity with the squared returns; the same coefficients as `lstsq` on [1, x]
     to ~1e-9 relative (tested).
     """
+    return _solve(_moments(rows, regressors, target))
+
+
+def _moments(rows: pl.LazyFrame, regressors: Sequence[str], target: str) -> Moments | None:
+    """`Moments` of `regressors` against `target` over `rows`, summed by polars (None: no row). Moments of
+    disjoint rows merge (`Moments.merge`) into those of them all."""
     names = [*regressors, target]
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i:]]
     moments = (
@@ -237,28 +244,42 @@ def _least_squares(rows: pl.LazyFrame, regressors: Sequence[str], target: str) -
         .collect()
         .row(0, named=True)
     )
-    if moments["n"] == 0:
-        return 0, ()
+    n = moments["n"]
+    if n == 0:
+        return None
     if not all(v is not None and math.isfinite(v) for v in moments.values()):
         raise ValueError("the HAR regressors or targets are not all finite (a price of zero or below?)")
     cov = {}
     for k, (a, b) in enumerate(pairs):
         cov[a, b] = cov[b, a] = moments[f"c{k}"]
-    sxx = np.array([[cov[a, b] for b in regressors] for a in regressors])
-    sxy = np.array([cov[a, target] for a in regressors])
-    means = np.array([moments[f"m{i}"] for i in range(len(names))])
+    means = [moments[f"m{i}"] for i in range(len(names))]
+    return Moments(
+        n,
+        np.array(means[:-1]),
+        np.array(means[-1:]),
+        n * np.array([[cov[a, b] for b in regressors] for a in regressors]),
+        n * np.array([[cov[a, target]] for a in regressors]),
+    )
+
+
+def _solve(moments: Moments | None) -> tuple[int, tuple[float, ...]]:
+    """`_least_squares`' answer from the rows' `Moments` (None: no row)."""
+    if moments is None:
+        return 0, ()
+    n = moments.n
+    sxx, sxy, means = moments.sxx / n, moments.sxy[:, 0] / n, np.append(moments.mean_x, moments.mean_y)
     # solved on the correlation scale: a regressor with no spread (constant returns: rounding noise only) gets
     # no slope rather than a "fit" of that noise; collinear ones share their effect (minimum norm, in
     # correlation units)
     spread = np.sqrt(np.clip(np.diag(sxx), 0.0, None))
     varies = spread > 1e-9 * np.maximum(np.abs(means[:-1]), np.finfo(float).tiny)
-    slopes = np.zeros(len(regressors))
+    slopes = np.zeros(len(sxx))
     if varies.any():
         d = spread[varies]
         corr = sxx[np.ix_(varies, varies)] / np.outer(d, d)
         slopes[varies] = np.linalg.lstsq(corr, sxy[varies] / d, rcond=1e-10)[0] / d
     intercept = means[-1] - float(means[:-1] @ slopes)
-    return moments["n"], (float(intercept), *(float(b) for b in slopes))
+    return n, (float(intercept), *(float(b) for b in slopes))
 
 
 def har_volatility(
@@ -363,12 +384,18 @@ def _blend(fast: pl.Expr, slow: pl.Expr, fast_weight: float) -> pl.Expr:
     return fast_weight * fast + (1.0 - fast_weight) * slow
 
 
-def _panel_returns(panel) -> pl.DataFrame:
-    """`ticker, date, log_return` of every panel row, in the panel's order, with the ticker as its integer id
-    (`panel.ticker_id`): `daily_log_returns`' rule on the rows per id. Grouped and sorted by ticker already,
-    so nothing downstream sorts them; integer keys, not 3.1M ticker names, for every per-ticker window."""
+def _panel_returns(panel, lo: int = 0, hi: int | None = None) -> pl.DataFrame:
+    """`ticker, date, log_return` of every panel row (of rows lo..hi, whole tickers), in the panel's order, with
+    the ticker as its integer id (`panel.ticker_id`): `daily_log_returns`' rule on the rows per id. Grouped and
+    sorted by ticker already, so nothing downstream sorts them; integer keys, not 3.1M ticker names, for every
+    per-ticker window."""
+    rows = slice(lo, hi)
     frame = pl.DataFrame(
-        {"ticker": np.asarray(panel.ticker_id, dtype=np.int32), "date": panel.dates, "adj_close": panel.price}
+        {
+            "ticker": np.asarray(panel.ticker_id[rows], dtype=np.int32),
+            "date": panel.dates[rows],
+            "adj_close": panel.price[rows],
+        }
     )
     log_return = _log_return(pl.col("adj_close").cast(pl.Float64)).over("ticker")
     return frame.select("ticker", "date", log_return.alias(RETURN))
@@ -422,11 +449,26 @@ def panel_variance(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, 
     ticker and sorted by date already, so the returns and both EWMAs run per ticker id with no sort, no join
     and no ticker strings. The same expressions on the same values in the same order: the same numbers as
     the long frame's (the way through `daily_log_returns`, two sorts, a join on ticker strings and a join back
-    held ~0.8 GiB of temporaries on a 3.1M-row panel, twice a night)."""
-    frame = pl.DataFrame({"id": panel.ticker_id, "adj_close": np.asarray(panel.price, dtype=np.float64)})
-    frame = frame.select("id", _log_return(pl.col("adj_close")).over("id").alias(RETURN))
-    blend = _blend(_ewma(pl.col(RETURN), fast).over("id"), _ewma(pl.col(RETURN), slow).over("id"), fast_weight)
-    return frame.select(blend.alias("variance")).to_series()
+    held ~0.8 GiB of temporaries on a 3.1M-row panel, twice a night). A block of tickers at a time
+    (`ticker_blocks`): the whole panel at once held ~0.12 GiB of temporaries, at the nightly's peak."""
+    parts = []
+    for lo, hi in ticker_blocks(panel):
+        frame = pl.DataFrame(
+            {"id": panel.ticker_id[lo:hi], "adj_close": np.asarray(panel.price[lo:hi], dtype=np.float64)}
+        )
+        frame = frame.select("id", _log_return(pl.col("adj_close")).over("id").alias(RETURN))
+        blend = _blend(_ewma(pl.col(RETURN), fast).over("id"), _ewma(pl.col(RETURN), slow).over("id"), fast_weight)
+        parts.append(frame.select(blend.alias("variance")).to_series())
+    return pl.concat(parts) if parts else pl.Series("variance", [], dtype=pl.Float64)
+
+
+TICKERS_PER_BLOCK = 50  # per-ticker values over the whole panel are computed this many tickers at a time
+
+
+def ticker_blocks(panel) -> list[tuple[int, int]]:
+    """(first row, end row) of each block of `TICKERS_PER_BLOCK` tickers of the panel (whole tickers, in order)."""
+    bounds = np.append(panel.offsets[:-1:TICKERS_PER_BLOCK], panel.offsets[-1]).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 PUBLISHED_VOLATILITY = "published"  # the blend the forecasts carry as pred_vol (`panel_sigma`)
@@ -445,14 +487,42 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
     `horizon, forecast, qlike, n` (lower is better). The HAR is fit on returns realised before the first origin
     (none of the span it is scored on); too little history for it leaves it out.
 
-    Every per-ticker value is computed once per panel row, in the panel's order, and read at the origins' rows
-    (found by a search on the panel's sorted keys, not joins): on the nightly's predictions at 500 tickers x 25
-    years (3.1M rows, five models) it peaks ~0.42 GiB above its inputs in 1.45 s (0.46 GiB and 1.65 s joining
-    at the origins; 0.77 GiB and 4.5 s through long frames with ticker names, sorted)."""
+    Every per-ticker value is computed on the panel's own order (integer ids, no sorts), a block of tickers at a
+    time (`ticker_blocks`), and read at the origins' rows; the HAR's least squares merges each
+    block's moments. On the nightly's predictions at 500 tickers x 25 years (3.1M rows, five models) the whole
+    panel at once peaked ~0.42 GiB above its inputs (0.77 GiB through long frames with ticker names, sorted)."""
     trim_heap()  # its frames are built beside what is live, not on top of the C heap's freed pages as well
+    rows = _scored_origins(panel, predictions)
+    if rows.is_empty():
+        return pl.DataFrame(schema={"horizon": pl.Int64, "forecast": pl.String, "qlike": pl.Float64, "n": pl.UInt32})
+    horizons = sorted(rows["horizon"].unique().to_list())
+    end = rows["asof_date"].min() - timedelta(days=1)  # the HAR sees no return of the span it is scored on
+    values, moments = _by_blocks(panel, rows["_row"].to_numpy(), horizons, end)
+    frame = pl.concat([rows.drop("_row"), values], how="horizontal").with_columns(
+        horizon_sigma(pl.col("_var_ewma"), pl.col("horizon")).alias("ewma_0.94")
+    )
+    forecasts = [PUBLISHED_VOLATILITY, "ewma_0.94"]
+    try:
+        har = None  # each row's horizon's fit (null for none)
+        for h in horizons:
+            n, coefficients = _solve(moments[h])
+            if n < 2 * (len(HAR_REGRESSORS) + 1):
+                raise ValueError(f"too few HAR training rows for horizon {h} up to {end}: {n}")
+            when = pl.when(pl.col("horizon") == h) if har is None else har.when(pl.col("horizon") == h)
+            har = when.then(_har_sigma(HarFit(h, *coefficients, rows=n, end=end)))
+        frame, forecasts = frame.with_columns(har.alias("har")), [*forecasts, "har"]
+    except ValueError as exc:  # too little history before the first origin, or unusable returns
+        log.warning("the volatility QLIKE table compares the forecasts without the HAR: %s", exc)
+    return qlike_table(frame.drop("_var_ewma", *HAR_REGRESSORS), forecasts)
+
+
+def _scored_origins(panel, predictions: pl.DataFrame) -> pl.DataFrame:
+    """`asof_date, horizon, y_true, published, ticker, _row`: one row per origin and horizon of `predictions`
+    (every model of an origin carries the same volatility), with its ticker's id and panel row, sorted by that
+    row; an origin the panel lacks has nothing to compare with (dropped)."""
     key = list(QLIKE_INPUTS[:3])
-    # every model of an origin carries the same volatility: its first row kept (a mask, not `unique`, whose hash
-    # table over every model's rows was ~0.4 GiB at 3.1M rows; the same rows in the same order)
+    # the first row of each kept (a mask, not `unique`, whose hash table over every model's rows was ~0.4 GiB at
+    # 3.1M rows)
     rows = (
         predictions.lazy()
         .select(*key, "y_true", pl.col("sigma").alias(PUBLISHED_VOLATILITY))
@@ -462,32 +532,26 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
         .drop_nulls()
         .filter(pl.col("y_true").is_not_nan())
     )
-    if rows.is_empty():
-        return pl.DataFrame(schema={"horizon": pl.Int64, "forecast": pl.String, "qlike": pl.Float64, "n": pl.UInt32})
-    # per ticker id on the panel's own order: no names, no sorts, integer keys for every per-ticker window; an
-    # origin the panel lacks has no forecast to compare (it was dropped as a null forecast before)
     rows = _by_ticker_id(rows, panel.tickers)
-    rows = rows.with_columns(_panel_rows(panel, rows["ticker"], rows["asof_date"]).alias("_row")).drop_nulls("_row")
-    regressors = har_regressors(_panel_returns(panel)).with_columns(
-        _ewma(pl.col(RETURN), RISKMETRICS_LAMBDA).over("ticker").alias("_var_ewma")
-    )
-    at = regressors.select(pl.col("_var_ewma", *HAR_REGRESSORS).gather(rows["_row"]))
-    frame = pl.concat([rows, at], how="horizontal").with_columns(
-        horizon_sigma(pl.col("_var_ewma"), pl.col("horizon")).alias("ewma_0.94")
-    )
-    forecasts = [PUBLISHED_VOLATILITY, "ewma_0.94"]
-    first = rows["asof_date"].min()
-    try:
-        fits = _fit_on_regressors(regressors, sorted(rows["horizon"].unique().to_list()), first - timedelta(days=1))
-        har = None  # each row's horizon's fit (null for none)
-        for h, fit in fits.items():
-            when = pl.when(pl.col("horizon") == h) if har is None else har.when(pl.col("horizon") == h)
-            har = when.then(_har_sigma(fit))
-        frame, forecasts = frame.with_columns(har.alias("har")), [*forecasts, "har"]
-    except ValueError as exc:  # too little history before the first origin, or unusable returns
-        log.warning("the volatility QLIKE table compares the forecasts without the HAR: %s", exc)
-    del regressors
-    return qlike_table(frame.drop("_row", "_var_ewma", *HAR_REGRESSORS), forecasts)
+    rows = rows.with_columns(_panel_rows(panel, rows["ticker"], rows["asof_date"]).alias("_row"))
+    return rows.drop_nulls("_row").sort("_row", maintain_order=True)
+
+
+def _by_blocks(panel, origins: np.ndarray, horizons: list[int], end: date) -> tuple[pl.DataFrame, dict]:
+    """A block of tickers at a time: the EWMA variance and the HAR regressors at the panel rows `origins`
+    (sorted), as `_var_ewma, rv_d, rv_w, rv_m` in their order, and each horizon's HAR least-squares `Moments` over
+    the origins whose label is realised by `end` (None: none)."""
+    values, moments = [], dict.fromkeys(horizons)
+    for lo, hi in ticker_blocks(panel):
+        regressors = har_regressors(_panel_returns(panel, lo, hi)).with_columns(
+            _ewma(pl.col(RETURN), RISKMETRICS_LAMBDA).over("ticker").alias("_var_ewma")
+        )
+        first, last = np.searchsorted(origins, [lo, hi])
+        values.append(regressors.select("_var_ewma", *HAR_REGRESSORS)[origins[first:last] - lo])
+        for h in horizons:
+            part = _moments(_har_training_rows(regressors.lazy(), h, None, end), HAR_REGRESSORS, "y")
+            moments[h] = part if moments[h] is None else moments[h] if part is None else moments[h].merge(part)
+    return pl.concat(values), moments
 
 
 def _panel_rows(panel, ticker_id: pl.Series, dates: pl.Series) -> pl.Series:

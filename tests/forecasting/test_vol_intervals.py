@@ -211,9 +211,14 @@ def test_har_volatility_at_some_origins_is_the_full_forecast_there():
     assert har_volatility(returns, fits, origins=origins).equals(full)
 
 
-def test_volatility_qlike_on_ticker_ids_scores_what_the_long_frames_with_names_give():
-    # the QLIKE table runs on the panel's order with integer ids (no names, no sorts); the long frames with
-    # ticker names, sorted, EWMA and HAR fit up to the first origin, give the same table
+@pytest.mark.parametrize("block", [1, 2, 50])
+def test_volatility_qlike_on_ticker_ids_scores_what_the_long_frames_with_names_give(block, monkeypatch):
+    # the QLIKE table runs on the panel's order with integer ids (no names, no sorts), a block of tickers at a
+    # time (the HAR's moments merged); the long frames with ticker names, sorted, EWMA and HAR fit up to the
+    # first origin, give the same table
+    import forecasting.volatility
+
+    monkeypatch.setattr(forecasting.volatility, "TICKERS_PER_BLOCK", block)
     from forecasting.backtest import long_predictions
     from forecasting.intervals import qlike_table
     from forecasting.volatility import (
@@ -260,12 +265,15 @@ def test_panel_rows_finds_each_ticker_ids_date_and_nothing_else():
     assert rows[:50].to_list() == picked.tolist() and rows[50:].to_list() == [None, None, None]
 
 
-def test_panel_sigma_held_as_variance_reads_the_same_numbers_at_any_rows():
+def test_panel_sigma_held_as_variance_reads_the_same_numbers_at_any_rows(monkeypatch):
+    import forecasting.volatility
     from forecasting.backtest import long_predictions
     from forecasting.volatility import PanelSigma
 
     panel = panel_of(PRICES)
     held, full = PanelSigma(panel, 0.25), panel_sigma(panel, 0.25)
+    monkeypatch.setattr(forecasting.volatility, "TICKERS_PER_BLOCK", 1)  # a ticker at a time: the same numbers
+    np.testing.assert_array_equal(panel_sigma(panel, 0.25), full)
     rows = np.array([0, 5, len(panel.dates) - 1, 17, 17])
     np.testing.assert_array_equal(held[rows], full[rows])
     np.testing.assert_array_equal(held[rows], panel_sigma(panel, 0.25, rows=rows))
