@@ -168,7 +168,8 @@ def forecast_and_publish_again(seen: dict) -> dict[str, float]:
     seen.pop("restore")()
     steps, tasks = {}, {name: getattr(nightly_tasks, name) for name in PUBLISH_TASKS}
     # the night kept only some columns of the evaluation's predictions in memory (`publish.set_aside`, `_publish`)
-    # and published them whole: the stage's rerun reads them back whole from that file, before anything is timed
+    # and published them whole: the stage's rerun reads them back whole from that file, before anything is timed,
+    # and writes them from memory (the night copied its set-aside file into place: about as long)
     choice, asof, settings = (seen["publish"][i] for i in (2, 6, 7))
     written = publish.partition_dir(settings.paths.out_dir, "metrics", asof) / "predictions.parquet"
     choice.evaluation.predictions, choice.evaluation.predictions_file = pl.read_parquet(written), None

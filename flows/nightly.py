@@ -124,20 +124,14 @@ def nightly(
     with (
         exclusive(settings.paths.data_dir, "nightly"),
         collections_skip_what_exists(),
-        scratch_folder(_scratch(settings)),
+        scratch_folder(settings.paths.data_dir / "scratch" / "nightly") as scratch,
     ):
-        return _nightly(settings, run_date, asof, ingest, with_plots)
+        return _nightly(settings, run_date, asof, ingest, with_plots, scratch)
 
 
-def _scratch(settings: Settings) -> Path:
-    """Where a nightly sets files aside while it runs (emptied when it ends; one nightly at a time holds it)."""
-    return settings.paths.data_dir / "scratch" / "nightly"
-
-
-def _set_aside(settings: Settings):
+def _set_aside(scratch: Path):
     """How the nightly sets its evaluation's predictions aside (`publish.set_aside`) in its scratch folder."""
-    staged = _scratch(settings) / "predictions.parquet"
-    return lambda result: publish.set_aside(result, staged, AFTER_EVALUATION)
+    return lambda result: publish.set_aside(result, scratch / "predictions.parquet", AFTER_EVALUATION)
 
 
 # What the night reads of the evaluation's predictions once its model is chosen (the contest's score, the bands
@@ -207,7 +201,7 @@ def _say_where_asof_landed(logger, asof: date | None, data_asof: date) -> None:
 
 
 def _nightly(
-    settings: Settings, run_date: date | None, asof: date | None, ingest: bool, with_plots: bool
+    settings: Settings, run_date: date | None, asof: date | None, ingest: bool, with_plots: bool, scratch: Path
 ) -> NightlyResult | MarketClosed:
     logger = get_run_logger()
     if asof is not None:
@@ -244,7 +238,7 @@ def _nightly(
     # through the evaluation's training, its backtest and the refit too (~0.17 GiB at 500 tickers x 25 years)
     handed = [prices]
     del prices
-    aside = _set_aside(settings)
+    aside = _set_aside(scratch)
     choice = choose_model(panel, handed.pop(), report.stale, settings, day, data_asof, fingerprint, set_aside=aside)
     ev = choice.evaluation
     _log_model(logger, panel, choice)

@@ -81,8 +81,9 @@ class RidgeFit:
 
 def solve(m: Moments, alphas) -> RidgeFit:
     """The ridge fit of each target column k on the features with penalty `alphas[k]` (one penalty: all of them):
-    argmin |y - b - X w|^2 + alpha |w|^2, the intercept b unpenalised. A singular system (no penalty, a feature
-    with no spread) takes the least-squares solution of minimum norm."""
+    argmin |y - b - X w|^2 + alpha |w|^2, the intercept b unpenalised. An exactly singular system (no penalty and
+    a feature with no spread) takes the least-squares solution of minimum norm; a nearly singular one with no
+    penalty is as unstable as its least squares are."""
     k = m.sxy.shape[1]
     alphas = np.broadcast_to(np.asarray(alphas, dtype=np.float64), (k,))
     if (alphas < 0).any() or not np.isfinite(alphas).all():

@@ -485,7 +485,8 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
     """QLIKE per horizon of the published volatility forecast (the predictions' `sigma`: the blend) against EWMA
     (lambda 0.94) and HAR, on the out-of-sample origins of `predictions` where all are known:
     `horizon, forecast, qlike, n` (lower is better). The HAR is fit on returns realised before the first origin
-    (none of the span it is scored on); too little history for it leaves it out.
+    the panel holds (none of the span it is scored on); too little history for it, or returns that are not
+    finite, leave it out (said in a warning).
 
     Every per-ticker value is computed on the panel's own order (integer ids, no sorts), a block of tickers at a
     time (`ticker_blocks`), and read at the origins' rows; the HAR's least squares merges each
@@ -505,6 +506,8 @@ def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
     try:
         har = None  # each row's horizon's fit (null for none)
         for h in horizons:
+            if isinstance(moments[h], ValueError):
+                raise moments[h]
             n, coefficients = _solve(moments[h])
             if n < 2 * (len(HAR_REGRESSORS) + 1):
                 raise ValueError(f"too few HAR training rows for horizon {h} up to {end}: {n}")
@@ -539,8 +542,9 @@ def _scored_origins(panel, predictions: pl.DataFrame) -> pl.DataFrame:
 
 def _by_blocks(panel, origins: np.ndarray, horizons: list[int], end: date) -> tuple[pl.DataFrame, dict]:
     """A block of tickers at a time: the EWMA variance and the HAR regressors at the panel rows `origins`
-    (sorted), as `_var_ewma, rv_d, rv_w, rv_m` in their order, and each horizon's HAR least-squares `Moments` over
-    the origins whose label is realised by `end` (None: none)."""
+    (sorted), as `_var_ewma, rv_d, rv_w, rv_m` in their order; and per horizon the HAR least-squares `Moments`
+    over every panel row whose label is realised by `end` (None: no such row), or the `ValueError` that says why
+    the HAR cannot be fit (returns that are not finite): raised by the caller, which goes on without the HAR."""
     values, moments = [], dict.fromkeys(horizons)
     for lo, hi in ticker_blocks(panel):
         regressors = har_regressors(_panel_returns(panel, lo, hi)).with_columns(
@@ -549,7 +553,13 @@ def _by_blocks(panel, origins: np.ndarray, horizons: list[int], end: date) -> tu
         first, last = np.searchsorted(origins, [lo, hi])
         values.append(regressors.select("_var_ewma", *HAR_REGRESSORS)[origins[first:last] - lo])
         for h in horizons:
-            part = _moments(_har_training_rows(regressors.lazy(), h, None, end), HAR_REGRESSORS, "y")
+            if isinstance(moments[h], ValueError):
+                continue
+            try:
+                part = _moments(_har_training_rows(regressors.lazy(), h, None, end), HAR_REGRESSORS, "y")
+            except ValueError as exc:
+                moments[h] = exc
+                continue
             moments[h] = part if moments[h] is None else moments[h] if part is None else moments[h].merge(part)
     return pl.concat(values), moments
 

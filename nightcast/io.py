@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,13 +31,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 @contextlib.contextmanager
-def scratch_folder(path: Path) -> Iterator[Path]:
-    """`path` as an empty folder for files a run sets aside while it runs, removed with them when the run ends
-    (whether it succeeds or fails); whatever an earlier run that was killed left there is removed first. Only
-    for a folder no other process uses meanwhile (the caller holds its lock)."""
-    path = Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path]:
+    """A new empty folder under `root` for the files one run sets aside while it runs, removed with them when the
+    run ends, whether it succeeds or fails. Folders under `root` that a killed run left (untouched for
+    `stale_after_s`) are removed first; a younger one may be another run's, and is left alone."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for left in root.iterdir():
+        if not left.is_symlink() and left.is_dir() and time.time() - left.stat().st_mtime > stale_after_s:
+            shutil.rmtree(left, ignore_errors=True)
+    path = root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path.mkdir()
     try:
         yield path
     finally:

@@ -184,14 +184,22 @@ def test_predictions_set_aside_are_published_whole_and_the_scratch_file_goes(tmp
     assert pl.read_parquet(folder / "predictions.parquet").height == 1
 
 
-def test_a_scratch_folder_is_emptied_before_and_removed_after_even_on_failure(tmp_path):
+def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_failure(tmp_path):
+    """Each run gets a new folder under the root, removed when it ends; a killed run's old folder is cleared, a
+    recent one (another run's, maybe) is left alone."""
+    import time
+
     from nightcast.io import scratch_folder
 
-    folder = tmp_path / "scratch" / "nightly"
-    folder.mkdir(parents=True)
-    (folder / "left by a killed run").write_text("x")
-    with pytest.raises(RuntimeError), scratch_folder(folder) as inside:
-        assert inside == folder and list(folder.iterdir()) == []
-        (folder / "set aside").write_text("y")
+    root = tmp_path / "scratch" / "nightly"
+    old, recent = root / "killed-run", root / "running"
+    old.mkdir(parents=True)
+    recent.mkdir()
+    (old / "predictions.parquet").write_text("x")
+    os.utime(old, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
+    with pytest.raises(RuntimeError), scratch_folder(root) as inside:
+        assert inside.parent == root and list(inside.iterdir()) == []
+        assert not old.exists() and recent.exists()
+        (inside / "set aside").write_text("y")
         raise RuntimeError("the run failed")
-    assert not folder.exists() and (tmp_path / "scratch").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["running"]

@@ -281,3 +281,24 @@ def test_panel_sigma_held_as_variance_reads_the_same_numbers_at_any_rows(monkeyp
     ends = np.flatnonzero(panel.dates >= np.datetime64("2011-03-01"))
     y = np.zeros((len(ends), len(panel.horizons)))
     assert long_predictions(panel, ends, y, "m", held).equals(long_predictions(panel, ends, y, "m", full))
+
+
+def test_volatility_qlike_without_the_har_when_returns_are_not_finite(caplog):
+    """A price of zero before the scored span: its returns are not finite, the HAR cannot be fit; the table
+    compares the published volatility with the EWMA alone and says why, rather than failing the night."""
+    import dataclasses
+
+    from forecasting.backtest import long_predictions
+    from forecasting.volatility import volatility_qlike
+
+    panel = panel_of(PRICES)
+    price = np.asarray(panel.price, dtype=np.float64).copy()
+    price[panel.offsets[1] + 30] = 0.0  # the second ticker, long before the origins
+    broken = dataclasses.replace(panel, price=price)
+    sigma = panel_sigma(panel, 0.25)
+    ends = np.flatnonzero((panel.dates >= np.datetime64("2011-03-01")) & np.isfinite(panel.Y).all(axis=1))
+    predictions = long_predictions(panel, ends, np.zeros((len(ends), len(panel.horizons))), "m", sigma)
+    with caplog.at_level("WARNING"):
+        table = volatility_qlike(broken, predictions)
+    assert sorted(table["forecast"].unique().to_list()) == ["ewma_0.94", "published"]
+    assert "without the HAR" in caplog.text and "not all finite" in caplog.text
