@@ -22,7 +22,7 @@ import polars as pl
 from features.prices import lake, sources, yahoo
 from features.prices.calendar import latest_closed_session, sessions_behind
 from features.prices.schema import conform, is_valid_ticker, not_a_symbol
-from features.prices.validate import Finding, rows_repaired, validate_prices
+from features.prices.validate import Finding, log_findings, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from nightcast.errors import SourceError, ValidationError
 from nightcast.words import count
@@ -214,8 +214,7 @@ def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming
 
     `context`: series read beside `source.tickers` when the source holds them (no error when it does not)."""
     new, findings = sources.load(source, context)
-    for finding in findings:  # what reading found (a cell that is not a number, an unreadable column)
-        (log.warning if finding.action == "quarantined" else log.info)("%s", finding)
+    log_findings(findings)  # what reading found (a cell that is not a number, an unreadable column)
     requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in findings})
     return Incoming(new, requested, [t for t in requested if is_valid_ticker(t)], list(findings))
 

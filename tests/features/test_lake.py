@@ -243,3 +243,17 @@ def test_upsert_never_overwrites_a_file_whose_rows_were_not_handed_over(tmp_path
     # a ticker asked twice is read once: no row twice
     twice = lake.read_prices(tmp_path, ["AAA", "AAA", "BBB"])
     assert twice.height == 61 and not twice.select("ticker", "date").is_duplicated().any()
+
+
+def test_an_upsert_logs_one_line_for_all_its_tickers(tmp_path, caplog):
+    from tests.conftest import synthetic_prices
+
+    prices = synthetic_prices(["AAA", "BBB", "CCC"], 30, seed=5)
+    with caplog.at_level("INFO", logger="nightcast"):
+        lake.upsert(tmp_path, prices)
+        lake.upsert(tmp_path, prices)  # again: nothing changes
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert infos == [
+        f"lake: 3 tickers written in {tmp_path} (+90 rows, 0 revised, 0 filled), 0 unchanged",
+        f"lake: 3 tickers unchanged in {tmp_path}",
+    ]

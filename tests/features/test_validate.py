@@ -187,3 +187,25 @@ def test_a_share_class_written_with_a_slash_is_told_the_dash():
         == "'BRK/B' is not a valid symbol (share classes take a dash, as Yahoo writes them: BRK-B)"
     )
     assert not_a_symbol("../EVIL") == "'../EVIL' is not a valid symbol"  # no fix to suggest
+
+
+def test_many_repairs_are_one_counted_line_few_are_each_a_line_and_quarantines_always_warn(caplog):
+    from features.prices.validate import FINDINGS_LOGGED, Finding, log_findings
+
+    def repairs(n):
+        return [Finding(f"T{i:03d}", None, "bad_volume", "repaired", "1 negative volume set to null") for i in range(n)]
+
+    quarantined = Finding("ZZZ", None, "too_short", "quarantined", "3 valid rows, fewer than min_rows=20")
+    with caplog.at_level("INFO", logger="nightcast"):
+        log_findings([*repairs(FINDINGS_LOGGED + 5), quarantined])
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("WARNING", str(quarantined)) in lines
+    infos = [m for level, m in lines if level == "INFO"]
+    assert infos == [
+        f"validation: {FINDINGS_LOGGED + 5} findings on {FINDINGS_LOGGED + 5} tickers (bad_volume repaired "
+        f"x{FINDINGS_LOGGED + 5}); each at DEBUG, and counted per ticker in the ingest's summary"
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="nightcast"):
+        log_findings(repairs(2))
+    assert [r.getMessage() for r in caplog.records] == [str(f) for f in repairs(2)]
