@@ -14,6 +14,7 @@ from features.windows import Panel
 from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
+from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish
@@ -75,7 +76,8 @@ def backtest_flow(settings: Settings) -> tuple[BacktestResult, list[Path]]:
 
 def _backtest(settings: Settings) -> tuple[BacktestResult, list[Path]]:
     out_dir = settings.paths.backtest
-    report = ingest_flow(settings)
+    with no_heartbeat_of_its_own():
+        report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
     _, panel = features_by_chunk(prices, settings, fingerprint)

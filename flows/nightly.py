@@ -30,6 +30,7 @@ from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model
+from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
 from forecasting import live, policy, publish
@@ -95,7 +96,8 @@ def market_day(settings: Settings, run_date: date | None) -> date:
 def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> IngestReport:
     """Ingest (or read the lake as stored), then cut at `asof`: rows after it are invisible to every stage."""
     if ingest:
-        report = ingest_flow(settings)
+        with no_heartbeat_of_its_own():
+            report = ingest_flow(settings)
     else:
         report = stored_report(settings.paths.lake, settings.source.tickers)
     if asof is None:

@@ -22,6 +22,7 @@ from features.prices.calendar import is_session
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.nightly import NightlyResult, nightly
+from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings
 from forecasting import live
 from forecasting.metrics import pooled
@@ -60,7 +61,8 @@ def replay_flow(settings: Settings, start: date, end: date, progress: bool = Tru
 
 def _replay(settings: Settings, start: date, end: date, progress: bool) -> ReplayResult:
     started = time.perf_counter()
-    report = ingest_flow(settings)
+    with no_heartbeat_of_its_own():
+        report = ingest_flow(settings)
     # The universe: every requested ticker the lake holds (one quarantined by today's ingest still has its
     # stored history); each night then judges from the lake what was usable by then.
     stored = set(lake.read_manifest(settings.paths.lake))
@@ -83,7 +85,8 @@ def _replay(settings: Settings, start: date, end: date, progress: bool) -> Repla
             try:
                 # plots of the last night only: it shows the whole record (earlier nights' would be overwritten
                 # views of fewer forecasts, ~0.7 s each)
-                result = nightly(fixed, asof=night, ingest=False, with_plots=night == nights[-1])
+                with no_heartbeat_of_its_own():
+                    result = nightly(fixed, asof=night, ingest=False, with_plots=night == nights[-1])
             except NightcastError as exc:  # e.g. too little history yet: that night publishes nothing, the rest go on
                 log.warning("night %s: %s", night, exc)
                 rows.append({"night": night, "retrained": False, "decision": f"failed: {exc}"})

@@ -12,6 +12,7 @@ from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model
 from flows.nightly import market_day
+from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
 from forecasting import publish
@@ -29,7 +30,8 @@ def train_flow(settings: Settings) -> ModelChoice:
 
 
 def _train(settings: Settings) -> ModelChoice:
-    report = ingest_flow(settings)
+    with no_heartbeat_of_its_own():
+        report = ingest_flow(settings)
     prices, _ = require_history(report.prices, settings)
     fingerprint = lake.fingerprint(prices)
     _, panel = features_by_chunk(prices, settings, fingerprint)

@@ -115,3 +115,29 @@ def test_offline_yfinance_is_said_and_nothing_stale_is_published(prefect_harness
     monkeypatch.setenv("NIGHTCAST_SCHEDULE__SKIP_CLOSED_DAYS", "false")  # whatever day the test runs on
     assert main(["run", "--source", "yfinance", "--tickers", "NVDA", "ORCL"]) == 2
     assert "every ticker is stale (NVDA" in errors.export_text() and not (tmp_path / "outputs").exists()
+
+
+def test_a_subflow_called_without_a_heartbeat_of_its_own_leaves_its_parents(prefect_harness):
+    """The ingest subflow runs without a heartbeat thread (Prefect's sleeps a second at a time and every flow
+    run's exit waits for it); the parent flow keeps its own, and the setting is back after the call."""
+    from prefect import flow
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from flows.prefect_env import no_heartbeat_of_its_own
+
+    seen = {}
+
+    @flow
+    def child():
+        seen["child"] = get_current_settings().flows.heartbeat_frequency
+
+    @flow
+    def parent():
+        seen["parent"] = get_current_settings().flows.heartbeat_frequency
+        with no_heartbeat_of_its_own():
+            child()
+        seen["after"] = get_current_settings().flows.heartbeat_frequency
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}):  # (the test harness has none)
+        parent()
+    assert seen == {"parent": 60, "child": None, "after": 60}
