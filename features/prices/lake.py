@@ -163,11 +163,24 @@ def upsert(
     return results
 
 
+TICKER_LINES = 20  # an upsert of more tickers than this logs one line for them all
+
+
 def _log_upserts(results: list[UpsertResult], lake_dir: Path) -> None:
-    """One line for the whole upsert (each ticker's is at DEBUG, and in the ingest's summary table): a line per
-    ticker was 500 lines in the run's log at 500 tickers, and ~0.4 s of the nightly's ingest in Prefect's log
-    handlers."""
+    """A line for the whole upsert, after a line per ticker written when they are few (many: each at DEBUG, and in
+    the ingest's summary table; a line each was 500 lines in the run's log at 500 tickers, and ~0.4 s of the
+    nightly's ingest in Prefect's log handlers)."""
     written = [r for r in results if r.rows_added or r.rows_revised or r.rows_filled]
+    if len(results) <= TICKER_LINES:
+        for r in written:
+            log.info(
+                "lake: %s +%d rows, %d revised, %d filled -> %s",
+                r.ticker,
+                r.rows_added,
+                r.rows_revised,
+                r.rows_filled,
+                r.path,
+            )
     if not written:
         log.info("lake: %s unchanged in %s", count(len(results), "ticker"), lake_dir)
         return

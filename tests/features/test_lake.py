@@ -245,7 +245,7 @@ def test_upsert_never_overwrites_a_file_whose_rows_were_not_handed_over(tmp_path
     assert twice.height == 61 and not twice.select("ticker", "date").is_duplicated().any()
 
 
-def test_an_upsert_logs_one_line_for_all_its_tickers(tmp_path, caplog):
+def test_an_upsert_logs_one_line_for_all_its_tickers(tmp_path, caplog, monkeypatch):
     from tests.conftest import synthetic_prices
 
     prices = synthetic_prices(["AAA", "BBB", "CCC"], 30, seed=5)
@@ -253,7 +253,18 @@ def test_an_upsert_logs_one_line_for_all_its_tickers(tmp_path, caplog):
         lake.upsert(tmp_path, prices)
         lake.upsert(tmp_path, prices)  # again: nothing changes
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    per_ticker = [
+        f"lake: {t} +30 rows, 0 revised, 0 filled -> {lake.ticker_path(tmp_path, t)}" for t in "AAA BBB CCC".split()
+    ]
     assert infos == [
+        *per_ticker,  # few tickers: a line each as well
         f"lake: 3 tickers written in {tmp_path} (+90 rows, 0 revised, 0 filled), 0 unchanged",
         f"lake: 3 tickers unchanged in {tmp_path}",
+    ]
+    caplog.clear()
+    monkeypatch.setattr(lake, "TICKER_LINES", 2)  # many: the one line only
+    with caplog.at_level("INFO", logger="nightcast"):
+        lake.upsert(tmp_path / "other", prices)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == [
+        f"lake: 3 tickers written in {tmp_path / 'other'} (+90 rows, 0 revised, 0 filled), 0 unchanged"
     ]
