@@ -170,7 +170,7 @@ def _chunks_at_once(runner: RunnerSettings) -> int:
     """Feature chunks built at the same time: a Dask cluster takes them all and schedules them itself; threads, as
     many as polars has threads, as each chunk keeps them busy on its own. Prefect's thread pool started six at once
     on 2 cores, each holding its working arrays: at 500 tickers x 25 years the nightly's feature stage peaked at
-    2.08-2.22 GiB in 2.44-2.63 s (three runs); two at a time, on slices of the prices (`ticker_slices`), 1.80 GiB
+    2.07-2.17 GiB in 2.44-2.63 s (three runs); two at a time, on slices of the prices (`ticker_slices`), 1.80 GiB
     in 2.39 s."""
     return 1_000_000 if runner.kind == "dask" else max(1, pl.thread_pool_size())
 

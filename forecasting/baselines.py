@@ -113,18 +113,13 @@ class RidgeBaseline(PointForecaster):
         X_hold = self._scaled(panel, holdout)
         fit = self._moments(panel, fit_rows)  # once: every penalty is solved from the same moments
         errors = [
-            np.nanmean((_predict(ridge.solve(fit, a), X_hold) - panel.Y[holdout]) ** 2, axis=0) for a in self.alphas
+            np.nanmean((ridge.solve(fit, a).predict(X_hold) - panel.Y[holdout]) ** 2, axis=0) for a in self.alphas
         ]  # (alphas, K)
         return np.asarray(self.alphas)[np.argmin(np.asarray(errors), axis=0)]
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
-        return _predict(self.model, self.scaler.transform(panel.X[ends], in_place=True)).astype(np.float32)
+        return self.model.predict(self.scaler.transform(panel.X[ends], in_place=True)).astype(np.float32)
 
     def raw_coefficients(self) -> np.ndarray:
         """(K, F) coefficients in the features' own units."""
         return self.model.coef_.reshape(-1, len(self.scaler.std)) / self.scaler.std[None, :]
-
-
-def _predict(model: ridge.RidgeFit, X: np.ndarray) -> np.ndarray:
-    """(N, K) forecasts of the rows `X`."""
-    return model.predict(X)

@@ -452,13 +452,9 @@ def panel_variance(panel, fast_weight: float, fast: float = RISKMETRICS_LAMBDA, 
     held ~0.8 GiB of temporaries on a 3.1M-row panel, twice a night). A block of tickers at a time
     (`ticker_blocks`): the whole panel at once held ~0.12 GiB of temporaries, at the nightly's peak."""
     parts = []
+    blend = _blend(_ewma(pl.col(RETURN), fast).over("ticker"), _ewma(pl.col(RETURN), slow).over("ticker"), fast_weight)
     for lo, hi in ticker_blocks(panel):
-        frame = pl.DataFrame(
-            {"id": panel.ticker_id[lo:hi], "adj_close": np.asarray(panel.price[lo:hi], dtype=np.float64)}
-        )
-        frame = frame.select("id", _log_return(pl.col("adj_close")).over("id").alias(RETURN))
-        blend = _blend(_ewma(pl.col(RETURN), fast).over("id"), _ewma(pl.col(RETURN), slow).over("id"), fast_weight)
-        parts.append(frame.select(blend.alias("variance")).to_series())
+        parts.append(_panel_returns(panel, lo, hi).select(blend.alias("variance")).to_series())
     return pl.concat(parts) if parts else pl.Series("variance", [], dtype=pl.Float64)
 
 
@@ -472,13 +468,8 @@ def ticker_blocks(panel) -> list[tuple[int, int]]:
 
 
 PUBLISHED_VOLATILITY = "published"  # the blend the forecasts carry as pred_vol (`panel_sigma`)
-QLIKE_INPUTS = (
-    "ticker",
-    "asof_date",
-    "horizon",
-    "y_true",
-    "sigma",
-)  # the predictions' columns `volatility_qlike` reads
+# the predictions' columns `volatility_qlike` reads
+QLIKE_INPUTS = ("ticker", "asof_date", "horizon", "y_true", "sigma")
 
 
 def volatility_qlike(panel, predictions: pl.DataFrame) -> pl.DataFrame:
