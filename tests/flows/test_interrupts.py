@@ -103,7 +103,9 @@ def test_ctrl_c_stops_a_run_in_seconds_with_one_line(workdir):
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     interrupted = time.monotonic()
     rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and time.monotonic() - interrupted < 30  # about 3 s idle; a loaded CI is slower
+    # about 3 s idle; a loaded CI is slower. The run's last lines say where a rare exit by the signal itself (-2,
+    # seen twice in full parallel suites, never alone) came from
+    assert proc.returncode == 130 and time.monotonic() - interrupted < 30, (proc.returncode, rest[-3000:])
     assert rest.count("interrupted: stopped") == 1 and "Traceback" not in rest
     assert (workdir / "data" / "nightcast.lock").read_text() == ""  # released normally
     states = run_states(workdir, flow_runs)
