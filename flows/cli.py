@@ -7,6 +7,7 @@ and exit with status 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -586,13 +587,27 @@ def main(argv: list[str] | None = None) -> int:
     signals = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) != signal.SIG_IGN]
     previous = {sig: signal.signal(sig, _interrupt) for sig in signals}
     try:
-        return _main(argv)
+        code = _main(argv)
+    except KeyboardInterrupt:  # a second one while the first one's stop was being reported: stopped all the same
+        code = 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         train = sys.modules.get("forecasting.train")
         if train is not None:
             train.STOP.clear()  # an interrupt stops this command, not the next one in the same process
+    if code == 130 and argv is None and signal.SIGINT in previous:  # the program itself, stopped by Ctrl-C
+        # it has said so and exits 130: another SIGINT while the interpreter shuts down (a second Ctrl-C, or one
+        # still pending: in parallel test suites a run printed its stop line and then died of SIGINT, status -2)
+        # ends it at once with that status, not by the signal with no status
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    return code
+
+
+def _exit_interrupted(signum, frame) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
