@@ -94,13 +94,14 @@ def volatility_markdown(table: pl.DataFrame) -> str:
 
 DECILES_NOTE = (
     "Realised coverage of the {coverage:.0%} interval within tenths of the forecasts ranked by their volatility "
-    "forecast (calmest: the tenth made in the calmest markets); all of coverage_by_volatility.csv. An interval "
-    "right on average but not here is wrong exactly when it matters."
+    "forecast, pooled over tickers and dates (calmest: the tenth with the lowest forecast volatility, calm stocks "
+    "and calm days alike); all of coverage_by_volatility.csv. An interval right on average but not here is wrong "
+    "exactly when it matters."
 )
 
 ACROSS_TICKERS_NOTE = (
     "Per date, the correlation of forecasts with outcomes across tickers (rank IC: Spearman), its mean and "
-    "t-statistic (Newey-West, h-1 lags); a daily long-short book of the horizon-1 forecasts (top k long, bottom k "
+    "t-statistic (overlap-corrected, h-1 lags); a daily long-short book of the horizon-1 forecasts (top k long, bottom k "
     "short, equal weights, cost per unit of turnover) with its annualised Sharpe ratio, return and drawdown; the "
     "ROC AUC of the up/down call. Published benchmarks of the field reach a daily rank IC of 0.02-0.05."
 )

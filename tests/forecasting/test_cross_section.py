@@ -14,7 +14,7 @@ from forecasting.cross_section import (
     long_short_daily,
     long_short_summary,
     max_drawdown,
-    newey_west_t,
+    overlap_t,
     up_down_scores,
 )
 
@@ -117,20 +117,38 @@ def test_ic_summary_mean_std_icir_and_t_by_hand():
     assert got["rank_ic_mean"] == pytest.approx(-0.25) and got["rank_ic_t"] == pytest.approx(-3.87298, abs=1e-5)
 
 
-def test_ic_t_at_horizon_2_uses_newey_west_with_one_lag_by_hand():
+def test_ic_t_at_horizon_2_uses_one_lag_with_flat_weights_by_hand():
     # same ICs at h=2: lag-1 products .05*-.15 + -.05*.05 + .15*-.05 = -.0175; gamma1 = -.0175/4, gamma0 = .05/4
-    # Bartlett weight 1/2 -> long-run variance (gamma0 + 2 * .5 * gamma1) * 4/3 = .0108333; t = .25 / sqrt(lrv / 4)
+    # flat weights: n * var(mean) = gamma0 + 2 * gamma1 = .00375, over n - 1 = 3 -> .00125; t = .25 / sqrt(.00125)
     got = ic_summary(daily_series([0.1, 0.3, 0.2, 0.4], horizon=2)).row(0, named=True)
-    lrv = (0.05 / 4 - 0.0175 / 4) * 4 / 3
     assert got["t_lags"] == 1
-    assert got["ic_t"] == pytest.approx(0.25 / math.sqrt(lrv / 4)) and got["ic_t"] == pytest.approx(4.80384, abs=1e-5)
+    assert got["ic_t"] == pytest.approx(0.25 / math.sqrt(0.00125)) and got["ic_t"] == pytest.approx(7.07107, abs=1e-5)
     assert got["ic_ir"] == pytest.approx(1.93649, abs=1e-5)  # the ICIR itself is not corrected
 
 
-def test_newey_west_t_edge_cases():
-    assert newey_west_t(np.array([0.2]), 0) is None
-    assert newey_west_t(np.array([0.2, 0.2, 0.2]), 0) is None  # no variation: no t
-    assert newey_west_t(np.array([0.1, 0.3]), 5) == pytest.approx(newey_west_t(np.array([0.1, 0.3]), 1))  # capped
+def test_ic_t_falls_back_to_bartlett_weights_where_flat_ones_give_no_variance():
+    # ICs .1 .3 .1 .3: devs -.1 .1 -.1 .1, gamma0 = .04/4, gamma1 = -.03/4; flat: (.04 - .06)/4 < 0;
+    # Bartlett (weight 1/2): (.04 - .03)/4 = .0025, over n - 1 = 3; t = .2 / sqrt(.0025 / 3)
+    got = ic_summary(daily_series([0.1, 0.3, 0.1, 0.3], horizon=2)).row(0, named=True)
+    assert got["ic_t"] == pytest.approx(0.2 / math.sqrt(0.0025 / 3))
+
+
+def test_the_ic_t_of_overlapping_returns_rejects_at_its_nominal_rate():
+    """Daily ICs of h-day returns overlap like an MA(h-1) series: with no skill at all, |t| > 1.96 should come out
+    about 5% of the time. Bartlett weights over h-1 lags (the textbook Newey-West) gave 11-12% here."""
+    rng = np.random.default_rng(7)
+    h, n, runs = 5, 400, 600
+    rejected = 0
+    for _ in range(runs):
+        series = np.convolve(rng.normal(size=n + h - 1), np.ones(h), mode="valid")  # overlapping h-day sums
+        rejected += abs(overlap_t(series, h - 1)) > 1.96
+    assert 0.03 <= rejected / runs <= 0.08
+
+
+def test_overlap_t_edge_cases():
+    assert overlap_t(np.array([0.2]), 0) is None
+    assert overlap_t(np.array([0.2, 0.2, 0.2]), 0) is None  # no variation: no t
+    assert overlap_t(np.array([0.1, 0.3]), 5) == pytest.approx(overlap_t(np.array([0.1, 0.3]), 1))  # capped
 
 
 # --- the long-short book ------------------------------------------------------------------------------------------

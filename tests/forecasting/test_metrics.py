@@ -96,6 +96,23 @@ def test_metrics_table_by_hand():
     assert table.filter(pl.col("ticker") == "A").height == 2  # per-ticker rows too
 
 
+def test_the_mse_ratio_compares_the_rows_both_forecast_and_skips_unscored_rows():
+    truth = [0.01, -0.02, 0.10, 0.03]
+    predictions = frame({"m": [0.0, 0.0, -0.10, float("nan")], "random_walk": [0.0] * 4}, truth)
+    # the random walk has no forecast on the third day: the model's bad miss there is not in the ratio
+    predictions = predictions.filter(~((pl.col("model") == "random_walk") & (pl.col("y_true") == 0.10)))
+    r = metrics_table(predictions).filter((pl.col("model") == "m") & (pl.col("scope") == "pooled")).row(0, named=True)
+    assert r["n"] == 3  # the NaN forecast is not scored (and not counted as a "down" call)
+    assert r["mse"] == pytest.approx((0.0001 + 0.0004 + 0.04) / 3)
+    assert r["mse_ratio"] == pytest.approx(1.0)  # on the two shared rows both forecast 0
+    assert r["hit_rate"] == pytest.approx(1 / 3)  # a zero forecast is "up": right on day 1 only
+
+
+def test_a_constant_gap_in_losses_is_decisive_not_no_evidence():
+    assert diebold_mariano(np.zeros(10), np.full(10, 0.5), 1) == (-math.inf, 0.0)
+    assert diebold_mariano(np.full(10, 0.5), np.zeros(10), 3) == (math.inf, 0.0)
+
+
 def test_skill_needs_a_lower_ratio_and_significance():
     rng = np.random.default_rng(3)
     truth = rng.normal(0, 0.01, 300)
