@@ -43,9 +43,9 @@ def test_the_window_holds_every_tickers_residuals_of_its_last_dates():
     assert width == 2.99
     # three dates reach back to the 1000s
     assert conformal_widths(frame, last_target, coverage=1.0, window=3, min_count=5)[("m", 1)] == 1000.0
-    # the median of 0.00 .. 2.99, each twice
+    # the conformal median of 0.00 .. 2.99, each twice: the ceil(601 x 0.5) = 301st smallest, 1.50
     offsets = conformal_quantile_offsets(frame, last_target, (0.25, 0.5, 0.75), window=2, min_count=5)[("m", 1)]
-    assert np.allclose(offsets, [-1.495, 0.0, 1.495])
+    assert np.allclose(offsets, [-1.5, 0.0, 1.5])
 
 
 def test_row_order_does_not_move_the_band():
@@ -53,9 +53,10 @@ def test_row_order_does_not_move_the_band():
     b = conformal_intervals(_frame(40, 8, seed=2), 0.8, window=1, min_count=5, scaled=True)
     key = ["ticker", "asof_date"]
     assert a.sort(key)["y_upper"].to_list() == b.sort(key)["y_upper"].to_list()
-    # at the last origin one target date is realised with small residuals: the 0.8-quantile of 0.00 .. 0.39
+    # at the last origin one target date is realised with small residuals 0.00 .. 0.39: the conformal 0.8-quantile
+    # is the ceil(41 x 0.8) = 33rd smallest, 0.32 (linear interpolation would give 0.312, covering less than 0.8)
     last = a.filter(pl.col("asof_date") == START + timedelta(days=7))["y_upper"].unique().to_list()
-    assert last == [float(np.quantile(np.arange(40) / 100, 0.8))]
+    assert last == [0.32]
 
 
 def test_too_few_residuals_give_no_band():
