@@ -213,16 +213,17 @@ def market_features(prices: pl.DataFrame, context: list[str]) -> pl.DataFrame:
     mkt = _market_frame(frame, market)
     dispersion = frame.filter(~pl.col("ticker").is_in(context)).group_by("date").agg(_R.std().alias("cs_dispersion"))
     out = (
-        frame.join(mkt.with_columns(pl.lit(True).alias("_has_mkt")), on="date", how="left")
+        # left order kept: the beta's rolling sums below run over each ticker's rows in date order
+        frame.join(mkt.with_columns(pl.lit(True).alias("_has_mkt")), on="date", how="left", maintain_order="left")
         .with_columns(pl.col("_has_mkt").fill_null(False))
         .with_columns(_beta())
         .with_columns(
             pl.col("_m").alias("mkt_ret_1"),
             (_R - pl.col("beta_63") * pl.col("_m")).alias("rel_ret_1"),
         )
-        .join(_vix_frame(frame, has_vix), on="date", how="left")
-        .join(dispersion, on="date", how="left")
-        .join(_cross_section(frame, context), on=["ticker", "date"], how="left")
+        .join(_vix_frame(frame, has_vix), on="date", how="left", maintain_order="left")
+        .join(dispersion, on="date", how="left", maintain_order="left")
+        .join(_cross_section(frame, context), on=["ticker", "date"], how="left", maintain_order="left")
     )
     return out.select("ticker", "date", *[pl.col(c).cast(pl.Float64) for c in MARKET_FEATURES]).sort("ticker", "date")
 
