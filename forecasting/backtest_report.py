@@ -101,9 +101,10 @@ DECILES_NOTE = (
 
 ACROSS_TICKERS_NOTE = (
     "Per date, the correlation of forecasts with outcomes across tickers (rank IC: Spearman), its mean and "
-    "t-statistic (overlap-corrected, h-1 lags); a daily long-short book of the horizon-1 forecasts (top k long, bottom k "
-    "short, equal weights, cost per unit of turnover) with its annualised Sharpe ratio, return and drawdown; the "
-    "ROC AUC of the up/down call. Published benchmarks of the field reach a daily rank IC of 0.02-0.05."
+    "t-statistic (corrected for the overlap of h-day returns, h-1 lags); a daily long-short book of the horizon-1 "
+    "forecasts (top k long, bottom k short, equal weights, cost per unit of turnover) with its annualised Sharpe "
+    "ratio, return and drawdown; the ROC AUC of the up/down call. Published benchmarks of the field reach a daily "
+    "rank IC of 0.02-0.05."
 )
 
 
