@@ -29,6 +29,7 @@ from features.prices.validate import Finding
 from features.settings import SourceSettings
 from nightcast.errors import SourceError
 
+DATE_TYPOS = 0.01  # the share of rows with an unreadable date dropped as typos; more is a file in another format
 log = logging.getLogger("nightcast.features.prices.sources")
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "data" / "sample" / "prices.parquet"
@@ -225,7 +226,7 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     """Rename aliased columns, parse dates and numbers, conform to the lake schema.
 
     A price cell that is not a number becomes null (validation then repairs or rejects that ticker's row)
-    and is reported per ticker; a date that cannot be parsed is an error naming how many.
+    and is reported per ticker; so is a row whose date cannot be parsed (dropped; see `_parse_dates`).
     """
     lower = {c.lower().strip(): c for c in raw.columns}
     rename: dict[str, str] = {}
@@ -246,30 +247,49 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
         )
     if missing:
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")
+    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
+    dropped: list[Finding] = []
     if frame.schema["date"] == pl.String:
-        text = frame["date"]
-        frame = frame.with_columns(
-            pl.col("date").str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-        )
-        if frame["date"].null_count():
-            unparsed = text.filter(frame["date"].is_null())
-            value = unparsed[0]
-            first = f"the first {value!r}" if value is not None else "the first empty"
-            if value is not None and re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", value):
-                first += " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
-            # distinct values: a wide file's date repeats once per ticker column after reshaping
-            raise SourceError(
-                f"{where}: {unparsed.n_unique()} distinct dates could not be parsed (expected YYYY-MM-DD), {first}"
-            )
+        frame, dropped = _parse_dates(frame, where)
     elif frame.schema["date"] != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.Date))
-    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
     numeric = [c for c in ("open", "high", "low", "close", "adj_close", "volume") if c in frame.columns]
     parsed = frame.with_columns(_numbers(frame[c]).alias(c) for c in numeric)
     unreadable = pl.any_horizontal(parsed[c].is_null() & frame[c].is_not_null() for c in numeric)
-    findings = _cells(parsed.filter(unreadable), where)
+    findings = dropped + _cells(parsed.filter(unreadable), where)
     parsed = parsed.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
     return conform(parsed), findings
+
+
+def _parse_dates(frame: pl.DataFrame, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+    """Dates written as text, parsed as YYYY-MM-DD (a time after the date is ignored).
+
+    An empty cell stays null: validation drops the row (`missing_date`). A few rows whose date is not a date (a
+    typo, a stray "n/a": at most `DATE_TYPOS` of the rows, or one, while most rows parse) are dropped here with a
+    `bad_date` finding per ticker, so one bad day never sinks the file; more than that is a file written in
+    another format (day/month order, say), and an error naming how many and the first, before anything is stored.
+    """
+    clean = pl.col("date").str.strip_chars()
+    text = frame.select(pl.when(clean.str.len_chars() > 0).then(clean))  # a blank cell is an empty one
+    text = text.to_series()
+    frame = frame.with_columns(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).alias("date"))
+    failed = frame["date"].is_null() & text.is_not_null()
+    count = int(failed.sum())
+    if count == 0:
+        return frame, []
+    unparsed = text.filter(failed)
+    first = f"the first {unparsed[0]!r}"
+    if count <= max(1, int(DATE_TYPOS * frame.height)) and 2 * count < frame.height:  # most rows read as dates
+        rows = frame.filter(failed).group_by("ticker").agg(pl.len().alias("n")).sort("ticker", nulls_last=True)
+        detail = "{n} rows whose date could not be parsed (expected YYYY-MM-DD), " + f"{first}, in {where}"
+        found = [Finding(t or "", None, "bad_date", "dropped", detail.format(n=n), n) for t, n in rows.iter_rows()]
+        return frame.filter(~failed), found
+    if re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", unparsed[0]):
+        first += " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
+    # distinct values: a wide file's date repeats once per ticker column after reshaping
+    raise SourceError(
+        f"{where}: {unparsed.n_unique()} distinct dates could not be parsed (expected YYYY-MM-DD), {first}"
+    )
 
 
 def _cells(rows: pl.DataFrame, where: str) -> list[Finding]:

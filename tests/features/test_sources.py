@@ -111,3 +111,46 @@ def test_a_malformed_csv_is_one_line_with_where(tmp_path, text, expected):
         read_file(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: cannot read: ") and expected in message and "\n" not in message
+
+
+def _days(n: int) -> list[str]:
+    from datetime import date, timedelta
+
+    return [(date(2024, 1, 1) + timedelta(days=i)).isoformat() for i in range(n)]
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2024-02-30", "06/02/2014", "n/a"])
+def test_a_row_with_an_unreadable_date_is_dropped_and_reported_not_a_failed_file(tmp_path, bad):
+    rows = [f"{d},AAA,{10 + i}" for i, d in enumerate(_days(150))] + [f"{d},BBB,5" for d in _days(150)]
+    rows[40] = f"{bad},AAA,999"
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
+    frame, findings = read_file(path)
+    assert frame.height == 299 and 999.0 not in frame["close"].to_list()  # only that row is gone
+    [finding] = findings
+    assert (finding.ticker, finding.rule, finding.action, finding.count) == ("AAA", "bad_date", "dropped", 1)
+    assert repr(bad) in finding.detail and str(path) in finding.detail
+
+
+def test_an_empty_date_cell_is_a_row_without_a_date_for_validation_to_drop(tmp_path):
+    from features.prices.validate import validate_prices
+    from features.settings import ValidationSettings
+
+    rows = [f"{d},AAA,{10 + i},{10 + i}" for i, d in enumerate(_days(400))]
+    rows[7] = " ,AAA,999,999"
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close,adj_close\n" + "\n".join(rows) + "\n")
+    frame, findings = read_file(path)
+    assert findings == [] and frame["date"].null_count() == 1
+    report = validate_prices(frame, ValidationSettings())
+    assert report.frame.height == 399 and 999.0 not in report.frame["close"].to_list()
+    assert [(f.rule, f.action, f.count) for f in report.findings] == [("missing_date", "dropped", 1)]
+
+
+def test_many_unreadable_dates_are_a_file_in_another_format(tmp_path):
+    rows = [f"{d},AAA,{10 + i}" for i, d in enumerate(_days(150))]
+    rows[:3] = ["13/01/2024,AAA,1", "14/01/2024,AAA,1", "15/01/2024,AAA,1"]  # 2% of the rows: not typos
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SourceError, match=r"3 distinct dates could not be parsed .* the first '13/01/2024'"):
+        read_file(path)
