@@ -36,6 +36,8 @@ def is_valid_ticker(ticker: object) -> bool:
 
 def not_a_symbol(ticker: object) -> str:
     """Why `ticker` is quarantined, with the likely fix: a share class written with '/' is Yahoo's dash."""
+    if ticker is None or (isinstance(ticker, str) and not ticker.strip()):
+        return "rows with an empty ticker cell: which symbol are they?"
     hint = ""
     if isinstance(ticker, str) and "/" in ticker and is_valid_ticker(ticker.replace("/", "-").upper()):
         hint = f" (share classes take a dash, as Yahoo writes them: {ticker.replace('/', '-').upper()})"

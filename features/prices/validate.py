@@ -7,6 +7,7 @@ date, rule and how many rows it touched:
 |-----------------|--------------------------------------------|------------------------------------------|
 | ticker_symbol   | not a plausible symbol / unsafe as a path  | quarantine ticker                        |
 | missing_date    | row without a date                         | drop row                                 |
+| bad_date        | date not YYYY-MM-DD (read from a file)     | drop row (in `sources._parse_dates`)     |
 | future_date     | date after today                           | drop row                                 |
 | duplicate_day   | same (ticker, date) twice, same values     | keep one                                 |
 | conflicting_day | same (ticker, date) twice, other values    | quarantine ticker                        |
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import polars as pl
@@ -50,6 +51,7 @@ class Finding:
     action: str  # "repaired", "dropped", "quarantined"; "read as missing" (a cell), "kept stored" (over a bad one)
     detail: str
     count: int = 1
+    warn: bool = False  # a repair a reader of the forecasts must hear of (logged as a warning, as a quarantine is)
 
     def __str__(self) -> str:
         when = f" {self.date}" if self.date else ""
@@ -111,7 +113,7 @@ def check_symbols(f: pl.DataFrame) -> Checked:
     """ticker_symbol: a symbol unsafe as a file name or implausible as a ticker quarantines it."""
     symbols = f["ticker"].unique().to_list()
     found = [
-        Finding(str(bad), None, "ticker_symbol", "quarantined", not_a_symbol(bad))
+        Finding("" if bad is None else str(bad), None, "ticker_symbol", "quarantined", not_a_symbol(bad))
         for bad in sorted((t for t in symbols if not is_valid_ticker(t)), key=str)
     ]
     return f.filter(TICKER.is_in([t for t in symbols if is_valid_ticker(t)])), found
@@ -166,12 +168,31 @@ def check_prices(f: pl.DataFrame, max_fill: int) -> Checked:
         f"{{n}} invalid closes in runs longer than max_fill={max_fill}",
     )
     found += quarantined
-    found += _collect(f.filter(inner), "bad_price", "repaired", "{n} invalid closes carried forward")
+    found += _carried(f, f.filter(inner))
     f = f.filter(~(pl.col("_bad") & pl.col("_leading"))).with_columns(
         pl.when(_bad(c)).then(None).otherwise(pl.col(c)).forward_fill().over("ticker").alias(c)
         for c in ("close", "adj_close")
     )
     return f.drop("_bad", "_leading", "_run", "_run_len"), found
+
+
+def _carried(f: pl.DataFrame, carried: pl.DataFrame) -> list[Finding]:
+    """Findings of the invalid closes `check_prices` carries forward. A run that reaches its ticker's last row is a
+    warning: the latest price, the one that ticker's forecasts start from, is then an earlier day's."""
+    if carried.is_empty():
+        return []
+    last_run = (
+        f.filter(pl.col("ticker").is_in(carried["ticker"].unique().implode()))
+        .group_by("ticker")
+        .agg(pl.col("_run").max().alias("_last_run"))
+    )
+    carried = carried.join(last_run, on="ticker", how="left")
+    trailing = pl.col("_run") == pl.col("_last_run")
+    found = _collect(carried.filter(~trailing), "bad_price", "repaired", "{n} invalid closes carried forward")
+    at_end = (
+        "{n} invalid closes at the end carried forward: forecasts start from the last valid close, an earlier day's"
+    )
+    return found + [replace(x, warn=True) for x in _collect(carried.filter(trailing), "bad_price", "repaired", at_end)]
 
 
 def check_ohlc(f: pl.DataFrame) -> Checked:
@@ -218,12 +239,12 @@ FINDINGS_LOGGED = 20  # more repairs than this: counted in one line, each at DEB
 
 
 def log_findings(findings: list[Finding]) -> None:
-    """A quarantine is a warning, always its own line. Repairs are each a line when few; when many, one line counts
-    them by rule and action: a line each was ~1,100 lines at 500 tickers x 25 years of the synthetic universe, and
-    ~0.7 s of the nightly's ingest in Prefect's log handlers."""
-    repairs = [f for f in findings if f.action != "quarantined"]
+    """A quarantine (or a repair marked `warn`) is a warning, always its own line. Repairs are each a line when
+    few; when many, one line counts them by rule and action: a line each was ~1,100 lines at 500 tickers x 25
+    years of the synthetic universe, and ~0.7 s of the nightly's ingest in Prefect's log handlers."""
+    repairs = [f for f in findings if f.action != "quarantined" and not f.warn]
     for finding in findings:
-        if finding.action == "quarantined":
+        if finding.action == "quarantined" or finding.warn:
             log.warning("%s", finding)
         else:
             (log.info if len(repairs) <= FINDINGS_LOGGED else log.debug)("%s", finding)

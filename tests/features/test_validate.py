@@ -209,3 +209,21 @@ def test_many_repairs_are_one_counted_line_few_are_each_a_line_and_quarantines_a
     with caplog.at_level("INFO", logger="nightcast"):
         log_findings(repairs(2))
     assert [r.getMessage() for r in caplog.records] == [str(f) for f in repairs(2)]
+
+
+def test_a_bad_close_on_a_tickers_last_day_is_carried_with_a_warning(caplog):
+    """The latest close is the price the forecasts start from: carried from the day before, it is a warning,
+    where a carried close inside the history is an ordinary repair."""
+    frame = base().with_row_index()
+    last_aaa = frame.filter(pl.col("ticker") == "AAA")["index"].max()
+    frame = frame.with_columns(
+        pl.when(pl.col("index").is_in([10, last_aaa])).then(None).otherwise(pl.col("close")).alias("close")
+    ).drop("index")
+    with caplog.at_level("INFO", logger="nightcast.features.prices.validate"):
+        report = validate_prices(frame, SETTINGS, today=TODAY)
+    aaa = report.frame.filter(pl.col("ticker") == "AAA")
+    assert aaa["close"][-1] == aaa["close"][-2]
+    carried = sorted((f.date == aaa["date"][-1], f.warn, f.count) for f in report.findings)
+    assert carried == [(False, False, 1), (True, True, 1)]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "at the end carried forward" in warned[0] and "AAA" in warned[0]
