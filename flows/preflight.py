@@ -4,7 +4,9 @@ before Prefect's server starts or any training begins (a configured server that 
 from __future__ import annotations
 
 import os
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -16,6 +18,8 @@ from nightcast.errors import ConfigError
 READABLE = (".csv", ".txt", ".parquet")
 FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
 API_TIMEOUT_S = 5.0  # a server on loopback answers in milliseconds; a refused connection fails at once
+RUNNER_COMMANDS = ("run", "replay", "train", "backtest")  # the flows given `tasks.task_runner`
+DASK_PORT = 8786  # `dask scheduler`'s default
 
 
 def writable_dir(path: Path, what: str) -> None:
@@ -68,6 +72,8 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
             f"features.horizons: the longest horizon ({longest} sessions) must be shorter than the evaluation span "
             f"windows.test_days ({settings.windows.test_days}): no forecast of it could ever be scored there"
         )
+    if command in RUNNER_COMMANDS and settings.runner.kind == "dask" and settings.runner.dask_address:
+        dask_scheduler(settings.runner.dask_address)
     if command in (*FLOW_COMMANDS, "serve"):
         prefect_api(settings, command)  # last: it reads Prefect's settings (~1 s), which the flow needs anyway
 
@@ -122,3 +128,24 @@ def _unreachable(url: str, timeout: float) -> str | None:
         return f"no answer within {timeout:.0f} s"
     except (OSError, ValueError) as exc:  # a malformed URL, a reset connection
         return str(exc) or type(exc).__name__
+
+
+def dask_scheduler(address: str) -> None:
+    """The Dask scheduler at `address` accepts a connection. Without this check a wrong address failed after the
+    ingest, 30 s later (distributed's connect timeout), under three tracebacks from distributed and tornado; and
+    with a single feature chunk, when nothing is sent to the cluster, it went unnoticed."""
+    where = f"the Dask scheduler at {address!r} (--dask-address, runner.dask_address)"
+    parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port or DASK_PORT
+    except ValueError:  # a port that is not a number
+        host = None
+    if parts.scheme not in ("tcp", "tls") or not host:
+        raise ConfigError(f"{where}: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:{DASK_PORT}")
+    try:
+        socket.create_connection((host, port), timeout=API_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"{where} does not answer: {exc.strerror or exc}; start one (`dask scheduler`, and `dask worker "
+            f"{address}`), or leave the option out to run on local threads"
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from datetime import timedelta
 
@@ -21,6 +22,9 @@ from forecasting.settings import BacktestSettings
 from nightcast.errors import InsufficientDataError
 from nightcast.memory import release
 from nightcast.version import feature_code_version
+from nightcast.words import count
+
+log = logging.getLogger("nightcast.flows.tasks")
 
 
 @task(name="require history", cache_policy=NO_CACHE)
@@ -147,6 +151,12 @@ def features_by_chunk(prices: pl.DataFrame, settings: Settings, fingerprint: str
         whole = task(make_features.fn, name="features", cache_policy=NO_CACHE)
         part = task(make_chunk_features.fn, name="features (chunk)", cache_policy=NO_CACHE)
     if len(chunks) == 1:
+        if settings.runner.kind == "dask":  # say so: the run would otherwise look as if the cluster had built them
+            log.info(
+                "features: one chunk (%s, runner.chunk_size=%d): built here, not on the Dask cluster",
+                count(prices["ticker"].n_unique(), "ticker"),
+                settings.runner.chunk_size,
+            )
         return whole(prices, settings, fingerprint, context)
     market = market_frame(prices, context, settings)
     rows = ticker_slices(prices, chunks)

@@ -143,3 +143,38 @@ def test_record_of_replays_before_any_replay_says_so(tmp_path, capsys, monkeypat
     assert main(["record", "--replay"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no replay has been run yet") and "`nightcast replay` makes one" in err
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_line_before_prefect_starts(tmp_path):
+    """Before: after the ingest, 30 s in, three tracebacks from distributed and tornado; with one feature chunk
+    (nothing sent to the cluster) the wrong address was not noticed at all."""
+    started = time.perf_counter()
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--dask-address", address],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and time.perf_counter() - started < 20, proc.stderr[-2000:]
+    line = proc.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"error: the Dask scheduler at '{address}' (--dask-address, runner.dask_address) does not")
+    assert "refused" in line.lower() and not (tmp_path / "data" / "lake").exists()  # nothing ingested
+
+
+def test_a_dask_address_is_checked_for_its_form_and_reached_when_a_scheduler_listens(tmp_path):
+    import socket
+
+    from flows.preflight import dask_scheduler
+
+    for bad in ("http://127.0.0.1:8786", "tcp://:8786", "tcp://127.0.0.1:port"):
+        with pytest.raises(ConfigError, match=r"expected tcp://HOST:PORT"):
+            dask_scheduler(bad)
+    with socket.socket() as listener:  # anything accepting connections there: the check only opens one
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        dask_scheduler(f"tcp://127.0.0.1:{port}")
+        dask_scheduler(f"127.0.0.1:{port}")  # the scheme is optional, as for Dask's own Client
