@@ -33,7 +33,7 @@ def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFr
     if kept.is_empty():
         raise InsufficientDataError(
             f"no ticker has validation.min_rows={settings.validation.min_rows} rows: "
-            + "; ".join(str(f) for f in findings)
+            + ("; ".join(str(f) for f in findings) or "there are no prices at all")
         )
     return kept, {f.ticker: str(f) for f in findings}
 

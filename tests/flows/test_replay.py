@@ -12,6 +12,7 @@ from rich.console import Console
 
 import flows.cli
 from forecasting import ledger, live
+from nightcast.errors import InsufficientDataError
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,9 @@ def test_replay_sees_no_future_retrains_by_the_rules_and_scores(prefect_harness,
     replayed = ledger.read_ledger(out / "ledger").filter(pl.col("asof_date") == date(2014, 12, 3))
     assert night.forecasts.drop("run_id").equals(replayed.drop("run_id")) and not night.retrained
     assert ledger.read_ledger(out / "ledger").height == book.height
+    # a night before the data begins says so (it said "no ticker has validation.min_rows=300 rows: ", no more)
+    with pytest.raises(InsufficientDataError, match=r"--asof 1990-01-02: no stored prices on or before it; the data"):
+        nightly(universe, asof=date(1990, 1, 2), ingest=False)
 
     # `nightcast record` prints it from the files, without Prefect
     monkeypatch.chdir(tmp_path)
