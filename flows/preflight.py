@@ -13,13 +13,14 @@ from pathlib import Path
 
 from flows.lock import check_free
 from flows.settings import Settings
-from nightcast.errors import ConfigError
+from nightcast.errors import ConfigError, SourceError
 
 READABLE = (".csv", ".txt", ".parquet")
 FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
 API_TIMEOUT_S = 5.0  # a server on loopback answers in milliseconds; a refused connection fails at once
 RUNNER_COMMANDS = ("run", "replay", "train", "backtest")  # the flows given `tasks.task_runner`
 DASK_PORT = 8786  # `dask scheduler`'s default
+HEAD_ROWS = 200  # of a price file, read before anything starts: enough to see its layout and date format
 
 
 def writable_dir(path: Path, what: str) -> None:
@@ -56,6 +57,7 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
             raise ConfigError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
         if not os.access(path, os.R_OK):
             raise ConfigError(f"price file {path} is not readable")
+        price_file_head(settings)
     if command in FLOW_COMMANDS:
         check_free(settings.paths.data_dir)  # another run holds it: say so now, not after Prefect starts
         writable_dir(settings.paths.data_dir, "data directory (paths.data_dir)")
@@ -149,3 +151,14 @@ def dask_scheduler(address: str) -> None:
             f"{where} does not answer: {exc.strerror or exc}; start one (`dask scheduler`, and `dask worker "
             f"{address}`), or leave the option out to run on local threads"
         ) from None
+
+
+def price_file_head(settings: Settings) -> None:
+    """The price file's first rows read as the ingest will read the whole: an empty or corrupt file, a missing
+    column, dates in another format fail here in a moment, not after Prefect's server has started (10-17 s)."""
+    from features.prices.sources import one_symbol, read_file  # polars: only for a run that reads a file
+
+    try:
+        read_file(settings.source.path, one_ticker=one_symbol(settings.source), n_rows=HEAD_ROWS)
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from None

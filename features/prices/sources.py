@@ -57,8 +57,7 @@ def load(settings: SourceSettings, also: Sequence[str] = ()) -> tuple[pl.DataFra
     elif settings.kind == "file":
         if settings.path is None:  # SourceSettings forbids it; say so rather than fail on None
             raise SourceError("source.kind='file' needs source.path")
-        one = settings.tickers[0] if len(settings.tickers) == 1 else None  # names a file of one symbol's prices
-        frame, findings = read_file(settings.path, one_ticker=one)
+        frame, findings = read_file(settings.path, one_ticker=one_symbol(settings))
     else:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.prices.ingest.ingest")
     tickers = list(settings.tickers)
@@ -68,6 +67,11 @@ def load(settings: SourceSettings, also: Sequence[str] = ()) -> tuple[pl.DataFra
         findings = [f for f in findings if f.ticker in tickers]
     quarantined = {f.ticker for f in findings if f.action == "quarantined"}  # in the source, though unreadable
     return select_tickers(frame, tickers, quarantined), findings
+
+
+def one_symbol(settings: SourceSettings) -> str | None:
+    """The symbol a long file without a ticker column holds: the one ticker asked for, if only one is."""
+    return settings.tickers[0] if len(settings.tickers) == 1 else None
 
 
 def select_tickers(frame: pl.DataFrame, tickers: Sequence[str], also_present: set[str] = frozenset()) -> pl.DataFrame:
@@ -89,11 +93,15 @@ def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:
     return conform(pl.read_parquet(path))
 
 
-def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, list[Finding]]:
+def read_file(
+    path: Path, one_ticker: str | None = None, n_rows: int | None = None
+) -> tuple[pl.DataFrame, list[Finding]]:
     """Read a CSV or Parquet price file in long or wide layout (module docstring), with the findings.
 
     Column names are matched case-insensitively. `one_ticker`: the symbol of a long file without a ticker
-    column (one symbol's prices, e.g. a `yf.download` frame saved with `multi_level_index=False`).
+    column (one symbol's prices, e.g. a `yf.download` frame saved with `multi_level_index=False`). `n_rows`: read
+    only the first rows, to find a file that cannot be read at all (empty, corrupt, columns missing, dates in
+    another format) in a moment, before anything starts; a saved `yf.download` frame is then only recognised.
     """
     path = Path(path)
     if not path.is_file():
@@ -101,9 +109,9 @@ def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, 
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            raw = pl.read_parquet(path)
+            raw = pl.read_parquet(path, n_rows=n_rows)
         elif suffix in (".csv", ".txt"):
-            raw = pl.read_csv(path, infer_schema_length=10_000, try_parse_dates=False)
+            raw = pl.read_csv(path, infer_schema_length=10_000, try_parse_dates=False, n_rows=n_rows)
         else:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
@@ -111,6 +119,8 @@ def read_file(path: Path, one_ticker: str | None = None) -> tuple[pl.DataFrame, 
         raise SourceError(f"{path}: cannot read: {where or str(exc).strip().splitlines()[0]}") from None
     findings: list[Finding] = []
     if yahoo.is_export(path, raw.columns):  # a saved yf.download frame: its own two-level header
+        if n_rows is not None:  # written by yfinance and pandas: read whole (with pandas) when loaded
+            return pl.DataFrame(), []
         raw = yahoo.read_export(path)
     elif _is_wide(raw):
         raw, findings = wide_to_long(raw, where=str(path))

@@ -178,3 +178,25 @@ def test_a_dask_address_is_checked_for_its_form_and_reached_when_a_scheduler_lis
         port = listener.getsockname()[1]
         dask_scheduler(f"tcp://127.0.0.1:{port}")
         dask_scheduler(f"127.0.0.1:{port}")  # the scheme is optional, as for Dask's own Client
+
+
+def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path):
+    """A new-user test: an empty file, a corrupt Parquet file, a missing column failed only after Prefect's server
+    had started (10-17 s in); only a missing file failed at once."""
+
+    def run_on(name: str, body: bytes | str) -> None:
+        path = tmp_path / name
+        path.write_bytes(body if isinstance(body, bytes) else body.encode())
+        overrides = {"paths": {"data_dir": tmp_path / "data"}, "source": {"kind": "file", "path": path}}
+        preflight(load_settings(None, environ={}, overrides=overrides), "run")
+
+    with pytest.raises(ConfigError, match=r"empty.csv: cannot read: the file is empty"):
+        run_on("empty.csv", b"")
+    with pytest.raises(ConfigError, match=r"junk.parquet: cannot read"):
+        run_on("junk.parquet", b"this is not parquet at all")
+    with pytest.raises(ConfigError, match=r"no_close.csv: missing required columns \['close'\]"):
+        run_on("no_close.csv", "date,ticker,open\n2024-01-02,AAA,1\n")
+    with pytest.raises(ConfigError, match=r"us.csv: 3 distinct dates could not be parsed .*day/month or month/day"):
+        run_on("us.csv", "date,ticker,close\n01/02/2024,AAA,1\n01/03/2024,AAA,1\n01/04/2024,AAA,1\n")
+    run_on("good.csv", "date,ticker,close\n2024-01-02,AAA,1\n2024-01-03,AAA,n/a\n")  # a bad cell is the ingest's
+    assert not (tmp_path / "data" / "lake").exists()
