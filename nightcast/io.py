@@ -33,7 +33,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 @contextlib.contextmanager
 def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path]:
     """A new empty folder under `root` for the files one run sets aside while it runs, removed with them when the
-    run ends, whether it succeeds or fails. Folders under `root` that a killed run left (untouched for
+    run ends, whether it succeeds or fails, with `root` and its parent if that leaves them empty. Folders under `root` that a killed run left (untouched for
     `stale_after_s`) are removed first; a younger one may be another run's, and is left alone."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -41,8 +41,13 @@ def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path
         if not left.is_symlink() and left.is_dir() and time.time() - left.stat().st_mtime > stale_after_s:
             shutil.rmtree(left, ignore_errors=True)
     path = root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    path.mkdir()
+    path.mkdir(parents=True)  # parents: another run's end may have just removed an empty root
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        for folder in (root, root.parent):  # left empty: gone too, as the README says (another run's keeps it)
+            try:
+                folder.rmdir()
+            except OSError:
+                break

@@ -202,4 +202,8 @@ def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_fai
         assert not old.exists() and recent.exists()
         (inside / "set aside").write_text("y")
         raise RuntimeError("the run failed")
-    assert sorted(p.name for p in root.iterdir()) == ["running"]
+    assert sorted(p.name for p in root.iterdir()) == ["running"]  # another run's: the root stays
+    recent.rmdir()
+    with scratch_folder(root) as inside:
+        assert inside.exists()
+    assert not root.exists() and not root.parent.exists()  # nothing left behind once no run holds a folder
