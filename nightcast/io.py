@@ -33,8 +33,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 @contextlib.contextmanager
 def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path]:
     """A new empty folder under `root` for the files one run sets aside while it runs, removed with them when the
-    run ends, whether it succeeds or fails, with `root` and its parent if that leaves them empty. Folders under `root` that a killed run left (untouched for
-    `stale_after_s`) are removed first; a younger one may be another run's, and is left alone."""
+    run ends, whether it succeeds or fails, with `root` and its parent if that leaves them empty. Folders under
+    `root` that a killed run left (untouched for `stale_after_s`) are removed first; a younger one may be another
+    run's, and is left alone."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for left in root.iterdir():
