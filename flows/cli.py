@@ -236,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nightcast {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = {}  # each command's own parser: an unknown flag is answered with that command's usage
     for name, (summary, description, groups) in COMMANDS.items():
-        p = sub.add_parser(
+        p = parser.commands[name] = sub.add_parser(
             name,
             help=summary,
             description=description,
@@ -737,7 +738,10 @@ HANDLERS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would print the top-level usage, which lists commands, not this command's flags
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     console_log.install()  # a user error is the one `error:` line below, not six Prefect copies before it
     try:
         settings = load_settings(args.config, overrides=_overrides(args))

@@ -214,3 +214,11 @@ def test_the_folds_table_fits_a_terminal_uncut():
     text = console.export_text()
     assert "…" not in text and "2017-04-04" in text and "ensemble" in text and "ridge" not in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+
+
+def test_an_unknown_flag_is_answered_with_that_commands_usage(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--bogus"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "usage: nightcast run " in err and "[--asof DATE]" in err
+    assert err.strip().endswith("nightcast run: error: unrecognized arguments: --bogus")
