@@ -140,13 +140,14 @@ def daily_ic(predictions: pl.DataFrame, min_tickers: int = 3) -> pl.DataFrame:
 def overlap_t(values: np.ndarray, lags: int) -> float | None:
     """t-statistic of the mean of a series whose values overlap over `lags` lags (h - 1 at horizon h): the variance
     of the mean is `metrics.long_run_variance` / (n - 1), so with `lags` = 0 this is mean / (std / sqrt(n)) with
-    the sample std. None when fewer than two values or no variation."""
+    the sample std. None with fewer than 2 (lags + 1) values (a handful of IC dates at h = 5 gave t of 1e7 and
+    more, from a variance that is 0 but for rounding) or no variation."""
     x = np.asarray(values, dtype=np.float64)
     n = x.size
-    if n < 2 or x.std(ddof=1) <= NOISE:
-        return None
+    if n < 2 * (max(lags, 0) + 1) or x.std(ddof=1) <= NOISE:
+        return None  # fewer than two non-overlapping stretches: no estimate of the overlap's variance to trust
     variance = long_run_variance(x, lags) / (n - 1)
-    if variance <= 0:  # the Bartlett fallback is never negative; exactly 0 leaves no variation to test against
+    if variance <= 0:  # the fallback is gamma_0 at least: 0 only when nothing varies
         return None
     return float(x.mean() / math.sqrt(variance))
 

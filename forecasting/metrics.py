@@ -61,10 +61,12 @@ def long_run_variance(values: np.ndarray, lags: int) -> float:
     (autocovariances over n, `lags` capped at n - 1).
 
     Flat (Hansen-Hodrick) weights: h-step forecast errors, and an h-day return's rank IC, overlap like an MA(h-1)
-    process, whose long-run variance is exactly this sum with h-1 lags; Bartlett (Newey-West) weights over the same
-    lags recover only (2h^2 + 1) / 3h of it (3.4 of 5 at h = 5: a t-statistic 1.2x too large, twice the nominal
-    rejections in simulation). Where the flat sum is not positive (it can be in small samples) the Bartlett sum over
-    the same lags, never negative; 0 only for a constant series.
+    process, whose long-run variance is exactly this sum with h-1 lags (h^2 in units of gamma_0 for sums of h iid
+    terms); Bartlett (Newey-West) weights over the same lags recover (2h^2 + 1) / 3 of it (17 of 25 at h = 5: a
+    t-statistic 1.2x too large, twice the nominal rejections in simulation). Where the flat sum is not clearly
+    positive (negative autocovariances in a small sample; or lags = n - 1, where it is 0 but for rounding, as the
+    deviations sum to 0) the larger of the Bartlett sum and gamma_0: never below the variance of a series without
+    overlap, so a degenerate estimate cannot make a difference look significant. 0 only for a constant series.
     """
     x = np.asarray(values, dtype=np.float64)
     n = x.size
@@ -72,10 +74,10 @@ def long_run_variance(values: np.ndarray, lags: int) -> float:
     lags = min(max(int(lags), 0), n - 1)
     gamma = np.array([float(dev[k:] @ dev[: n - k]) / n for k in range(lags + 1)])
     flat = gamma[0] + 2 * gamma[1:].sum()
-    if flat > 0:
+    if flat > 1e-8 * gamma[0]:
         return float(flat)
     weights = 1 - np.arange(1, lags + 1) / (lags + 1)
-    return float(max(gamma[0] + 2 * (weights * gamma[1:]).sum(), 0.0))
+    return float(max(gamma[0] + 2 * (weights * gamma[1:]).sum(), gamma[0]))
 
 
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tuple[float, float]:
@@ -128,7 +130,6 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
     if base is not None:
         # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
         pair = g.join(base, on=["ticker", "asof_date"], suffix="_base", maintain_order="left")
-        pair = pair.filter(pl.col("y_pred_base").is_finite())
         # the ratio compares the two on the rows both forecast (every row, in a backtest's identical origins)
         row["baseline_mse"] = mse(pair["y_true"], pair["y_pred_base"])
         shared = mse(pair["y_true"], pair["y_pred"])
@@ -161,11 +162,14 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.Da
     "pooled" (ticker null) for the figures pooled across tickers.
 
     Pooled Diebold-Mariano tests use the loss differential averaged across tickers per origin date. Rows with no
-    finite forecast or outcome are not scored; a model's MSE ratio is taken on the rows the baseline forecast too.
+    outcome yet are not scored (a missing forecast is: its MSE is NaN); a model's MSE ratio and DM test are taken
+    on the rows the baseline forecast too.
     """
-    scored = (pl.col("y_true").is_finite() & pl.col("y_pred").is_finite()).fill_null(False)
-    if not predictions.select(scored.all()).item():  # checked first: a filter would copy every row of the frame
-        predictions = predictions.filter(scored)  # no forecast or no outcome yet: nothing to score
+    # a row whose outcome is not known yet is not scored; a missing forecast is, as NaN: a model that failed to
+    # forecast some rows must not be judged on the rows it chose
+    known = pl.col("y_true").is_finite().fill_null(False)
+    if not predictions.select(known.all()).item():  # checked first: a filter would copy every row of the frame
+        predictions = predictions.filter(known)
     rows = []
     for (model, horizon), g in groups(predictions, ["model", "horizon"]):
         base_all = predictions.filter((pl.col("model") == baseline) & (pl.col("horizon") == horizon)).select(

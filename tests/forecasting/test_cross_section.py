@@ -126,11 +126,20 @@ def test_ic_t_at_horizon_2_uses_one_lag_with_flat_weights_by_hand():
     assert got["ic_ir"] == pytest.approx(1.93649, abs=1e-5)  # the ICIR itself is not corrected
 
 
-def test_ic_t_falls_back_to_bartlett_weights_where_flat_ones_give_no_variance():
-    # ICs .1 .3 .1 .3: devs -.1 .1 -.1 .1, gamma0 = .04/4, gamma1 = -.03/4; flat: (.04 - .06)/4 < 0;
-    # Bartlett (weight 1/2): (.04 - .03)/4 = .0025, over n - 1 = 3; t = .2 / sqrt(.0025 / 3)
-    got = ic_summary(daily_series([0.1, 0.3, 0.1, 0.3], horizon=2)).row(0, named=True)
-    assert got["ic_t"] == pytest.approx(0.2 / math.sqrt(0.0025 / 3))
+def test_ic_t_falls_back_to_no_less_than_the_plain_variance_where_flat_weights_give_none():
+    # ICs .1 .3 .1 .3 .1 .3: devs -+.1, gamma0 = .06/6 = .01, gamma1 = -.05/6; flat: .01 - .05/3 < 0;
+    # Bartlett (weight 1/2): .01 - .05/6 = .00167, below gamma0: gamma0 stands; t = .2 / sqrt(.01 / 5)
+    got = ic_summary(daily_series([0.1, 0.3, 0.1, 0.3, 0.1, 0.3], horizon=2)).row(0, named=True)
+    assert got["ic_t"] == pytest.approx(0.2 / math.sqrt(0.01 / 5))
+
+
+def test_ic_t_needs_two_stretches_of_the_overlap():
+    """With lags = n - 1 the flat sum of autocovariances is 0 but for rounding: a t of 4.5e7 came out of it."""
+    assert overlap_t(np.array([0.042, 0.297, 0.019, -0.166]), 4) is None
+    assert overlap_t(np.arange(9.0), 4) is None and overlap_t(np.r_[np.arange(9.0), 3.0], 4) is not None
+    rng = np.random.default_rng(3)
+    worst = max(abs(overlap_t(rng.normal(size=10), 4)) for _ in range(300))
+    assert worst < 50  # the smallest samples allowed never give an absurd t
 
 
 def test_the_ic_t_of_overlapping_returns_rejects_at_its_nominal_rate():
@@ -148,7 +157,7 @@ def test_the_ic_t_of_overlapping_returns_rejects_at_its_nominal_rate():
 def test_overlap_t_edge_cases():
     assert overlap_t(np.array([0.2]), 0) is None
     assert overlap_t(np.array([0.2, 0.2, 0.2]), 0) is None  # no variation: no t
-    assert overlap_t(np.array([0.1, 0.3]), 5) == pytest.approx(overlap_t(np.array([0.1, 0.3]), 1))  # capped
+    assert overlap_t(np.array([0.1, 0.3]), 1) is None  # two values cannot hold two stretches of one lag
 
 
 # --- the long-short book ------------------------------------------------------------------------------------------

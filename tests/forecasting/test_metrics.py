@@ -96,16 +96,28 @@ def test_metrics_table_by_hand():
     assert table.filter(pl.col("ticker") == "A").height == 2  # per-ticker rows too
 
 
-def test_the_mse_ratio_compares_the_rows_both_forecast_and_skips_unscored_rows():
-    truth = [0.01, -0.02, 0.10, 0.03]
-    predictions = frame({"m": [0.0, 0.0, -0.10, float("nan")], "random_walk": [0.0] * 4}, truth)
+def test_the_mse_ratio_compares_the_rows_both_forecast_and_rows_without_an_outcome_are_not_scored():
+    truth = [0.01, -0.02, 0.10, float("nan")]  # the last outcome is not known yet
+    predictions = frame({"m": [0.0, 0.0, -0.10, 0.5], "random_walk": [0.0] * 4}, truth)
     # the random walk has no forecast on the third day: the model's bad miss there is not in the ratio
     predictions = predictions.filter(~((pl.col("model") == "random_walk") & (pl.col("y_true") == 0.10)))
     r = metrics_table(predictions).filter((pl.col("model") == "m") & (pl.col("scope") == "pooled")).row(0, named=True)
-    assert r["n"] == 3  # the NaN forecast is not scored (and not counted as a "down" call)
+    assert r["n"] == 3
     assert r["mse"] == pytest.approx((0.0001 + 0.0004 + 0.04) / 3)
     assert r["mse_ratio"] == pytest.approx(1.0)  # on the two shared rows both forecast 0
     assert r["hit_rate"] == pytest.approx(1 / 3)  # a zero forecast is "up": right on day 1 only
+
+
+def test_a_missing_forecast_is_a_failure_not_a_row_left_out():
+    """A model that forecasts NaN where it is hard must not be scored on the rows it chose (a reviewer's case:
+    ratio 0.49, p 4e-15 on the rest): its MSE, ratio and test are NaN, and no horizon has skill."""
+    rng = np.random.default_rng(0)
+    truth = list(rng.normal(0, 0.01, 60))
+    chosen = [y if abs(y) < 0.01 else float("nan") for y in truth]  # perfect where easy, silent where hard
+    table = metrics_table(frame({"m": chosen, "random_walk": [0.0] * 60}, truth))
+    r = table.filter((pl.col("model") == "m") & (pl.col("scope") == "pooled")).row(0, named=True)
+    assert r["n"] == 60 and math.isnan(r["mse"]) and math.isnan(r["mse_ratio"]) and math.isnan(r["dm_pvalue"])
+    assert not horizon_sources(table, "m", ("random_walk",), 0.05, "baseline_if_worse")[1].skill
 
 
 def test_a_constant_gap_in_losses_is_decisive_not_no_evidence():
