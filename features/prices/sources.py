@@ -123,10 +123,10 @@ def read_file(
             return pl.DataFrame(), []
         raw = yahoo.read_export(path)
     elif _is_wide(raw):
-        raw, findings = wide_to_long(raw, where=str(path))
+        raw, findings = wide_to_long(raw, where=str(path), head=n_rows is not None)
     if one_ticker is not None and not {"ticker", "symbol"} & {c.lower().strip() for c in raw.columns}:
         raw = raw.with_columns(pl.lit(one_ticker).alias("ticker"))
-    frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path))
+    frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path), head=n_rows is not None)
     return frame, findings + cells
 
 
@@ -167,7 +167,7 @@ def _numbers(column: pl.Series) -> pl.Series:
     return text.cast(pl.Float64, strict=False)
 
 
-def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+def wide_to_long(raw: pl.DataFrame, *, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
     """`date` + one adjusted-close column per ticker -> long rows of `adj_close` (that is all a wide file has).
 
     Empty cells before a ticker's first and after its last price are not rows; gaps in between stay (as nulls)
@@ -199,7 +199,7 @@ def wide_to_long(raw: pl.DataFrame, *, where: str) -> tuple[pl.DataFrame, list[F
             detail = f"{n} cells of column {c!r} that are not numbers, treated as missing"
             findings.append(Finding(c.strip().upper(), first, "non_numeric", "read as missing", detail, n))
         kept.append(numbers.alias(c))
-    if not kept:
+    if not kept and not head:
         raise SourceError(f"{where}: no wide price column holds numbers: " + "; ".join(str(f) for f in findings))
     values = pl.DataFrame([raw[date_col].alias("date"), *kept])
     long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close").with_columns(
@@ -232,11 +232,12 @@ def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFram
     return normalise(raw, source=source, where=where)[0]
 
 
-def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
     """Rename aliased columns, parse dates and numbers, conform to the lake schema.
 
     A price cell that is not a number becomes null (validation then repairs or rejects that ticker's row)
-    and is reported per ticker; so is a row whose date cannot be parsed (dropped; see `_parse_dates`).
+    and is reported per ticker; so is a row whose date cannot be parsed (dropped; see `_parse_dates`). `head`:
+    `raw` is a file's first rows, read to find a file in the wrong format before anything starts.
     """
     lower = {c.lower().strip(): c for c in raw.columns}
     rename: dict[str, str] = {}
@@ -260,7 +261,7 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
     dropped: list[Finding] = []
     if frame.schema["date"] == pl.String:
-        frame, dropped = _parse_dates(frame, where)
+        frame, dropped = _parse_dates(frame, where, head)
     elif frame.schema["date"] != pl.Date:
         frame = frame.with_columns(pl.col("date").cast(pl.Date))
     numeric = [c for c in ("open", "high", "low", "close", "adj_close", "volume") if c in frame.columns]
@@ -271,35 +272,54 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str) -> tuple[pl.DataFra
     return conform(parsed), findings
 
 
-def _parse_dates(frame: pl.DataFrame, where: str) -> tuple[pl.DataFrame, list[Finding]]:
+def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
     """Dates written as text, parsed as YYYY-MM-DD (a time after the date is ignored).
 
-    An empty cell stays null: validation drops the row (`missing_date`). A few rows whose date is not a date (a
-    typo, a stray "n/a": at most `DATE_TYPOS` of the rows, or one, while most rows parse) are dropped here with a
-    `bad_date` finding per ticker, so one bad day never sinks the file; more than that is a file written in
-    another format (day/month order, say), and an error naming how many and the first, before anything is stored.
+    An empty cell stays null: validation drops the row (`missing_date`). Otherwise, from the widest to the
+    narrowest: half the rows or more unparsed is a file in another format (day/month order, say): an error naming
+    how many and the first, before anything is stored. Half a ticker's rows or more quarantines that ticker (its
+    dates in another format), not the file. The rest are typos (a stray "n/a", 2014-02-30): at most `DATE_TYPOS`
+    of the rows (or one) are dropped, each ticker's with a warning, so one bad day never sinks the file; more is
+    an error. `head` (the file's first rows only, read before anything starts): only the format is judged.
     """
     clean = pl.col("date").str.strip_chars()
-    text = frame.select(pl.when(clean.str.len_chars() > 0).then(clean))  # a blank cell is an empty one
-    text = text.to_series()
+    text = frame.select(pl.when(clean.str.len_chars() > 0).then(clean)).to_series()  # a blank cell is empty
     frame = frame.with_columns(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).alias("date"))
     failed = frame["date"].is_null() & text.is_not_null()
     count = int(failed.sum())
     if count == 0:
         return frame, []
-    unparsed = text.filter(failed)
-    first = f"the first {unparsed[0]!r}"
-    if count <= max(1, int(DATE_TYPOS * frame.height)) and 2 * count < frame.height:  # most rows read as dates
-        rows = frame.filter(failed).group_by("ticker").agg(pl.len().alias("n")).sort("ticker", nulls_last=True)
-        detail = "{n} rows whose date could not be parsed (expected YYYY-MM-DD), " + f"{first}, in {where}"
-        found = [Finding(t or "", None, "bad_date", "dropped", detail.format(n=n), n) for t, n in rows.iter_rows()]
-        return frame.filter(~failed), found
-    if re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", unparsed[0]):
-        first += " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
-    # distinct values: a wide file's date repeats once per ticker column after reshaping
-    raise SourceError(
-        f"{where}: {unparsed.n_unique()} distinct dates could not be parsed (expected YYYY-MM-DD), {first}"
+    if 2 * count >= frame.height:
+        raise SourceError(f"{where}: {count} of {frame.height} rows have a date that {_unparsed(text.filter(failed))}")
+    marked = frame.select(pl.col("ticker").fill_null("").alias("who"), text.alias("text"), failed.alias("failed"))
+    per = marked.group_by("who").agg(
+        pl.len().alias("rows"), pl.col("failed").sum().alias("n"), pl.col("text").filter("failed").alias("bad")
     )
+    per = per.filter(pl.col("n") > 0).sort("who")
+    found, lost = [], []
+    for who, rows, n, bad in per.iter_rows():
+        if 2 * n >= rows:
+            why = f"{n} of its {rows} rows have a date that {_unparsed(pl.Series(bad))}, in {where}"
+            found.append(Finding(who, None, "bad_date", "quarantined", why, n))
+            lost.append(who)
+        else:
+            why = f"{n} rows whose date could not be parsed (expected YYYY-MM-DD), the first {bad[0]!r}, in {where}"
+            found.append(Finding(who, None, "bad_date", "dropped", why, n, warn=True))
+    typos = sum(f.count for f in found if f.action == "dropped")
+    if not head and typos > max(1, int(DATE_TYPOS * frame.height)):
+        everywhere = text.filter(failed & ~marked["who"].is_in(lost))
+        raise SourceError(f"{where}: {typos} rows (over {DATE_TYPOS:.0%}) have a date that {_unparsed(everywhere)}")
+    return frame.filter(~failed & ~marked["who"].is_in(lost)), found
+
+
+def _unparsed(values: pl.Series) -> str:
+    """'could not be parsed ...' for dates `values` (text): how many distinct and the first, with a hint."""
+    first = values[0]
+    hint = ""
+    if re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", first):
+        hint = " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
+    # distinct values: a wide file's date repeats once per ticker column after reshaping
+    return f"could not be parsed (expected YYYY-MM-DD): {values.n_unique()} distinct, the first {first!r}{hint}"
 
 
 def _cells(rows: pl.DataFrame, where: str) -> list[Finding]:

@@ -7,7 +7,8 @@ date, rule and how many rows it touched:
 |-----------------|--------------------------------------------|------------------------------------------|
 | ticker_symbol   | not a plausible symbol / unsafe as a path  | quarantine ticker                        |
 | missing_date    | row without a date                         | drop row                                 |
-| bad_date        | date not YYYY-MM-DD (read from a file)     | drop row (in `sources._parse_dates`)     |
+| bad_date        | date not YYYY-MM-DD (read from a file)     | drop row; a ticker in another date       |
+|                 |                                            | format: quarantine (`sources._parse_dates`) |
 | future_date     | date after today                           | drop row                                 |
 | duplicate_day   | same (ticker, date) twice, same values     | keep one                                 |
 | conflicting_day | same (ticker, date) twice, other values    | quarantine ticker                        |

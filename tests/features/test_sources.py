@@ -27,12 +27,13 @@ def test_file_errors_name_the_problem(tmp_path):
     dates.write_text("date,ticker,close\n02/01/2024,AAA,1\n")
     with pytest.raises(
         SourceError,
-        match=r"1 distinct dates could not be parsed \(expected YYYY-MM-DD\), the first '02/01/2024' \(day/month",
+        match=r"1 of 1 rows have a date that could not be parsed \(expected YYYY-MM-DD\): 1 distinct, the first "
+        r"'02/01/2024' \(day/month",
     ):
         read_file(dates)
     # a wide file: each date once, however many ticker columns repeat it after reshaping
     (tmp_path / "wide.csv").write_text("date,AAA,BBB,CCC\n01/02/2024,1,2,3\n01/03/2024,1,2,3\n")
-    with pytest.raises(SourceError, match="2 distinct dates could not be parsed"):
+    with pytest.raises(SourceError, match=r"6 of 6 rows have a date that could not be parsed .*: 2 distinct"):
         read_file(tmp_path / "wide.csv")
 
 
@@ -152,5 +153,44 @@ def test_many_unreadable_dates_are_a_file_in_another_format(tmp_path):
     rows[:3] = ["13/01/2024,AAA,1", "14/01/2024,AAA,1", "15/01/2024,AAA,1"]  # 2% of the rows: not typos
     path = tmp_path / "prices.csv"
     path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
-    with pytest.raises(SourceError, match=r"3 distinct dates could not be parsed .* the first '13/01/2024'"):
+    with pytest.raises(SourceError, match=r"3 rows \(over 1%\) have a date that .*: 3 distinct, the first '13/01/"):
         read_file(path)
+
+
+def test_a_ticker_with_its_dates_in_another_format_is_quarantined_not_dropped_as_typos(tmp_path):
+    """A reviewer's case: one ticker of many writing day/month/year lost every row as 'typos', at INFO."""
+    rows = [f"{d},T{k:02d},{10 + k}" for k in range(30) for d in _days(40)]
+    rows += [f"{d[8:10]}/{d[5:7]}/{d[:4]},ODD,7" for d in _days(40)]
+    path = tmp_path / "prices {2024}.csv"  # braces in a path (or a cell) are text, never a format field
+    path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
+    frame, findings = read_file(path)
+    assert "ODD" not in frame["ticker"].to_list() and frame.height == 30 * 40
+    [finding] = findings
+    assert (finding.ticker, finding.rule, finding.action, finding.count) == ("ODD", "bad_date", "quarantined", 40)
+    assert "40 of its 40 rows" in finding.detail and "day/month" in finding.detail and str(path) in finding.detail
+    # asked for by name: not "not in the source", its finding says why it is left out
+    frame, findings = load(SourceSettings(kind="file", path=path, tickers=["ODD", "T01"]))
+    assert frame["ticker"].unique().to_list() == ["T01"] and [f.ticker for f in findings] == ["ODD"]
+
+
+def test_dropped_typos_warn_and_braces_in_a_bad_date_are_text(tmp_path):
+    rows = [f"{d},AAA,{10 + i}" for i, d in enumerate(_days(200))]
+    rows[5] = "2020-{1},AAA,1"
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
+    _, [finding] = read_file(path)
+    assert finding.warn and "'2020-{1}'" in finding.detail
+
+
+def test_the_first_rows_are_judged_for_their_format_only(tmp_path):
+    """The preflight reads 200 rows: three typos among them are 1.5% of those rows but 0.3% of the file, which the
+    full read accepts; a wide file whose first rows precede every listing is no error either."""
+    rows = [f"{d},AAA,{10 + i}" for i, d in enumerate(_days(1000))]
+    rows[1:4] = ["n/a,AAA,1"] * 3
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
+    assert read_file(path)[0].height == 997
+    assert read_file(path, n_rows=200)[0].height == 197
+    wide = tmp_path / "wide.csv"
+    wide.write_text("date,AAA,BBB\n" + "".join(f"{d},,\n" for d in _days(250)) + "2024-09-07,1,2\n")
+    assert read_file(wide, n_rows=200)[0].is_empty() and read_file(wide)[0].height == 2
