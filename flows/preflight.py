@@ -19,7 +19,8 @@ READABLE = (".csv", ".txt", ".parquet")
 FLOW_COMMANDS = ("run", "replay", "train", "backtest", "ingest")
 API_TIMEOUT_S = 5.0  # a server on loopback answers in milliseconds; a refused connection fails at once
 RUNNER_COMMANDS = ("run", "replay", "train", "backtest")  # the flows given `tasks.task_runner`
-DASK_PORT = 8786  # `dask scheduler`'s default
+DASK_PORT = 8786  # `dask scheduler`'s default, for the message: an address must name its port
+DASK_OVER_TCP = ("tcp", "tls", "ws", "wss")  # distributed's transports a plain TCP connection can reach
 HEAD_ROWS = 200  # of a price file, read before anything starts: enough to see its layout and date format
 
 
@@ -135,15 +136,18 @@ def _unreachable(url: str, timeout: float) -> str | None:
 def dask_scheduler(address: str) -> None:
     """The Dask scheduler at `address` accepts a connection. Without this check a wrong address failed after the
     ingest, 30 s later (distributed's connect timeout), under three tracebacks from distributed and tornado; and
-    with a single feature chunk, when nothing is sent to the cluster, it went unnoticed."""
+    with a single feature chunk, when nothing is sent to the cluster, it went unnoticed. Transports over TCP
+    (tcp, tls, ws, wss; no scheme is tcp, as for distributed) are tried; others (ucx, inproc) are left to Dask."""
     where = f"the Dask scheduler at {address!r} (--dask-address, runner.dask_address)"
     parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in DASK_OVER_TCP:
+        return
     try:
-        host, port = parts.hostname, parts.port or DASK_PORT
+        host, port = parts.hostname, parts.port
     except ValueError:  # a port that is not a number
-        host = None
-    if parts.scheme not in ("tcp", "tls") or not host:
-        raise ConfigError(f"{where}: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:{DASK_PORT}")
+        host = port = None
+    if not host or not port:  # distributed has no default port: it fails with "missing port number" later
+        raise ConfigError(f"{where}: expected {parts.scheme}://HOST:PORT, e.g. tcp://127.0.0.1:{DASK_PORT}")
     try:
         socket.create_connection((host, port), timeout=API_TIMEOUT_S).close()
     except OSError as exc:

@@ -169,15 +169,17 @@ def test_a_dask_address_is_checked_for_its_form_and_reached_when_a_scheduler_lis
 
     from flows.preflight import dask_scheduler
 
-    for bad in ("http://127.0.0.1:8786", "tcp://:8786", "tcp://127.0.0.1:port"):
+    for bad in ("tcp://:8786", "tcp://127.0.0.1:port", "tcp://127.0.0.1", "127.0.0.1"):
         with pytest.raises(ConfigError, match=r"expected tcp://HOST:PORT"):
             dask_scheduler(bad)
+    dask_scheduler("ucx://10.0.0.5:13337")  # not over TCP: left to Dask
     with socket.socket() as listener:  # anything accepting connections there: the check only opens one
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
         dask_scheduler(f"tcp://127.0.0.1:{port}")
         dask_scheduler(f"127.0.0.1:{port}")  # the scheme is optional, as for Dask's own Client
+        dask_scheduler(f"ws://127.0.0.1:{port}")
 
 
 def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path):
