@@ -339,7 +339,10 @@ def _publish(
     paths += report_paths
     not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
     volatility = volatility_qlike(panel, ev.predictions) if "sigma" in ev.predictions.columns else None
-    metadata = run_summary.run_metadata(choice, sources, record, across, not_forecast, settings, volatility)
+    warnings = run_summary.data_warnings(report)
+    metadata = run_summary.run_metadata(
+        choice, sources, record, across, not_forecast, settings, volatility, warnings=warnings
+    )
     paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
     # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
     run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
@@ -355,6 +358,7 @@ def _publish(
             summary,
             run_summary.publishing_markdown(choice, sources),
         )
+        + run_summary.warnings_markdown(warnings)
         + "\n\n"
         + live.record_markdown(record, book.waiting, book.unpriced),
         key="nightly-summary",

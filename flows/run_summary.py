@@ -29,6 +29,7 @@ def run_metadata(
     not_forecast: dict,
     settings,
     volatility: pl.DataFrame | None = None,
+    warnings: list[str] = (),
 ) -> dict:
     ev, verdict, name = choice.evaluation, choice.verdict, choice.publishing.name
     pooled = metrics.pooled(ev.metrics).filter(pl.col("model") == name).sort("horizon")
@@ -59,6 +60,9 @@ def run_metadata(
         },
         "data_fingerprint": choice.published.fingerprint,
         "not_forecast": not_forecast,
+        # what this night's ingest repaired in a way the forecasts inherit (a latest close carried from the day
+        # before, dates dropped as typos): logged as warnings, and kept with what was published
+        "data_warnings": list(warnings),
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): label for h, label in published_labels(choice, sources).items()},
         "live_record": metrics.pooled(record).to_dicts(),
@@ -140,3 +144,15 @@ def name_run_after(asof: date) -> None:
             client.update_flow_run(flow_run.id, name=f"nightly-asof-{asof.isoformat()}")
     except Exception as exc:  # the name is cosmetic: never fail a run over it
         log.debug("could not rename the flow run: %s", exc)
+
+
+def data_warnings(report: IngestReport) -> list[str]:
+    """The ingest's findings marked as warnings (quarantines aside: those are `not_forecast`), one line each."""
+    return [str(f) for f in report.findings if f.warn]
+
+
+def warnings_markdown(warnings: list[str]) -> str:
+    """The run summary's section of data warnings; empty without any."""
+    if not warnings:
+        return ""
+    return "\n\n**Data warnings** (the forecasts inherit these repairs)\n\n" + "\n".join(f"- {w}" for w in warnings)

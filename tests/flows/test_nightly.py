@@ -132,6 +132,7 @@ def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     assert run_meta["evaluation"]["version"] == result.evaluation_version
     assert run_meta["evaluation"]["origins"] == [str(result.test_start), str(result.test_end)]
     assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
+    assert run_meta["data_warnings"] == []  # the sample needs no repair its forecasts would inherit
     assert run_meta["settings"]["windows"]["lookback"] == 20 and run_meta["evaluation"]["model"] == "combined"
     # the weights per horizon, as the champion record stores them
     published_as = run_meta["published_as"]
