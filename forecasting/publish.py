@@ -214,16 +214,8 @@ def merge_forecasts(
     # any format an earlier run wrote (publish.formats may have changed since), the asked-for first
     asked = list(formats)
     ordered = [*asked, *(f for f in _WRITERS if f not in asked)]
-    stored_path = next((folder / f"{stem}.{f}" for f in ordered if (folder / f"{stem}.{f}").exists()), None)
-    if stored_path is None:
-        return forecasts
-    try:
-        if stored_path.suffix == ".parquet":
-            stored = pl.read_parquet(stored_path)
-        else:
-            stored = pl.read_csv(stored_path, schema_overrides=FORECAST_SCHEMA, try_parse_dates=True)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        log.warning("could not read %s to keep its other tickers (%s); it is replaced", stored_path, exc)
+    stored, stored_path = _stored_forecasts([folder / f"{stem}.{f}" for f in ordered])
+    if stored is None:
         return forecasts
     lacking = set(forecasts.columns) - set(stored.columns)
     if set(stored.columns) - set(forecasts.columns) or lacking - set(NULLABLE):
@@ -235,6 +227,24 @@ def merge_forecasts(
     if not kept.is_empty():
         log.info("kept the forecasts of %d tickers outside this run's universe", kept["ticker"].n_unique())
     return pl.concat([kept.select(forecasts.columns).cast(forecasts.schema), forecasts]).sort("ticker", "horizon")
+
+
+def _stored_forecasts(paths: list[Path]) -> tuple[pl.DataFrame | None, Path | None]:
+    """The first of `paths` that exists and reads: a damaged Parquet file falls back to its CSV twin, which a
+    subset run would otherwise replace, losing the other tickers' forecasts (a crash test: a truncated Parquet
+    file, an intact CSV beside it). None: no file, or none readable (each said in a warning)."""
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            if path.suffix == ".parquet":
+                return pl.read_parquet(path), path
+            return pl.read_csv(path, schema_overrides=FORECAST_SCHEMA, try_parse_dates=True), path
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            log.warning("could not read %s to keep its other tickers (%s)", path, str(exc).splitlines()[0])
+    if any(path.exists() for path in paths):
+        log.warning("no stored forecasts of %s could be read: they are replaced by this run's", paths[0].parent)
+    return None, None
 
 
 PACKAGES = ("nightcast", "torch", "polars", "numpy", "prefect", "scikit-learn", "pywavelets", "yfinance")

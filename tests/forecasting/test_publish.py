@@ -117,6 +117,11 @@ def test_a_subset_run_keeps_the_other_tickers_forecasts(panel, tmp_path):
     assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["csv"]).equals(merged)
     # publish.formats changed to Parquet only: the earlier CSV still keeps AAA's row
     assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], ["parquet"]).equals(merged)
+    # a damaged Parquet file (a crash test: truncated by hand) falls back to its intact CSV twin
+    (folder / "forecasts.parquet").write_bytes(b"PAR1 not really")
+    assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], both).equals(merged)
+    (folder / "forecasts.csv").write_text("garbage")  # nothing readable left: replaced, with warnings
+    assert merge_forecasts(folder, "forecasts", only_bbb, ["BBB"], both).equals(only_bbb)
 
 
 def test_a_format_no_longer_asked_for_is_not_left_with_another_runs_numbers(tmp_path):
