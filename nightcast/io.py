@@ -30,16 +30,33 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def _alive(name: str) -> bool:
+    """Whether the process a scratch folder is named after (`<pid>-<id>`) still runs here; True when unsure."""
+    pid = name.split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path]:
     """A new empty folder under `root` for the files one run sets aside while it runs, removed with them when the
     run ends, whether it succeeds or fails, with `root` and its parent if that leaves them empty. Folders under
-    `root` that a killed run left (untouched for `stale_after_s`) are removed first; a younger one may be another
-    run's, and is left alone."""
+    `root` that a killed run left are removed first: those named after a process no longer running on this
+    machine, and any untouched for `stale_after_s` (a live pid may be a number reused since); a younger one of a
+    live process may be another run's, and is left alone."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for left in root.iterdir():
-        if not left.is_symlink() and left.is_dir() and time.time() - left.stat().st_mtime > stale_after_s:
+        if left.is_symlink() or not left.is_dir():
+            continue
+        if not _alive(left.name) or time.time() - left.stat().st_mtime > stale_after_s:
             shutil.rmtree(left, ignore_errors=True)
     path = root / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     path.mkdir(parents=True)  # parents: another run's end may have just removed an empty root

@@ -192,6 +192,8 @@ def test_predictions_set_aside_are_published_whole_and_the_scratch_file_goes(tmp
 def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_failure(tmp_path):
     """Each run gets a new folder under the root, removed when it ends; a killed run's old folder is cleared, a
     recent one (another run's, maybe) is left alone."""
+    import subprocess
+    import sys
     import time
 
     from nightcast.io import scratch_folder
@@ -200,11 +202,15 @@ def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_fai
     old, recent = root / "killed-run", root / "running"
     old.mkdir(parents=True)
     recent.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed_today = root / f"{gone.stdout.strip()}-0123456789ab"  # a run killed minutes ago: its process is gone
+    killed_today.mkdir()
+    (killed_today / "predictions.parquet").write_text("z")
     (old / "predictions.parquet").write_text("x")
     os.utime(old, (time.time() - 2 * 86_400, time.time() - 2 * 86_400))
     with pytest.raises(RuntimeError), scratch_folder(root) as inside:
         assert inside.parent == root and list(inside.iterdir()) == []
-        assert not old.exists() and recent.exists()
+        assert not old.exists() and not killed_today.exists() and recent.exists()
         (inside / "set aside").write_text("y")
         raise RuntimeError("the run failed")
     assert sorted(p.name for p in root.iterdir()) == ["running"]  # another run's: the root stays
