@@ -12,7 +12,6 @@ the same as-of date could lose each other's tickers.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ import polars as pl
 
 from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA, NULLABLE
 from nightcast.errors import NightcastError
-from nightcast.io import atomic_write
+from nightcast.io import atomic_write, remove_leftovers
 
 FILE = "ledger.parquet"
 KEY = ("asof_date", "ticker", "horizon")
@@ -29,7 +28,6 @@ KEY = ("asof_date", "ticker", "horizon")
 OPTIONAL = NULLABLE
 _PARTITION = re.compile(r"asof=(\d{4}-\d{2}-\d{2})")
 # Temp names made by nightcast.io.atomic_write: `.{name}.{pid}.{uuid}.tmp`.
-_TEMP = re.compile(rf"\.{re.escape(FILE)}\.(\d+)\.[0-9a-f]+\.tmp")
 
 
 class LedgerError(NightcastError):
@@ -85,7 +83,7 @@ def write_partition(ledger_dir: Path, forecasts: pl.DataFrame) -> Path:
             "each must appear once"
         )
     path = partition_path(ledger_dir, dates[0])
-    _remove_leftovers(path.parent)
+    remove_leftovers(path.parent)
     if path.is_file():
         stored = _read(path, dates[0])
         kept = stored.filter(~pl.col("ticker").is_in(frame["ticker"].unique().implode()))
@@ -136,31 +134,6 @@ def _read(path: Path, asof: date) -> pl.DataFrame:
     if frame.filter(pl.col("asof_date") != asof).height:
         raise LedgerError(f"ledger partition {path} holds rows of other as-of dates; {hint}")
     return frame
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Delete temp files a killed writer left behind (atomic_write cleans up after exceptions, not SIGKILL).
-
-    A temp file whose writer process is still alive is left alone: it may be mid-write.
-    """
-    if not folder.is_dir():
-        return
-    for entry in folder.iterdir():
-        match = _TEMP.fullmatch(entry.name)
-        if match and not _alive(int(match.group(1))):
-            entry.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True  # another thread of this process may be writing
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists but not ours (PermissionError), or cannot tell: keep the file
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+_TEMP = re.compile(r"\..+\.(\d+)\.[0-9a-f]{12}\.tmp")  # `atomic_write`'s temporary names: .<name>.<pid>.<hex>.tmp
+_swept: set[Path] = set()  # folders this process has cleared of dead writers' temporary files
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -19,6 +23,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _swept:  # once per folder and process: a directory listing, not one per file
+        remove_leftovers(path.parent)
+        _swept.add(path.parent)
     # A unique sibling name (not mkstemp, whose 0600 mode would stick to the published file).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -30,18 +37,35 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of `atomic_write` that a killed writer left in `folder` (it cleans up after an
+    exception, not after SIGKILL); one whose writer still runs is left alone: it may be mid-write."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = _TEMP.fullmatch(entry.name)
+        if match and not pid_alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (this process counts: another thread may be writing); True
+    when unsure. A pid can be reused: alive is "maybe", dead is certain."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError), or cannot tell
+        return True
+    return True
+
+
 def _alive(name: str) -> bool:
     """Whether the process a scratch folder is named after (`<pid>-<id>`) still runs here; True when unsure."""
     pid = name.split("-", 1)[0]
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
+    return pid_alive(int(pid)) if pid.isdigit() else True
 
 
 @contextlib.contextmanager
