@@ -361,15 +361,16 @@ def ingest(
     prices = lake.stored_rows(upserted)  # what `lake.read_prices` would read back, without reading every file
     results = {r.ticker: dataclasses.replace(r, stored=None) for r in upserted}  # the rows live on in `prices`
     del upserted
-    changed = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
     summary = summarize(got, results, prices, reference, settings.stale_after)
     _warn_behind(summary, got.failed, reference, settings.stale_after)
     # stale tickers stay in `prices` (their history is valid training data); publishing skips them
     usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()
     fingerprint = None
-    if write_manifest and (changed or not (Path(lake_dir) / lake.MANIFEST).exists()):
-        # from the rows just read back, and the usable rows' fingerprint from the same text
+    if write_manifest:
+        # from the rows just read back, and the usable rows' fingerprint from the same text (which the nightly
+        # needs anyway); reconciled every time, changes or not: a run killed between its last file and the
+        # manifest left entries that disagreed with their files, and a new ticker out of it, for good
         fingerprint = lake.manifest_and_fingerprint(lake_dir, sorted(results), prices, usable)[1]
     if set(usable) != set(results):
         prices = prices.filter(pl.col("ticker").is_in(usable))

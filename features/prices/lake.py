@@ -358,13 +358,16 @@ def manifest_and_fingerprint(
             continue
         if ticker in wanted:
             whole.update(text)
-        manifest[ticker] = {
+        entry = {
             "first_date": rows["date"].min().isoformat(),
             "last_date": rows["date"].max().isoformat(),
             "rows": rows.height,
             "fingerprint": hashlib.sha256(header + text).hexdigest()[:16],  # `fingerprint(rows)`
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if {k: manifest.get(ticker, {}).get(k) for k in entry} != entry:  # the same rows keep their updated_at
+            manifest[ticker] = entry | {"updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     body = json.dumps(dict(sorted(manifest.items())), indent=1)
-    atomic_write(Path(lake_dir) / MANIFEST, lambda tmp: tmp.write_text(body))
+    path = Path(lake_dir) / MANIFEST
+    if not path.exists() or path.read_text() != body:  # unchanged: not rewritten (an ingest of the same data)
+        atomic_write(path, lambda tmp: tmp.write_text(body))
     return manifest, whole.hexdigest()[:16]

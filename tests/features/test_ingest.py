@@ -1,3 +1,4 @@
+import json
 import logging
 from datetime import UTC, date, datetime
 
@@ -304,8 +305,34 @@ def test_the_ingest_fingerprints_its_rows_on_the_way(tmp_path):
     assert apart.fingerprint is None and set(apart.prices["ticker"]) == {"AAA", "BBB"}
     assert report.set_apart(["VIX"]).fingerprint == report.fingerprint  # nothing of it held: the same rows
     assert report.as_of(date(2024, 1, 20), 5).fingerprint is None
+    manifest = (tmp_path / "lake" / lake.MANIFEST).read_bytes()
     again = ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
-    assert again.fingerprint is None  # nothing changed, the manifest is not rewritten: not computed
+    assert again.fingerprint == report.fingerprint  # reconciled every time: the nightly hashes nothing again
+    assert (tmp_path / "lake" / lake.MANIFEST).read_bytes() == manifest  # nothing changed: byte for byte
+
+
+def test_a_manifest_left_behind_by_a_killed_ingest_is_mended_by_the_next(tmp_path):
+    """A crash test: killed after its last ticker file and before the manifest, an ingest left entries that
+    disagreed with their files and a new ticker out of it; the next ingest, with nothing left to write, kept
+    that manifest for good, and replays (which read the manifest's tickers) lost the new ticker without a word."""
+    from tests.conftest import synthetic_prices
+
+    path = tmp_path / "prices.parquet"
+    frame = synthetic_prices(["AAA", "BBB"], 40, start=date(2024, 1, 2))
+    frame.write_parquet(path)
+    source = SourceSettings(kind="file", path=path)
+    ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    manifest_file = tmp_path / "lake" / lake.MANIFEST
+    good = json.loads(manifest_file.read_text())
+    stale = {"AAA": good["AAA"] | {"rows": 3, "fingerprint": "0" * 16}}  # as if killed before the manifest
+    manifest_file.write_text(json.dumps(stale))
+    ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))  # every file unchanged
+    mended = json.loads(manifest_file.read_text())
+    assert sorted(mended) == ["AAA", "BBB"] and mended["AAA"]["rows"] == good["AAA"]["rows"] == 40
+    for ticker in ("AAA", "BBB"):  # as the first ingest wrote them (but for the time of the writing)
+        assert {k: v for k, v in mended[ticker].items() if k != "updated_at"} == {
+            k: v for k, v in good[ticker].items() if k != "updated_at"
+        }
 
 
 @pytest.mark.parametrize("bad", ["-12.5", "0", "NaN", "inf"])
