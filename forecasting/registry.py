@@ -100,16 +100,22 @@ def read_history(models_dir: Path) -> list[Champion]:
 
 
 def champion_as_of(models_dir: Path, asof: date) -> Champion | None:
-    """The latest decision made with data up to `asof` whose checkpoints still exist."""
-    usable = [
-        c
-        for c in read_history(models_dir)
-        if c.asof <= asof
-        and (Path(models_dir) / c.checkpoint).exists()
-        and (Path(models_dir) / c.evaluation_checkpoint).exists()
-    ]
-    # stable sort: of two decisions with the same as-of date, the later-written one wins
-    return sorted(usable, key=lambda c: c.asof)[-1] if usable else None
+    """The latest decision made with data up to `asof` whose checkpoints still exist. When a later decision's
+    checkpoint is gone (deleted by hand), it says which, as a warning: the run then falls back to an earlier
+    champion, or trains one, and "no champion model yet" alone would hide why."""
+    decided = sorted((c for c in read_history(models_dir) if c.asof <= asof), key=lambda c: c.asof)  # stable
+    # of two decisions with the same as-of date, the later-written one wins
+    for c in reversed(decided):
+        missing = [p for p in (c.checkpoint, c.evaluation_checkpoint) if not (Path(models_dir) / p).exists()]
+        if not missing:
+            return c
+        log.warning(
+            "the champion decided on %s is not usable: %s missing in %s; an earlier one (or a new fit) takes its place",
+            c.asof,
+            ", ".join(str(p) for p in missing),
+            models_dir,
+        )
+    return None
 
 
 def record_decision(models_dir: Path, champion: Champion) -> Path:

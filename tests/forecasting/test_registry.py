@@ -11,7 +11,7 @@ from tests.conftest import synthetic_prices
 from tests.forecasting.test_policy import champion
 
 
-def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
+def test_champion_history_as_of_dates_and_relative_paths(tmp_path, caplog):
     models = tmp_path / "models"
     models.mkdir()
     for name in ("m-1.pt", "m-eval-1.pt", "m-2.pt", "m-eval-2.pt"):
@@ -29,7 +29,11 @@ def test_champion_history_as_of_dates_and_relative_paths(tmp_path):
     models.rename(moved)
     assert champion_as_of(moved, date(2024, 3, 5)).version == "m-2"
     (moved / "m-2.pt").unlink()
-    assert champion_as_of(moved, date(2024, 3, 5)).version == "m-1"  # a champion whose checkpoint is gone is none
+    with caplog.at_level("WARNING", logger="nightcast.forecasting.registry"):
+        assert champion_as_of(moved, date(2024, 3, 5)).version == "m-1"  # one whose checkpoint is gone is none
+    # said, by name (a crash test: a run reported "no champion model yet" with champion.json naming one)
+    [warned] = [r.getMessage() for r in caplog.records]
+    assert "decided on 2024-03-01 is not usable: m-2.pt missing in" in warned
 
 
 @pytest.mark.parametrize(
