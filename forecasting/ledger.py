@@ -122,7 +122,11 @@ def _partitions(ledger_dir: Path) -> list[tuple[date, Path]]:
 
 
 def _read(path: Path, asof: date) -> pl.DataFrame:
-    hint = "delete it and rerun that as-of date to rebuild it"
+    # not "rerun that date": a past date's run is a replay, written under outputs/replay, never here
+    hint = (
+        f"move it aside to go on without that night in the live record (the night's published forecasts are also "
+        f"in forecasts/asof={asof}/ beside the ledger folder)"
+    )
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:

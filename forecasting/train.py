@@ -542,7 +542,11 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise NightcastError(f"cannot load checkpoint {path}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NightcastError(
+            f"cannot load checkpoint {path}: {first}; move it aside (the run then takes an earlier champion, or "
+            "trains a new one) or run `nightcast train`"
+        ) from exc
     if state.get("format") not in READABLE_FORMATS:
         raise NightcastError(
             f"checkpoint {path} has format {state.get('format')}; this version reads formats {READABLE_FORMATS}"

@@ -213,6 +213,13 @@ def test_a_format_2_checkpoint_with_a_flat_config_still_loads(panel, tmp_path):
     torch.save(state, tmp_path / "older.pt")
     with pytest.raises(NightcastError, match=r"format 1; this version reads formats \(2, 3\)"):
         load_checkpoint(tmp_path / "older.pt")
+    # a damaged file (a crash test truncated one by hand): one line, with what to do about it
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:300])
+    with pytest.raises(
+        NightcastError, match=r"cannot load checkpoint .*cut.pt: .*; move it aside .*nightcast train"
+    ) as e:
+        load_checkpoint(tmp_path / "cut.pt")
+    assert "\n" not in str(e.value)
 
 
 def test_a_fit_leaves_the_process_random_state_and_thread_count_as_it_found_them(panel):
