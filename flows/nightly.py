@@ -33,7 +33,7 @@ from flows.model_choice import ModelChoice, choose_model
 from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings
 from flows.tasks import features_by_chunk, require_history
-from forecasting import live, policy, publish
+from forecasting import journal, live, policy, publish
 from forecasting.combine import Publishing
 from forecasting.cross_section import cross_section_table
 from forecasting.names import BASELINES
@@ -324,6 +324,7 @@ def _publish(
     bt = settings.backtest
     across = cross_section_table(choice.evaluation.predictions, bt.long_short_k, bt.cost_bps, bt.ic_min_tickers)
     universe = report.summary["ticker"].to_list()
+    journal.begin(settings.paths.out_dir, asof, forecasts["run_id"][0])  # ended once latest.json has moved
     paths = nightly_tasks.publish_outputs(asof, forecasts, choice, across, universe, settings)
     # the evaluation's predictions are on disk now (metrics/predictions.parquet): the rest of the night reads only
     # the columns the volatility table scores, and the others go (~0.25 GiB at 500 tickers x 25 years, held
@@ -344,6 +345,7 @@ def _publish(
         choice, sources, record, across, not_forecast, settings, volatility, warnings=warnings
     )
     paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
+    journal.end(settings.paths.out_dir)
     # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
     run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
     create_markdown_artifact(

@@ -214,7 +214,7 @@ def merge_forecasts(
     # any format an earlier run wrote (publish.formats may have changed since), the asked-for first
     asked = list(formats)
     ordered = [*asked, *(f for f in _WRITERS if f not in asked)]
-    stored, stored_path = _stored_forecasts([folder / f"{stem}.{f}" for f in ordered])
+    stored, stored_path = stored_forecasts([folder / f"{stem}.{f}" for f in ordered])
     if stored is None:
         return forecasts
     lacking = set(forecasts.columns) - set(stored.columns)
@@ -229,7 +229,7 @@ def merge_forecasts(
     return pl.concat([kept.select(forecasts.columns).cast(forecasts.schema), forecasts]).sort("ticker", "horizon")
 
 
-def _stored_forecasts(paths: list[Path]) -> tuple[pl.DataFrame | None, Path | None]:
+def stored_forecasts(paths: list[Path]) -> tuple[pl.DataFrame | None, Path | None]:
     """The first of `paths` that exists and reads: a damaged Parquet file falls back to its CSV twin, which a
     subset run would otherwise replace, losing the other tickers' forecasts (a crash test: a truncated Parquet
     file, an intact CSV beside it). None: no file, or none readable (each said in a warning)."""

@@ -27,6 +27,7 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     check_evaluation(out, result, forecasts)
     # the evaluation's predictions were set aside in the run's scratch folder while it ran: gone with it
     assert not (settings.paths.data_dir / "scratch").exists()  # the run's scratch folder went with the run
+    assert not (out / ".publishing.json").exists()  # the publish ended: every file written, latest.json last
     check_run_files(out, result, forecasts, settings)
     check_ui_artifacts(state.state_details.flow_run_id)
 

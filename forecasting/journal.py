@@ -1,0 +1,77 @@
+"""A night's publishing as one unit: a journal that says a publish is under way, and what the next run does when
+the process was killed before it ended.
+
+Each file of a night is replaced atomically, but the night writes several (forecasts, metrics, the ledger, the
+live record, run.json, latest.json), and a kill between two leaves a set from two runs, or forecasts that never
+reached the ledger: a crash test killed a first publish of a date just after its forecasts file, and had the next
+night run instead of that date again, those forecasts would never have been scored in the live record. So
+`<out>/.publishing.json` names the as-of date and run before the first file is written and goes after
+`latest.json`. A run that finds one left behind (it holds the data directory's lock, so its writer is dead):
+
+- for its own as-of date: it says so and publishes that date again, which replaces every file;
+- for another date: the killed run's forecasts, when it wrote them, go into the ledger (the record of what was
+  published; a past date cannot be published again live, only replayed apart), and a warning names the date
+  and what may be an earlier run's or missing there (metrics, plots, run.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+from forecasting import ledger
+from forecasting.publish import partition_dir, stored_forecasts
+from nightcast.io import atomic_write
+
+JOURNAL = ".publishing.json"
+log = logging.getLogger("nightcast.forecasting.journal")
+
+
+def begin(out_dir: Path, asof: date, run_id: str) -> None:
+    """Mend what a killed publish left (`mend`), then mark this one under way."""
+    mend(out_dir, asof)
+    body = json.dumps({"asof_date": asof.isoformat(), "run_id": str(run_id)})
+    atomic_write(Path(out_dir) / JOURNAL, lambda tmp: tmp.write_text(body))
+
+
+def end(out_dir: Path) -> None:
+    """The night's files are all written (`latest.json` last): the publish is over."""
+    (Path(out_dir) / JOURNAL).unlink(missing_ok=True)
+
+
+def mend(out_dir: Path, asof: date) -> date | None:
+    """Deal with the journal a killed publish left, if any (module docstring); returns its as-of date."""
+    path = Path(out_dir) / JOURNAL
+    if not path.exists():
+        return None
+    try:
+        left = json.loads(path.read_text())
+        day, run = date.fromisoformat(left["asof_date"]), str(left["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short by a full disk, say: nothing to go on
+        log.warning("the publishing journal %s is unreadable (%s): removed", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+    if day == asof:
+        log.warning("the publish of %s by run %s was interrupted: this run publishes that date again", day, run)
+        return day
+    folder = partition_dir(Path(out_dir), "forecasts", day)
+    stored, _ = stored_forecasts([folder / "forecasts.parquet", folder / "forecasts.csv"])
+    if stored is not None and run in stored["run_id"].to_list():
+        ledger.write_partition(Path(out_dir) / "ledger", stored)
+        log.warning(
+            "the publish of %s by run %s was interrupted after its forecasts were written: they are in the ledger "
+            "now; that date's metrics, plots and run.json may be an earlier run's or missing",
+            day,
+            run,
+        )
+    else:
+        log.warning(
+            "the publish of %s by run %s was interrupted before its forecasts were written: the files of that "
+            "date, if any, are an earlier run's",
+            day,
+            run,
+        )
+    path.unlink(missing_ok=True)
+    return day

@@ -1,0 +1,48 @@
+"""A night's publish as one unit: what the next run does with the journal a killed publish left."""
+
+import json
+
+from forecasting import journal
+from forecasting.ledger import read_ledger
+from forecasting.publish import partition_dir, write_frame
+from tests.forecasting.test_ledger import D1, D2, forecasts
+
+
+def test_forecasts_a_killed_publish_wrote_reach_the_ledger_at_the_next_night(tmp_path, caplog):
+    """A crash test: killed just after a first publish of D1 wrote its forecasts, before the ledger; the next
+    night (D2) ran instead of D1 again, and D1's forecasts were never scored in the live record."""
+    journal.begin(tmp_path, D1, "run-1")
+    write_frame(
+        forecasts(D1, ["AAA", "BBB"], run_id="run-1"),
+        partition_dir(tmp_path, "forecasts", D1),
+        "forecasts",
+        ["parquet"],
+    )
+    # ... killed here: no ledger, no run.json, no latest.json, and the journal stays
+    assert json.loads((tmp_path / journal.JOURNAL).read_text()) == {"asof_date": "2024-03-01", "run_id": "run-1"}
+    with caplog.at_level("WARNING", logger="nightcast.forecasting.journal"):
+        journal.begin(tmp_path, D2, "run-2")
+    book = read_ledger(tmp_path / "ledger")
+    assert book["asof_date"].unique().to_list() == [D1] and sorted(book["ticker"].unique()) == ["AAA", "BBB"]
+    assert "interrupted after its forecasts were written: they are in the ledger now" in caplog.text
+    assert json.loads((tmp_path / journal.JOURNAL).read_text())["asof_date"] == "2024-03-04"  # D2's own now
+    journal.end(tmp_path)
+    assert not (tmp_path / journal.JOURNAL).exists()
+
+
+def test_a_publish_killed_before_its_forecasts_leaves_the_earlier_runs_files_as_they_were(tmp_path, caplog):
+    folder = partition_dir(tmp_path, "forecasts", D1)
+    write_frame(forecasts(D1, ["AAA"], run_id="run-0"), folder, "forecasts", ["parquet"])  # an earlier run's
+    journal.begin(tmp_path, D1, "run-1")  # ... killed before writing anything
+    with caplog.at_level("WARNING", logger="nightcast.forecasting.journal"):
+        assert journal.mend(tmp_path, D2) == D1
+    assert not (tmp_path / "ledger").exists()  # the earlier run's forecasts are not this run's to record
+    assert "interrupted before its forecasts were written" in caplog.text
+    # the same date again: said, and published again by this run
+    journal.begin(tmp_path, D1, "run-1")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nightcast.forecasting.journal"):
+        assert journal.mend(tmp_path, D1) == D1
+    assert "this run publishes that date again" in caplog.text
+    (tmp_path / journal.JOURNAL).write_text("{cut sh")  # a journal cut short: removed, with a warning
+    assert journal.mend(tmp_path, D2) is None and not (tmp_path / journal.JOURNAL).exists()
