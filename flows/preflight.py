@@ -155,6 +155,29 @@ def dask_scheduler(address: str) -> None:
             f"{where} does not answer: {exc.strerror or exc}; start one (`dask scheduler`, and `dask worker "
             f"{address}`), or leave the option out to run on local threads"
         ) from None
+    if not _dask_handshake(address if "://" in address else f"tcp://{address}"):
+        raise ConfigError(
+            f"{where} accepts connections but does not answer as a Dask scheduler within {API_TIMEOUT_S:.0f} s "
+            f"(the dashboard's port, 8787, instead of the scheduler's, {DASK_PORT}?)"
+        )
+
+
+def _dask_handshake(address: str) -> bool:
+    """Whether a Dask comm to `address` completes distributed's handshake in time: something else listening there
+    (a web server, the dashboard) accepted the connection and then hung the run for good once a chunk was sent."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=API_TIMEOUT_S)
+        await comm.close()
+
+    try:  # distributed's own timeout does not cover the handshake: bounded here
+        asyncio.run(asyncio.wait_for(handshake(), API_TIMEOUT_S))
+    except (TimeoutError, OSError):
+        return False
+    return True
 
 
 def price_file_head(settings: Settings) -> None:

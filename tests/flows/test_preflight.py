@@ -164,7 +164,8 @@ def test_a_dask_scheduler_that_does_not_answer_is_one_line_before_prefect_starts
     assert "refused" in line.lower() and not (tmp_path / "data" / "lake").exists()  # nothing ingested
 
 
-def test_a_dask_address_is_checked_for_its_form_and_reached_when_a_scheduler_listens(tmp_path):
+def test_a_dask_address_is_checked_for_its_form_and_for_a_scheduler_answering(tmp_path):
+    import os
     import socket
 
     from flows.preflight import dask_scheduler
@@ -173,13 +174,34 @@ def test_a_dask_address_is_checked_for_its_form_and_reached_when_a_scheduler_lis
         with pytest.raises(ConfigError, match=r"expected tcp://HOST:PORT"):
             dask_scheduler(bad)
     dask_scheduler("ucx://10.0.0.5:13337")  # not over TCP: left to Dask
-    with socket.socket() as listener:  # anything accepting connections there: the check only opens one
+    # something else listening there (a web server, the dashboard's port): the run hung for good once a chunk went
+    with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
+        with pytest.raises(ConfigError, match=r"accepts connections but does not answer as a Dask scheduler"):
+            dask_scheduler(f"tcp://127.0.0.1:{port}")
+    # a real scheduler answers; the scheme is optional, as for Dask's own Client
+    port = _closed_port()
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "DASK_DISTRIBUTED__DIAGNOSTICS__NVML": "False"},
+    )
+    try:
+        for _ in range(100):  # it listens within a few seconds
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
         dask_scheduler(f"tcp://127.0.0.1:{port}")
-        dask_scheduler(f"127.0.0.1:{port}")  # the scheme is optional, as for Dask's own Client
-        dask_scheduler(f"ws://127.0.0.1:{port}")
+        dask_scheduler(f"127.0.0.1:{port}")
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
 
 
 def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path):
