@@ -289,7 +289,10 @@ def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[p
     count = int(failed.sum())
     if count == 0:
         return frame, []
-    if 2 * count >= frame.height:
+    # a file's first rows may all be one ticker's (a long file sorted by ticker): that ticker is the full read's to
+    # quarantine, not grounds to refuse the file
+    one_ticker_head = head and frame["ticker"].n_unique() <= 1
+    if 2 * count >= frame.height and not one_ticker_head:
         raise SourceError(f"{where}: {count} of {frame.height} rows have a date that {_unparsed(text.filter(failed))}")
     marked = frame.select(pl.col("ticker").fill_null("").alias("who"), text.alias("text"), failed.alias("failed"))
     per = marked.group_by("who").agg(

@@ -122,7 +122,11 @@ def check_symbols(f: pl.DataFrame) -> Checked:
 
 def check_dates(f: pl.DataFrame, today: date) -> Checked:
     """missing_date, future_date: rows without a date or dated after `today` are dropped."""
-    found = _collect(f.filter(pl.col("date").is_null()), "missing_date", "dropped", "{n} rows without a date")
+    # a row that cannot be placed in time is a row of the source lost: said as a warning, as a dropped typo is
+    found = [
+        replace(x, warn=True)
+        for x in _collect(f.filter(pl.col("date").is_null()), "missing_date", "dropped", "{n} rows without a date")
+    ]
     found += _collect(
         f.filter(pl.col("date") > today), "future_date", "dropped", f"{{n}} rows dated after today ({today})"
     )

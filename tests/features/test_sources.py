@@ -191,6 +191,12 @@ def test_the_first_rows_are_judged_for_their_format_only(tmp_path):
     path.write_text("date,ticker,close\n" + "\n".join(rows) + "\n")
     assert read_file(path)[0].height == 997
     assert read_file(path, n_rows=200)[0].height == 197
+    # a long file sorted by ticker whose first ticker writes day/month/year: its first rows are all that ticker's,
+    # which the full read quarantines; the head is no proof that the whole file is in another format
+    odd_first = [f"{d[8:10]}/{d[5:7]}/{d[:4]},AAA,7" for d in _days(300)] + [f"{d},BBB,5" for d in _days(400)]
+    (tmp_path / "odd_first.csv").write_text("date,ticker,close\n" + "\n".join(odd_first) + "\n")
+    assert read_file(tmp_path / "odd_first.csv", n_rows=200)[0].is_empty()
+    assert read_file(tmp_path / "odd_first.csv")[0]["ticker"].unique().to_list() == ["BBB"]
     wide = tmp_path / "wide.csv"
     wide.write_text("date,AAA,BBB\n" + "".join(f"{d},,\n" for d in _days(250)) + "2024-09-07,1,2\n")
     assert read_file(wide, n_rows=200)[0].is_empty() and read_file(wide)[0].height == 2

@@ -221,6 +221,6 @@ def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path)
     with pytest.raises(ConfigError, match=r"no_close.csv: missing required columns \['close'\]"):
         run_on("no_close.csv", "date,ticker,open\n2024-01-02,AAA,1\n")
     with pytest.raises(ConfigError, match=r"us.csv: 3 of 3 rows have a date that could not be parsed .*day/month"):
-        run_on("us.csv", "date,ticker,close\n01/02/2024,AAA,1\n01/03/2024,AAA,1\n01/04/2024,AAA,1\n")
+        run_on("us.csv", "date,ticker,close\n01/02/2024,AAA,1\n01/03/2024,AAA,1\n01/02/2024,BBB,1\n")
     run_on("good.csv", "date,ticker,close\n2024-01-02,AAA,1\n2024-01-03,AAA,n/a\n")  # a bad cell is the ingest's
     assert not (tmp_path / "data" / "lake").exists()
