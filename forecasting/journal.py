@@ -23,9 +23,10 @@ from pathlib import Path
 
 from forecasting import ledger
 from forecasting.publish import partition_dir, stored_forecasts
-from nightcast.io import atomic_write
+from nightcast.io import atomic_write, remove_leftovers
 
 JOURNAL = ".publishing.json"
+PARTITIONS = ("forecasts", "metrics", "ledger", "record", "reports")  # the folders of a night under `<out>`
 log = logging.getLogger("nightcast.forecasting.journal")
 
 
@@ -56,6 +57,8 @@ def mend(out_dir: Path, asof: date) -> date | None:
     if day == asof:
         log.warning("the publish of %s by run %s was interrupted: this run publishes that date again", day, run)
         return day
+    for kind in PARTITIONS:  # the killed run's temporary files: a past date's folders are not written again
+        remove_leftovers(partition_dir(Path(out_dir), kind, day))
     folder = partition_dir(Path(out_dir), "forecasts", day)
     stored, _ = stored_forecasts([folder / "forecasts.parquet", folder / "forecasts.csv"])
     if stored is not None and run in stored["run_id"].to_list():

@@ -1,6 +1,8 @@
 """A night's publish as one unit: what the next run does with the journal a killed publish left."""
 
 import json
+import subprocess
+import sys
 
 from forecasting import journal
 from forecasting.ledger import read_ledger
@@ -18,13 +20,19 @@ def test_forecasts_a_killed_publish_wrote_reach_the_ledger_at_the_next_night(tmp
         "forecasts",
         ["parquet"],
     )
-    # ... killed here: no ledger, no run.json, no latest.json, and the journal stays
+    # ... killed here: no ledger, no run.json, no latest.json, a writer's temporary file, and the journal stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    metrics = partition_dir(tmp_path, "metrics", D1)
+    metrics.mkdir(parents=True)
+    left = metrics / f".cross_section.parquet.{dead.stdout.strip()}.7239f1cc3e23.tmp"
+    left.write_bytes(b"")
     assert json.loads((tmp_path / journal.JOURNAL).read_text()) == {"asof_date": "2024-03-01", "run_id": "run-1"}
     with caplog.at_level("WARNING", logger="nightcast.forecasting.journal"):
         journal.begin(tmp_path, D2, "run-2")
     book = read_ledger(tmp_path / "ledger")
     assert book["asof_date"].unique().to_list() == [D1] and sorted(book["ticker"].unique()) == ["AAA", "BBB"]
     assert "interrupted after its forecasts were written: they are in the ledger now" in caplog.text
+    assert not left.exists()  # D1's folders are not written again: cleared of the killed run's leftovers here
     assert json.loads((tmp_path / journal.JOURNAL).read_text())["asof_date"] == "2024-03-04"  # D2's own now
     journal.end(tmp_path)
     assert not (tmp_path / journal.JOURNAL).exists()
