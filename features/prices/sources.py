@@ -118,6 +118,8 @@ def read_file(
         where = csv_problem(path) if suffix != ".parquet" else None
         raise SourceError(f"{path}: cannot read: {where or str(exc).strip().splitlines()[0]}") from None
     findings: list[Finding] = []
+    if n_rows is not None and raw.height == 0:  # a header alone: said now, not after Prefect's server started
+        raise SourceError(f"{path}: no price rows below the header {raw.columns}")
     if yahoo.is_export(path, raw.columns):  # a saved yf.download frame: its own two-level header
         if n_rows is not None:  # written by yfinance and pandas: read whole (with pandas) when loaded
             return pl.DataFrame(), []

@@ -218,6 +218,8 @@ def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path)
         run_on("empty.csv", b"")
     with pytest.raises(ConfigError, match=r"junk.parquet: cannot read"):
         run_on("junk.parquet", b"this is not parquet at all")
+    with pytest.raises(ConfigError, match=r"header.csv: no price rows below the header \['date', 'ticker', 'close'\]"):
+        run_on("header.csv", "date,ticker,close\n")
     with pytest.raises(ConfigError, match=r"no_close.csv: missing required columns \['close'\]"):
         run_on("no_close.csv", "date,ticker,open\n2024-01-02,AAA,1\n")
     with pytest.raises(ConfigError, match=r"us.csv: 3 of 3 rows have a date that could not be parsed .*day/month"):
