@@ -139,7 +139,8 @@ def dask_scheduler(address: str) -> None:
     with a single feature chunk, when nothing is sent to the cluster, it went unnoticed. Transports over TCP
     (tcp, tls, ws, wss; no scheme is tcp, as for distributed) are tried; others (ucx, inproc) are left to Dask."""
     where = f"the Dask scheduler at {address!r} (--dask-address, runner.dask_address)"
-    parts = urllib.parse.urlsplit(address if "://" in address else f"tcp://{address}")
+    url = address if "://" in address else f"tcp://{address}"
+    parts = urllib.parse.urlsplit(url)
     if parts.scheme not in DASK_OVER_TCP:
         return
     try:
@@ -155,7 +156,7 @@ def dask_scheduler(address: str) -> None:
             f"{where} does not answer: {exc.strerror or exc}; start one (`dask scheduler`, and `dask worker "
             f"{address}`), or leave the option out to run on local threads"
         ) from None
-    if not _dask_handshake(address if "://" in address else f"tcp://{address}"):
+    if not _dask_handshake(url):
         raise ConfigError(
             f"{where} accepts connections but does not answer as a Dask scheduler within {API_TIMEOUT_S:.0f} s "
             f"(the dashboard's port, 8787, instead of the scheduler's, {DASK_PORT}?)"

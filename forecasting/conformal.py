@@ -57,9 +57,9 @@ class _Residuals:
         past = self.residual[start:end]
         if past.size < min_count:
             return np.full(np.shape(coverage), np.nan) if np.ndim(coverage) else np.nan
-        # the finite-sample conformal quantile: the ceil((n + 1) c)-th smallest of n, so that a new residual
-        # exchangeable with them falls below it with probability >= c (interpolating gave ~0.79 for 0.8 at n = 50)
-        # (the largest where that exceeds n); 1e-9: a product like 50 x 0.8 must not round up past its integer
+        # the finite-sample conformal quantile: the ceil((n + 1) c)-th smallest of n (the largest where that exceeds
+        # n), so that a new residual exchangeable with them falls below it with probability >= c (interpolating
+        # gave ~0.79 for 0.8 at n = 50); 1e-9: a product like 50 x 0.8 must not round up past its integer
         n = past.size
         rank = np.clip(np.ceil((n + 1) * np.asarray(coverage, dtype=np.float64) - 1e-9).astype(np.int64), 1, n)
         value = np.partition(past, np.unique(rank - 1))[rank - 1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from forecasting.publish import FORECAST_COLUMNS, FORECAST_SCHEMA, NULLABLE
-from nightcast.errors import NightcastError
+from nightcast.errors import NightcastError, one_line
 from nightcast.io import atomic_write, remove_leftovers
 
 FILE = "ledger.parquet"
@@ -27,7 +27,6 @@ KEY = ("asof_date", "ticker", "horizon")
 # Columns a forecast may lack (no interval, no evaluation metadata); stored as null.
 OPTIONAL = NULLABLE
 _PARTITION = re.compile(r"asof=(\d{4}-\d{2}-\d{2})")
-# Temp names made by nightcast.io.atomic_write: `.{name}.{pid}.{uuid}.tmp`.
 
 
 class LedgerError(NightcastError):
@@ -56,7 +55,7 @@ def conform(forecasts: pl.DataFrame) -> pl.DataFrame:
             for c, dtype in FORECAST_SCHEMA.items()
         )
     except pl.exceptions.PolarsError as exc:
-        raise LedgerError(f"forecasts do not fit the ledger schema: {_one_line(exc)}") from exc
+        raise LedgerError(f"forecasts do not fit the ledger schema: {one_line(exc)}") from exc
     nulls = [c for c in (*KEY, "target_date") if frame[c].null_count()]
     if nulls:
         raise LedgerError(f"forecasts have null values in key columns {nulls}")
@@ -130,7 +129,7 @@ def _read(path: Path, asof: date) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise LedgerError(f"cannot read ledger partition {path} ({_one_line(exc)}); {hint}") from exc
+        raise LedgerError(f"cannot read ledger partition {path} ({one_line(exc)}); {hint}") from exc
     try:
         frame = conform(frame)  # older partitions may lack optional columns added since
     except LedgerError as exc:
@@ -138,8 +137,3 @@ def _read(path: Path, asof: date) -> pl.DataFrame:
     if frame.filter(pl.col("asof_date") != asof).height:
         raise LedgerError(f"ledger partition {path} holds rows of other as-of dates; {hint}")
     return frame
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

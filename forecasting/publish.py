@@ -22,6 +22,7 @@ import polars as pl
 from features.prices.calendar import next_sessions
 from features.windows import Panel
 from forecasting.intervals import QUANTILE_LEVELS
+from nightcast.errors import one_line
 from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.publish")
@@ -241,7 +242,7 @@ def stored_forecasts(paths: list[Path]) -> tuple[pl.DataFrame | None, Path | Non
                 return pl.read_parquet(path), path
             return pl.read_csv(path, schema_overrides=FORECAST_SCHEMA, try_parse_dates=True), path
         except (pl.exceptions.PolarsError, OSError) as exc:
-            log.warning("could not read %s to keep its other tickers (%s)", path, str(exc).splitlines()[0])
+            log.warning("could not read %s to keep its other tickers (%s)", path, one_line(exc))
     if any(path.exists() for path in paths):
         log.warning("no stored forecasts of %s could be read: they are replaced by this run's", paths[0].parent)
     return None, None

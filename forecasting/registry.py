@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
 
-from nightcast.errors import NightcastError
+from nightcast.errors import NightcastError, one_line
 from nightcast.io import atomic_write
 
 log = logging.getLogger("nightcast.forecasting.registry")
@@ -67,11 +67,6 @@ class ChampionRecordError(NightcastError):
         super().__init__(f"champion record {path} {problem}; move it away to train a new champion")
 
 
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def read_history(models_dir: Path) -> list[Champion]:
     """Every decision (promoted or kept), oldest first.
 
@@ -85,7 +80,7 @@ def read_history(models_dir: Path) -> list[Champion]:
     try:
         body = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ChampionRecordError(path, f"is unreadable ({_one_line(exc)})") from None
+        raise ChampionRecordError(path, f"is unreadable ({one_line(exc)})") from None
     if isinstance(body, dict) and "format" not in body and "version" in body and "checkpoint" in body:
         # champion.json of nightcast <= 0.1 (one flat record, no evaluation fit): superseded, not an error
         log.warning("champion record %s is from an older nightcast; a new champion will be trained", path)
@@ -96,7 +91,7 @@ def read_history(models_dir: Path) -> list[Champion]:
     try:
         return [_record(r) for r in body["history"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ChampionRecordError(path, f"is malformed ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise ChampionRecordError(path, f"is malformed ({type(exc).__name__}: {one_line(exc)})") from None
 
 
 def champion_as_of(models_dir: Path, asof: date) -> Champion | None:

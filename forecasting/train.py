@@ -31,7 +31,7 @@ from forecasting.model import DataShape, ModelConfig, TemporalAttentionLSTM
 from forecasting.settings import ModelSettings, TrainSettings
 from forecasting.step import EagerStep, GraphStep, Step, cosine_lr, loss_of
 from forecasting.threads import set_threads, thread_scope
-from nightcast.errors import ConfigError, NightcastError
+from nightcast.errors import ConfigError, NightcastError, one_line
 from nightcast.io import atomic_write
 from nightcast.progress import Steps
 from nightcast.words import count
@@ -542,10 +542,9 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NightcastError(
-            f"cannot load checkpoint {path}: {first}; move it aside (the run then takes an earlier champion, or "
-            "trains a new one) or run `nightcast train`"
+            f"cannot load checkpoint {path}: {one_line(exc)}; move it aside (the run then takes an earlier champion, "
+            "or trains a new one) or run `nightcast train`"
         ) from exc
     if state.get("format") not in READABLE_FORMATS:
         raise NightcastError(

@@ -6,6 +6,13 @@ and the value received, so the CLI can print it without a traceback.
 """
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line error
+    quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class NightcastError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero."""
 

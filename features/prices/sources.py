@@ -27,7 +27,7 @@ from features.prices import yahoo
 from features.prices.schema import conform
 from features.prices.validate import Finding
 from features.settings import SourceSettings
-from nightcast.errors import SourceError
+from nightcast.errors import SourceError, one_line
 
 DATE_TYPOS = 0.01  # the share of rows with an unreadable date dropped as typos; more is a file in another format
 log = logging.getLogger("nightcast.features.prices.sources")
@@ -116,7 +116,7 @@ def read_file(
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
         where = csv_problem(path) if suffix != ".parquet" else None
-        raise SourceError(f"{path}: cannot read: {where or str(exc).strip().splitlines()[0]}") from None
+        raise SourceError(f"{path}: cannot read: {where or one_line(exc)}") from None
     findings: list[Finding] = []
     if n_rows is not None and raw.height == 0:  # a header alone: said now, not after Prefect's server started
         raise SourceError(f"{path}: no price rows below the header {raw.columns}")
