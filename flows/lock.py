@@ -5,9 +5,10 @@ that writes holds `<data>/nightcast.lock`: an advisory lock (`flock`) taken by t
 held twice and is released the moment its owner dies, whatever killed it. The file's content is only
 information: the owner's pid, command and the Prefect flow runs it started (and Prefect's temporary server),
 emptied on a normal release. Flows of one process nest (the nightly's ingest subflow, the replay's nights):
-the lock is re-entrant within a process. A second process gets a one-line error naming the holder. Whoever
-finds the information of an owner that died (kill -9, a power cut) marks the flow runs it left "Running" as
-Crashed and stops the temporary server it left, so the Prefect UI never shows a ghost.
+the lock is re-entrant within a process, and the CLI takes it before Prefect starts. A second process gets
+a one-line error naming the holder. Whoever finds the information of an owner that died (kill -9, a power
+cut) marks the flow runs it left "Running" as Crashed and stops the temporary server it left, so the Prefect
+UI never shows a ghost.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ log = logging.getLogger("nightcast.flows.lock")
 
 _guard = threading.Lock()
 _held: dict[Path, tuple[int, int]] = {}  # lock path -> (file descriptor, nesting depth) in this process
+# lock path -> flow runs a dead owner left, until a flow (`exclusive`) can reach Prefect to mark them: the CLI
+# takes the lock before Prefect starts, so the flow that mends them is a nested holder
+_ghosts: dict[Path, list[str]] = {}
 
 
 class Busy(NightcastError):
@@ -132,11 +136,13 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
     )
     with _guard:
         _held[path] = (fd, 1)
+        _ghosts[path] = list(left.get("flow_runs", []))
     try:
         yield left.get("flow_runs", [])
     finally:
         with _guard:
             _held.pop(path, None)
+            _ghosts.pop(path, None)
         os.ftruncate(fd, 0)  # a normal release leaves nothing for a successor to mend
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -212,7 +218,9 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
     """The lock for a flow body: taken (or re-entered), ghosts mended, this flow run recorded."""
     from prefect.runtime import flow_run
 
-    with data_lock(data_dir, what) as ghosts:
+    with data_lock(data_dir, what):
+        with _guard:  # taken by whichever holder took the lock (this flow, its parent flow or the CLI), once
+            ghosts = _ghosts.pop((Path(data_dir) / LOCK).resolve(), [])
         unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run
         note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
         yield

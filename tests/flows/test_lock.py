@@ -1,5 +1,6 @@
 """One run at a time per data directory; what a dead owner left is handed to the next run."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -44,6 +45,27 @@ def test_a_second_process_is_refused_with_the_holders_name(tmp_path):
     check_free(tmp_path)
 
 
+def test_of_two_cli_runs_the_second_is_refused_before_its_prefect_server_starts(tmp_path, monkeypatch, capsys):
+    import flows.deploy
+    import flows.preflight
+    from flows.cli import main
+
+    data = tmp_path / "data"
+    config = tmp_path / "nightcast.toml"
+    config.write_text(f"[paths]\ndata_dir = {str(data)!r}\n")
+    proc = holder(data, "    print('held', flush=True)\n    import time; time.sleep(60)")
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        # both runs started at the same instant: both passed the preflight's check before either held the lock
+        monkeypatch.setattr(flows.preflight, "check_free", lambda data_dir: None)
+        monkeypatch.setattr(flows.deploy, "start_ephemeral_server", lambda: pytest.fail("Prefect was started"))
+        assert main(["ingest", "--config", str(config)]) == 2
+        assert f"in use by another nightcast run (pid {proc.pid}:" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_what_a_killed_owner_left_is_handed_on(tmp_path):
     body = f"    note({str(tmp_path)!r}, ['run-of-the-dead'])\n    print('noted', flush=True)\n"
     body += "    import time; time.sleep(60)"
@@ -68,7 +90,8 @@ def test_an_unreadable_lock_file_is_no_obstacle(tmp_path):
 # owner's runs are marked Crashed, its orphaned server is stopped, and a server dies with its parent.
 
 
-def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp_path):
+@pytest.mark.parametrize("under_the_cli", [False, True], ids=["flow-takes-the-lock", "cli-took-it-first"])
+def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp_path, under_the_cli):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
@@ -93,8 +116,12 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
     assert proc.stdout.readline().strip() == "noted"
     proc.kill()
     proc.wait()
-    with exclusive(tmp_path, "ingest"):
-        pass
+    with data_lock(tmp_path, "ingest") if under_the_cli else contextlib.nullcontext():
+        # the CLI takes the lock before Prefect starts: the flow inside, a nested holder, marks the runs
+        with exclusive(tmp_path, "ingest"):
+            pass
+        with exclusive(tmp_path, "ingest"):
+            pass  # marked once, not again
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(running).state.type.value == "CRASHED"
         assert client.read_flow_run(done).state.type.value == "COMPLETED"  # a finished run is left alone
