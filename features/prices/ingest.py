@@ -371,7 +371,8 @@ def ingest(
         # from the rows just read back, and the usable rows' fingerprint from the same text (which the nightly
         # needs anyway); reconciled every time, changes or not: a run killed between its last file and the
         # manifest left entries that disagreed with their files, and a new ticker out of it, for good
-        fingerprint = lake.manifest_and_fingerprint(lake_dir, sorted(results), prices, usable)[1]
+        written = [t for t, r in results.items() if r.rows_added or r.rows_revised or r.rows_filled]
+        fingerprint = lake.manifest_and_fingerprint(lake_dir, sorted(results), prices, usable, written)[1]
     if set(usable) != set(results):
         prices = prices.filter(pl.col("ticker").is_in(usable))
     return IngestReport(prices, summary, got.findings, reference, got.failed, sorted(results), fingerprint=fingerprint)

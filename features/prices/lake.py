@@ -338,15 +338,24 @@ def update_manifest(lake_dir: Path, tickers: list[str], stored: pl.DataFrame | N
 
 
 def manifest_and_fingerprint(
-    lake_dir: Path, tickers: list[str], stored: pl.DataFrame | None = None, universe: Collection[str] = ()
+    lake_dir: Path,
+    tickers: list[str],
+    stored: pl.DataFrame | None = None,
+    universe: Collection[str] = (),
+    written: Collection[str] | None = None,
 ) -> tuple[dict[str, dict], str]:
     """`update_manifest`, and from the same CSV text `fingerprint` of the rows of the tickers `universe` (a
     subset of `tickers`), each ticker's text made once: the per-ticker and universe hashes were two passes
     over the same text (~2 s each on 500 tickers x 25 years).
 
     The universe's hash is `fingerprint`'s: the header, then every row in (ticker, date) order, each ticker's
-    rows as one slice (a row's text never depends on the rows around it)."""
+    rows as one slice (a row's text never depends on the rows around it).
+
+    `written`: the tickers whose files the caller has just written, when it knows them; an entry of another
+    ticker that disagrees with its file is a repair, and is said so (an ingest was killed between its files
+    and the manifest, or a file was replaced by hand)."""
     manifest = read_manifest(lake_dir)
+    repaired = []
     wanted = set(universe)
     header = _csv_header()
     whole = hashlib.sha256(header)
@@ -366,6 +375,15 @@ def manifest_and_fingerprint(
         }
         if {k: manifest.get(ticker, {}).get(k) for k in entry} != entry:  # the same rows keep their updated_at
             manifest[ticker] = entry | {"updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            if written is not None and ticker not in written:
+                repaired.append(ticker)
+    if repaired:
+        log.warning(
+            "lake manifest: the entries of %s did not match their files and were rebuilt from them (%s): an "
+            "earlier ingest stopped before writing the manifest, or a file was replaced by hand",
+            count(len(repaired), "ticker"),
+            ", ".join(repaired[:10]) + (", ..." if len(repaired) > 10 else ""),
+        )
     body = json.dumps(dict(sorted(manifest.items())), indent=1)
     path = Path(lake_dir) / MANIFEST
     if not path.exists() or path.read_text() != body:  # unchanged: not rewritten (an ingest of the same data)

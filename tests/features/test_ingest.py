@@ -311,7 +311,7 @@ def test_the_ingest_fingerprints_its_rows_on_the_way(tmp_path):
     assert (tmp_path / "lake" / lake.MANIFEST).read_bytes() == manifest  # nothing changed: byte for byte
 
 
-def test_a_manifest_left_behind_by_a_killed_ingest_is_mended_by_the_next(tmp_path):
+def test_a_manifest_left_behind_by_a_killed_ingest_is_mended_by_the_next(tmp_path, caplog):
     """A crash test: killed after its last ticker file and before the manifest, an ingest left entries that
     disagreed with their files and a new ticker out of it; the next ingest, with nothing left to write, kept
     that manifest for good, and replays (which read the manifest's tickers) lost the new ticker without a word."""
@@ -326,13 +326,24 @@ def test_a_manifest_left_behind_by_a_killed_ingest_is_mended_by_the_next(tmp_pat
     good = json.loads(manifest_file.read_text())
     stale = {"AAA": good["AAA"] | {"rows": 3, "fingerprint": "0" * 16}}  # as if killed before the manifest
     manifest_file.write_text(json.dumps(stale))
+    caplog.clear()
     ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))  # every file unchanged
+    repairs = [r.getMessage() for r in caplog.records if "manifest" in r.getMessage() and r.levelname == "WARNING"]
+    assert repairs == [  # said, not done silently; a ticker whose file this ingest wrote is no repair
+        "lake manifest: the entries of 2 tickers did not match their files and were rebuilt from them (AAA, BBB): "
+        "an earlier ingest stopped before writing the manifest, or a file was replaced by hand"
+    ]
     mended = json.loads(manifest_file.read_text())
     assert sorted(mended) == ["AAA", "BBB"] and mended["AAA"]["rows"] == good["AAA"]["rows"] == 40
     for ticker in ("AAA", "BBB"):  # as the first ingest wrote them (but for the time of the writing)
         assert {k: v for k, v in mended[ticker].items() if k != "updated_at"} == {
             k: v for k, v in good[ticker].items() if k != "updated_at"
         }
+    caplog.clear()
+    frame.vstack(synthetic_prices(["CCC"], 40, start=date(2024, 1, 2))).write_parquet(path)
+    ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))  # a new ticker: no repair
+    assert not [r for r in caplog.records if "manifest" in r.getMessage() and r.levelname == "WARNING"]
+    assert sorted(json.loads(manifest_file.read_text())) == ["AAA", "BBB", "CCC"]
 
 
 @pytest.mark.parametrize("bad", ["-12.5", "0", "NaN", "inf"])
