@@ -234,6 +234,7 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
         pl.col("adj_close").is_null().all().over("ticker").alias("_no_adj"),
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),
     )
+    lacks, apart = _bars_beside_adjusted(lacks)  # before the fill: bars the lake holds for those days stay
     filled, kept = lake.fill_and_keep(lacks, stored)
     incoming = filled.with_columns(
         adj_close=pl.when(pl.col("_no_adj")).then(pl.coalesce("adj_close", "close")).otherwise("adj_close"),
@@ -244,9 +245,39 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
         Finding(t, first, "bad_price", "kept stored", f"{n} {detail}", n)
         for t, first, n in kept.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
     ]
+    findings += apart
     for finding in findings:
         log.warning("%s", finding)
     return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming]), findings
+
+
+def _bars_beside_adjusted(lacks: pl.DataFrame) -> tuple[pl.DataFrame, list[Finding]]:
+    """A source with open/high/low but no close for a ticker stands for its close with the adjusted close. If
+    its bars do not contain that close they are unadjusted, on another basis than it: validation would widen
+    every such bar down to the adjusted close (a range that never traded), so the ticker's bars are read as
+    missing (close-only data, which is valid; bars the lake holds for those days are kept) and said so. Bars
+    that contain it are kept: adjusted like it, or no dividend in the span."""
+    if not lacks["_no_close"].any():  # every ticker has its close: the common case, at no cost
+        return lacks, []
+    full_bar = pl.col("open").is_not_null() & pl.col("high").is_not_null() & pl.col("low").is_not_null()
+    outside = (pl.col("high") < pl.max_horizontal("open", "adj_close")) | (
+        pl.col("low") > pl.min_horizontal("open", "adj_close")
+    )
+    apart = pl.col("_no_close") & (full_bar & outside).fill_null(False).any().over("ticker")
+    flagged = lacks.with_columns(_apart=apart)
+    rows = flagged.filter(pl.col("_apart") & full_bar)
+    if rows.is_empty():
+        return lacks, []
+    detail = (
+        "bars beside no close column whose open/high/low do not contain the adjusted close that stands for it "
+        "(unadjusted prices beside adjusted ones): read as missing, the adjusted close kept"
+    )
+    findings = [
+        Finding(t, first, "ohlc_basis", "read as missing", f"{n} {detail}", n)
+        for t, first, n in rows.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
+    ]
+    bars = [pl.when(pl.col("_apart")).then(None).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low")]
+    return flagged.with_columns(bars).drop("_apart"), findings
 
 
 def _no_data(requested: list[str], failed: dict[str, str], lake_dir: Path) -> SourceError:

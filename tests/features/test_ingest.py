@@ -400,3 +400,37 @@ def test_a_header_only_file_says_it_holds_no_rows(tmp_path):
     path.write_text("date,ticker,close\n")
     with pytest.raises(SourceError, match=r"^no data at all: the source holds no price rows and names no ticker"):
         ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+
+
+@pytest.mark.parametrize("adjusted_bars", [False, True])
+def test_bars_beside_an_adjusted_close_and_no_close_are_kept_only_on_its_basis(tmp_path, adjusted_bars):
+    """A crash-test finding: a file of open/high/low and adj_close but no close had every unadjusted bar widened
+    down to the adjusted close (a low that never traded). Such bars are now read as missing, and said so; bars
+    on the adjusted close's own basis are kept; a rerun changes nothing."""
+    from tests.conftest import synthetic_prices
+
+    prices = synthetic_prices(["AAA"], 40, start=date(2024, 1, 2))
+    factor = 0.5 if adjusted_bars else 1.0  # adjusted: the whole bar scaled like the close
+    path = tmp_path / "prices.csv"
+    prices.select(
+        "date",
+        "ticker",
+        *(pl.col(c) * factor for c in ("open", "high", "low")),
+        (pl.col("close") * 0.5).alias("adj_close"),
+    ).write_csv(path)
+    source = SourceSettings(kind="file", path=path)
+    report = ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    stored = lake.read_ticker(tmp_path / "lake", "AAA")
+    assert stored["close"].to_list() == pytest.approx((prices["close"] * 0.5).to_list())
+    rules = {f.rule: f for f in report.findings}
+    assert "ohlc_bounds" not in rules  # nothing widened
+    if adjusted_bars:
+        assert "ohlc_basis" not in rules
+        assert stored["low"].to_list() == pytest.approx((prices["low"] * 0.5).to_list())
+    else:
+        assert rules["ohlc_basis"].count == 40 and rules["ohlc_basis"].date == date(2024, 1, 2)
+        assert stored.select("open", "high", "low").null_count().row(0) == (40, 40, 40)
+    file = (tmp_path / "lake" / "prices" / "AAA.parquet").read_bytes()
+    again = ingest(source, QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    assert (tmp_path / "lake" / "prices" / "AAA.parquet").read_bytes() == file  # the rerun changes nothing
+    assert "ohlc_bounds" not in {f.rule for f in again.findings}
