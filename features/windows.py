@@ -189,6 +189,19 @@ def refit_split(panel: Panel, lookback: int, asof: np.datetime64, known: np.ndar
     return Splits(realised, empty, empty, cutoff, cutoff, cutoff)
 
 
+def dates_short(panel: Panel, settings: WindowSettings) -> int:
+    """How many more dates with known targets the panel needs before a model can be fit and evaluated (0:
+    enough). The evaluation span is the last `test_days` of them; before it a purge of the longest horizon,
+    `val_days` dates to validate on, another purge, and at least one date to train on (`date_splits`,
+    `splits_before`)."""
+    need = settings.test_days + settings.val_days + 2 * max(panel.horizons) + 1
+    try:
+        have = distinct_dates(panel.dates, known_ends(panel, settings.lookback)).size
+    except InsufficientDataError:  # no sample at all yet
+        have = 0
+    return max(0, need - have)
+
+
 def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
     """Train / validation / test sample ends by date, for one fit before the test span.
 

@@ -15,16 +15,17 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from features.build import FeatureFrame
-from features.prices import lake
+from features.prices import lake, validate
 from features.prices.calendar import is_session, sessions_between
 from features.prices.ingest import IngestReport, stored_report
-from features.windows import Panel
+from features.windows import Panel, dates_short
 from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
@@ -93,15 +94,16 @@ def market_day(settings: Settings, run_date: date | None) -> date:
     return run_date or datetime.now(ZoneInfo(settings.schedule.timezone)).date()
 
 
-def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> IngestReport:
-    """Ingest (or read the lake as stored), then cut at `asof`: rows after it are invisible to every stage."""
+def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> tuple[IngestReport, np.ndarray]:
+    """Ingest (or read the lake as stored), then cut at `asof`: rows after it are invisible to every stage.
+    Also the stored dates after `asof`, only to say when a night too early for a model would have enough."""
     if ingest:
         with no_heartbeat_of_its_own():
             report = ingest_flow(settings)
     else:
         report = stored_report(settings.paths.lake, settings.source.tickers)
     if asof is None:
-        return report
+        return report, np.empty(0, dtype="datetime64[D]")
     reference = None
     if settings.source.kind == "yfinance":  # judged against the exchange's last session by then, as live
         reference = min(report.reference or asof, sessions_between(asof, 1, settings.publish.calendar)[-1])
@@ -110,7 +112,47 @@ def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> Inges
         raise InsufficientDataError(
             f"--asof {asof}: no stored prices on or before it; the data starts on {report.prices['date'].min()}"
         )
-    return cut
+    _enough_history_by(asof, cut.prices, report.prices, settings)
+    later = report.prices["date"].filter(report.prices["date"] > asof).unique().sort().to_numpy()
+    return cut, later.astype("datetime64[D]")
+
+
+def _enough_history_by(asof: date, cut: pl.DataFrame, prices: pl.DataFrame, settings: Settings) -> None:
+    """A night with too little history for a model is refused before any work, naming the first night that
+    could have enough; without it, the run failed in the model's split with "only 0 dates with realised targets
+    before <a day a year before --asof>", or listed every ticker too short without saying when to replay."""
+    w, min_rows = settings.windows, settings.validation.min_rows
+    dates = w.test_days + w.val_days + w.lookback  # the evaluation and validation spans, after the first window
+    rows, have = cut.group_by("ticker").len()["len"].max() or 0, cut["date"].n_unique()
+    if rows >= min_rows and have >= dates:
+        return
+    first = validate.first_night_with_history(prices, min_rows, dates)
+    short = (
+        f"no ticker has validation.min_rows={min_rows} rows by then (the most: {rows})"
+        if rows < min_rows
+        else f"the data holds {have} dates by then, and a model needs {dates} (windows.test_days + windows.val_days "
+        "+ windows.lookback)"
+    )
+    later = f"the first night that could have enough is {first}" if first else "no stored night has enough"
+    raise InsufficientDataError(f"--asof {asof}: too little history: {short}; {later}")
+
+
+def _enough_known(panel: Panel, settings: Settings, asof: date | None, later: np.ndarray) -> None:
+    """A night whose features leave too few dates with known targets for the model's spans is refused before
+    any training, naming about when the stored data has enough (each later date adds one, once the features'
+    warm-up is past)."""
+    short = dates_short(panel, settings.windows)
+    if not short:
+        return
+    w = settings.windows
+    what = (
+        f"{count(short, 'more date')} with known targets needed (windows.test_days {w.test_days} + windows.val_days "
+        f"{w.val_days} + twice the longest horizon, after the features' warm-up and windows.lookback {w.lookback})"
+    )
+    if asof is None:
+        raise InsufficientDataError(f"too little history: {what}; supply more history or shorten those spans")
+    when = f"about {later[short - 1]}" if later.size >= short else "after the stored data ends"
+    raise InsufficientDataError(f"--asof {asof}: too little history: {what}; the first night with enough is {when}")
 
 
 @flow(name="nightly", flow_run_name=_run_name, log_prints=True)
@@ -220,7 +262,7 @@ def _nightly(
         logger.info("%s", closed.message)
         return closed
     lap = _Laps()
-    report = nightly_report(settings, asof, ingest)
+    report, later = nightly_report(settings, asof, ingest)
     prices, quarantined = _current_prices(report, settings)
     # the ingest hashed these very rows on its way (with the manifest) when no ticker has been left out since
     fingerprint = report.fingerprint if prices is report.prices and report.fingerprint else lake.fingerprint(prices)
@@ -236,6 +278,7 @@ def _nightly(
     )
     ff, panel = features_by_chunk(prices, cache, fingerprint)
     ff = _closes(ff)
+    _enough_known(panel, settings, asof, later)
     lap("features")
     data_asof = publish.current_rows(panel, report.stale)[0]
     _say_where_asof_landed(logger, asof, data_asof)

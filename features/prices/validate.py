@@ -305,3 +305,14 @@ def require_history(frame: pl.DataFrame, min_rows: int) -> tuple[pl.DataFrame, l
     if not found:  # the frame itself, not a filtered copy of every row (~0.3 GB on 500 tickers x 25 years)
         return frame, found
     return frame.filter(~TICKER.is_in([f.ticker for f in found])), found
+
+
+def first_night_with_history(frame: pl.DataFrame, min_rows: int, dates: int) -> date | None:
+    """The first date by which some ticker has `min_rows` rows (`require_history` keeps it from then on) and
+    the tickers together have `dates` distinct dates: a lower bound on the first night a model can be fit and
+    evaluated (None when the frame never gets there)."""
+    nth = frame.group_by("ticker").agg(pl.col("date").sort().slice(min_rows - 1, 1).first())["date"].min()
+    days = frame["date"].unique().sort()
+    if nth is None or days.len() < dates:
+        return None
+    return max(nth, days[dates - 1])

@@ -179,6 +179,19 @@ def test_require_history_keeps_the_frame_itself_when_no_ticker_is_short():
     assert kept["ticker"].unique().to_list() == ["AAA"] and [f.ticker for f in found] == ["BBB"]
 
 
+def test_the_first_night_with_history_needs_one_ticker_long_enough_and_enough_dates_in_all():
+    from features.prices.validate import first_night_with_history
+
+    aaa = synthetic_prices(["AAA"], 30, start=date(2024, 1, 1))
+    bbb = synthetic_prices(["BBB"], 30, start=date(2024, 2, 1))  # 30 business days from 2024-02-01, not AAA's
+    frame = pl.concat([aaa, bbb])
+    days = frame["date"].unique().sort()
+    assert first_night_with_history(frame, 20, 10) == aaa["date"][19]  # AAA's 20th row; 10 dates long before
+    assert first_night_with_history(frame, 20, 45) == days[44]  # its 45th date, of AAA and BBB together
+    assert first_night_with_history(frame, 31, 10) is None  # no ticker ever has 31 rows
+    assert first_night_with_history(frame, 20, days.len() + 1) is None
+
+
 def test_a_share_class_written_with_a_slash_is_told_the_dash():
     from features.prices.schema import not_a_symbol
 

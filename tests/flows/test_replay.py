@@ -95,3 +95,25 @@ def test_replay_sees_no_future_retrains_by_the_rules_and_scores(prefect_harness,
         recorder.export_text().split()
     )
     assert flows.cli.main(["record", "--out", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_night_too_early_for_a_model_names_the_first_night_that_has_enough(prefect_harness, settings):
+    """A new-user finding: an --asof with a few hundred rows failed in the model's split ("only 0 dates with
+    realised targets before <a day a year earlier>"), or listed every ticker too short, without saying which
+    night would work. Now it is refused before any training, naming that night, and that night works."""
+    import re
+
+    from flows.nightly import nightly
+
+    settings = settings.model_copy(update={"validation": settings.validation.model_copy(update={"min_rows": 100})})
+    dates = pl.read_parquet(settings.source.path).filter(pl.col("ticker") == "ORCL")["date"].sort()
+    with pytest.raises(InsufficientDataError, match=r"no ticker has validation.min_rows=100 rows by then \(the most"):
+        nightly(settings, asof=dates[49])
+    with pytest.raises(InsufficientDataError, match=r"more dates with known targets needed") as short:
+        nightly(settings, asof=dates[139], ingest=False)  # min_rows met, the features' warm-up not yet past
+    first = date.fromisoformat(re.search(r"the first night with enough is about (\S+)$", str(short.value))[1])
+    before = dates.filter(dates < first)[-1]
+    with pytest.raises(InsufficientDataError, match=rf"--asof {before}: too little history: 1 more date with known"):
+        nightly(settings, asof=before, ingest=False)
+    night = nightly(settings, asof=first, ingest=False)  # the night it names is the first that works
+    assert night.forecasts["asof_date"].unique().to_list() == [first]
