@@ -1,8 +1,9 @@
-"""What the CLI's console shows of Prefect's run logs when a run stops on a user error.
+"""What the CLI's console shows of Prefect's run logs when a run stops on a user error or is interrupted.
 
 Prefect logs a run that failed on bad input or settings at every level of the run (task, subflow, flow), each
 twice ("failed with exception", then "Finished in state Failed"), with tracebacks: six copies of the message
-before the CLI prints its one `error:` line. The console gets that one line; the Prefect UI keeps every record
+before the CLI prints its one `error:` line (an interrupted run, four or five "Crash detected!" lines before its
+`interrupted:` line). The console gets that one line; the Prefect UI keeps every record
 (its handler sits on the run loggers themselves, the console's on the root logger, so the two can differ).
 """
 
@@ -27,6 +28,9 @@ def _user_error_names() -> str:
 
 # How a state message names the exception: "... an exception SourceError: ..." or "SourceError('...')"
 _NAMED = re.compile(rf"\b(?:{_user_error_names()})[(:]")
+# Prefect's records of a run stopped by Ctrl-C or SIGTERM, four or five of them ("Crash detected! ...", "Finished in
+# state Crashed(...)" per task and flow): the CLI says it once ("interrupted: stopped; ...")
+_INTERRUPTED = "aborted by an interrupt signal"
 
 
 class _UserErrorRecords(logging.Filter):
@@ -38,6 +42,8 @@ class _UserErrorRecords(logging.Filter):
             record.exc_info, record.exc_text = None, None
             record.nightcast_user_error = True
         elif record.levelno >= logging.INFO and _NAMED.search(record.getMessage()):  # a run logger's own record
+            record.nightcast_user_error = True
+        elif _INTERRUPTED in record.getMessage():
             record.nightcast_user_error = True
         _quiet_console()
         return True

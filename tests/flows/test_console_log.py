@@ -84,3 +84,15 @@ def test_a_flow_run_process_prefect_starts_logs_nightcast_s_info_lines_unless_a_
 
     assert enabled("default") == "True"
     assert enabled("own") == "False"  # a level the user set stands
+
+
+def test_an_interrupted_runs_crash_records_reach_the_ui_not_the_console(loggers):
+    """Ctrl-C printed four or five "Crash detected!" lines beside the CLI's one `interrupted:` line."""
+    run, api, console = loggers
+    run.error("Crash detected! Execution was aborted by an interrupt signal.")
+    run.info("Finished in state Crashed('Execution was aborted by an interrupt signal.')")
+    run.error("Crash detected! Execution was interrupted by an unexpected exception: OSError")  # not Ctrl-C: shown
+    assert len(api.records) == 3
+    assert [r.getMessage() for r in console.records] == [
+        "Crash detected! Execution was interrupted by an unexpected exception: OSError"
+    ]
