@@ -120,6 +120,16 @@ def known_ends(panel: Panel, lookback: int) -> np.ndarray:
     return known
 
 
+def scored_ends(panel: Panel, lookback: int) -> np.ndarray:
+    """Sample ends with `lookback` days of history and at least one target known: what a backtest scores, each
+    at the horizons it knows. A ticker whose series ends early (delisted, halted) keeps its last origins at the
+    short horizons, where requiring every horizon (`known_ends`, what training needs) would leave out, on
+    knowledge of its future, the days just before it ended."""
+    ends = panel.ends(lookback)
+    some = ~np.isnan(panel.Y).all(axis=1)
+    return ends[some[ends]]
+
+
 def distinct_dates(dates: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Sorted distinct dates of `rows`: marked in a table of days, where np.unique would sort a copy of them."""
     if rows.size == 0:

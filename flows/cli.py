@@ -579,6 +579,7 @@ def _interrupt(signum, frame) -> None:
     train = sys.modules.get("forecasting.train")
     if train is not None:
         train.STOP.set()
+    console_log.INTERRUPTED.set()  # Prefect's crash records of this stop are the UI's: the CLI says it once
     raise KeyboardInterrupt
 
 
@@ -598,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         train = sys.modules.get("forecasting.train")
         if train is not None:
             train.STOP.clear()  # an interrupt stops this command, not the next one in the same process
+        console_log.INTERRUPTED.clear()
     if code == 130 and argv is None and signal.SIGINT in previous:  # the program itself, stopped by Ctrl-C
         # it has said so and exits 130: another SIGINT while the interpreter shuts down (a second Ctrl-C, or one
         # still pending: in parallel test suites a run printed its stop line and then died of SIGINT, status -2)

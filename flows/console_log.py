@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 from nightcast.errors import NightcastError
 
@@ -29,8 +30,11 @@ def _user_error_names() -> str:
 # How a state message names the exception: "... an exception SourceError: ..." or "SourceError('...')"
 _NAMED = re.compile(rf"\b(?:{_user_error_names()})[(:]")
 # Prefect's records of a run stopped by Ctrl-C or SIGTERM, four or five of them ("Crash detected! ...", "Finished in
-# state Crashed(...)" per task and flow): the CLI says it once ("interrupted: stopped; ...")
+# state Crashed(...)" per task and flow): the CLI says it once ("interrupted: stopped; ..."). Known by their message,
+# or, once the CLI has been interrupted (`INTERRUPTED`), by being a crash at all: a task's worker thread may be
+# cancelled on the way out ("cancelled by the runtime environment"), which is the same stop
 _INTERRUPTED = "aborted by an interrupt signal"
+INTERRUPTED = threading.Event()
 
 
 class _UserErrorRecords(logging.Filter):
@@ -43,10 +47,14 @@ class _UserErrorRecords(logging.Filter):
             record.nightcast_user_error = True
         elif record.levelno >= logging.INFO and _NAMED.search(record.getMessage()):  # a run logger's own record
             record.nightcast_user_error = True
-        elif _INTERRUPTED in record.getMessage():
+        elif _INTERRUPTED in record.getMessage() or (INTERRUPTED.is_set() and _crash(record.getMessage())):
             record.nightcast_user_error = True
         _quiet_console()
         return True
+
+
+def _crash(message: str) -> bool:
+    return message.startswith("Crash detected!") or message.startswith("Finished in state Crashed")
 
 
 class _NotUserErrors(logging.Filter):

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from features.windows import Panel, Splits, known_ends, splits_before
+from features.windows import Panel, Splits, known_ends, scored_ends, splits_before
 from forecasting.baselines import Forecaster, HistoricalMean, PointForecaster, RandomWalk, RidgeBaseline
 from forecasting.combine import Combination
 from forecasting.conformal import conformal_intervals, conformal_quantiles
@@ -249,12 +249,12 @@ class Schedule:
         return cls(origins, refits, lookback, val_days, rolling)
 
     def folds(self, panel: Panel) -> Iterator[Fold]:
-        known = known_ends(panel, self.lookback)
-        dates = panel.dates[known]
+        scored = scored_ends(panel, self.lookback)  # a ticker that ends early: its last origins, short horizons
+        dates = panel.dates[scored]
         end = self.origins[-1]
         for k, refit in enumerate(self.refits):
             stop = self.refits[k + 1] if k + 1 < len(self.refits) else end + np.timedelta64(1, "D")
-            block = known[(dates >= refit) & (dates < stop) & (dates <= end)]
+            block = scored[(dates >= refit) & (dates < stop) & (dates <= end)]
             yield Fold(k, refit, block, splits_before(panel, self.lookback, refit, self.val_days, self.rolling_days))
 
 
@@ -286,6 +286,8 @@ def _fold_predictions(
             pl.Series("y_lower", band[0].reshape(-1).astype(np.float64)),
             pl.Series("y_upper", band[1].reshape(-1).astype(np.float64)),
         )
+    if np.isnan(panel.Y[fold.block]).any():  # an origin of a series that ends early: only the horizons it knows
+        frame = frame.filter(pl.col("y_true").is_not_nan())
     return frame
 
 

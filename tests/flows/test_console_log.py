@@ -96,3 +96,20 @@ def test_an_interrupted_runs_crash_records_reach_the_ui_not_the_console(loggers)
     assert [r.getMessage() for r in console.records] == [
         "Crash detected! Execution was interrupted by an unexpected exception: OSError"
     ]
+
+
+def test_once_the_cli_is_interrupted_every_crash_record_is_the_uis(loggers):
+    run, api, console = loggers
+    run.error("Crash detected! Execution was cancelled by the runtime environment.")  # not interrupted: shown
+    console_log.INTERRUPTED.set()
+    try:
+        run.error("Crash detected! Execution was cancelled by the runtime environment.")  # a worker on the way out
+        run.info("Finished in state Crashed('Execution was cancelled by the runtime environment.')")
+        run.info("Finished in state Completed()")
+    finally:
+        console_log.INTERRUPTED.clear()
+    assert len(api.records) == 4
+    assert [r.getMessage()[:40] for r in console.records] == [
+        "Crash detected! Execution was cancelled ",
+        "Finished in state Completed()",
+    ]

@@ -73,6 +73,27 @@ def test_no_origin_sees_data_after_it():
         assert np.array_equal(a, b, equal_nan=True), col
 
 
+def test_a_series_that_ends_early_is_scored_to_its_end_at_the_horizons_it_knows():
+    """Survivorship: an origin needed every horizon's target known, so a ticker that delists was not scored at
+    h=1 on its last days (its h=3 target lay past its end): a selection made on its future."""
+    ended = date(2011, 4, 15)
+    prices = PRICES.filter((pl.col("ticker") == "AAA") | (pl.col("date") <= ended))
+    p = run(panel_of(prices), test_end=date(2011, 5, 20), models=["random_walk", "hist_mean"]).predictions
+    assert p["y_true"].is_nan().sum() == 0 and p["y_true"].null_count() == 0  # only what is realised is scored
+    last = dict(
+        p.filter((pl.col("ticker") == "BBB") & (pl.col("model") == "random_walk"))
+        .group_by("horizon")
+        .agg(pl.col("asof_date").max(), pl.col("target_date").max())
+        .select("horizon", pl.struct("asof_date", "target_date"))
+        .iter_rows()
+    )
+    days = prices.filter(pl.col("ticker") == "BBB")["date"].sort()
+    assert last[1] == {"asof_date": days[-2], "target_date": ended}  # h=1 to the end: the day before its last
+    assert last[3] == {"asof_date": days[-4], "target_date": ended}
+    aaa = p.filter((pl.col("ticker") == "AAA") & (pl.col("model") == "random_walk"))
+    assert aaa.group_by("horizon").len().sort("horizon")["len"].n_unique() == 1  # a full series: every horizon
+
+
 def test_warm_start_changes_later_folds_only():
     panel = panel_of(PRICES)
     warm = run(panel, test_end=date(2011, 5, 20), models=["attention_lstm"]).predictions
