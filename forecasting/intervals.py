@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import polars as pl
@@ -70,24 +71,51 @@ def pinball_table(frame: pl.DataFrame, levels: Sequence[float] | None = None, by
     return pl.concat(parts).sort([*by, "level"])
 
 
+CRPS_LEVELS = 50  # midpoints of (0, 1) the CRPS integral is summed over: within 0.03% of a normal's closed form
+_BLOCK_ROWS = 1 << 15  # rows scored at a time: a (rows x CRPS_LEVELS) float64 block of ~13 MB
+
+
 def crps_table(frame: pl.DataFrame, levels: Sequence[float] | None = None, by: Sequence[str] = BY) -> pl.DataFrame:
     """CRPS per group from the quantiles: `*by, crps, n`.
 
-    CRPS = 2 * integral over levels t in (0, 1) of the pinball loss at t; with K levels evenly spread over
-    (0, 1) (e.g. 0.05, 0.15, ..., 0.95, or k / (K + 1)) that integral is approximated by the average of
-    2 * pinball over the levels, which is what this computes per row before averaging. With uneven levels
-    (such as 0.05, 0.1, 0.5, 0.9, 0.95) it is still a proper score, but a weighted one that over-weights the
-    tails relative to the CRPS: compare models on the same levels only.
+    CRPS = 2 * integral over t in (0, 1) of the pinball loss of the quantile function at t. A quantile forecast
+    gives that function at a few levels only; between them (and beyond the outermost, with the outer
+    segments' slopes) it is interpolated linearly in normal scores, so a normal forecast's CRPS comes out exact
+    but for the sum over `CRPS_LEVELS` midpoints. Twice the mean pinball loss over the levels, what this was
+    before, is an approximation for evenly spread levels only: over 0.05, 0.1, 0.5, 0.9 and 0.95 it gave 0.68
+    of a normal forecast's CRPS.
     """
     chosen = _levels(frame, levels)
+    if len(chosen) < 2:
+        raise ValueError(f"a CRPS needs the quantiles of at least two levels, got {chosen}")
     columns = [quantile_column(q) for q in chosen]
     rows = frame.drop_nulls(["y_true", *columns])
-    score = pl.sum_horizontal(pinball(pl.col("y_true"), pl.col(c), q) for c, q in zip(columns, chosen, strict=True))
+    y = rows["y_true"].to_numpy()
+    q = rows.select(columns).to_numpy()
+    score = np.empty(rows.height)
+    for start in range(0, rows.height, _BLOCK_ROWS):
+        block = slice(start, start + _BLOCK_ROWS)
+        score[block] = _crps_rows(y[block], q[block], chosen)
     return (
-        rows.group_by(list(by))
-        .agg((2.0 * score / len(chosen)).mean().alias("crps"), pl.len().alias("n"))
+        rows.select(list(by))
+        .with_columns(pl.Series("crps", score))
+        .group_by(list(by))
+        .agg(pl.col("crps").mean(), pl.len().alias("n"))
         .sort(list(by))
     )
+
+
+def _crps_rows(y: np.ndarray, q: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Per row, the CRPS of the quantile function through `q` (rows x levels), interpolated in normal scores."""
+    normal = NormalDist()
+    z = np.array([normal.inv_cdf(level) for level in levels])
+    t = (np.arange(CRPS_LEVELS) + 0.5) / CRPS_LEVELS
+    zt = np.array([normal.inv_cdf(level) for level in t])
+    seg = np.clip(np.searchsorted(z, zt) - 1, 0, len(z) - 2)  # each midpoint's segment (the outer ones extended)
+    w = (zt - z[seg]) / (z[seg + 1] - z[seg])
+    quantile = q[:, seg] * (1.0 - w) + q[:, seg + 1] * w
+    u = y[:, None] - quantile
+    return 2.0 * np.maximum(t * u, (t - 1.0) * u).mean(axis=1)
 
 
 def _interval(frame: pl.DataFrame, level: float) -> tuple[pl.DataFrame, pl.Expr, pl.Expr]:
@@ -268,8 +296,9 @@ NORMAL_BAND = "normal band"  # the random walk +- z x volatility: the baseline o
 
 
 def quantile_scores(predictions: pl.DataFrame, levels: Sequence[float]) -> pl.DataFrame:
-    """Per model and horizon: mean pinball loss over `levels`, CRPS from them, and both as a ratio to the
-    baseline band (a zero forecast with normal quantiles of the volatility forecast `sigma`) on the same rows.
+    """Per model and horizon: mean pinball loss over `levels`, the CRPS from them (`crps_table`), and both as a
+    ratio to the baseline band (a zero forecast with normal quantiles of the volatility forecast `sigma`) on the
+    same rows.
     `*by, pinball, crps, pinball_ratio, crps_ratio, n`; the band is a row of its own (`NORMAL_BAND`)."""
     from forecasting.volatility import normal_band  # (volatility imports this module)
 
