@@ -152,16 +152,16 @@ class Publishing:
 
     def labels(self, horizons_sources: list[str]) -> list[str]:
         """What each horizon's forecast is, for the files' `source_model`: a horizon where the combination
-        gives the network no weight published a baseline alone, and is labelled so (a new user's review found
-        forecasts equal to the last price labelled as the network's combination)."""
+        gives the network no weight published baselines alone, and is labelled so (a new user's review found
+        forecasts equal to the last price labelled as the network's combination): `random_walk` when the mean
+        has none either, else `hist_mean` (shrunk towards the random walk's zero when its weight is below 1;
+        an audit found that case labelled as the network's combination)."""
         if self.weights is None:
             return [str(s) for s in horizons_sources]
         out = []
         for source, (a, b) in zip(horizons_sources, self.weights, strict=True):
-            if source == self.name and abs(a) < _NO_WEIGHT and abs(b) < _NO_WEIGHT:
-                source = Model.RANDOM_WALK
-            elif source == self.name and abs(a) < _NO_WEIGHT and abs(b - 1.0) < _NO_WEIGHT:
-                source = Model.HIST_MEAN
+            if source == self.name and abs(a) < _NO_WEIGHT:
+                source = Model.RANDOM_WALK if abs(b) < _NO_WEIGHT else Model.HIST_MEAN
             out.append(str(source))
         return out
 

@@ -229,7 +229,8 @@ def test_a_horizon_the_combination_gives_the_network_no_weight_is_labelled_by_wh
     """A new user's review: forecasts equal to the last price were labelled `combined`."""
     from forecasting.combine import Publishing
 
-    weights = Publishing.of([[0.0, 0.0], [0.0, 1.0], [0.3, 0.5], [1e-12, 0.0]])
-    sources = ["combined", "combined", "combined", "hist_mean"]  # the guardrail replaced the last horizon
-    assert weights.labels(sources) == ["random_walk", "hist_mean", "combined", "hist_mean"]
+    weights = Publishing.of([[0.0, 0.0], [0.0, 1.0], [0.3, 0.5], [1e-12, 0.0], [0.0, 0.4], [1e-6, 0.4]])
+    sources = ["combined", "combined", "combined", "hist_mean", "combined", "combined"]  # the guardrail: 4th
+    # the fifth: 0.4 x the historical mean, no network (an audit found it labelled `combined`)
+    assert weights.labels(sources) == ["random_walk", "hist_mean", "combined", "hist_mean", "hist_mean", "combined"]
     assert Publishing.of(None).labels(["attention_lstm", "random_walk"]) == ["attention_lstm", "random_walk"]
