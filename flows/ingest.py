@@ -46,8 +46,8 @@ def chunk_task(settings: Settings, write_manifest: bool) -> IngestReport | str:
 
 
 @task(name="update lake manifest", cache_policy=NO_CACHE)
-def manifest_task(settings: Settings, tickers: list[str]) -> None:
-    lake.update_manifest(settings.paths.lake, tickers)
+def manifest_task(settings: Settings, tickers: list[str], written: list[str]) -> None:
+    lake.update_manifest(settings.paths.lake, tickers, written=written)
 
 
 def ingest_chunks(settings: Settings) -> IngestReport:
@@ -84,7 +84,10 @@ def ingest_chunks(settings: Settings) -> IngestReport:
     ]
     if failed_rows:
         report.summary = pl.concat([report.summary, pl.DataFrame(failed_rows)], how="diagonal_relaxed").sort("ticker")
-    manifest_task(settings, report.stored)
+    # the tickers whose files the chunks wrote: any other entry the manifest rebuilds is a repair, said so
+    changed = pl.sum_horizontal("rows_added", "rows_revised", "rows_filled").fill_null(0) > 0
+    written = report.summary.filter(changed)["ticker"].to_list()
+    manifest_task(settings, report.stored, written)
     return report
 
 

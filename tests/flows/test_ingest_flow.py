@@ -82,6 +82,27 @@ def test_yfinance_universe_is_ingested_in_parallel_chunks(prefect_harness, tmp_p
     assert sorted(lake.read_manifest(settings.paths.lake)) == ["AAPL", "MSFT"]  # written once, after the chunks
     assert len(fake.history_requests("AAPL")) == len(fake.history_requests("MSFT")) == 1  # one download each
 
+    # a chunked ingest killed before the manifest: the next one rebuilds the entry and says so (a review found
+    # the warning only on the single-ingest path); the ticker it writes again is no repair
+    import json
+    import logging
+
+    manifest = settings.paths.lake / lake.MANIFEST
+    entries = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({"AAPL": entries["AAPL"] | {"rows": 3}}))
+    (settings.paths.lake / "prices" / "MSFT.parquet").unlink()  # MSFT is written again: not a repair
+    caplog = []
+    handler = logging.Handler()
+    handler.emit = lambda record: caplog.append(record.getMessage())
+    logging.getLogger("nightcast.features.prices.lake").addHandler(handler)
+    try:
+        ingest_flow(settings)
+    finally:
+        logging.getLogger("nightcast.features.prices.lake").removeHandler(handler)
+    repairs = [m for m in caplog if m.startswith("lake manifest:")]
+    assert len(repairs) == 1 and "the entries of 1 ticker did not match" in repairs[0] and "(AAPL)" in repairs[0]
+    assert json.loads(manifest.read_text())["AAPL"]["rows"] == 63
+
 
 def test_offline_yfinance_is_said_and_nothing_stale_is_published(prefect_harness, tmp_path, monkeypatch, sample):
     """Issue 12, rows 3 and 10: the lake holds NVDA and ORCL to 2014; Yahoo cannot be reached today."""
