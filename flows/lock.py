@@ -118,8 +118,8 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
         owner = _info(fd)
         os.close(fd)
         raise _busy(data_dir, owner) from None
-    left = _info(fd)  # information that survived its owner: that owner died without releasing normally
-    if left:
+    left = _info(fd)  # information that survived its owner: it died, or handed on flow runs it could not mend
+    if left.get("pid"):
         log.warning("taking over from a nightcast run that died (pid %s: %s)", left.get("pid"), left.get("argv"))
         _stop_orphaned_servers(left.get("servers", []))
     _write(
@@ -142,8 +142,13 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
     finally:
         with _guard:
             _held.pop(path, None)
-            _ghosts.pop(path, None)
-        os.ftruncate(fd, 0)  # a normal release leaves nothing for a successor to mend
+            unmended = _ghosts.pop(path, [])
+        # a normal release leaves nothing for a successor to mend, but the flow runs of a dead owner that no flow
+        # of this process could mark (stopped before its first flow began, or Prefect unreachable)
+        if unmended:
+            _write(fd, {"flow_runs": unmended})
+        else:
+            os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
@@ -218,9 +223,12 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
     """The lock for a flow body: taken (or re-entered), ghosts mended, this flow run recorded."""
     from prefect.runtime import flow_run
 
+    path = (Path(data_dir) / LOCK).resolve()
     with data_lock(data_dir, what):
-        with _guard:  # taken by whichever holder took the lock (this flow, its parent flow or the CLI), once
-            ghosts = _ghosts.pop((Path(data_dir) / LOCK).resolve(), [])
-        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run
-        note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
+        with _guard:  # taken by whichever holder took the lock (this flow, its parent flow or the CLI)
+            ghosts = _ghosts.pop(path, [])
+        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run:
+        with _guard:
+            _ghosts[path] = [*unmended, *_ghosts.get(path, [])]  # by the release, or a later flow of this run,
+        note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())  # a kill
         yield
