@@ -251,33 +251,42 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
     return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming]), findings
 
 
+BASIS_TOLERANCE = 1e-4  # relative: a bar that misses the adjusted close by rounding still contains it
+BASIS_SHARE = 0.05  # of a ticker's bars outside the adjusted close: another basis, not a few bad bars
+
+
 def _bars_beside_adjusted(lacks: pl.DataFrame) -> tuple[pl.DataFrame, list[Finding]]:
     """A source with open/high/low but no close for a ticker stands for its close with the adjusted close. If
-    its bars do not contain that close they are unadjusted, on another basis than it: validation would widen
-    every such bar down to the adjusted close (a range that never traded), so the ticker's bars are read as
-    missing (close-only data, which is valid; bars the lake holds for those days are kept) and said so. Bars
-    that contain it are kept: adjusted like it, or no dividend in the span."""
+    many of its bars (`BASIS_SHARE`) do not contain that close they are unadjusted, on another basis than it:
+    validation would widen each down to the adjusted close (a range that never traded), so the ticker's bars
+    are read as missing, and said so. Validation then treats them as any missing bar: none at all for a ticker
+    whose bars are all missing (close-only data, which is valid), the day's close where the lake holds bars for
+    it. A few bars outside it are bad bars, left to `ohlc_bounds`; bars that contain it are adjusted like it."""
     if not lacks["_no_close"].any():  # every ticker has its close: the common case, at no cost
         return lacks, []
     full_bar = pl.col("open").is_not_null() & pl.col("high").is_not_null() & pl.col("low").is_not_null()
-    outside = (pl.col("high") < pl.max_horizontal("open", "adj_close")) | (
-        pl.col("low") > pl.min_horizontal("open", "adj_close")
+    adjusted = pl.col("adj_close")
+    outside = (pl.col("high") < adjusted * (1 - BASIS_TOLERANCE)) | (pl.col("low") > adjusted * (1 + BASIS_TOLERANCE))
+    shares = (
+        lacks.filter(pl.col("_no_close") & full_bar)
+        .group_by("ticker")
+        .agg(outside.fill_null(False).sum().alias("outside"), pl.len().alias("bars"), pl.col("date").min())
+        .filter(pl.col("outside") > BASIS_SHARE * pl.col("bars"))
+        .sort("ticker")
     )
-    apart = pl.col("_no_close") & (full_bar & outside).fill_null(False).any().over("ticker")
-    flagged = lacks.with_columns(_apart=apart)
-    rows = flagged.filter(pl.col("_apart") & full_bar)
-    if rows.is_empty():
+    if shares.is_empty():
         return lacks, []
     detail = (
-        "bars beside no close column whose open/high/low do not contain the adjusted close that stands for it "
-        "(unadjusted prices beside adjusted ones): read as missing, the adjusted close kept"
+        "bars beside no close column do not contain the adjusted close that stands for it (unadjusted prices "
+        "beside adjusted ones): the ticker's bars are read as missing"
     )
     findings = [
-        Finding(t, first, "ohlc_basis", "read as missing", f"{n} {detail}", n)
-        for t, first, n in rows.group_by("ticker").agg(pl.col("date").min(), pl.len()).sort("ticker").iter_rows()
+        Finding(t, first, "ohlc_basis", "read as missing", f"{n} of {bars} {detail}", n)
+        for t, n, bars, first in shares.iter_rows()
     ]
-    bars = [pl.when(pl.col("_apart")).then(None).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low")]
-    return flagged.with_columns(bars).drop("_apart"), findings
+    apart = pl.col("ticker").is_in(shares["ticker"].to_list())
+    bars = [pl.when(apart).then(None).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low")]
+    return lacks.with_columns(bars), findings
 
 
 def _no_data(requested: list[str], failed: dict[str, str], lake_dir: Path) -> SourceError:
