@@ -71,7 +71,7 @@ def pinball_table(frame: pl.DataFrame, levels: Sequence[float] | None = None, by
     return pl.concat(parts).sort([*by, "level"])
 
 
-CRPS_LEVELS = 50  # midpoints of (0, 1) the CRPS integral is summed over: within 0.03% of a normal's closed form
+CRPS_LEVELS = 50  # midpoints of (0, 1) the CRPS integral is summed over: a normal's CRPS to 0.16% at worst
 _BLOCK_ROWS = 1 << 15  # rows scored at a time: a (rows x CRPS_LEVELS) float64 block of ~13 MB
 
 
@@ -81,21 +81,21 @@ def crps_table(frame: pl.DataFrame, levels: Sequence[float] | None = None, by: S
     CRPS = 2 * integral over t in (0, 1) of the pinball loss of the quantile function at t. A quantile forecast
     gives that function at a few levels only; between them (and beyond the outermost, with the outer
     segments' slopes) it is interpolated linearly in normal scores, so a normal forecast's CRPS comes out exact
-    but for the sum over `CRPS_LEVELS` midpoints. Twice the mean pinball loss over the levels, what this was
-    before, is an approximation for evenly spread levels only: over 0.05, 0.1, 0.5, 0.9 and 0.95 it gave 0.68
-    of a normal forecast's CRPS.
+    but for the sum over `CRPS_LEVELS` midpoints (0.16% at worst, at outcomes 3 sigma out). 1.5 s per 5M rows.
+    Twice the mean pinball loss over the levels, what this was before, is an approximation for evenly spread
+    levels only: over 0.05, 0.1, 0.5, 0.9 and 0.95 it gave 0.68 of a normal forecast's CRPS.
     """
     chosen = _levels(frame, levels)
     if len(chosen) < 2:
         raise ValueError(f"a CRPS needs the quantiles of at least two levels, got {chosen}")
     columns = [quantile_column(q) for q in chosen]
     rows = frame.drop_nulls(["y_true", *columns])
-    y = rows["y_true"].to_numpy()
-    q = rows.select(columns).to_numpy()
+    weights, t = _interpolation(chosen)
     score = np.empty(rows.height)
-    for start in range(0, rows.height, _BLOCK_ROWS):
-        block = slice(start, start + _BLOCK_ROWS)
-        score[block] = _crps_rows(y[block], q[block], chosen)
+    for start in range(0, rows.height, _BLOCK_ROWS):  # a block's quantiles copied at a time, not all of them
+        block = rows.slice(start, _BLOCK_ROWS)
+        u = block["y_true"].to_numpy()[:, None] - block.select(columns).to_numpy() @ weights
+        score[start : start + block.height] = 2.0 * (u * (t - (u < 0))).mean(axis=1)
     return (
         rows.select(list(by))
         .with_columns(pl.Series("crps", score))
@@ -105,17 +105,19 @@ def crps_table(frame: pl.DataFrame, levels: Sequence[float] | None = None, by: S
     )
 
 
-def _crps_rows(y: np.ndarray, q: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Per row, the CRPS of the quantile function through `q` (rows x levels), interpolated in normal scores."""
+def _interpolation(levels: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(W, t): the quantile function at the midpoints t is `quantiles @ W` (levels x midpoints), linear in
+    normal scores between the two levels around each midpoint (the outer two beyond the outermost)."""
     normal = NormalDist()
     z = np.array([normal.inv_cdf(level) for level in levels])
     t = (np.arange(CRPS_LEVELS) + 0.5) / CRPS_LEVELS
     zt = np.array([normal.inv_cdf(level) for level in t])
-    seg = np.clip(np.searchsorted(z, zt) - 1, 0, len(z) - 2)  # each midpoint's segment (the outer ones extended)
+    seg = np.clip(np.searchsorted(z, zt) - 1, 0, len(z) - 2)
     w = (zt - z[seg]) / (z[seg + 1] - z[seg])
-    quantile = q[:, seg] * (1.0 - w) + q[:, seg + 1] * w
-    u = y[:, None] - quantile
-    return 2.0 * np.maximum(t * u, (t - 1.0) * u).mean(axis=1)
+    weights = np.zeros((len(z), CRPS_LEVELS))
+    weights[seg, np.arange(CRPS_LEVELS)] = 1.0 - w
+    weights[seg + 1, np.arange(CRPS_LEVELS)] = w
+    return weights, t
 
 
 def _interval(frame: pl.DataFrame, level: float) -> tuple[pl.DataFrame, pl.Expr, pl.Expr]:
