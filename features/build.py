@@ -198,6 +198,13 @@ def _with_market(df: pl.DataFrame, settings: FeatureSettings, market: pl.DataFra
     )
 
 
+def warmup(settings: FeatureSettings) -> int:
+    """Rows of its own a ticker needs before its first feature row, as far as the settings say: the core and
+    market features' longest warm-up (a bar feature, present or not by the data, may add to it)."""
+    features = catalogue.core_features(settings) + catalogue.market_context(settings)
+    return max((f.warmup for f in features), default=0)
+
+
 def build_features(
     frame: pl.DataFrame, settings: FeatureSettings, chunk_rows: int = CHUNK_ROWS, market: pl.DataFrame | None = None
 ) -> FeatureFrame:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from features import build
 from features.build import FeatureFrame
 from features.prices import lake, validate
 from features.prices.calendar import is_session, sessions_between
@@ -120,9 +121,14 @@ def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> tuple
 def _enough_history_by(asof: date, cut: pl.DataFrame, prices: pl.DataFrame, settings: Settings) -> None:
     """A night with too little history for a model is refused before any work, naming the first night that
     could have enough; without it, the run failed in the model's split with "only 0 dates with realised targets
-    before <a day a year before --asof>", or listed every ticker too short without saying when to replay."""
+    before <a day a year before --asof>", or listed every ticker too short without saying when to replay.
+    A lower bound, checked on the prices alone: `_enough_known` checks the exact need once the features (and
+    their warm-up) are built."""
     w, min_rows = settings.windows, settings.validation.min_rows
-    dates = w.test_days + w.val_days + w.lookback  # the evaluation and validation spans, after the first window
+    # known targets on the evaluation and validation spans and two purges (`windows.dates_short`), after the
+    # features' warm-up and the first window, and before the last horizon's unknown targets
+    longest = max(settings.features.horizons)
+    dates = w.test_days + w.val_days + w.lookback + 3 * longest + build.warmup(settings.features)
     rows, have = cut.group_by("ticker").len()["len"].max() or 0, cut["date"].n_unique()
     if rows >= min_rows and have >= dates:
         return
@@ -130,10 +136,10 @@ def _enough_history_by(asof: date, cut: pl.DataFrame, prices: pl.DataFrame, sett
     short = (
         f"no ticker has validation.min_rows={min_rows} rows by then (the most: {rows})"
         if rows < min_rows
-        else f"the data holds {have} dates by then, and a model needs {dates} (windows.test_days + windows.val_days "
-        "+ windows.lookback)"
+        else f"the data holds {have} dates by then, and a model needs at least {dates} (windows.test_days + "
+        "windows.val_days + windows.lookback + 3 x the longest horizon + the features' warm-up)"
     )
-    later = f"the first night that could have enough is {first}" if first else "no stored night has enough"
+    later = f"the first night that could have enough is {first} or later" if first else "no stored night has enough"
     raise InsufficientDataError(f"--asof {asof}: too little history: {short}; {later}")
 
 

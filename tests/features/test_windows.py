@@ -182,3 +182,26 @@ def test_features_in_the_panels_precision_give_the_same_panel_in_less_memory():
     for name in ("X", "Y", "price", "dates", "target_end", "ticker_id", "offsets"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert np.isnan(b.Y).any() and a.price.dtype == b.price.dtype == np.float64
+
+
+def test_dates_short_is_exactly_what_the_evaluation_needs(panel):
+    """`dates_short` (the nightly's refusal of a night too early, before training) is 0 exactly when the
+    evaluation's splits can be made: the test span, a purge, the validation span, a purge and a training date."""
+    from features.windows import dates_short, distinct_dates, known_ends
+    from forecasting.backtest import Schedule
+    from forecasting.settings import BacktestSettings
+
+    have = distinct_dates(panel.dates, known_ends(panel, 20)).size
+    test_days = 100
+    enough = WindowSettings(lookback=20, test_days=test_days, val_days=have - test_days - 2 * 5 - 1)
+    over = enough.model_copy(update={"val_days": enough.val_days + 1})
+    assert dates_short(panel, enough) == 0 and dates_short(panel, over) == 1
+    bt = BacktestSettings(refit_every=0)  # the nightly's evaluation: one fit before the last test_days origins
+    for w, works in ((enough, True), (over, False)):
+        try:
+            split = date_splits(panel, w)
+            fold = next(Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days).folds(panel))
+        except InsufficientDataError:
+            assert not works, w
+        else:
+            assert works and split.train.size and fold.split.train.size, w
