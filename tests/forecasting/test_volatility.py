@@ -169,11 +169,15 @@ def test_har_at_t_and_before_ignores_every_return_after_t_fit_included(cut_day):
     moved_returns = perturb_after(returns, cut, seed=11)
     fits = fit_har_horizons(returns, [1, 5], end=end)
     moved_fits = fit_har_horizons(moved_returns, [1, 5], end=end)
-    assert moved_fits == fits
+    # the same rows, but polars' parallel sums of the moments may add them in another order under load (a
+    # verifier saw the 16th digit differ once in a full parallel suite): equal to rounding, not bit for bit
+    for h, fit in fits.items():
+        assert (moved_fits[h].rows, moved_fits[h].end) == (fit.rows, fit.end)
+        np.testing.assert_allclose(moved_fits[h].coefficients(), fit.coefficients(), rtol=1e-12)
     base = har_volatility(returns, fits).filter(pl.col("date") <= cut)
     moved = har_volatility(moved_returns, moved_fits).filter(pl.col("date") <= cut)
     assert base["sigma"].null_count() == 3 * 2 * 21  # each ticker's first 21 days, two horizons
-    assert_frame_equal(base, moved)
+    assert_frame_equal(base, moved, check_exact=False, rtol=1e-12)
     # Negative control: the forecast on the day after the cut does see the perturbed return.
     after = pl.col("date") == cut + timedelta(days=1)
     if cut_day < 399:
