@@ -277,11 +277,11 @@ def _bars_beside_adjusted(lacks: pl.DataFrame) -> tuple[pl.DataFrame, list[Findi
     if shares.is_empty():
         return lacks, []
     detail = (
-        "bars beside no close column do not contain the adjusted close that stands for it (unadjusted prices "
-        "beside adjusted ones): the ticker's bars are read as missing"
+        "bars do not contain the adjusted close, which stands for the missing close column (unadjusted bars "
+        "beside an adjusted close): the source's open/high/low of the ticker are dropped (bars the lake holds kept)"
     )
     findings = [
-        Finding(t, first, "ohlc_basis", "read as missing", f"{n} of {bars} {detail}", n)
+        Finding(t, first, "ohlc_basis", "repaired", f"{n} of {bars} {detail}", n)
         for t, n, bars, first in shares.iter_rows()
     ]
     apart = pl.col("ticker").is_in(shares["ticker"].to_list())
@@ -357,7 +357,11 @@ def _warn_behind(summary: pl.DataFrame, failed: dict[str, str], reference: date 
     for t in summary.filter(pl.col("status") == "stale")["ticker"]:
         why = "its fetch failed" if t in failed else "delisted or halted?"
         log.warning(
-            "stale ticker %s: no new bar for more than %s (%s); not forecast", t, count(stale_after, "session"), why
+            "stale ticker %s: no new bar for more than %s (%s); no forecast of it is published (its history still "
+            "trains the model and is scored)",
+            t,
+            count(stale_after, "session"),
+            why,
         )
 
 

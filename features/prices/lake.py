@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.prices.schema import VALUE_COLUMNS, check_ticker, conform
+from features.prices.schema import VALUE_COLUMNS, check_ticker, conform, is_valid_ticker
 from nightcast.errors import LakeError
 from nightcast.io import atomic_write
 from nightcast.words import count
@@ -358,7 +358,9 @@ def manifest_and_fingerprint(
     ticker that disagrees with its file is a repair, and is said so (an ingest was killed between its files
     and the manifest, or a file was replaced by hand)."""
     manifest = read_manifest(lake_dir)
-    repaired = []
+    path = Path(lake_dir) / MANIFEST
+    rebuilt = not path.exists()  # none (deleted, or the first ingest was killed): built, not repaired
+    repaired, orphans = [], _without_file(lake_dir, manifest)
     wanted = set(universe)
     header = _csv_header()
     whole = hashlib.sha256(header)
@@ -380,15 +382,35 @@ def manifest_and_fingerprint(
             manifest[ticker] = entry | {"updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
             if written is not None and ticker not in written:
                 repaired.append(ticker)
-    if repaired:
+    if repaired and rebuilt:
+        log.info("lake manifest: none found; built from the files of %s", count(len(repaired), "ticker"))
+    elif repaired:
         log.warning(
             "lake manifest: the entries of %s did not match their files and were rebuilt from them (%s): an "
             "earlier ingest stopped before writing the manifest, or a file was replaced by hand",
             count(len(repaired), "ticker"),
-            ", ".join(repaired[:10]) + (", ..." if len(repaired) > 10 else ""),
+            _names(repaired),
         )
+    if orphans:
+        log.warning("lake manifest: entries without a file in the lake removed (%s)", _names(orphans))
     body = json.dumps(dict(sorted(manifest.items())), indent=1)
-    path = Path(lake_dir) / MANIFEST
     if not path.exists() or path.read_text() != body:  # unchanged: not rewritten (an ingest of the same data)
         atomic_write(path, lambda tmp: tmp.write_text(body))
     return manifest, whole.hexdigest()[:16]
+
+
+def _without_file(lake_dir: Path, manifest: dict[str, dict]) -> list[str]:
+    """Entries of `manifest` with no ticker file in the lake (or no valid name), removed from it in place."""
+    gone = []
+    for ticker in list(manifest):
+        present = is_valid_ticker(ticker) and ticker_path(lake_dir, ticker).exists()  # a non-symbol: never a file
+        if not present:
+            gone.append(ticker)
+            del manifest[ticker]
+    return gone
+
+
+def _names(tickers: list[str]) -> str:
+    """For a log line: no raw control characters of a hand-edited name."""
+    shown = [t if is_valid_ticker(t) else repr(t) for t in tickers[:10]]
+    return ", ".join(shown) + (", ..." if len(tickers) > 10 else "")

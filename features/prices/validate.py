@@ -15,7 +15,7 @@ date, rule and how many rows it touched:
 | bad_price       | close/adj_close null, NaN, inf or <= 0     | leading rows: drop; a run of at most     |
 |                 |                                            | max_fill: carry forward; longer: quarantine |
 | bad_ohlc        | open/high/low null, NaN, inf or <= 0       | set to the day's close                   |
-| ohlc_basis      | no close column and > 5% of bars apart     | read the bars as missing (at ingest,     |
+| ohlc_basis      | no close column and > 5% of bars apart     | drop the source's bars (at ingest,       |
 |                 | from the adjusted close standing for it    | `ingest._bars_beside_adjusted`)          |
 | ohlc_bounds     | high < max(open, close) or low > min(...)  | widen high/low to contain the bar        |
 | bad_volume      | volume < 0, NaN or inf                     | set to null                              |
