@@ -177,7 +177,7 @@ def test_har_at_t_and_before_ignores_every_return_after_t_fit_included(cut_day):
     base = har_volatility(returns, fits).filter(pl.col("date") <= cut)
     moved = har_volatility(moved_returns, moved_fits).filter(pl.col("date") <= cut)
     assert base["sigma"].null_count() == 3 * 2 * 21  # each ticker's first 21 days, two horizons
-    assert_frame_equal(base, moved, check_exact=False, rtol=1e-12)
+    assert_frame_equal(base, moved, check_exact=False, rel_tol=1e-12)
     # Negative control: the forecast on the day after the cut does see the perturbed return.
     after = pl.col("date") == cut + timedelta(days=1)
     if cut_day < 399:
