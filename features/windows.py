@@ -199,12 +199,24 @@ def refit_split(panel: Panel, lookback: int, asof: np.datetime64, known: np.ndar
     return Splits(realised, empty, empty, cutoff, cutoff, cutoff)
 
 
+def known_dates_needed(settings: WindowSettings, longest: int) -> int:
+    """Dates with known targets a model needs to be fit and evaluated: the evaluation span (the last `test_days`
+    of them); before it a purge of the `longest` horizon, `val_days` dates to validate on, another purge, and at
+    least one date to train on (`date_splits`, `splits_before`)."""
+    return settings.test_days + settings.val_days + 2 * longest + 1
+
+
+def dates_needed(settings: WindowSettings, longest: int, warmup: int) -> int:
+    """Dates of prices a ticker needs for `known_dates_needed`: a date's targets are known once `longest` more
+    dates follow it, and its first sample comes after `warmup` rows of features' warm-up and a window of
+    `lookback`. A lower bound for a universe's distinct dates (a feature may drop more rows)."""
+    return known_dates_needed(settings, longest) + longest + warmup + settings.lookback - 1
+
+
 def dates_short(panel: Panel, settings: WindowSettings) -> int:
-    """How many more dates with known targets the panel needs before a model can be fit and evaluated (0:
-    enough). The evaluation span is the last `test_days` of them; before it a purge of the longest horizon,
-    `val_days` dates to validate on, another purge, and at least one date to train on (`date_splits`,
-    `splits_before`)."""
-    need = settings.test_days + settings.val_days + 2 * max(panel.horizons) + 1
+    """How many more dates with known targets the panel needs before a model can be fit and evaluated
+    (`known_dates_needed`; 0: enough)."""
+    need = known_dates_needed(settings, max(panel.horizons))
     try:
         have = distinct_dates(panel.dates, known_ends(panel, settings.lookback)).size
     except InsufficientDataError:  # no sample at all yet

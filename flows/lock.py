@@ -225,10 +225,10 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
 
     path = (Path(data_dir) / LOCK).resolve()
     with data_lock(data_dir, what):
-        with _guard:  # taken by whichever holder took the lock (this flow, its parent flow or the CLI)
-            ghosts = _ghosts.pop(path, [])
-        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run:
-        with _guard:
-            _ghosts[path] = [*unmended, *_ghosts.get(path, [])]  # by the release, or a later flow of this run,
-        note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())  # a kill
+        with _guard:  # left by whichever holder took the lock (this flow, its parent flow or the CLI)
+            ghosts = _ghosts.get(path, [])
+        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run: by the
+        with _guard:  # release, or tried again by a later flow of this run; in the file too, should this one die
+            _ghosts[path] = unmended
+        note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
         yield

@@ -26,7 +26,7 @@ from features.build import FeatureFrame
 from features.prices import lake, validate
 from features.prices.calendar import is_session, sessions_between
 from features.prices.ingest import IngestReport, stored_report
-from features.windows import Panel, dates_short
+from features.windows import Panel, dates_needed, dates_short
 from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
@@ -124,11 +124,8 @@ def _enough_history_by(asof: date, cut: pl.DataFrame, prices: pl.DataFrame, sett
     before <a day a year before --asof>", or listed every ticker too short without saying when to replay.
     A lower bound, checked on the prices alone: `_enough_known` checks the exact need once the features (and
     their warm-up) are built."""
-    w, min_rows = settings.windows, settings.validation.min_rows
-    # known targets on the evaluation and validation spans and two purges (`windows.dates_short`), after the
-    # features' warm-up and the first window, and before the last horizon's unknown targets
-    longest = max(settings.features.horizons)
-    dates = w.test_days + w.val_days + w.lookback + 3 * longest + build.warmup(settings.features)
+    min_rows = settings.validation.min_rows
+    dates = dates_needed(settings.windows, max(settings.features.horizons), build.warmup(settings.features))
     rows, have = cut.group_by("ticker").len()["len"].max() or 0, cut["date"].n_unique()
     if rows >= min_rows and have >= dates:
         return

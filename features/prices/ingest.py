@@ -258,8 +258,8 @@ BASIS_SHARE = 0.05  # of a ticker's bars outside the adjusted close: another bas
 def _bars_beside_adjusted(lacks: pl.DataFrame) -> tuple[pl.DataFrame, list[Finding]]:
     """A source with open/high/low but no close for a ticker stands for its close with the adjusted close. If
     many of its bars (`BASIS_SHARE`) do not contain that close they are unadjusted, on another basis than it:
-    validation would widen each down to the adjusted close (a range that never traded), so the ticker's bars
-    are read as missing, and said so. Validation then treats them as any missing bar: none at all for a ticker
+    validation would widen each down to the adjusted close (a range that never traded), so the source's bars
+    of the ticker are dropped, and said so. Validation then treats them as any missing bar: none at all for a ticker
     whose bars are all missing (close-only data, which is valid), the day's close where the lake holds bars for
     it. A few bars outside it are bad bars, left to `ohlc_bounds`; bars that contain it are adjusted like it."""
     if not lacks["_no_close"].any():  # every ticker has its close: the common case, at no cost
