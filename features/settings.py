@@ -40,7 +40,9 @@ class IngestSettings(Section):
     chunk_size: int = Field(
         50, ge=1, description="tickers per yfinance download call (batched, never one giant request)"
     )
-    max_concurrent: int = Field(4, ge=1, description="cap on concurrent HTTP requests inside one download call")
+    max_concurrent: int = Field(
+        4, ge=1, description="cap on concurrent HTTP requests to Yahoo in the process (parallel chunks share it)"
+    )
     timeout: float = Field(20.0, gt=0, description="seconds before one yfinance HTTP request is abandoned")
     retries: int = Field(3, ge=0, description="extra attempts for tickers that failed with a transient error")
     backoff: float = Field(
@@ -48,7 +50,7 @@ class IngestSettings(Section):
     )
     backoff_max: float = Field(60.0, ge=0, description="longest single wait between attempts")
     overlap_days: int = Field(
-        5, ge=0, description="stored trading days re-fetched to catch revisions (dividends, splits)"
+        5, ge=0, description="stored trading days re-fetched to catch revisions (a split or dividend: see README)"
     )
     stale_after: int = Field(5, ge=0, description="a ticker this many trading days behind the rest is flagged stale")
 

@@ -29,10 +29,12 @@ class FakeResponse:
         return self._payload
 
     def raise_for_status(self) -> None:
+        # what yfinance 1.7's curl_cffi session raises (not a subclass of requests.HTTPError: yfinance catches
+        # this class, and a fake raising the other one escaped where the real error is caught)
         if self.status_code >= 400:
-            import requests
+            from curl_cffi.requests.exceptions import HTTPError
 
-            raise requests.HTTPError(f"{self.status_code} Client Error")
+            raise HTTPError(f"HTTP Error {self.status_code}: ", 0, self)
 
 
 def price_path(symbol: str, days: list[date]) -> np.ndarray:
@@ -48,6 +50,10 @@ class FakeYahoo:
     offline: bool = False
     rate_limited: dict[str, int] = field(default_factory=dict)  # symbol -> how many more 429s
     revised: dict[tuple[str, date], float] = field(default_factory=dict)  # (symbol, day) -> close override
+    # symbol -> (day, close factor, adjusted close factor): the days before `day` served times the factors, as
+    # Yahoo serves them until an event on `day` rebases its history (a 2:1 split: (day, 2, 2) until Yahoo
+    # applies it; a dividend D at price P: (day, 1, 1 / (1 - D / P)), the adjusted close not yet lowered)
+    before: dict[str, tuple[date, float, float]] = field(default_factory=dict)
     calls: list[tuple[str, dict]] = field(default_factory=list)
 
     def chart(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> dict:
@@ -57,6 +63,10 @@ class FakeYahoo:
         close = price_path(symbol, days)
         for i, d in enumerate(days):
             close[i] = self.revised.get((symbol, d), close[i])
+        event, close_factor, adj_factor = self.before.get(symbol, (date.min, 1.0, 1.0))
+        earlier = np.array([d < event for d in days], dtype=bool)
+        close = np.where(earlier, close * close_factor, close)
+        adj_factor = np.where(earlier, adj_factor / close_factor, 1.0)  # of the close served
         stamps = [
             int(pd.Timestamp(d).tz_localize("America/New_York").replace(hour=9, minute=30).timestamp()) for d in days
         ]
@@ -85,21 +95,12 @@ class FakeYahoo:
             "close": list(close),
             "volume": [0 if symbol == "^VIX" else 1_000_000] * len(days),  # Yahoo reports no volume for the VIX
         }
-        return {
-            "chart": {
-                "result": [
-                    {
-                        "meta": meta,
-                        "timestamp": stamps,
-                        "indicators": {
-                            "quote": [quote],
-                            "adjclose": [{"adjclose": list(close if index else close * 0.99)}],
-                        },
-                    }
-                ],
-                "error": None,
-            }
-        }
+        adjusted = close * adj_factor * (1.0 if index else 0.99)
+        indicators = {"quote": [quote], "adjclose": [{"adjclose": list(adjusted)}]}
+        result = {"meta": meta, "timestamp": stamps, "indicators": indicators}
+        if not days:  # Yahoo's answer for a range with no bar: no `timestamp` key and empty indicator objects
+            result = {"meta": meta, "indicators": {"quote": [{}], "adjclose": [{}]}}
+        return {"chart": {"result": [result], "error": None}}
 
     def get(self, _yfdata, url: str, params: dict | None = None, timeout: float = 30) -> FakeResponse:
         params = dict(params or {})

@@ -206,7 +206,74 @@ def fetch_yahoo(
             fetched.attempts,
             "; ".join(f"{t}: {why[:100]}" for t, why in sorted(fetched.failed.items())[:10]),
         )
-    return Incoming(fetched.frame, requested, safe, findings, fetched.failed, latest_closed_session(now))
+    reference = latest_closed_session(now)
+    return Incoming(closed_bars(fetched.frame, reference), requested, safe, findings, fetched.failed, reference)
+
+
+def closed_bars(frame: pl.DataFrame, reference: date) -> pl.DataFrame:
+    """The rows of sessions closed by `reference`: yfinance fetches up to now, and during a session Yahoo serves
+    that day's bar as it stands (its close the latest trade), which stored as the day's close would be a price
+    the day never closed at and a forecast made from it. The bar is fetched again once the session has closed
+    (the next run's overlap asks for it)."""
+    later = frame.filter(pl.col("date") > reference)
+    if later.is_empty():
+        return frame
+    log.info(
+        "%s of sessions not closed by %s left out (an unfinished bar is no close; a later run fetches it)",
+        count(later.height, "bar"),
+        reference,
+    )
+    return frame.filter(pl.col("date") <= reference)
+
+
+REBASE_TOLERANCE = 1e-5  # relative: Yahoo's floats repeat exactly, while the smallest dividend moves more than this
+
+
+def rebased(new: pl.DataFrame, stored: pl.DataFrame) -> dict[str, str]:
+    """Tickers whose source rows differ from the stored ones on the first day both hold, each with how.
+
+    Yahoo's close is split-adjusted and its adjusted close split- and dividend-adjusted, both rewritten backwards
+    over the whole history on the event: an incremental fetch then brings days on the new basis beside stored
+    days on the old one, a false jump where they meet (a 2:1 split: -69% in one day; a dividend: its yield). A
+    revision of a recent bar leaves the earliest re-fetched day as it was; an event before it changes that day,
+    and every day before it too."""
+    shared = new.select("ticker", "date", "close", "adj_close").join(
+        stored.select("ticker", "date", "close", "adj_close"), on=["ticker", "date"], suffix="_stored"
+    )
+    first = shared.sort("ticker", "date").group_by("ticker", maintain_order=True).first()
+    ratio = first.with_columns(
+        close_ratio=pl.col("close") / pl.col("close_stored"), adj_ratio=pl.col("adj_close") / pl.col("adj_close_stored")
+    ).filter(
+        ((pl.col("close_ratio") - 1).abs() > REBASE_TOLERANCE) | ((pl.col("adj_ratio") - 1).abs() > REBASE_TOLERANCE)
+    )
+    return {
+        t: f"on {day}, the first day both hold, its close is {c:.4f}x the stored one and its adjusted close {a:.4f}x"
+        for t, day, c, a in ratio.select("ticker", "date", "close_ratio", "adj_ratio").iter_rows()
+    }
+
+
+def refetch_rebased(got: Incoming, stored: pl.DataFrame, settings: IngestSettings, default: date, sleep) -> Incoming:
+    """`got` with the whole history of every ticker Yahoo has rebased (`rebased`) in place of its few new days,
+    so the lake moves to the new basis at once (the upsert's revisions replace every stored day). A ticker whose
+    re-fetch fails brings nothing this run: its stored days stay as they were, on one basis."""
+    changed = rebased(got.new, stored)
+    if not changed:
+        return got
+    first, _ = _date_range(stored.filter(pl.col("ticker").is_in(list(changed))))
+    starts = {t: min(default, first[t]) for t in changed}
+    fetched = yahoo.fetch(starts, settings, sleep=sleep)
+    again = closed_bars(fetched.frame, got.reference) if got.reference else fetched.frame
+    new = pl.concat([got.new.filter(~pl.col("ticker").is_in(list(changed))), again], how="diagonal_relaxed")
+    failed = dict(got.failed)
+    for t, how in sorted(changed.items()):
+        if t in fetched.failed:
+            failed[t] = f"Yahoo rebased its history ({how}) and its re-fetch failed: {fetched.failed[t]}"
+            log.warning("%s: %s; its stored prices are kept as they were, and no new bar is taken", t, failed[t])
+        else:
+            log.warning(
+                "%s: Yahoo rebased its history (a split or dividend): %s; re-fetched from %s", t, how, starts[t]
+            )
+    return dataclasses.replace(got, new=conform(new), failed=failed)
 
 
 def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming:
@@ -391,6 +458,8 @@ def ingest(
     else:
         got = read_source(source, context)
     stored = lake.read_prices(lake_dir, got.safe)
+    if source.kind == "yfinance":
+        got = refetch_rebased(got, stored, settings, date.fromisoformat(source.start), sleep)
     combined, kept = merge_stored(got.new, stored)
     got.findings += kept
     if combined.is_empty():

@@ -1,13 +1,15 @@
 """yfinance source: batched, incremental, retried with backoff, and honest about failures.
 
 yfinance 1.7 fetches one chart request per symbol; `download` runs them on a
-thread pool of `threads` workers and never raises for a failed symbol: it
-leaves all-NaN columns, logs "N Failed downloads" with the reason, and returns
-an empty frame when nothing at all came back (e.g. offline). This module calls
-it per chunk of tickers, caps its threads, reads the reasons from its log, and
-retries transient failures (rate limits, timeouts, connection errors, and a
-batch where nothing at all came back, which is how yfinance reports being
-offline); an unknown or delisted symbol in an otherwise healthy batch is final.
+thread pool and never raises for a failed symbol: it leaves all-NaN columns,
+logs "N Failed downloads" with the reason, and returns an empty frame when
+nothing at all came back (e.g. offline). It also hides a symbol's transport
+error (a timeout, a refused connection) behind the same "possibly delisted"
+as an unknown symbol. This module calls it per chunk of tickers, caps its
+concurrent requests, reads the reasons from its log, asks the network itself
+what a failed symbol's request really answers (`network_cause`), and retries
+transient failures (rate limits, timeouts, connection errors); a symbol that
+Yahoo answers without data (unknown, delisted) is final.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -35,7 +37,8 @@ log = logging.getLogger("nightcast.features.prices.yahoo")
 
 # Reasons worth another attempt; anything else (unknown symbol, delisted) is final.
 _TRANSIENT = re.compile(
-    r"rate ?limit|too many requests|timed? ?out|timeout|connection|could not resolve|temporar|reset|503|502|500",
+    r"rate ?limit|too many requests|timed? ?out|timeout|connection|could not resolve|temporar|reset|503|502|500"
+    r"|the download raised",
     re.I,
 )
 
@@ -131,11 +134,47 @@ def _point_caches(location: str) -> None:
     cache.get_cookie_cache().lookup("")
 
 
+_slots_lock = threading.Lock()
+_slots: int | None = None  # the request cap this process's yfinance pool was last given
+_sequential = threading.Lock()  # a cap of 1: one download at a time, its symbols one after another
+
+
+def _request_slots(cap: int) -> int | bool:
+    """What to pass `yf.download` as `threads` for at most `cap` chart requests at once in this process.
+
+    yfinance's `threads=n` does not cap anything: its requests run on the `multitasking` package's pool, made
+    once when yfinance is imported (one slot per CPU core) and shared by every download of the process (the
+    parallel ingest chunks included); `set_max_threads` only sizes pools made later. So the cap is a pool of our
+    own with `cap` slots, made active for every download of the process. That package reads a pool of fewer
+    than 2 slots as unlimited: a cap of 1 downloads without threads instead (`_one_at_a_time`)."""
+    global _slots
+    if cap < 2:
+        return False
+    import multitasking
+
+    with _slots_lock:
+        if _slots != cap or multitasking.config["POOL_NAME"] != f"nightcast-{cap}":
+            multitasking.createPool(name=f"nightcast-{cap}", threads=cap)
+            _slots = cap
+    return cap
+
+
+@contextmanager
+def _one_at_a_time(threads: int | bool) -> Iterator[None]:
+    """Without threads (a cap of 1), downloads of parallel chunks take turns: one request at a time in all."""
+    if threads:
+        yield
+        return
+    with _sequential:
+        yield
+
+
 def download_chunk(tickers: list[str], start: date, settings: IngestSettings) -> tuple[pl.DataFrame, dict[str, str]]:
     """One yfinance call for `tickers` from `start`: (rows in the lake schema, failure reasons)."""
     import yfinance as yf
 
-    with _capture_failures() as failures:
+    threads = _request_slots(settings.max_concurrent)
+    with _capture_failures() as failures, _one_at_a_time(threads):
         try:
             raw = yf.download(
                 tickers,
@@ -144,31 +183,39 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
                 actions=False,
                 group_by="column",
                 progress=False,
-                threads=min(settings.max_concurrent, len(tickers)),
+                threads=threads,
                 timeout=settings.timeout,
             )
         except Exception as exc:  # yfinance raises only for whole-call failures; treat them as transient
-            return conform(pl.DataFrame(schema={"ticker": pl.String})), {t: repr(exc) for t in tickers}
+            reason = f"the download raised {exc!r}"
+            return conform(pl.DataFrame(schema={"ticker": pl.String})), dict.fromkeys(tickers, reason)
     frame = from_yfinance(raw)
     got = set(frame["ticker"].unique().to_list()) if not frame.is_empty() else set()
     reasons = {t: failures.reasons.get(t, "no rows returned") for t in tickers if t not in got}
     return frame, reasons
 
 
-def network_cause(symbol: str, timeout: float) -> str | None:
-    """The error of one plain chart request through yfinance's own session, or None when it succeeds.
+def network_cause(symbol: str, start: date, timeout: float) -> str | None:
+    """Why a failed symbol's request may succeed on another attempt, or None when Yahoo has no data for it.
 
-    yfinance swallows a symbol's exception (a connection error included) and reports "possibly delisted"; this
-    one request, made only after a whole batch came back empty, says what the network really answered.
-    """
+    yfinance swallows a symbol's transport error (a timeout, a refused connection) and reports "possibly delisted"
+    as for an unknown symbol. One plain chart request for the same days, through yfinance's own session, tells
+    them apart: it raises (the network: the answer), or Yahoo answers with days (the first failure was a glitch),
+    or Yahoo answers without any (unknown, delisted or no bar since `start`: final)."""
     from yfinance.data import YfData
 
     url = f"https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
+    period = {"period1": int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp())}
+    period["period2"] = int(time.time())
     try:
-        YfData().get(url, params={"range": "1d", "interval": "1d"}, timeout=timeout)
+        answer = YfData().get(url, params={**period, "interval": "1d"}, timeout=timeout)
     except Exception as exc:  # whatever the transport raised is the answer
         return f"{type(exc).__name__}: {str(exc).split(' See https://', 1)[0]}"
-    return None
+    try:
+        days = (answer.json()["chart"]["result"] or [{}])[0].get("timestamp")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None  # not a chart: nothing to say the symbol has data
+    return f"a second request for {symbol} got {len(days)} days: the first failed in passing" if days else None
 
 
 def fetch(
@@ -199,20 +246,8 @@ def fetch(
                     frames.append(frame)
                 for t in pending:
                     failed.pop(t, None)
+                reasons, retry = _with_causes(reasons, frame.is_empty(), start, settings.timeout)
                 failed.update(reasons)
-                if frame.is_empty():
-                    # yfinance reports an unreachable network as "possibly delisted" for every symbol:
-                    # when a whole batch comes back empty, assume the network, not the symbols, and ask it.
-                    cause = network_cause(pending[0], settings.timeout)
-                    reasons = {
-                        t: "nothing came back for the whole batch (offline or blocked?): "
-                        + (f"{cause} / {why}" if cause else why)
-                        for t, why in reasons.items()
-                    }
-                    failed.update(reasons)
-                    retry = list(reasons)
-                else:
-                    retry = [t for t, why in reasons.items() if _TRANSIENT.search(why)]
                 if not retry or attempt == settings.retries:
                     break
                 delay = backoff_delay(attempt, settings.backoff, settings.backoff_max, rng)
@@ -228,6 +263,33 @@ def fetch(
                 pending = retry
     frame = pl.concat(frames) if frames else conform(pl.DataFrame(schema={"ticker": pl.String}))
     return FetchResult(frame, failed, attempts)
+
+
+def _with_causes(
+    reasons: dict[str, str], nothing_back: bool, start: date, timeout: float
+) -> tuple[dict[str, str], list[str]]:
+    """Failure reasons with what the network really answered where yfinance's may hide it, and which of the
+    tickers are worth another attempt.
+
+    yfinance swallows a symbol's transport error and reports "possibly delisted" (and a batch where nothing came
+    back is how it reports being offline): one plain request per such symbol says whether Yahoo answered (the
+    symbol is unknown or has no data: final) or the request failed (a timeout, a refused connection: retried).
+    When a whole batch came back empty, the first symbol's answer stands for the batch; a reason that already
+    names a transient failure (a rate limit, a whole call that raised) is retried without asking."""
+    transient = [t for t, why in reasons.items() if _TRANSIENT.search(why)]
+    hidden = [t for t in reasons if t not in transient]
+    if nothing_back:
+        cause = network_cause(hidden[0], start, timeout) if hidden else None
+        if cause is None:
+            return reasons, transient
+        why = "nothing came back for the whole batch (offline or blocked?): "
+        return {t: f"{why}{cause} / {reason}" for t, reason in reasons.items()}, list(reasons)
+    causes = {t: network_cause(t, start, timeout) for t in hidden}
+    failed = [t for t, cause in causes.items() if cause is not None]
+    return {t: f"{causes[t]} (yfinance: {why})" if causes.get(t) else why for t, why in reasons.items()}, [
+        *transient,
+        *failed,
+    ]
 
 
 def from_yfinance(raw) -> pl.DataFrame:

@@ -495,3 +495,71 @@ def test_bars_stored_in_the_lake_outlive_a_closeless_file_on_another_basis(tmp_p
     assert stored.head(30).select("open", "high", "low").equals(before.select("open", "high", "low"))
     new_days = stored.tail(10)
     assert (new_days["high"] == new_days["close"]).all() and (new_days["low"] == new_days["close"]).all()
+
+
+NIGHT_1 = datetime(2024, 3, 15, 22, 0, tzinfo=UTC)  # a Friday; the events below are on Monday 18 March
+
+
+def _lake_rows(tmp_path, name: str) -> pl.DataFrame:
+    return lake.read_prices(tmp_path / name, ["AAPL", "MSFT"]).select("ticker", "date", "close", "adj_close")
+
+
+def test_a_split_or_dividend_moves_the_whole_stored_history_to_yahoos_new_basis(fake, tmp_path, caplog):
+    """A reviewer's finding: Yahoo rewrites a split-adjusted close and a dividend-adjusted adjusted close over the
+    whole history on the event, while the nightly re-fetches a few days only: the lake held both bases, a false
+    -69% day at the seam for a 2:1 split and a false dividend-sized one, for good."""
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 15))
+    fake.before = {"AAPL": (date(2024, 3, 18), 2.0, 2.0), "MSFT": (date(2024, 3, 18), 1.0, 1 / (1 - 0.02))}
+    run(tmp_path, yf_source("AAPL", "MSFT"), now=NIGHT_1)
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 28))
+    fake.before = {}  # Yahoo has applied both events to every earlier day
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        report = run(tmp_path, yf_source("AAPL", "MSFT"))
+    fresh = ingest(yf_source("AAPL", "MSFT"), QUICK, VALID, tmp_path / "fresh", today=NOW.date(), now=NOW)
+    assert_frame_equal(_lake_rows(tmp_path, "lake"), _lake_rows(tmp_path, "fresh"), check_exact=True)
+    cols = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
+    assert_frame_equal(report.prices.select(cols), fresh.prices.select(cols), check_exact=True)
+    s = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
+    assert (s["AAPL"]["rows_revised"], s["MSFT"]["rows_revised"]) == (54, 54)  # every stored day, 2 Jan .. 15 Mar
+    assert "AAPL: Yahoo rebased its history" in caplog.text and "its close is 0.5000x" in caplog.text
+    assert "MSFT: Yahoo rebased its history" in caplog.text and "its close is 1.0000x" in caplog.text
+
+
+def test_a_rebased_ticker_whose_refetch_fails_keeps_its_stored_days_on_one_basis(fake, tmp_path, monkeypatch):
+    from features.prices import yahoo
+
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 15))
+    fake.before = {"MSFT": (date(2024, 3, 18), 2.0, 2.0)}
+    run(tmp_path, yf_source("AAPL", "MSFT"), now=NIGHT_1)
+    stored = lake.read_ticker(tmp_path / "lake", "MSFT")
+    fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 28))
+    fake.before = {}
+    real, calls = yahoo.fetch, []
+
+    def offline_for_the_refetch(starts, settings, **kw):  # the network goes away after the night's own fetch
+        calls.append(starts)
+        fake.offline = len(calls) > 1
+        return real(starts, settings, **kw)
+
+    monkeypatch.setattr(yahoo, "fetch", offline_for_the_refetch)
+    report = run(tmp_path, yf_source("AAPL", "MSFT"))
+    assert calls[1] == {"MSFT": date(2024, 1, 1)}  # the whole history, from the source's start
+    assert_frame_equal(lake.read_ticker(tmp_path / "lake", "MSFT"), stored, check_exact=True)  # not one new day
+    s = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
+    assert s["MSFT"]["status"] == "stale" and "Yahoo rebased its history" in s["MSFT"]["reason"]
+    assert s["AAPL"]["status"] == "ok" and s["AAPL"]["last_date"] == date(2024, 3, 28)
+
+
+def test_a_bar_of_a_session_not_yet_closed_is_not_stored(fake, tmp_path):
+    """A reviewer's finding: at 14:00 in New York, Yahoo serves the day's bar as it stands; stored as that
+    day's close, it was a price the day never closed at, and forecasts were made from it."""
+    fake.listed["AAPL"] = (date(2024, 1, 2), date(2024, 3, 27))
+    fake.revised[("AAPL", date(2024, 3, 27))] = 40.0  # the price at 14:00
+    midday = datetime(2024, 3, 27, 18, 0, tzinfo=UTC)
+    report = run(tmp_path, yf_source("AAPL"), now=midday)
+    assert report.reference == date(2024, 3, 26) and report.prices["date"].max() == date(2024, 3, 26)
+    assert lake.read_ticker(tmp_path / "lake", "AAPL")["date"].max() == date(2024, 3, 26)
+    fake.revised[("AAPL", date(2024, 3, 27))] = 41.5  # its close
+    evening = run(tmp_path, yf_source("AAPL"), now=datetime(2024, 3, 27, 21, 30, tzinfo=UTC))
+    last = evening.prices.sort("date").tail(1)
+    assert (last["date"][0], last["close"][0]) == (date(2024, 3, 27), 41.5)

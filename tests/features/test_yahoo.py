@@ -1,5 +1,6 @@
 import random
 import sqlite3
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_real_yfinance_code_through_the_fake_network(fake):
     counts = dict(result.frame.group_by("ticker").len().iter_rows())
     assert counts == {"AAPL": 20, "MSFT": 20}  # 2024-03-01 .. 2024-03-28 business days
     assert set(result.failed) == {"NOPE"}
-    assert "404" in result.failed["NOPE"]  # Yahoo answers 404 for unknown symbols: final, not retried
+    assert "possibly delisted" in result.failed["NOPE"]  # Yahoo answers 404 for unknown symbols: final, not retried
     assert result.attempts == 1  # the unknown symbol in a healthy batch is not retried
     aapl = result.frame.filter(pl.col("ticker") == "AAPL").sort("date")
     assert aapl["adj_close"].to_numpy() == pytest.approx(aapl["close"].to_numpy() * 0.99)  # kept apart
@@ -216,3 +217,77 @@ def test_an_auto_adjusted_export_ingests_its_close_as_the_adjusted_close(tmp_pat
     report = ingest(SourceSettings(kind="file", path=path), FAST, ValidationSettings(), tmp_path / "lake")
     aapl = report.prices.sort("date")
     assert aapl["adj_close"].to_list() == aapl["close"].to_list() == [100.0, 101.0, 102.0, 103.0, 104.0]
+
+
+class _Flaky(FakeYahoo):
+    """The next `timeouts[symbol]` price requests of a symbol time out, as curl_cffi raises it."""
+
+    timeouts: dict[str, int] = {}
+
+    def get(self, yfdata, url, params=None, timeout=30):
+        symbol = url.rstrip("/").rsplit("/", 1)[-1]
+        if params and "period1" in params and self.timeouts.get(symbol, 0) > 0:
+            from curl_cffi.requests.exceptions import Timeout
+
+            self.timeouts[symbol] -= 1
+            self.calls.append((url, dict(params)))
+            raise Timeout("Failed to perform, curl: (28) Operation timed out after 20001 milliseconds")
+        return super().get(yfdata, url, params, timeout)
+
+
+def test_a_timeout_yfinance_reports_as_possibly_delisted_is_retried(monkeypatch, tmp_path):
+    """A reviewer's finding: yfinance hides a symbol's timeout behind "possibly delisted; no price data found",
+    so one glitch cost a healthy ticker the night's bar, as final, with a misleading reason."""
+    listed = {t: (date(2024, 1, 2), date(2024, 3, 28)) for t in ("AAPL", "MSFT")}
+    fake = _Flaky(listed).install(monkeypatch, tmp_path / "yf-cache")
+    fake.timeouts = {"MSFT": 1}
+    sleeps = []
+    result = fetch({"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
+    assert result.failed == {} and sorted(result.frame["ticker"].unique().to_list()) == ["AAPL", "MSFT"]
+    assert result.attempts == 2 and len(sleeps) == 1
+    fake.timeouts = {"MSFT": 99}  # down for good: retried, then reported with the network's own words
+    result = fetch({"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=lambda s: None)
+    assert result.attempts == FAST.retries + 1 and "Timeout: " in result.failed["MSFT"]
+
+
+def test_a_delisted_symbol_alone_in_its_batch_is_final_not_retried(fake):
+    """A reviewer's finding: a delisted ticker sits alone in its start-date batch, which comes back empty: it was
+    taken for the network being down ("offline or blocked?") and retried with backoff every night."""
+    sleeps = []
+    result = fetch({"NOPE": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
+    assert sleeps == [] and result.attempts == 1
+    assert "offline" not in result.failed["NOPE"] and "possibly delisted" in result.failed["NOPE"]
+
+
+@dataclass
+class _Slow(FakeYahoo):
+    """Counts the price requests in flight at once."""
+
+    def __post_init__(self):
+        import threading
+
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def get(self, yfdata, url, params=None, timeout=30):
+        import time
+
+        if params and "period1" in params:
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(0.2)
+            with self.lock:
+                self.now -= 1
+        return super().get(yfdata, url, params, timeout)
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_max_concurrent_caps_the_requests_in_flight(monkeypatch, tmp_path, cap):
+    """A reviewer's finding: `threads=` of yf.download sizes nothing (its pool is made at import, one slot per
+    core): the setting's cap was the machine's core count whatever it said."""
+    symbols = [f"T{i}" for i in range(6)]
+    fake = _Slow({s: (date(2024, 1, 2), date(2024, 3, 28)) for s in symbols}).install(monkeypatch, tmp_path / "c")
+    settings = FAST.model_copy(update={"chunk_size": 6, "max_concurrent": cap})
+    result = fetch(dict.fromkeys(symbols, date(2024, 3, 20)), settings, sleep=lambda s: None)
+    assert result.failed == {} and result.frame["ticker"].n_unique() == 6
+    assert fake.peak == cap
