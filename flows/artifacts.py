@@ -12,7 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from forecasting.results import EVALUATION_COLUMNS, across_tickers_markdown, evaluation_table, markdown_table
+from forecasting.results import (
+    EVALUATION_COLUMNS,
+    across_tickers_markdown,
+    evaluation_table,
+    markdown_table,
+    markdown_text,
+)
 
 
 def nightly_markdown(
@@ -42,7 +48,7 @@ def nightly_markdown(
     if publishing:
         lines += ["", "## What published", "", publishing]
     if quarantined:
-        lines += ["", "## Quarantined tickers", ""] + [f"- {v}" for v in quarantined.values()]
+        lines += ["", "## Quarantined tickers", ""] + [f"- {markdown_text(v)}" for v in quarantined.values()]
     lines += [
         "",
         "## Forecasts",

@@ -341,7 +341,8 @@ def _print_ingest(report) -> None:
     rows += [(r, " (context)") for r in report.context.iter_rows(named=True)]
     for r, role in rows:
         table.add_row(
-            (r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'")) + role,
+            # literally: a ticker cell of a price file is anyone's text ("[/x]" crashed the table as markup)
+            Text((r["ticker"] if r["status"] != "quarantined" else repr(r["ticker"]).strip("'")) + role),
             str(r["rows_added"]),
             str(r["rows_revised"]),
             str(r["rows_filled"]),

@@ -17,6 +17,7 @@ import urllib.request
 from functools import cache
 from pathlib import Path
 
+from flows import prefect_env
 from flows.settings import Settings
 from nightcast.errors import NightcastError
 
@@ -70,12 +71,19 @@ def server_environment(settings: Settings) -> dict[str, str]:
     home = (settings.paths.data_dir / "prefect").resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    return env | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_API_URL": f"http://{settings.schedule.ui_host}:{settings.schedule.ui_port}/api",
-    }
+    origin = f"http://{settings.schedule.ui_host}:{settings.schedule.ui_port}"
+    if env.get(prefect_env.CORS_ORIGINS) == prefect_env.NO_ORIGIN:  # the temporary server's default, not a choice
+        del env[prefect_env.CORS_ORIGINS]
+    return (
+        prefect_env.browser_safe(origin)  # a deliberate setting in the environment wins
+        | env
+        | {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_API_URL": f"{origin}/api",
+        }
+    )
 
 
 def start_server(settings: Settings, log_file: Path | None = None) -> subprocess.Popen:
@@ -91,10 +99,16 @@ def start_server(settings: Settings, log_file: Path | None = None) -> subprocess
         "--port",
         str(s.ui_port),
     ]
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
+    out = _append_only(log_file) if log_file else subprocess.DEVNULL
     return subprocess.Popen(
         command, env=server_environment(settings), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
+
+
+def _append_only(path: Path):
+    """`path` opened to append, never through a symbolic link (a link planted there would have the server's log
+    appended to whatever file it points to); closed with the process."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "ab")
 
 
 def wait_healthy(settings: Settings, process: subprocess.Popen, timeout: float = 90.0) -> str:

@@ -56,8 +56,8 @@ def _info(fd: int) -> dict:
         raw += chunk
     try:
         return json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return {}  # half-written by an owner that died while writing it
+    except (ValueError, RecursionError):
+        return {}  # half-written by an owner that died while writing it (or not ours: nested past the stack)
 
 
 def _write(fd: int, info: dict) -> None:
@@ -68,7 +68,7 @@ def _write(fd: int, info: dict) -> None:
 
 def check_free(data_dir: Path) -> None:
     """Raise `Busy` when another process holds the data directory's lock (a check, nothing is taken)."""
-    path = (Path(data_dir) / LOCK).resolve()
+    path = lock_path(data_dir)
     if path in _held or not path.exists():
         return
     fd = os.open(path, os.O_RDONLY)
@@ -94,7 +94,7 @@ def _busy(data_dir: Path, owner: dict) -> Busy:
 @contextmanager
 def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
     """Hold `<data_dir>/nightcast.lock` for the block; yields the flow runs an owner that died left behind."""
-    path = (Path(data_dir) / LOCK).resolve()
+    path = lock_path(data_dir)
     with _guard:
         if path in _held:
             fd, depth = _held[path]
@@ -111,7 +111,7 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
                 _held[path] = (fd, depth - 1)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -156,7 +156,7 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
 def note(data_dir: Path, flow_runs: list[str] = (), server_pid: int | None = None) -> None:
     """Record flow runs (and Prefect's temporary server) in the lock this process holds, so that a successor
     can mark the runs crashed, and stop the server, if this process is killed."""
-    path = (Path(data_dir) / LOCK).resolve()
+    path = lock_path(data_dir)
     with _guard:
         if path not in _held:
             return
@@ -223,7 +223,7 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
     """The lock for a flow body: taken (or re-entered), ghosts mended, this flow run recorded."""
     from prefect.runtime import flow_run
 
-    path = (Path(data_dir) / LOCK).resolve()
+    path = lock_path(data_dir)
     with data_lock(data_dir, what):
         with _guard:  # left by whichever holder took the lock (this flow, its parent flow or the CLI)
             ghosts = _ghosts.get(path, [])
@@ -232,3 +232,21 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
             _ghosts[path] = unmended
         note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
         yield
+
+
+def lock_path(data_dir: Path) -> Path:
+    """The lock file of `data_dir`: the folder resolved, not the file (a link planted there is refused)."""
+    return Path(data_dir).resolve() / LOCK
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, never through a symbolic link: its holder's note is written into it, and a link planted
+    there would have that note (and the truncation before it) land in whatever file it points to."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise NightcastError(
+                f"{path} is a symbolic link: the lock file must be a plain file; remove the link"
+            ) from exc
+        raise

@@ -15,7 +15,8 @@ from pathlib import Path
 
 def variables(data_dir: Path) -> dict[str, str]:
     """Offline-safe defaults: no analytics, a longer ephemeral-server startup timeout, our `nightcast.*` loggers
-    forwarded to Prefect, and Prefect's home in the data directory instead of ~/.prefect."""
+    forwarded to Prefect, Prefect's home in the data directory instead of ~/.prefect, and a temporary server
+    that no web page can drive (`browser_safe`)."""
     return {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -23,7 +24,20 @@ def variables(data_dir: Path) -> dict[str, str]:
         "PREFECT_LOGGING_EXTRA_LOGGERS": "nightcast",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # library code also logs outside flow runs
         "PREFECT_HOME": str(Path(data_dir).resolve() / "prefect"),
-    }
+    } | browser_safe(None)
+
+
+def browser_safe(origin: str | None) -> dict[str, str]:
+    """A Prefect server that a page in the user's browser cannot use: Prefect 3.8 answers every origin's
+    cross-origin requests (CORS "*") and takes writes without a CSRF token, so any page visited while a server
+    ran on loopback could read every run's logs and, with `nightcast serve` running, start the nightly with
+    settings of its choosing. Only `origin` (the UI's own, which needs no CORS: none for the temporary server)
+    is allowed, and writes need the token Prefect's client and UI fetch for themselves."""
+    return {CORS_ORIGINS: origin or NO_ORIGIN, "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true"}
+
+
+CORS_ORIGINS = "PREFECT_SERVER_CORS_ALLOWED_ORIGINS"
+NO_ORIGIN = "https://nightcast.invalid"  # no page has it (.invalid never resolves; "null" is what file:// pages send)
 
 
 def configure(data_dir: Path, environ: MutableMapping[str, str] = os.environ) -> Path:

@@ -3,6 +3,7 @@ before Prefect's server starts or any training begins (a configured server that 
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import urllib.error
@@ -109,14 +110,35 @@ def prefect_api(settings: Settings, command: str, timeout: float = API_TIMEOUT_S
     serves = "" if url.rstrip("/") == local else f", which serves {local}"
     remedy = f"start one with `nightcast ui` (or `make ui`{serves})"
     remedy += " for nightcast serve" if command == "serve" else ", or unset PREFECT_API_URL"
-    raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={url} ({problem}): {remedy}")
+    raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={shown_url(url)} ({problem}): {remedy}")
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be printed: a password in it (`user:secret@host`) is masked, never echoed to a terminal
+    or a CI log."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _health_request(url: str) -> urllib.request.Request:
+    """The API's /health, with the credentials of a `user:password@host` URL sent as HTTP basic auth (urllib
+    reads them as part of the host name, so such a server was always "unreachable")."""
+    parts = urllib.parse.urlsplit(f"{url.rstrip('/')}/health")
+    if parts.username is None:
+        return urllib.request.Request(parts.geturl())
+    plain = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+    return urllib.request.Request(plain, headers={"Authorization": f"Basic {token}"})
 
 
 def _unreachable(url: str, timeout: float) -> str | None:
     """Why `url`/health does not answer as a Prefect API, or None when it does. Any HTTP answer but 404 counts
     as a server (one that wants credentials, say, is Prefect's to report)."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(_health_request(url), timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -110,7 +110,10 @@ def task_runner(settings: Settings):
             "n_workers": settings.runner.dask_workers,
             "processes": False,
             "threads_per_worker": 1,
-            "dashboard_address": None,
+            # its HTTP pages (the scheduler's and each worker's) on loopback and a free port: `None` does not
+            # turn them off (distributed's default, every interface on 8787, is what it gives)
+            "dashboard_address": "127.0.0.1:0",
+            "worker_dashboard_address": "127.0.0.1:0",
         }
     )
 

@@ -50,7 +50,7 @@ def mend(out_dir: Path, asof: date) -> date | None:
     try:
         left = json.loads(path.read_text())
         day, run = date.fromisoformat(left["asof_date"]), str(left["run_id"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # cut short by a full disk, say: nothing to go on
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # cut short by a full disk, say
         log.warning("the publishing journal %s is unreadable (%s): removed", path, exc)
         path.unlink(missing_ok=True)
         return None

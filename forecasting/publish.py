@@ -291,7 +291,7 @@ def update_latest(out_dir: Path, asof: date, files: list[Path]) -> Path | None:
     if pointer.exists():
         try:
             current = date.fromisoformat(json.loads(pointer.read_text())["asof_date"])
-        except (ValueError, KeyError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             current = None
         if current is not None and current > asof:
             return None

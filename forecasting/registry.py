@@ -79,7 +79,7 @@ def read_history(models_dir: Path) -> list[Champion]:
         return []
     try:
         body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ChampionRecordError(path, f"is unreadable ({one_line(exc)})") from None
     if isinstance(body, dict) and "format" not in body and "version" in body and "checkpoint" in body:
         # champion.json of nightcast <= 0.1 (one flat record, no evaluation fit): superseded, not an error

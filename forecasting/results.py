@@ -8,6 +8,7 @@ CLI's rich tables and the UI: a column added here shows everywhere, spelled and 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -145,5 +146,16 @@ def markdown_table(table: pl.DataFrame, columns: Sequence[Column] = ()) -> str:
     specs = columns_of(table, columns)
     lines = ["| " + " | ".join(c.label for c in specs) + " |", "|" + "---|" * len(specs)]
     for cells in rows_as_text(table, columns):
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("| " + " | ".join(markdown_text(cell) for cell in cells) + " |")
     return "\n".join(lines)
+
+
+_MARKDOWN = re.compile(r"([\\`*\[\]<>|!])")
+
+
+def markdown_text(text: str) -> str:
+    """`text` shown as itself in Markdown: the characters that make links, images, HTML, code, emphasis or a
+    table's cells escaped (a ticker cell of a price file is anyone's text: "![x](https://...)" became an image
+    fetched from elsewhere in the Prefect UI). Digits, dots, dashes and underscores (inside a word, as in
+    attention_lstm, no emphasis) are left alone, so a report reads the same as text."""
+    return _MARKDOWN.sub(r"\\\1", str(text))

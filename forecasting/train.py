@@ -546,9 +546,10 @@ def load_checkpoint(path: Path, device: str = "auto") -> TrainedModel:
             f"cannot load checkpoint {path}: {one_line(exc)}; move it aside (the run then takes an earlier champion, "
             "or trains a new one) or run `nightcast train`"
         ) from exc
-    if state.get("format") not in READABLE_FORMATS:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise NightcastError(
-            f"checkpoint {path} has format {state.get('format')}; this version reads formats {READABLE_FORMATS}"
+            f"checkpoint {path} has format {state.get('format') if isinstance(state, dict) else None}; this version "
+            f"reads formats {READABLE_FORMATS}"
         )
     model = TemporalAttentionLSTM(ModelConfig.from_dict(state["config"])).to(device)
     model.load_state_dict(state["weights"])

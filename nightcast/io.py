@@ -68,6 +68,9 @@ def _alive(name: str) -> bool:
     return pid_alive(int(pid)) if pid.isdigit() else True
 
 
+_SCRATCH_NAME = re.compile(r"\d+-[0-9a-f]{12}")  # `scratch_folder`'s own: "<pid>-<12 hex digits>"
+
+
 @contextlib.contextmanager
 def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path]:
     """A new empty folder under `root` for the files one run sets aside while it runs, removed with them when the
@@ -78,7 +81,8 @@ def scratch_folder(root: Path, stale_after_s: float = 86_400.0) -> Iterator[Path
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for left in root.iterdir():
-        if left.is_symlink() or not left.is_dir():
+        # only folders this function makes: `root` may be a link to a folder holding other things
+        if left.is_symlink() or not left.is_dir() or not _SCRATCH_NAME.fullmatch(left.name):
             continue
         if not _alive(left.name) or time.time() - left.stat().st_mtime > stale_after_s:
             shutil.rmtree(left, ignore_errors=True)

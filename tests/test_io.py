@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from nightcast.io import atomic_write
+from nightcast.io import atomic_write, scratch_folder
 
 
 def test_the_first_write_into_a_folder_removes_temporary_files_of_dead_writers(tmp_path):
@@ -19,3 +19,19 @@ def test_the_first_write_into_a_folder_removes_temporary_files_of_dead_writers(t
     mine.write_text("x")
     atomic_write(tmp_path / "forecasts.parquet", lambda tmp: tmp.write_bytes(b"PAR1"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([writing.name, mine.name, "forecasts.parquet"])
+
+
+def test_the_scratch_sweep_removes_only_folders_of_its_own_making(tmp_path):
+    """A security review: with the scratch folder a link to another folder, the sweep of leftovers deleted every
+    folder there untouched for a day, whatever it was."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "old_project").mkdir(parents=True)
+    left = elsewhere / "999999999-0123456789ab"  # a killed run's, by its name: a pid that cannot be running
+    left.mkdir()
+    day_old = os.stat(elsewhere).st_mtime - 2 * 86_400
+    for folder in (elsewhere / "old_project", left):
+        os.utime(folder, (day_old, day_old))
+    (tmp_path / "scratch").symlink_to(elsewhere)
+    with scratch_folder(tmp_path / "scratch") as path:
+        assert path.parent == tmp_path / "scratch"
+    assert (elsewhere / "old_project").is_dir() and not left.exists()

@@ -323,7 +323,7 @@ def read_manifest(lake_dir: Path) -> dict[str, dict]:
         return {}
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, RecursionError) as exc:  # nested past Python's stack: not ours
         raise LakeError(
             f"lake manifest {path} is unreadable ({exc}); delete it to rebuild from the Parquet files"
         ) from exc

@@ -268,3 +268,10 @@ def test_an_upsert_logs_one_line_for_all_its_tickers(tmp_path, caplog, monkeypat
     assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == [
         f"lake: 3 tickers written in {tmp_path / 'other'} (+90 rows, 0 revised, 0 filled), 0 unchanged"
     ]
+
+
+def test_a_manifest_nested_past_pythons_stack_is_the_unreadable_manifest_error(tmp_path):
+    """A security review: a deeply nested manifest raised an uncaught RecursionError (a traceback)."""
+    (tmp_path / lake.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(lake.LakeError, match="is unreadable .* delete it to rebuild"):
+        lake.read_manifest(tmp_path)

@@ -222,3 +222,18 @@ def test_an_unknown_flag_is_answered_with_that_commands_usage(capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "usage: nightcast run " in err and "[--asof DATE]" in err
     assert err.strip().endswith("nightcast run: error: unrecognized arguments: --bogus")
+
+
+def test_an_ingest_summary_shows_a_ticker_cell_literally(capsys):
+    """A security review: a ticker cell "[/x]" of a price file was read as rich markup and crashed the summary
+    (after the lake was written) with a traceback."""
+    import polars as pl
+
+    from features.prices.ingest import SUMMARY_SCHEMA, IngestReport
+    from flows import cli
+
+    row = {"ticker": "[/x]", "rows_added": 0, "rows_revised": 0, "rows_filled": 0, "first_date": None}
+    row |= {"last_date": None, "behind": None, "repaired": 0, "status": "quarantined", "reason": "[ticker_symbol]"}
+    cli._print_ingest(IngestReport(pl.DataFrame(schema=SUMMARY_SCHEMA), pl.DataFrame([row], schema=SUMMARY_SCHEMA)))
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "[ticker_symbol]" in out

@@ -80,6 +80,7 @@ def test_ui_server_answers_on_loopback_and_stops_cleanly(tmp_path, prefect_db_te
     try:
         url = wait_healthy(settings, process, timeout=120)
         assert url == f"http://127.0.0.1:{port}/api"
+        _assert_no_page_can_drive_it(url, f"http://127.0.0.1:{port}")
         # its database is the one in the project's data dir: SQLite's write-ahead log sits beside the file it opened
         assert sorted(p.name for p in database.parent.glob("prefect.db*")) == [
             "prefect.db",
@@ -91,3 +92,28 @@ def test_ui_server_answers_on_loopback_and_stops_cleanly(tmp_path, prefect_db_te
     assert code is not None
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+def _assert_no_page_can_drive_it(api: str, own_origin: str) -> None:
+    """A security review: Prefect answered every origin's cross-origin requests (CORS "*") and took writes without
+    a CSRF token, so any web page open while the UI ran could read the runs' logs and start the nightly."""
+    import urllib.error
+    import urllib.request
+
+    def preflight(origin: str) -> dict:
+        headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        request = urllib.request.Request(f"{api}/flow_runs/filter", method="OPTIONS", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return dict(answer.headers)
+        except urllib.error.HTTPError as refused:
+            return dict(refused.headers)
+
+    assert "access-control-allow-origin" not in {k.lower() for k in preflight("https://evil.example")}
+    assert preflight(own_origin).get("access-control-allow-origin") == own_origin  # the UI's own pages
+    write = urllib.request.Request(
+        f"{api}/flow_runs/filter", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(write, timeout=10)
+    assert refused.value.code == 403 and b"CSRF" in refused.value.read()

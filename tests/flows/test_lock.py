@@ -203,3 +203,15 @@ def test_a_temporary_server_dies_with_its_parent_even_on_kill_9():
             os.kill(child, 9)
         except OSError:
             pass
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
+    """A security review: the lock opened through a link planted at its path and truncated the link's target."""
+    from nightcast.errors import NightcastError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / LOCK).symlink_to(victim)
+    with pytest.raises(NightcastError, match="is a symbolic link"), data_lock(tmp_path, "nightly"):
+        pass
+    assert victim.read_text() == "precious"

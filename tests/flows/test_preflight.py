@@ -226,3 +226,34 @@ def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path)
         run_on("us.csv", "date,ticker,close\n01/02/2024,AAA,1\n01/03/2024,AAA,1\n01/02/2024,BBB,1\n")
     run_on("good.csv", "date,ticker,close\n2024-01-02,AAA,1\n2024-01-03,AAA,n/a\n")  # a bad cell is the ingest's
     assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_a_password_in_the_prefect_api_url_is_never_printed_and_is_sent_as_basic_auth():
+    """A security review: a `user:password@` URL was echoed whole in the error and could never be reached."""
+    import base64
+    import http.server
+    import threading
+
+    from flows.preflight import _unreachable, shown_url
+
+    seen = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://alice:S3cret@127.0.0.1:{server.server_port}/api"
+        assert _unreachable(url, 5) is None
+    finally:
+        server.shutdown()
+    assert seen == [("/api/health", "Basic " + base64.b64encode(b"alice:S3cret").decode())]
+    assert shown_url(url) == f"http://alice:***@127.0.0.1:{server.server_port}/api"
+    assert shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"

@@ -120,3 +120,23 @@ def test_feature_chunks_run_a_few_at_a_time_and_come_back_in_order(prefect_harne
     assert run(8) == list(range(7)) and most[0] > 2  # as wide as the pool: more than two at once
     assert _chunks_at_once(RunnerSettings(kind="threads")) >= 1
     assert _chunks_at_once(RunnerSettings(kind="dask")) > 1000
+
+
+def test_the_local_dask_cluster_listens_on_loopback_only(tmp_path):
+    """A security review: `dashboard_address=None` left the scheduler's pages on every interface at :8787, and
+    each worker's too; a local cluster must not be reachable from the network."""
+    import psutil
+    from distributed import LocalCluster
+
+    from flows.tasks import task_runner
+
+    settings = load_settings(None, environ={}, overrides={"runner": {"kind": "dask"}, "paths": {"data_dir": tmp_path}})
+
+    def listening() -> set[tuple[str, int]]:
+        connections = psutil.Process().net_connections(kind="inet")
+        return {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+
+    before = listening()
+    with LocalCluster(**task_runner(settings).cluster_kwargs):
+        opened = listening() - before
+    assert opened and {ip for ip, _ in opened} == {"127.0.0.1"}

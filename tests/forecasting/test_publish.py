@@ -199,7 +199,8 @@ def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_fai
     from nightcast.io import scratch_folder
 
     root = tmp_path / "scratch" / "nightly"
-    old, recent = root / "killed-run", root / "running"
+    # folders of this function's own naming, "<pid>-<12 hex>": a live pid's untouched for two days, and a recent one
+    old, recent = root / f"{os.getpid()}-aaaaaaaaaaaa", root / f"{os.getpid()}-bbbbbbbbbbbb"
     old.mkdir(parents=True)
     recent.mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -213,7 +214,7 @@ def test_a_runs_scratch_folder_is_its_own_and_goes_when_the_run_ends_even_on_fai
         assert not old.exists() and not killed_today.exists() and recent.exists()
         (inside / "set aside").write_text("y")
         raise RuntimeError("the run failed")
-    assert sorted(p.name for p in root.iterdir()) == ["running"]  # another run's: the root stays
+    assert sorted(p.name for p in root.iterdir()) == [recent.name]  # another run's: the root stays
     recent.rmdir()
     with scratch_folder(root) as inside:
         assert inside.exists()

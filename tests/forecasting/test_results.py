@@ -70,3 +70,16 @@ def test_the_record_table_is_pooled_unless_asked_per_ticker():
     )
     assert record_table(record).columns == ["horizon", "n", "mse_ratio"]
     assert record_table(record, by_ticker=True)["ticker"].to_list() == ["A", "B"]
+
+
+def test_text_in_a_markdown_table_is_shown_as_itself():
+    """A security review: a ticker cell of a price file reached the Prefect UI's Markdown as markup, so
+    `![x](https://evil.example/p.png)` became an image fetched from elsewhere."""
+    import polars as pl
+
+    table = pl.DataFrame(
+        {"ticker": ["![X](HTTPS://EVIL.EXAMPLE/P.PNG)", "<img src=x>", "a|b"], "model": ["attention_lstm"] * 3}
+    )
+    rows = markdown_table(table).splitlines()[2:]
+    assert rows[0] == "| \\!\\[X\\](HTTPS://EVIL.EXAMPLE/P.PNG) | attention_lstm |"
+    assert rows[1].startswith("| \\<img src=x\\> |") and rows[2].startswith("| a\\|b |")

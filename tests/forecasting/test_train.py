@@ -297,3 +297,12 @@ def test_windows_standardised_a_batch_at_a_time_train_exactly_as_the_whole_panel
     assert untimed(now.history) == untimed(before.history) and now.best_val_loss == before.best_val_loss
     for name, value in predict(before, panel, splits.test)._asdict().items():
         np.testing.assert_array_equal(getattr(now_forecast, name), value, err_msg=name)
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_a_one_line_error(tmp_path):
+    """A security review: a checkpoint holding a list failed with "'list' object has no attribute 'get'"."""
+    from nightcast.errors import NightcastError
+
+    torch.save([1, 2, 3], tmp_path / "odd.pt")
+    with pytest.raises(NightcastError, match="odd.pt has format None"):
+        load_checkpoint(tmp_path / "odd.pt")
