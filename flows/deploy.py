@@ -74,8 +74,11 @@ def server_environment(settings: Settings) -> dict[str, str]:
     origin = f"http://{settings.schedule.ui_host}:{settings.schedule.ui_port}"
     if env.get(prefect_env.CORS_ORIGINS) == prefect_env.NO_ORIGIN:  # the temporary server's default, not a choice
         del env[prefect_env.CORS_ORIGINS]
+    # the UI's pages by either loopback name (its API URL below names the host; a page at localhost calls it)
+    same = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(settings.schedule.ui_host)
+    origins = origin + (f",http://{same}:{settings.schedule.ui_port}" if same else "")
     return (
-        prefect_env.browser_safe(origin)  # a deliberate setting in the environment wins
+        prefect_env.browser_safe(origins)  # a deliberate setting in the environment wins
         | env
         | {
             "PREFECT_HOME": str(home),

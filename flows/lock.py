@@ -69,9 +69,9 @@ def _write(fd: int, info: dict) -> None:
 def check_free(data_dir: Path) -> None:
     """Raise `Busy` when another process holds the data directory's lock (a check, nothing is taken)."""
     path = lock_path(data_dir)
-    if path in _held or not path.exists():
+    if path in _held or not path.exists() or path.is_symlink():  # a link is refused when the lock is taken
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

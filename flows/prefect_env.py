@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def variables(data_dir: Path) -> dict[str, str]:
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # library code also logs outside flow runs
         "PREFECT_HOME": str(Path(data_dir).resolve() / "prefect"),
     } | browser_safe(None)
+
+
+def _ui_without_password(api_url: str) -> str | None:
+    """The UI's URL for an API URL that holds a password (`http://user:secret@host/api`), without it; else None."""
+    parts = urllib.parse.urlsplit(api_url)
+    if parts.password is None:
+        return None
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host, path=parts.path.removesuffix("/").removesuffix("/api")))
 
 
 def browser_safe(origin: str | None) -> dict[str, str]:
@@ -49,6 +59,9 @@ def configure(data_dir: Path, environ: MutableMapping[str, str] = os.environ) ->
     """
     for key, value in variables(data_dir).items():
         environ.setdefault(key, value)
+    ui = _ui_without_password(environ.get("PREFECT_API_URL", ""))
+    if ui:  # Prefect makes its "View at" links from the API's URL, password and all, and logs them
+        environ.setdefault("PREFECT_UI_URL", ui)
     home = Path(environ["PREFECT_HOME"]).expanduser()
     # Prefect creates its home without parents; without it the ephemeral server cannot open its database.
     home.mkdir(parents=True, exist_ok=True)

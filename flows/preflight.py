@@ -106,11 +106,32 @@ def prefect_api(settings: Settings, command: str, timeout: float = API_TIMEOUT_S
         return
     problem = _unreachable(url, timeout)
     if problem is None:
+        _let_in(url, timeout)
         return
     serves = "" if url.rstrip("/") == local else f", which serves {local}"
     remedy = f"start one with `nightcast ui` (or `make ui`{serves})"
     remedy += " for nightcast serve" if command == "serve" else ", or unset PREFECT_API_URL"
     raise ConfigError(f"no Prefect server answers at PREFECT_API_URL={shown_url(url)} ({problem}): {remedy}")
+
+
+def _let_in(url: str, timeout: float) -> None:
+    """A server with a password (`PREFECT_SERVER_API_AUTH_STRING`) answers its /health to anyone and every other
+    call of a client without it with 401, which Prefect raised as a traceback: one line instead."""
+    request = _api_request(url, "admin/version")
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            given = (
+                "the one in PREFECT_API_AUTH_STRING is refused" if auth else "set PREFECT_API_AUTH_STRING=user:password"
+            )
+            raise ConfigError(f"the Prefect server at {shown_url(url)} wants a password: {given}") from None
+    except (OSError, ValueError):
+        return  # answered /health a moment ago: Prefect's client says what is wrong
 
 
 def shown_url(url: str) -> str:
@@ -123,10 +144,10 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def _health_request(url: str) -> urllib.request.Request:
-    """The API's /health, with the credentials of a `user:password@host` URL sent as HTTP basic auth (urllib
-    reads them as part of the host name, so such a server was always "unreachable")."""
-    parts = urllib.parse.urlsplit(f"{url.rstrip('/')}/health")
+def _api_request(url: str, path: str) -> urllib.request.Request:
+    """`path` of the API at `url`, with the credentials of a `user:password@host` URL sent as HTTP basic auth
+    (urllib reads them as part of the host name, so such a server was always "unreachable")."""
+    parts = urllib.parse.urlsplit(f"{url.rstrip('/')}/{path}")
     if parts.username is None:
         return urllib.request.Request(parts.geturl())
     plain = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
@@ -138,7 +159,7 @@ def _unreachable(url: str, timeout: float) -> str | None:
     """Why `url`/health does not answer as a Prefect API, or None when it does. Any HTTP answer but 404 counts
     as a server (one that wants credentials, say, is Prefect's to report)."""
     try:
-        with urllib.request.urlopen(_health_request(url), timeout=timeout):
+        with urllib.request.urlopen(_api_request(url, "health"), timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

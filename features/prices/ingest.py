@@ -252,13 +252,17 @@ def rebased(new: pl.DataFrame, stored: pl.DataFrame) -> dict[str, str]:
     }
 
 
-def refetch_rebased(got: Incoming, stored: pl.DataFrame, settings: IngestSettings, default: date, sleep) -> Incoming:
+def refetch_rebased(
+    got: Incoming, stored: pl.DataFrame, settings: IngestSettings, default: date, sleep
+) -> tuple[Incoming, pl.DataFrame]:
     """`got` with the whole history of every ticker Yahoo has rebased (`rebased`) in place of its few new days,
-    so the lake moves to the new basis at once (the upsert's revisions replace every stored day). A ticker whose
-    re-fetch fails brings nothing this run: its stored days stay as they were, on one basis."""
+    and `stored` with that ticker's days on the new basis (`on_new_basis`), so the lake moves to it at once: the
+    upsert's revisions replace every stored day, a stored day Yahoo no longer serves is rescaled rather than left
+    on the old basis, and no missing value of a re-fetched day is filled from the old one. A ticker whose re-fetch
+    fails brings nothing this run: its stored days stay as they were, on one basis."""
     changed = rebased(got.new, stored)
     if not changed:
-        return got
+        return got, stored
     first, _ = _date_range(stored.filter(pl.col("ticker").is_in(list(changed))))
     starts = {t: min(default, first[t]) for t in changed}
     fetched = yahoo.fetch(starts, settings, sleep=sleep)
@@ -269,11 +273,45 @@ def refetch_rebased(got: Incoming, stored: pl.DataFrame, settings: IngestSetting
         if t in fetched.failed:
             failed[t] = f"Yahoo rebased its history ({how}) and its re-fetch failed: {fetched.failed[t]}"
             log.warning("%s: %s; its stored prices are kept as they were, and no new bar is taken", t, failed[t])
-        else:
+            continue
+        log.warning("%s: Yahoo rebased its history (a split or dividend): %s; re-fetched from %s", t, how, starts[t])
+        mine = pl.col("ticker") == t
+        moved, outside = on_new_basis(stored.filter(mine), again.filter(mine))
+        if outside:
             log.warning(
-                "%s: Yahoo rebased its history (a split or dividend): %s; re-fetched from %s", t, how, starts[t]
+                "%s: %s Yahoo no longer serves put on the new basis by the factors of the nearest day it does",
+                t,
+                count(outside, "stored day"),
             )
-    return dataclasses.replace(got, new=conform(new), failed=failed)
+        stored = pl.concat([stored.filter(~mine), moved]).sort("ticker", "date")
+    return dataclasses.replace(got, new=conform(new), failed=failed), stored
+
+
+def on_new_basis(stored: pl.DataFrame, fetched: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """One ticker's stored rows times the factors that take them to `fetched`'s basis, and how many stored days
+    `fetched` lacks. A day both hold gets its own ratio (the close's for the bar, the adjusted close's for
+    itself); any other day the ratio of the nearest later day both hold, else the nearest earlier one: the
+    factors are constant between events, so the nearest later day shares its day's factor unless an event falls
+    between them."""
+    ratios = (
+        fetched.select("date", "close", "adj_close")
+        .join(stored.select("date", pl.col("close").alias("c0"), pl.col("adj_close").alias("a0")), on="date")
+        .select("date", (pl.col("close") / pl.col("c0")).alias("_f"), (pl.col("adj_close") / pl.col("a0")).alias("_g"))
+        .filter(pl.col("_f").is_finite() & pl.col("_g").is_finite())
+        .sort("date")
+    )
+    if ratios.is_empty():
+        return stored, 0
+    rows = stored.sort("date")
+    later = rows.join_asof(ratios, on="date", strategy="forward")
+    earlier = rows.select("date").join_asof(ratios, on="date", strategy="backward")
+    factors = later.select(pl.coalesce("_f", earlier["_f"]).alias("_f"), pl.coalesce("_g", earlier["_g"]).alias("_g"))
+    bar = [c for c in ("open", "high", "low", "close") if c in rows.columns]
+    moved = rows.with_columns(
+        *(pl.col(c) * factors["_f"] for c in bar), (pl.col("adj_close") * factors["_g"]).alias("adj_close")
+    )
+    outside = rows.join(fetched.select("date"), on="date", how="anti").height
+    return moved, outside
 
 
 def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming:
@@ -458,9 +496,11 @@ def ingest(
     else:
         got = read_source(source, context)
     stored = lake.read_prices(lake_dir, got.safe)
+    basis = stored  # the stored rows the new ones are judged with: a rebased ticker's on Yahoo's new basis
     if source.kind == "yfinance":
-        got = refetch_rebased(got, stored, settings, date.fromisoformat(source.start), sleep)
-    combined, kept = merge_stored(got.new, stored)
+        got, basis = refetch_rebased(got, stored, settings, date.fromisoformat(source.start), sleep)
+    combined, kept = merge_stored(got.new, basis)
+    del basis
     got.findings += kept
     if combined.is_empty():
         raise _no_data(got.requested, got.failed, lake_dir)

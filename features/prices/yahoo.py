@@ -198,10 +198,11 @@ def download_chunk(tickers: list[str], start: date, settings: IngestSettings) ->
 def network_cause(symbol: str, start: date, timeout: float) -> str | None:
     """Why a failed symbol's request may succeed on another attempt, or None when Yahoo has no data for it.
 
-    yfinance swallows a symbol's transport error (a timeout, a refused connection) and reports "possibly delisted"
-    as for an unknown symbol. One plain chart request for the same days, through yfinance's own session, tells
-    them apart: it raises (the network: the answer), or Yahoo answers with days (the first failure was a glitch),
-    or Yahoo answers without any (unknown, delisted or no bar since `start`: final)."""
+    yfinance swallows a symbol's transport error (a timeout, a refused connection) and Yahoo's own errors, and
+    reports "possibly delisted" as for an unknown symbol. One plain chart request for the same days, through
+    yfinance's own session, tells them apart: only an answer that is a chart without any day (Yahoo's 404 "No data
+    found", or a chart with no timestamp) says the symbol has nothing to give; a request that raises, an HTTP
+    error of Yahoo's (5xx), an answer that is not a chart, or a chart with days are worth another attempt."""
     from yfinance.data import YfData
 
     url = f"https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
@@ -211,10 +212,14 @@ def network_cause(symbol: str, start: date, timeout: float) -> str | None:
         answer = YfData().get(url, params={**period, "interval": "1d"}, timeout=timeout)
     except Exception as exc:  # whatever the transport raised is the answer
         return f"{type(exc).__name__}: {str(exc).split(' See https://', 1)[0]}"
+    status = getattr(answer, "status_code", 200)
+    if status >= 500 or status == 429:
+        return f"Yahoo answered HTTP {status} for {symbol}"
     try:
-        days = (answer.json()["chart"]["result"] or [{}])[0].get("timestamp")
+        chart = answer.json()["chart"]
+        days = (chart["result"] or [{}])[0].get("timestamp")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None  # not a chart: nothing to say the symbol has data
+        return f"Yahoo's answer for {symbol} (HTTP {status}) is not a chart"
     return f"a second request for {symbol} got {len(days)} days: the first failed in passing" if days else None
 
 
@@ -265,6 +270,9 @@ def fetch(
     return FetchResult(frame, failed, attempts)
 
 
+PROBES = 3  # symbols `_with_causes` asks about per attempt
+
+
 def _with_causes(
     reasons: dict[str, str], nothing_back: bool, start: date, timeout: float
 ) -> tuple[dict[str, str], list[str]]:
@@ -272,10 +280,11 @@ def _with_causes(
     tickers are worth another attempt.
 
     yfinance swallows a symbol's transport error and reports "possibly delisted" (and a batch where nothing came
-    back is how it reports being offline): one plain request per such symbol says whether Yahoo answered (the
-    symbol is unknown or has no data: final) or the request failed (a timeout, a refused connection: retried).
-    When a whole batch came back empty, the first symbol's answer stands for the batch; a reason that already
-    names a transient failure (a rate limit, a whole call that raised) is retried without asking."""
+    back is how it reports being offline): one plain request per such symbol (`network_cause`) says whether Yahoo
+    has no data for it (final) or the first request failed in passing (retried). At most `PROBES` symbols are
+    asked per attempt, the rest going with them (retried if any asked one failed in passing); when a whole batch
+    came back empty, the first symbol's answer stands for the batch. A reason that already names a transient
+    failure (a rate limit, a whole call that raised) is retried without asking."""
     transient = [t for t, why in reasons.items() if _TRANSIENT.search(why)]
     hidden = [t for t in reasons if t not in transient]
     if nothing_back:
@@ -284,7 +293,12 @@ def _with_causes(
             return reasons, transient
         why = "nothing came back for the whole batch (offline or blocked?): "
         return {t: f"{why}{cause} / {reason}" for t, reason in reasons.items()}, list(reasons)
-    causes = {t: network_cause(t, start, timeout) for t in hidden}
+    # a few symbols asked, not every one: on a degraded network each probe may take the whole timeout
+    causes = {t: network_cause(t, start, timeout) for t in hidden[:PROBES]}
+    unasked = hidden[PROBES:]
+    if unasked and any(causes.values()):  # the network failed the ones asked: the others are retried too
+        cause = next(c for c in causes.values() if c)
+        causes |= dict.fromkeys(unasked, f"not asked; a symbol asked beside it failed in passing ({cause})")
     failed = [t for t, cause in causes.items() if cause is not None]
     return {t: f"{causes[t]} (yfinance: {why})" if causes.get(t) else why for t, why in reasons.items()}, [
         *transient,

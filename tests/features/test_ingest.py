@@ -2,6 +2,7 @@ import json
 import logging
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -563,3 +564,43 @@ def test_a_bar_of_a_session_not_yet_closed_is_not_stored(fake, tmp_path):
     evening = run(tmp_path, yf_source("AAPL"), now=datetime(2024, 3, 27, 21, 30, tzinfo=UTC))
     last = evening.prices.sort("date").tail(1)
     assert (last["date"][0], last["close"][0]) == (date(2024, 3, 27), 41.5)
+
+
+class _BareFirstDay(FakeYahoo):
+    """Serves the first day of a price request with a close only (no open, high or low), as Yahoo does for some
+    old days."""
+
+    def chart(self, symbol, start, end):
+        answer = super().chart(symbol, start, end)
+        quote = answer["chart"]["result"][0]["indicators"]["quote"][0]
+        for column in ("open", "high", "low"):
+            if quote.get(column):
+                quote[column][0] = None
+        return answer
+
+
+def test_stored_days_yahoo_no_longer_serves_move_to_the_new_basis_too(monkeypatch, tmp_path, caplog):
+    """A reviewer's finding on the first version: after the whole history's re-fetch, stored days Yahoo no longer
+    serves stayed on the old basis (a false -50% where they met), and a re-fetched day without a bar had it
+    filled from the old basis."""
+    fake = _BareFirstDay({"AAPL": (date(2024, 1, 2), date(2024, 3, 15))}).install(monkeypatch, tmp_path / "yf")
+    fake.before = {"AAPL": (date(2024, 3, 18), 2.0, 2.0)}
+    run(tmp_path, yf_source("AAPL"), now=NIGHT_1)
+    old_low = lake.read_ticker(tmp_path / "lake", "AAPL").filter(pl.col("date") == date(2024, 2, 1))["low"][0]
+    fake.listed["AAPL"] = (date(2024, 2, 1), date(2024, 3, 28))  # Yahoo now serves February on, split applied
+    fake.before = {}
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        report = run(tmp_path, yf_source("AAPL"))
+    stored = lake.read_ticker(tmp_path / "lake", "AAPL").sort("date")
+    assert stored["date"].min() == date(2024, 1, 2) and stored.height == 63  # no day lost
+    jumps = (stored["adj_close"].log().diff().abs().drop_nulls()).max()
+    assert jumps < 0.1  # the fake's path moves a few percent a day; the seam was -0.69
+    january = stored.filter(pl.col("date") < date(2024, 2, 1))
+    fresh = FakeYahoo({"AAPL": (date(2024, 1, 2), date(2024, 3, 28))}).chart(
+        "AAPL", pd.Timestamp("2024-01-02"), pd.Timestamp("2024-02-01")
+    )["chart"]["result"][0]["indicators"]["quote"][0]["close"]
+    assert january["close"].to_list() == pytest.approx(fresh, rel=1e-12)  # rescaled by the split's factor
+    first = stored.filter(pl.col("date") == date(2024, 2, 1))
+    assert first["low"][0] == pytest.approx(old_low / 2, rel=1e-12)  # the bare day's bar: the stored one, rescaled
+    assert "22 stored days Yahoo no longer serves put on the new basis" in caplog.text  # January's weekdays
+    assert report.summary["rows_revised"][0] == 54

@@ -11,7 +11,7 @@ import pytest
 from features.prices import yahoo
 from features.prices.yahoo import backoff_delay, fetch, from_yfinance
 from features.settings import IngestSettings
-from tests.fake_yahoo import FakeYahoo
+from tests.fake_yahoo import FakeResponse, FakeYahoo
 
 FAST = IngestSettings(chunk_size=2, max_concurrent=2, retries=3, backoff=1.0, backoff_max=8.0)
 
@@ -291,3 +291,30 @@ def test_max_concurrent_caps_the_requests_in_flight(monkeypatch, tmp_path, cap):
     result = fetch(dict.fromkeys(symbols, date(2024, 3, 20)), settings, sleep=lambda s: None)
     assert result.failed == {} and result.frame["ticker"].n_unique() == 6
     assert fake.peak == cap
+
+
+class _Outage(FakeYahoo):
+    """Yahoo answers its own 503 to the next `failures` price requests."""
+
+    failures = 0
+
+    def get(self, yfdata, url, params=None, timeout=30):
+        if params and "period1" in params and self.failures > 0:
+            self.failures -= 1
+            self.calls.append((url, dict(params)))
+            error = {"code": "Internal Server Error", "description": "Service unavailable"}
+            return FakeResponse({"chart": {"result": None, "error": error}}, 503)
+        return super().get(yfdata, url, params, timeout)
+
+
+def test_a_batch_that_yahoo_answers_with_its_own_server_error_is_retried(monkeypatch, tmp_path):
+    """A reviewer's finding on the first version of the probe: Yahoo's 503 is an answer, not an exception, and
+    was read as "no data for this symbol": a few seconds of outage cost the night's bars."""
+    listed = {t: (date(2024, 1, 2), date(2024, 3, 28)) for t in ("AAPL", "MSFT")}
+    fake = _Outage(listed).install(monkeypatch, tmp_path / "yf-cache")
+    fetch({"AAPL": date(2024, 3, 20)}, FAST, sleep=lambda s: None)  # the timezone cache warm, as on a later night
+    fake.failures = 3  # both symbols' requests and the probe
+    sleeps = []
+    result = fetch({"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
+    assert result.failed == {} and result.frame["ticker"].n_unique() == 2
+    assert result.attempts == 2 and len(sleeps) == 1

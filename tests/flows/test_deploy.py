@@ -111,6 +111,8 @@ def _assert_no_page_can_drive_it(api: str, own_origin: str) -> None:
 
     assert "access-control-allow-origin" not in {k.lower() for k in preflight("https://evil.example")}
     assert preflight(own_origin).get("access-control-allow-origin") == own_origin  # the UI's own pages
+    at_localhost = own_origin.replace("127.0.0.1", "localhost")  # the same pages by the other loopback name
+    assert preflight(at_localhost).get("access-control-allow-origin") == at_localhost
     write = urllib.request.Request(
         f"{api}/flow_runs/filter", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
     )

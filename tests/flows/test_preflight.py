@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -257,3 +259,48 @@ def test_a_password_in_the_prefect_api_url_is_never_printed_and_is_sent_as_basic
     assert seen == [("/api/health", "Basic " + base64.b64encode(b"alice:S3cret").decode())]
     assert shown_url(url) == f"http://alice:***@127.0.0.1:{server.server_port}/api"
     assert shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
+    # Prefect's "View at" links are made from PREFECT_UI_URL, else from the API's URL, password and all
+    from flows import prefect_env
+
+    environ = {"PREFECT_API_URL": url}
+    prefect_env.configure(Path(tempfile.mkdtemp()), environ)
+    assert environ["PREFECT_UI_URL"] == f"http://127.0.0.1:{server.server_port}"
+    environ = {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    prefect_env.configure(Path(tempfile.mkdtemp()), environ)
+    assert "PREFECT_UI_URL" not in environ
+
+
+def test_a_prefect_server_that_wants_a_password_is_one_line(tmp_path, monkeypatch):
+    """A server with PREFECT_SERVER_API_AUTH_STRING answers /health to anyone and the client's first real call with
+    401, which Prefect raised as a traceback."""
+    import base64
+    import http.server
+    import threading
+
+    import flows.preflight as pf
+
+    class Guarded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            wanted = "Basic " + base64.b64encode(b"u:pw").decode()
+            let_in = self.path.endswith("/health") or self.headers.get("Authorization") == wanted
+            self.send_response(200 if let_in else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Guarded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = load_settings(None, environ={}, overrides={"paths": {"data_dir": tmp_path / "data"}})
+    monkeypatch.setattr(pf, "configured_api_url", lambda: f"http://127.0.0.1:{server.server_port}/api")
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    try:
+        with pytest.raises(ConfigError, match="wants a password: set PREFECT_API_AUTH_STRING=user:password$"):
+            preflight(settings, "run")
+        monkeypatch.setenv("PREFECT_API_AUTH_STRING", "u:wrong")
+        with pytest.raises(ConfigError, match="the one in PREFECT_API_AUTH_STRING is refused$"):
+            preflight(settings, "run")
+        monkeypatch.setenv("PREFECT_API_AUTH_STRING", "u:pw")
+        preflight(settings, "run")
+    finally:
+        server.shutdown()
