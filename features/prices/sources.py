@@ -15,6 +15,7 @@ Files come in two layouts:
 from __future__ import annotations
 
 import csv
+import difflib
 import logging
 import re
 from collections.abc import Sequence
@@ -248,6 +249,7 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
             if alias in lower:
                 rename[lower[alias]] = target
                 break
+    _misspelt(raw.columns, rename, where, head)
     frame = raw.rename(rename)
     if "close" not in frame.columns and "adj_close" in frame.columns:  # a wide file: adjusted closes only
         frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("close"))
@@ -272,6 +274,31 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
     findings = dropped + _cells(parsed.filter(unreadable), where)
     parsed = parsed.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
     return conform(parsed), findings
+
+
+_TARGET = {alias: target for target, aliases in _ALIASES.items() for alias in aliases}
+
+
+def _misspelt(columns: Sequence[str], read: dict[str, str], where: str, head: bool) -> None:
+    """A column nightcast does not read is an error when its name is nearly that of a column the file lacks (a
+    header `clsoe` made the file close-less: its adjusted close was published as the price, without a word), else
+    a warning naming it (once: not for the first rows read before anything starts)."""
+    known = set(_TARGET) | {"source", "ingested_at"}
+    ignored = [c for c in columns if c not in read and c.lower().strip() not in known]
+    for column in ignored:
+        near = difflib.get_close_matches(column.lower().strip(), sorted(_TARGET), n=1, cutoff=0.8)
+        if near and _TARGET[near[0]] not in read.values():
+            raise SourceError(
+                f"{where}: column {column!r} is not one nightcast reads: did you mean {near[0]!r}? "
+                f"(it reads {', '.join(_ALIASES)})"
+            )
+    if ignored and not head:
+        log.warning("%s: %s not read (nightcast reads %s)", where, _columns(ignored), ", ".join(_ALIASES))
+
+
+def _columns(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(c) for c in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"column {shown}" if len(names) == 1 else f"columns {shown}"
 
 
 def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from features.prices.sources import load, read_file, select_tickers
@@ -200,3 +202,29 @@ def test_the_first_rows_are_judged_for_their_format_only(tmp_path):
     wide = tmp_path / "wide.csv"
     wide.write_text("date,AAA,BBB\n" + "".join(f"{d},,\n" for d in _days(250)) + "2024-09-07,1,2\n")
     assert read_file(wide, n_rows=200)[0].is_empty() and read_file(wide)[0].height == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "meant"), [("clsoe", "close"), ("adj_clsoe", "adj_close"), ("Adj Clsoe", "adj close")]
+)
+def test_a_misspelt_price_column_is_an_error_naming_what_it_meant(tmp_path, header, meant):
+    """An operator's finding: a header `clsoe` made the file close-less without a word (its adjusted close was
+    published as the price), and `adj_clsoe` made the adjusted close the unadjusted one."""
+    from features.prices.sources import read_file
+
+    other = "adj_close" if "adj" not in header.lower() else "close"
+    path = tmp_path / "prices.csv"
+    path.write_text(f"date,ticker,{header},{other}\n2024-01-02,AAPL,100,98\n2024-01-03,AAPL,101,99\n")
+    with pytest.raises(SourceError, match=rf"column '{header}' is not one nightcast reads: did you mean '{meant}'\?"):
+        read_file(path)
+
+
+def test_a_column_nightcast_does_not_read_is_named_in_a_warning(tmp_path, caplog):
+    from features.prices.sources import read_file
+
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close,adj_close,adj_close_usd,note\n2024-01-02,AAPL,100,98,98,x\n")
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        frame, _ = read_file(path)
+    assert frame["close"].to_list() == [100.0] and frame["adj_close"].to_list() == [98.0]
+    assert "columns 'adj_close_usd', 'note' not read (nightcast reads date, ticker, open" in caplog.text
