@@ -72,7 +72,11 @@ EXAMPLES = {
         "nightcast ui                      # then, in another shell:",
         "PREFECT_API_URL=http://127.0.0.1:4200/api nightcast run",
     ],
-    "serve": ["PREFECT_API_URL=http://127.0.0.1:4200/api nightcast serve"],
+    "serve": [
+        "PREFECT_API_URL=http://127.0.0.1:4200/api nightcast serve --source yfinance --tickers AAPL MSFT",
+        "PREFECT_API_URL=http://127.0.0.1:4200/api nightcast serve --pool nightcast   # then: prefect worker start "
+        "--pool nightcast",
+    ],
     "config": ["nightcast config --config nightcast.toml", "NIGHTCAST_TRAIN__EPOCHS=5 nightcast config"],
 }
 
@@ -113,6 +117,15 @@ def _out_flag(p: argparse.ArgumentParser) -> None:
 def _runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=["threads", "dask"], help="task runner (default: threads)")
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+
+
+def _pool_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="register the deployments on this Prefect process work pool (made if missing) and return, instead of "
+        "serving them here",
+    )
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -217,8 +230,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], No
     "serve": (
         "register the nightly and weekly-backtest deployments and run them on their schedules",
         "Serves a `nightly` deployment (schedule.nightly_cron in schedule.timezone) and a `weekly-backtest` "
-        "deployment until Ctrl-C. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
-        (),
+        "deployment until Ctrl-C, each run with the settings resolved now (file, environment and these flags; "
+        "paths made absolute): restart it after changing them. With --pool, registers them on a Prefect process "
+        "work pool instead and returns, for `prefect worker start --pool NAME` (on any machine with nightcast "
+        "installed) to run. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
+        (_source_flags, _out_flag, _runner_flags, _pool_flag),
     ),
     "config": (
         "print the resolved settings as TOML",
@@ -729,9 +745,17 @@ def _ui_command(settings, args: argparse.Namespace) -> int:
 
 def _serve_command(settings, args: argparse.Namespace) -> int:
     with _started(settings, "serve"):
-        from flows.deploy import serve
+        from flows.deploy import register_on_pool, serve
 
-        serve(settings)
+        if not args.pool:
+            serve(settings)
+            return 0
+        names = register_on_pool(settings, args.pool)
+    console.print(f"registered {' and '.join(names)} on work pool {args.pool!r}", markup=False)
+    console.print(
+        f"run them with a worker (PREFECT_API_URL set as here): prefect worker start --pool {args.pool}",
+        markup=False,
+    )
     return 0
 
 

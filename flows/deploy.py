@@ -23,36 +23,41 @@ from nightcast.errors import NightcastError
 
 
 def deployments(settings: Settings) -> list:
-    """The nightly and weekly-backtest deployments, parameterised with the resolved settings."""
+    """The nightly and weekly-backtest deployments, parameterised with the resolved settings (paths absolute).
+
+    Each runs one at a time: a run started while another holds the data would fail on the data lock, so the
+    second waits its turn in Prefect (`AwaitingConcurrencySlot`) instead."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from flows.backtest import backtest_flow
     from flows.nightly import nightly
 
+    settings = settings.absolute()
     s = settings.schedule
     params = {"settings": settings.model_dump(mode="json")}
     # a module path (flows.nightly.nightly), importable wherever nightcast is installed: a work pool's worker
     # runs each flow in a temporary directory, where the default file path (relative to here) does not resolve
     module = EntrypointType.MODULE_PATH
+    one_at_a_time = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    common = {"entrypoint_type": module, "parameters": params, "tags": ["nightcast"]}
     return [
         nightly.to_deployment(
             name="nightly",
-            entrypoint_type=module,
             schedules=[Cron(s.nightly_cron, timezone=s.timezone)],
-            parameters=params,
             description=f"ingest, evaluate against the baselines, forecast and publish, after the close: "
             f"cron '{s.nightly_cron}' in {s.timezone}",
-            tags=["nightcast"],
+            concurrency_limit=one_at_a_time,
+            **common,
         ),
         backtest_flow.to_deployment(
             name="weekly-backtest",
-            entrypoint_type=module,
             schedules=[Cron(s.backtest_cron, timezone=s.timezone)],
-            parameters=params,
             description=f"walk-forward backtest of the model, its ablation and the baselines: "
             f"cron '{s.backtest_cron}' in {s.timezone}",
-            tags=["nightcast"],
+            concurrency_limit=one_at_a_time,
+            **common,
         ),
     ]
 
@@ -65,6 +70,34 @@ def serve(settings: Settings) -> None:
 
     prefect_api(settings, "serve")  # a server, as Prefect resolves its URL, that answers: else one line
     prefect_serve(*deployments(settings))
+
+
+def register_on_pool(settings: Settings, pool: str) -> list[str]:
+    """Register both deployments on the Prefect work pool `pool` (a process pool, made when missing) for the
+    `prefect worker`s started on it to run; returns the deployments' names. Nothing is served here."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.preflight import prefect_api
+
+    prefect_api(settings, "serve")
+    with get_client(sync_client=True) as client:
+        try:
+            kind = client.read_work_pool(pool).type
+        except ObjectNotFound:
+            kind = client.create_work_pool(WorkPoolCreate(name=pool, type="process")).type
+    if kind != "process":
+        raise NightcastError(f"work pool {pool!r} is of type {kind!r}: nightcast's deployments need a process pool")
+    names = []
+    for deployment in deployments(settings):
+        # a worker's flow-run process gets nightcast's Prefect environment as the CLI's has it (its own loggers
+        # sent to the UI, Prefect's home in the data directory); `serve` runs flows in its own process, which has
+        # it already (and Prefect refuses job variables there)
+        deployment.job_variables = {"env": prefect_env.variables(settings.absolute().paths.data_dir)}
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
 
 
 def server_environment(settings: Settings) -> dict[str, str]:

@@ -205,10 +205,33 @@ def mark_crashed(flow_run_ids: list[str]) -> list[str]:
                 message = "its nightcast process stopped before the run could finish"
                 client.set_flow_run_state(run_id, Crashed(message=message), force=True)
                 log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
+                _mark_tasks_crashed(client, run_id, message)
             except Exception as exc:  # unknown to this server (another API), or the server is unreachable
                 log.debug("could not mark flow run %s crashed: %s", run_id, exc)
                 unmended.append(run_id)
     return unmended
+
+
+def _mark_tasks_crashed(client, run_id: str, message: str) -> None:
+    """The task runs of a crashed flow run that were left running (or pending) become Crashed too: the UI showed
+    a Crashed flow run with its walk-forward backtest "Running" for good."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    unfinished = TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+    tasks = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+        task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished)),
+    )
+    for task in tasks:
+        client.set_task_run_state(task.id, Crashed(message=message), force=True)
 
 
 def _ephemeral_server_pid() -> int | None:

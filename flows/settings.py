@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     runner: RunnerSettings = RunnerSettings()
     paths: PathSettings = PathSettings()
 
+    def absolute(self) -> Settings:
+        """These settings with every path made absolute (against the current directory): what a deployment
+        stores, since a scheduled run or a work pool's worker runs elsewhere (a worker in a temporary folder,
+        which a relative `data` put the lake, the champion and the forecasts into, and then deleted)."""
+        p = self.paths
+        paths = {
+            "data_dir": p.data_dir.resolve(),
+            "out_dir": p.out_dir.resolve(),
+            "lake_dir": p.lake_dir.resolve() if p.lake_dir else None,
+            "models_dir": p.models_dir.resolve() if p.models_dir else None,
+        }
+        source = {"path": self.source.path.resolve()} if self.source.path else {}
+        return self.model_copy(
+            update={"paths": p.model_copy(update=paths), "source": self.source.model_copy(update=source)}
+        )
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings

@@ -24,11 +24,11 @@ FLAGS = {
     | {"--out", "--test-start", "--test-end", "--horizons", "--refit-every", "--cold-start"},
     "train": COMMON | SOURCE | RUNNER,
     "ui": COMMON,
-    "serve": COMMON,
+    "serve": COMMON | SOURCE | RUNNER | {"--out", "--pool"},
     "config": COMMON | SOURCE | RUNNER | {"--out"},
 }
 # flags that are arguments of one command, not settings
-COMMAND_ARGUMENTS = {"help", "config", "verbose", "asof", "start", "end", "by_ticker", "replay"}
+COMMAND_ARGUMENTS = {"help", "config", "verbose", "asof", "start", "end", "by_ticker", "replay", "pool"}
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,35 @@ def test_deployments_register_with_their_cron_and_timezone(prefect_harness, tmp_
     assert nightly.parameters["settings"]["schedule"]["nightly_cron"] == "15 19 * * 1-5"
     # importable from any directory (a work pool's worker runs flows in a temporary one)
     assert (nightly.entrypoint, weekly.entrypoint) == ("flows.nightly.nightly", "flows.backtest.backtest_flow")
+    # where it stores and publishes, wherever it runs: a worker ran a relative `data` in its temporary folder, then
+    # deleted everything, its run Completed
+    paths = nightly.parameters["settings"]["paths"]
+    assert (paths["data_dir"], paths["out_dir"]) == (
+        str(tmp_path.resolve() / "data"),
+        str(tmp_path.resolve() / "outputs"),
+    )
+    # one at a time: a run started while another holds the data waits its turn instead of failing on the lock
+    for d in (nightly, weekly):
+        assert (d.global_concurrency_limit.limit, d.concurrency_options.collision_strategy) == (1, "ENQUEUE")
+
+
+def test_deployments_on_a_work_pool_run_with_nightcasts_prefect_environment(prefect_harness, tmp_path, monkeypatch):
+    """An operator's finding: a worker's runs sent none of nightcast's own log lines (the model decision, NO SKILL)
+    to the UI, and kept Prefect's home elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    from prefect.client.orchestration import get_client
+
+    from flows.deploy import register_on_pool
+
+    settings = load_settings(None, environ={})
+    assert register_on_pool(settings, "nightcast-test") == ["nightly/nightly", "backtest/weekly-backtest"]
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool("nightcast-test").type == "process"
+        nightly = client.read_deployment_by_name("nightly/nightly")
+    env = nightly.job_variables["env"]
+    assert env["PREFECT_LOGGING_EXTRA_LOGGERS"] == "nightcast"
+    assert env["PREFECT_HOME"] == str(tmp_path.resolve() / "data" / "prefect")
+    assert nightly.work_pool_name == "nightcast-test"
 
 
 def test_a_holiday_run_stops_early_with_market_closed(prefect_harness, tmp_path):

@@ -96,7 +96,7 @@ def test_an_unreadable_lock_file_is_no_obstacle(tmp_path):
 
 @pytest.mark.parametrize("under_the_cli", [False, True], ids=["flow-takes-the-lock", "cli-took-it-first"])
 def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp_path, under_the_cli):
-    from prefect import flow
+    from prefect import flow, task
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
 
@@ -106,9 +106,18 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
     def ghost():
         pass
 
+    @task
+    def step():
+        pass
+
     with get_client(sync_client=True) as client:
         running = str(client.create_flow_run(ghost, state=Running()).id)
         done = str(client.create_flow_run(ghost, state=Completed()).id)
+        # its task runs: one left running (an operator saw "walk-forward backtest" Running for good), one done
+        stuck, finished = (
+            client.create_task_run(step, flow_run_id=running, dynamic_key=key, state=state).id
+            for key, state in (("0", Running()), ("1", Completed()))
+        )
     unknown = "00000000-0000-0000-0000-000000000000"
     assert mark_crashed([done, unknown]) == [unknown]  # unknown to this server: handed on, not lost
 
@@ -130,6 +139,8 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(running).state.type.value == "CRASHED"
         assert client.read_flow_run(done).state.type.value == "COMPLETED"  # a finished run is left alone
+        assert client.read_task_run(stuck).state.type.value == "CRASHED"
+        assert client.read_task_run(finished).state.type.value == "COMPLETED"
     # released normally, but for the run this server does not know: handed on to the next holder, not lost
     assert json.loads((tmp_path / LOCK).read_text()) == {"flow_runs": [unknown]}
 
