@@ -1,9 +1,13 @@
 """Runs that cannot work fail in a second, with one line and exit 2, before Prefect starts."""
 
+import contextlib
+import http.server
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,9 +70,6 @@ def _closed_port() -> int:
 
 
 def test_a_prefect_server_that_does_not_answer_is_one_line_naming_it(tmp_path, monkeypatch):
-    import http.server
-    import threading
-
     import flows.preflight as pf
 
     settings = load_settings(None, environ={}, overrides={"paths": {"data_dir": tmp_path / "data"}})
@@ -86,28 +87,13 @@ def test_a_prefect_server_that_does_not_answer_is_one_line_naming_it(tmp_path, m
     preflight(settings, "record")  # reads files only
     preflight(settings, "ui")  # starts the server
 
-    class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200 if self.path == "/api/health" else 404)
-            self.end_headers()
-            self.wfile.write(b"true")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        live = f"http://127.0.0.1:{server.server_address[1]}"
+    with _answering(lambda request: 200 if request.path == "/api/health" else 404) as live:
         monkeypatch.setattr(pf, "configured_api_url", lambda: f"{live}/api")
         preflight(settings, "run")
         preflight(settings, "serve")
         monkeypatch.setattr(pf, "configured_api_url", lambda: live)  # the UI's address, not the API's
         with pytest.raises(ConfigError, match=r"\(HTTP 404 on /health: is it the API's URL, ending in /api\?\)"):
             preflight(settings, "run")
-    finally:
-        server.shutdown()
-        server.server_close()
     monkeypatch.setattr(pf, "configured_api_url", lambda: None)  # Prefect's temporary server
     preflight(settings, "run")
     with pytest.raises(ConfigError, match="nightcast serve needs a running Prefect server"):
@@ -233,38 +219,23 @@ def test_a_price_file_that_cannot_be_read_fails_before_anything_starts(tmp_path)
 def test_a_password_in_the_prefect_api_url_is_never_printed_and_is_sent_as_basic_auth():
     """A security review: a `user:password@` URL was echoed whole in the error and could never be reached."""
     import base64
-    import http.server
-    import threading
 
     from flows.preflight import _unreachable, shown_url
 
     seen = []
-
-    class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append((self.path, self.headers.get("Authorization")))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://alice:S3cret@127.0.0.1:{server.server_port}/api"
+    with _answering(lambda request: seen.append((request.path, request.headers.get("Authorization"))) or 200) as live:
+        url = live.replace("http://", "http://alice:S3cret@") + "/api"
         assert _unreachable(url, 5) is None
-    finally:
-        server.shutdown()
+    port = live.rsplit(":", 1)[1]
     assert seen == [("/api/health", "Basic " + base64.b64encode(b"alice:S3cret").decode())]
-    assert shown_url(url) == f"http://alice:***@127.0.0.1:{server.server_port}/api"
+    assert shown_url(url) == f"http://alice:***@127.0.0.1:{port}/api"
     assert shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
     # Prefect's "View at" links are made from PREFECT_UI_URL, else from the API's URL, password and all
     from flows import prefect_env
 
     environ = {"PREFECT_API_URL": url}
     prefect_env.configure(Path(tempfile.mkdtemp()), environ)
-    assert environ["PREFECT_UI_URL"] == f"http://127.0.0.1:{server.server_port}"
+    assert environ["PREFECT_UI_URL"] == f"http://127.0.0.1:{port}"
     environ = {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
     prefect_env.configure(Path(tempfile.mkdtemp()), environ)
     assert "PREFECT_UI_URL" not in environ
@@ -274,27 +245,16 @@ def test_a_prefect_server_that_wants_a_password_is_one_line(tmp_path, monkeypatc
     """A server with PREFECT_SERVER_API_AUTH_STRING answers /health to anyone and the client's first real call with
     401, which Prefect raised as a traceback."""
     import base64
-    import http.server
-    import threading
 
     import flows.preflight as pf
 
-    class Guarded(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            wanted = "Basic " + base64.b64encode(b"u:pw").decode()
-            let_in = self.path.endswith("/health") or self.headers.get("Authorization") == wanted
-            self.send_response(200 if let_in else 401)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Guarded)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    wanted = "Basic " + base64.b64encode(b"u:pw").decode()
     settings = load_settings(None, environ={}, overrides={"paths": {"data_dir": tmp_path / "data"}})
-    monkeypatch.setattr(pf, "configured_api_url", lambda: f"http://127.0.0.1:{server.server_port}/api")
     monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
-    try:
+    with _answering(
+        lambda r: 200 if r.path.endswith("/health") or r.headers.get("Authorization") == wanted else 401
+    ) as live:
+        monkeypatch.setattr(pf, "configured_api_url", lambda: f"{live}/api")
         with pytest.raises(ConfigError, match="wants a password: set PREFECT_API_AUTH_STRING=user:password$"):
             preflight(settings, "run")
         monkeypatch.setenv("PREFECT_API_AUTH_STRING", "u:wrong")
@@ -302,5 +262,25 @@ def test_a_prefect_server_that_wants_a_password_is_one_line(tmp_path, monkeypatc
             preflight(settings, "run")
         monkeypatch.setenv("PREFECT_API_AUTH_STRING", "u:pw")
         preflight(settings, "run")
+
+
+@contextlib.contextmanager
+def _answering(status: Callable[[http.server.BaseHTTPRequestHandler], int]) -> Iterator[str]:
+    """A local HTTP server answering each GET with `status(request)` (and a body "true"); yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(status(self))
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        server.server_close()
