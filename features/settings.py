@@ -3,6 +3,7 @@ features and windows (each field has a default and a one-line reason)."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,17 @@ class SourceSettings(Section):
         description="tickers to use; empty means every ticker in the source (required for yfinance)",
     )
     start: str = Field("2000-01-01", description="first date requested from yfinance (YYYY-MM-DD)")
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _a_date(cls, value: object) -> str:
+        # TOML reads `start = 2024-01-02` (and NIGHTCAST_SOURCE__START=2024-01-02) as a date, not a string
+        if isinstance(value, date):
+            return value.isoformat()
+        try:
+            return date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
 
     @field_validator("tickers")
     @classmethod

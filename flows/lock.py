@@ -200,11 +200,12 @@ def mark_crashed(flow_run_ids: list[str]) -> list[str]:
         for run_id in flow_run_ids:
             try:
                 run = client.read_flow_run(run_id)
-                if run.state is None or run.state.is_final():
-                    continue
                 message = "its nightcast process stopped before the run could finish"
-                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
-                log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
+                if run.state is not None and not run.state.is_final():
+                    client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                    log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
+                # also when the flow run is over already (a work pool's worker marks its killed run Crashed, not
+                # the run's task runs): a task run of a dead process left running is a ghost in the UI
                 _mark_tasks_crashed(client, run_id, message)
             except Exception as exc:  # unknown to this server (another API), or the server is unreachable
                 log.debug("could not mark flow run %s crashed: %s", run_id, exc)

@@ -28,13 +28,15 @@ def variables(data_dir: Path) -> dict[str, str]:
     } | browser_safe(None)
 
 
-def _ui_without_password(api_url: str) -> str | None:
-    """The UI's URL for an API URL that holds a password (`http://user:secret@host/api`), without it; else None."""
+def _credentials_apart(api_url: str) -> tuple[str, str | None]:
+    """An API URL holding a password (`http://user:secret@host/api`) as the URL without it and `user:secret`;
+    any other URL as it is, and None."""
     parts = urllib.parse.urlsplit(api_url)
     if parts.password is None:
-        return None
+        return api_url, None
     host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=host, path=parts.path.removesuffix("/").removesuffix("/api")))
+    auth = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password)}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), auth
 
 
 def browser_safe(origin: str | None) -> dict[str, str]:
@@ -59,9 +61,13 @@ def configure(data_dir: Path, environ: MutableMapping[str, str] = os.environ) ->
     """
     for key, value in variables(data_dir).items():
         environ.setdefault(key, value)
-    ui = _ui_without_password(environ.get("PREFECT_API_URL", ""))
-    if ui:  # Prefect makes its "View at" links from the API's URL, password and all, and logs them
-        environ.setdefault("PREFECT_UI_URL", ui)
+    api, auth = _credentials_apart(environ.get("PREFECT_API_URL", ""))
+    if auth:
+        # Prefect's client sends a URL's `user:password@` over HTTP but not over its events websocket, which then
+        # failed (task runs lost) with the password printed in the warning; and it made its "View at" links from
+        # the URL, password and all. Its own setting for a server's password carries it everywhere.
+        environ["PREFECT_API_URL"] = api
+        environ.setdefault("PREFECT_API_AUTH_STRING", auth)
     home = Path(environ["PREFECT_HOME"]).expanduser()
     # Prefect creates its home without parents; without it the ephemeral server cannot open its database.
     home.mkdir(parents=True, exist_ok=True)

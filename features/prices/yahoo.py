@@ -84,6 +84,9 @@ class _FailureLog(logging.Handler):
 def _capture_failures() -> Iterator[_FailureLog]:
     handler = _FailureLog()
     yf_logger = logging.getLogger("yfinance")
+    # yfinance's own lines ("ERROR ... $MSFT: possibly delisted" for a symbol then retried and stored, and empty
+    # ERROR lines) stay out of the console: nightcast reads them here and says what failed, after its retries
+    yf_logger.propagate = False
     yf_logger.addHandler(handler)
     try:
         with warnings.catch_warnings():
@@ -259,7 +262,7 @@ def fetch(
                 log.warning(
                     "yfinance: %d tickers failed transiently (%s); retry %d/%d in %.1fs",
                     len(retry),
-                    reasons[retry[0]][:80],
+                    reasons[retry[0]][:200],
                     attempt + 1,
                     settings.retries,
                     delay,

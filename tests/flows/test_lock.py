@@ -98,7 +98,7 @@ def test_an_unreadable_lock_file_is_no_obstacle(tmp_path):
 def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp_path, under_the_cli):
     from prefect import flow, task
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Running
+    from prefect.states import Completed, Crashed, Running
 
     from flows.lock import exclusive, mark_crashed
 
@@ -118,12 +118,15 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
             client.create_task_run(step, flow_run_id=running, dynamic_key=key, state=state).id
             for key, state in (("0", Running()), ("1", Completed()))
         )
+        # a run a work pool's worker already marked Crashed, its task run still running (a verifier's kill -9)
+        marked = str(client.create_flow_run(ghost, state=Crashed()).id)
+        orphaned = client.create_task_run(step, flow_run_id=marked, dynamic_key="2", state=Running()).id
     unknown = "00000000-0000-0000-0000-000000000000"
     assert mark_crashed([done, unknown]) == [unknown]  # unknown to this server: handed on, not lost
 
     # a holder that dies (SIGKILL) with the running flow run noted in the lock: the next run marks it Crashed
     body = (
-        f"    note({str(tmp_path)!r}, [{running!r}, {unknown!r}])\n    print('noted', flush=True)\n"
+        f"    note({str(tmp_path)!r}, [{running!r}, {marked!r}, {unknown!r}])\n    print('noted', flush=True)\n"
         "    import time; time.sleep(60)"
     )
     proc = holder(tmp_path, body)
@@ -141,6 +144,7 @@ def test_a_dead_owners_running_flow_runs_are_marked_crashed(prefect_harness, tmp
         assert client.read_flow_run(done).state.type.value == "COMPLETED"  # a finished run is left alone
         assert client.read_task_run(stuck).state.type.value == "CRASHED"
         assert client.read_task_run(finished).state.type.value == "COMPLETED"
+        assert client.read_task_run(orphaned).state.type.value == "CRASHED"
     # released normally, but for the run this server does not know: handed on to the next holder, not lost
     assert json.loads((tmp_path / LOCK).read_text()) == {"flow_runs": [unknown]}
 

@@ -230,15 +230,18 @@ def test_a_password_in_the_prefect_api_url_is_never_printed_and_is_sent_as_basic
     assert seen == [("/api/health", "Basic " + base64.b64encode(b"alice:S3cret").decode())]
     assert shown_url(url) == f"http://alice:***@127.0.0.1:{port}/api"
     assert shown_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
-    # Prefect's "View at" links are made from PREFECT_UI_URL, else from the API's URL, password and all
+    # Prefect's client sends a URL's password over HTTP but not over its events websocket (a verifier's run lost its
+    # task runs, the password printed in the warning), and made its "View at" links from it: it goes to Prefect's
+    # own setting for a server's password instead
     from flows import prefect_env
 
-    environ = {"PREFECT_API_URL": url}
+    environ = {"PREFECT_API_URL": url.replace("S3cret", "S3c%40ret")}
     prefect_env.configure(Path(tempfile.mkdtemp()), environ)
-    assert environ["PREFECT_UI_URL"] == f"http://127.0.0.1:{port}"
+    assert environ["PREFECT_API_URL"] == f"http://127.0.0.1:{port}/api"
+    assert environ["PREFECT_API_AUTH_STRING"] == "alice:S3c@ret"
     environ = {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
     prefect_env.configure(Path(tempfile.mkdtemp()), environ)
-    assert "PREFECT_UI_URL" not in environ
+    assert environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api" and "PREFECT_API_AUTH_STRING" not in environ
 
 
 def test_a_prefect_server_that_wants_a_password_is_one_line(tmp_path, monkeypatch):

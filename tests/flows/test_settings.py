@@ -151,3 +151,14 @@ def test_a_value_our_rule_refuses_is_named_once():
     assert str(err.value).endswith(
         "setting features.horizons: must be a non-empty list of positive integers, got [0, 5]"
     )
+
+
+def test_a_start_date_may_be_written_as_toml_writes_dates(tmp_path):
+    """A verifier's finding: `start = 2024-01-02` (TOML's date) and NIGHTCAST_SOURCE__START=2024-01-02 were refused
+    with "Input should be a valid string, got datetime.date(2024, 1, 2)"."""
+    config = tmp_path / "nightcast.toml"
+    config.write_text("[source]\nstart = 2024-01-02\n")
+    assert load_settings(config, environ={}).source.start == "2024-01-02"
+    assert load_settings(None, environ={"NIGHTCAST_SOURCE__START": "2024-01-02"}).source.start == "2024-01-02"
+    with pytest.raises(ConfigError, match=r"source.start: expected a date YYYY-MM-DD, got '01/02/2024'"):
+        load_settings(None, environ={"NIGHTCAST_SOURCE__START": "01/02/2024"})
