@@ -3,7 +3,7 @@ features and windows (each field has a default and a one-line reason)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,8 @@ class SourceSettings(Section):
     @classmethod
     def _a_date(cls, value: object) -> str:
         # TOML reads `start = 2024-01-02` (and NIGHTCAST_SOURCE__START=2024-01-02) as a date, not a string
+        if isinstance(value, datetime):  # a TOML date-time: its day
+            value = value.date()
         if isinstance(value, date):
             return value.isoformat()
         try:

@@ -8,6 +8,7 @@ project's data directory.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 from flows import prefect_env
 from flows.settings import Settings
 from nightcast.errors import NightcastError
+
+log = logging.getLogger("nightcast.flows.deploy")
 
 
 def deployments(settings: Settings) -> list:
@@ -35,6 +38,12 @@ def deployments(settings: Settings) -> list:
     from flows.nightly import nightly
 
     settings = settings.absolute()
+    if settings.runner.kind == "dask":
+        # a deployment runs the flow as it is declared (threads): the CLI alone applies the Dask runner, and a
+        # deployment that kept runner.kind = "dask" would size its feature chunks for a cluster it does not have
+        log.warning("deployment runs use the threads runner: runner.kind = 'dask' applies to CLI runs only")
+        threads = settings.runner.model_copy(update={"kind": "threads", "dask_address": None})
+        settings = settings.model_copy(update={"runner": threads})
     s = settings.schedule
     params = {"settings": settings.model_dump(mode="json")}
     # a module path (flows.nightly.nightly), importable wherever nightcast is installed: a work pool's worker

@@ -204,9 +204,12 @@ def mark_crashed(flow_run_ids: list[str]) -> list[str]:
                 if run.state is not None and not run.state.is_final():
                     client.set_flow_run_state(run_id, Crashed(message=message), force=True)
                     log.warning("flow run %s was left %s: marked Crashed", run.name, run.state.name)
-                # also when the flow run is over already (a work pool's worker marks its killed run Crashed, not
-                # the run's task runs): a task run of a dead process left running is a ghost in the UI
-                _mark_tasks_crashed(client, run_id, message)
+                    _mark_tasks_crashed(client, run_id, message)
+                elif run.state is not None and run.state.is_crashed():
+                    # crashed already (a work pool's worker marks its killed run Crashed, not the run's task
+                    # runs): a task run of a dead process left running is a ghost in the UI. Not under a run
+                    # that completed or failed, whose pending task runs were never to run (NotReady)
+                    _mark_tasks_crashed(client, run_id, message)
             except Exception as exc:  # unknown to this server (another API), or the server is unreachable
                 log.debug("could not mark flow run %s crashed: %s", run_id, exc)
                 unmended.append(run_id)
@@ -251,7 +254,10 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
     with data_lock(data_dir, what):
         with _guard:  # left by whichever holder took the lock (this flow, its parent flow or the CLI)
             ghosts = _ghosts.get(path, [])
-        unmended = mark_crashed(ghosts)  # those that cannot be mended now are handed on to the next run: by the
+        # never this run itself: a flow run retried in Prefect keeps its id, noted by the process that died
+        unmended = mark_crashed(
+            [g for g in ghosts if g != str(flow_run.id)]
+        )  # those that cannot be mended now are handed on to the next run: by the
         with _guard:  # release, or tried again by a later flow of this run; in the file too, should this one die
             _ghosts[path] = unmended
         note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())

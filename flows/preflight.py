@@ -50,28 +50,23 @@ def writable_dir(path: Path, what: str) -> None:
 
 def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> None:
     """Everything about a `command` that can be known to fail before it starts."""
-    source = settings.source
-    if command in FLOW_COMMANDS and source.kind == "file":
-        path = Path(source.path)
-        if not path.is_file():
-            raise ConfigError(f"price file not found: {path}" if not path.exists() else f"{path} is not a file")
-        if path.suffix.lower() not in READABLE:
-            raise ConfigError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
-        if not os.access(path, os.R_OK):
-            raise ConfigError(f"price file {path} is not readable")
-        price_file_head(settings)
+    # `serve` stores these settings in its deployments: what would fail every scheduled run fails here, now
+    runs = (*FLOW_COMMANDS, "serve")
+    if command in runs and settings.source.kind == "file":
+        price_file(settings)
     if command in FLOW_COMMANDS:
         check_free(settings.paths.data_dir)  # another run holds it: say so now, not after Prefect starts
+    if command in runs:
         writable_dir(settings.paths.data_dir, "data directory (paths.data_dir)")
         writable_dir(settings.paths.lake, "lake directory (paths.lake_dir)")
-    if command in ("run", "replay", "train"):
+    if command in ("run", "replay", "train", "serve"):
         writable_dir(settings.paths.models, "models directory (paths.models_dir)")
-    if command in ("run", "replay"):
+    if command in ("run", "replay", "serve"):
         writable_dir(settings.paths.out_dir, "output directory (--out, paths.out_dir)")
     if command == "backtest" and out_dir is not None:
         writable_dir(out_dir, "backtest output directory (--out)")
     longest = max(settings.features.horizons)
-    if command in ("run", "replay", "train", "backtest") and longest >= settings.windows.test_days:
+    if command in ("run", "replay", "train", "backtest", "serve") and longest >= settings.windows.test_days:
         raise ConfigError(
             f"features.horizons: the longest horizon ({longest} sessions) must be shorter than the evaluation span "
             f"windows.test_days ({settings.windows.test_days}): no forecast of it could ever be scored there"
@@ -80,6 +75,18 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
         dask_scheduler(settings.runner.dask_address)
     if command in (*FLOW_COMMANDS, "serve"):
         prefect_api(settings, command)  # last: it reads Prefect's settings (~1 s), which the flow needs anyway
+
+
+def price_file(settings: Settings) -> None:
+    """The price file exists, is a file nightcast reads, and its first rows read as the whole file will."""
+    path = Path(settings.source.path)
+    if not path.is_file():
+        raise ConfigError(f"price file not found: {path}" if not path.exists() else f"{path} is not a file")
+    if path.suffix.lower() not in READABLE:
+        raise ConfigError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"price file {path} is not readable")
+    price_file_head(settings)
 
 
 def configured_api_url() -> str | None:

@@ -137,13 +137,14 @@ class Settings(BaseSettings):
         stores, since a scheduled run or a work pool's worker runs elsewhere (a worker in a temporary folder,
         which a relative `data` put the lake, the champion and the forecasts into, and then deleted)."""
         p = self.paths
+        # absolute, not resolved: a `data` that is a link stays the link (its target may differ on another machine)
         paths = {
-            "data_dir": p.data_dir.resolve(),
-            "out_dir": p.out_dir.resolve(),
-            "lake_dir": p.lake_dir.resolve() if p.lake_dir else None,
-            "models_dir": p.models_dir.resolve() if p.models_dir else None,
+            "data_dir": p.data_dir.absolute(),
+            "out_dir": p.out_dir.absolute(),
+            "lake_dir": p.lake_dir.absolute() if p.lake_dir else None,
+            "models_dir": p.models_dir.absolute() if p.models_dir else None,
         }
-        source = {"path": self.source.path.resolve()} if self.source.path else {}
+        source = {"path": self.source.path.absolute()} if self.source.path else {}
         return self.model_copy(
             update={"paths": p.model_copy(update=paths), "source": self.source.model_copy(update=source)}
         )

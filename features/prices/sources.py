@@ -43,7 +43,7 @@ _ALIASES = {
     "high": ("high",),
     "low": ("low",),
     "close": ("close",),
-    "adj_close": ("adj_close", "adj close", "adjclose", "adjusted_close"),
+    "adj_close": ("adj_close", "adj close", "adjclose", "adjusted_close", "adjusted close", "adj. close"),
     "volume": ("volume",),
 }
 
@@ -279,18 +279,31 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
 _TARGET = {alias: target for target, aliases in _ALIASES.items() for alias in aliases}
 
 
+_NEEDED = ("date", "ticker", "close", "adj_close")  # what a file's prices are read from: a miss here misreads it
+_LIKE_A_CLOSE = re.compile(r"close|price|last", re.I)
+
+
 def _misspelt(columns: Sequence[str], read: dict[str, str], where: str, head: bool) -> None:
-    """A column nightcast does not read is an error when its name is nearly that of a column the file lacks (a
-    header `clsoe` made the file close-less: its adjusted close was published as the price, without a word), else
-    a warning naming it (once: not for the first rows read before anything starts)."""
+    """A column nightcast does not read is an error where it would misread the file, else a warning naming it
+    (once: not for the first rows read before anything starts). An error: a name nearly that of a date, ticker,
+    close or adjusted close column the file lacks (a header `clsoe` made the file close-less and its adjusted
+    close was published as the price, without a word), or, in a file with an adjusted close and no close, a
+    column named like a close (`Close Price`, `Last`)."""
     known = set(_TARGET) | {"source", "ingested_at"}
     ignored = [c for c in columns if c not in read and c.lower().strip() not in known]
+    found = set(read.values())
+    needed = sorted(alias for alias, target in _TARGET.items() if target in _NEEDED and target not in found)
     for column in ignored:
-        near = difflib.get_close_matches(column.lower().strip(), sorted(_TARGET), n=1, cutoff=0.8)
-        if near and _TARGET[near[0]] not in read.values():
+        near = difflib.get_close_matches(column.lower().strip(), needed, n=1, cutoff=0.8)
+        if near:
             raise SourceError(
                 f"{where}: column {column!r} is not one nightcast reads: did you mean {near[0]!r}? "
                 f"(it reads {', '.join(_ALIASES)})"
+            )
+        if "close" not in found and "adj_close" in found and _LIKE_A_CLOSE.search(column):
+            raise SourceError(
+                f"{where}: no close column, and column {column!r} is not read: name the traded close 'close' "
+                "(or drop the column if the file holds adjusted closes only)"
             )
     if ignored and not head:
         log.warning("%s: %s not read (nightcast reads %s)", where, _columns(ignored), ", ".join(_ALIASES))

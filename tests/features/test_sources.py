@@ -228,3 +228,18 @@ def test_a_column_nightcast_does_not_read_is_named_in_a_warning(tmp_path, caplog
         frame, _ = read_file(path)
     assert frame["close"].to_list() == [100.0] and frame["adj_close"].to_list() == [98.0]
     assert "columns 'adj_close_usd', 'note' not read (nightcast reads date, ticker, open" in caplog.text
+
+
+def test_an_optional_column_spelt_nearly_like_one_is_only_a_warning_and_a_close_named_otherwise_is_an_error(tmp_path):
+    """A reviewer's findings on the first version: `Flow` was refused as "did you mean 'low'?" (an optional column
+    the file may lack), while `Close Price` beside an adjusted close only warned, and its adjusted close was
+    published as the price."""
+    from features.prices.sources import read_file
+
+    path = tmp_path / "prices.csv"
+    path.write_text("date,ticker,close,Flow,Adj. Close\n2024-01-02,AAPL,100,7,98\n")
+    frame, _ = read_file(path)
+    assert (frame["close"][0], frame["adj_close"][0]) == (100.0, 98.0)  # 'Adj. Close' is Quandl's adjusted close
+    path.write_text("date,ticker,Close Price,Adj Close\n2024-01-02,AAPL,100,98\n")
+    with pytest.raises(SourceError, match="no close column, and column 'Close Price' is not read: name the traded"):
+        read_file(path)

@@ -24,7 +24,7 @@ FLAGS = {
     | {"--out", "--test-start", "--test-end", "--horizons", "--refit-every", "--cold-start"},
     "train": COMMON | SOURCE | RUNNER,
     "ui": COMMON,
-    "serve": COMMON | SOURCE | RUNNER | {"--out", "--pool"},
+    "serve": COMMON | SOURCE | {"--out", "--pool"},
     "config": COMMON | SOURCE | RUNNER | {"--out"},
 }
 # flags that are arguments of one command, not settings

@@ -19,7 +19,8 @@ def test_deployments_register_with_their_cron_and_timezone(prefect_harness, tmp_
     monkeypatch.chdir(tmp_path)
     from prefect.client.orchestration import get_client
 
-    settings = load_settings(None, environ={"NIGHTCAST_SCHEDULE__NIGHTLY_CRON": '"15 19 * * 1-5"'})
+    environ = {"NIGHTCAST_SCHEDULE__NIGHTLY_CRON": '"15 19 * * 1-5"', "NIGHTCAST_RUNNER__KIND": "dask"}
+    settings = load_settings(None, environ=environ)
     ids = [d.apply() for d in deployments(settings)]
     with get_client(sync_client=True) as client:
         nightly = client.read_deployment(ids[0])
@@ -41,25 +42,22 @@ def test_deployments_register_with_their_cron_and_timezone(prefect_harness, tmp_
     # one at a time: a run started while another holds the data waits its turn instead of failing on the lock
     for d in (nightly, weekly):
         assert (d.global_concurrency_limit.limit, d.concurrency_options.collision_strategy) == (1, "ENQUEUE")
+    # a deployment runs the flow on threads: a kept runner.kind = "dask" sized its feature chunks for a cluster
+    assert nightly.parameters["settings"]["runner"]["kind"] == "threads"
 
-
-def test_deployments_on_a_work_pool_run_with_nightcasts_prefect_environment(prefect_harness, tmp_path, monkeypatch):
-    """An operator's finding: a worker's runs sent none of nightcast's own log lines (the model decision, NO SKILL)
-    to the UI, and kept Prefect's home elsewhere."""
-    monkeypatch.chdir(tmp_path)
-    from prefect.client.orchestration import get_client
-
+    # on a work pool (in this test: two tests registering nightly/nightly at once could read each other's): an
+    # operator's finding, a worker's runs sent none of nightcast's log lines to the UI and kept Prefect's home
+    # elsewhere
     from flows.deploy import register_on_pool
 
-    settings = load_settings(None, environ={})
     assert register_on_pool(settings, "nightcast-test") == ["nightly/nightly", "backtest/weekly-backtest"]
     with get_client(sync_client=True) as client:
         assert client.read_work_pool("nightcast-test").type == "process"
-        nightly = client.read_deployment_by_name("nightly/nightly")
-    env = nightly.job_variables["env"]
+        pooled = client.read_deployment(ids[0])  # applied again: the same deployment, now on the pool
+    env = pooled.job_variables["env"]
     assert env["PREFECT_LOGGING_EXTRA_LOGGERS"] == "nightcast"
     assert env["PREFECT_HOME"] == str(tmp_path.resolve() / "data" / "prefect")
-    assert nightly.work_pool_name == "nightcast-test"
+    assert pooled.work_pool_name == "nightcast-test"
 
 
 def test_a_holiday_run_stops_early_with_market_closed(prefect_harness, tmp_path):

@@ -287,3 +287,10 @@ def _answering(status: Callable[[http.server.BaseHTTPRequestHandler], int]) -> I
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_checks_the_settings_it_stores_in_its_deployments(tmp_path):
+    """A review: `serve --path typo.csv` was stored in both deployments, and every scheduled run failed hours later."""
+    overrides = {"source": {"kind": "file", "path": tmp_path / "typo.csv"}, "paths": {"data_dir": tmp_path / "d"}}
+    with pytest.raises(ConfigError, match="price file not found: .*typo.csv"):
+        preflight(load_settings(None, environ={}, overrides=overrides), "serve")
