@@ -96,13 +96,18 @@ def _baselines(panel: Panel, rows: np.ndarray, names: list[str], asof: date, set
 
 
 def _warn_sources(sources: dict[int, policy.Source], horizons: list[int], publishing: Publishing) -> None:
+    """One warning per distinct finding, naming its horizons: five identical lines a night (one per horizon) made
+    an alert on warnings fire five times for one fact."""
+    found: dict[str, list[int]] = {}
     for h in horizons:
         s = sources[h]
         why = "is significantly worse than the random walk" if s.worse else "has no skill"
         if s.model != publishing.name:
-            log.warning("horizon %d: the model %s on the evaluation span; publishing %s instead", h, why, s.model)
+            found.setdefault(f"the model {why} on the evaluation span; publishing {s.model} instead", []).append(h)
         elif not s.skill:
-            log.warning("NO SKILL at horizon %d: the model %s; published with skill=false", h, why)
+            found.setdefault(f"NO SKILL: the model {why}; published with skill=false", []).append(h)
+    for message, at in found.items():
+        log.warning("%s %s: %s", "horizon" if len(at) == 1 else "horizons", ", ".join(map(str, at)), message)
 
 
 def _png(draw: Callable[[Path], Path], path: Path, with_plots: bool) -> list[Path]:
