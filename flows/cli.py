@@ -232,9 +232,9 @@ COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], No
         "Serves a `nightly` deployment (schedule.nightly_cron in schedule.timezone) and a `weekly-backtest` "
         "deployment until Ctrl-C, each run with the settings resolved now (file, environment and these flags; "
         "paths made absolute; on the threads runner): restart it after changing them. With --pool, registers them "
-        "on a Prefect process "
-        "work pool instead and returns, for `prefect worker start --pool NAME` (on any machine with nightcast "
-        "installed) to run. Needs a running server: start `nightcast ui` and set PREFECT_API_URL.",
+        "on a Prefect process work pool instead and returns, for `prefect worker start --pool NAME` (on any "
+        "machine with nightcast installed) to run. Needs a running server: start `nightcast ui` and set "
+        "PREFECT_API_URL.",
         (_source_flags, _out_flag, _pool_flag),
     ),
     "config": (

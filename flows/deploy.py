@@ -88,22 +88,20 @@ def register_on_pool(settings: Settings, pool: str) -> list[str]:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
-    from flows.preflight import prefect_api
-
-    prefect_api(settings, "serve")
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:  # the server was checked by the CLI's preflight
         try:
             kind = client.read_work_pool(pool).type
         except ObjectNotFound:
             kind = client.create_work_pool(WorkPoolCreate(name=pool, type="process")).type
     if kind != "process":
         raise NightcastError(f"work pool {pool!r} is of type {kind!r}: nightcast's deployments need a process pool")
+    # a worker's flow-run process gets nightcast's Prefect environment as the CLI's has it (its own loggers sent to
+    # the UI, Prefect's home in the data directory); `serve` runs flows in its own process, which has it already
+    # (and Prefect refuses job variables there)
+    environment = {"env": prefect_env.variables(settings.absolute().paths.data_dir)}
     names = []
     for deployment in deployments(settings):
-        # a worker's flow-run process gets nightcast's Prefect environment as the CLI's has it (its own loggers
-        # sent to the UI, Prefect's home in the data directory); `serve` runs flows in its own process, which has
-        # it already (and Prefect refuses job variables there)
-        deployment.job_variables = {"env": prefect_env.variables(settings.absolute().paths.data_dir)}
+        deployment.job_variables = environment
         deployment.apply(work_pool_name=pool)
         names.append(f"{deployment.flow_name}/{deployment.name}")
     return names

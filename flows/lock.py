@@ -255,10 +255,10 @@ def exclusive(data_dir: Path, what: str) -> Iterator[None]:
         with _guard:  # left by whichever holder took the lock (this flow, its parent flow or the CLI)
             ghosts = _ghosts.get(path, [])
         # never this run itself: a flow run retried in Prefect keeps its id, noted by the process that died
-        unmended = mark_crashed(
-            [g for g in ghosts if g != str(flow_run.id)]
-        )  # those that cannot be mended now are handed on to the next run: by the
-        with _guard:  # release, or tried again by a later flow of this run; in the file too, should this one die
+        unmended = mark_crashed([g for g in ghosts if g != str(flow_run.id)])
+        # those that cannot be mended now are handed on to the next run, by the release, or tried again by a later
+        # flow of this run; in the file too, should this one die
+        with _guard:
             _ghosts[path] = unmended
         note(data_dir, [*unmended, *([str(flow_run.id)] if flow_run.id else [])], _ephemeral_server_pid())
         yield

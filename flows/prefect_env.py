@@ -28,7 +28,7 @@ def variables(data_dir: Path) -> dict[str, str]:
     } | browser_safe(None)
 
 
-def _credentials_apart(api_url: str) -> tuple[str, str | None]:
+def credentials_apart(api_url: str) -> tuple[str, str | None]:
     """An API URL holding a password (`http://user:secret@host/api`) as the URL without it and `user:secret`;
     any other URL as it is, and None."""
     parts = urllib.parse.urlsplit(api_url)
@@ -61,7 +61,7 @@ def configure(data_dir: Path, environ: MutableMapping[str, str] = os.environ) ->
     """
     for key, value in variables(data_dir).items():
         environ.setdefault(key, value)
-    api, auth = _credentials_apart(environ.get("PREFECT_API_URL", ""))
+    api, auth = credentials_apart(environ.get("PREFECT_API_URL", ""))
     if auth:
         # Prefect's client sends a URL's `user:password@` over HTTP but not over its events websocket, which then
         # failed (task runs lost) with the password printed in the warning; and it made its "View at" links from

@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from flows import prefect_env
 from flows.lock import check_free
 from flows.settings import Settings
 from nightcast.errors import ConfigError, SourceError
@@ -124,12 +125,9 @@ def prefect_api(settings: Settings, command: str, timeout: float = API_TIMEOUT_S
 def _let_in(url: str, timeout: float) -> None:
     """A server with a password (`PREFECT_SERVER_API_AUTH_STRING`) answers its /health to anyone and every other
     call of a client without it with 401, which Prefect raised as a traceback: one line instead."""
-    request = _api_request(url, "admin/version")
     auth = os.environ.get("PREFECT_API_AUTH_STRING")
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
+        with urllib.request.urlopen(_api_request(url, "admin/version", auth), timeout=timeout):
             return
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
@@ -151,15 +149,14 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def _api_request(url: str, path: str) -> urllib.request.Request:
-    """`path` of the API at `url`, with the credentials of a `user:password@host` URL sent as HTTP basic auth
-    (urllib reads them as part of the host name, so such a server was always "unreachable")."""
-    parts = urllib.parse.urlsplit(f"{url.rstrip('/')}/{path}")
-    if parts.username is None:
-        return urllib.request.Request(parts.geturl())
-    plain = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-    token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
-    return urllib.request.Request(plain, headers={"Authorization": f"Basic {token}"})
+def _api_request(url: str, path: str, auth: str | None = None) -> urllib.request.Request:
+    """`path` of the API at `url`, with `auth` (`user:password`; by default the credentials of a
+    `user:password@host` URL, which urllib reads as part of the host name) sent as HTTP basic auth."""
+    plain, in_url = prefect_env.credentials_apart(url)
+    request = urllib.request.Request(f"{plain.rstrip('/')}/{path}")
+    if auth or in_url:
+        request.add_header("Authorization", "Basic " + base64.b64encode((auth or in_url).encode()).decode())
+    return request
 
 
 def _unreachable(url: str, timeout: float) -> str | None:

@@ -303,10 +303,8 @@ def _with_causes(
         cause = next(c for c in causes.values() if c)
         causes |= dict.fromkeys(unasked, f"not asked; a symbol asked beside it failed in passing ({cause})")
     failed = [t for t, cause in causes.items() if cause is not None]
-    return {t: f"{causes[t]} (yfinance: {why})" if causes.get(t) else why for t, why in reasons.items()}, [
-        *transient,
-        *failed,
-    ]
+    told = {t: f"{causes[t]} (yfinance: {why})" if causes.get(t) else why for t, why in reasons.items()}
+    return told, transient + failed
 
 
 def from_yfinance(raw) -> pl.DataFrame:
