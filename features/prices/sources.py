@@ -62,12 +62,15 @@ def load(settings: SourceSettings, also: Sequence[str] = ()) -> tuple[pl.DataFra
     else:
         raise SourceError("yfinance is fetched incrementally against the lake: use features.prices.ingest.ingest")
     tickers = list(settings.tickers)
+    context: list[str] = []
     if tickers:
         present = set(frame["ticker"].unique().to_list())
-        tickers += [t for t in also if t in present and t not in tickers]
-        findings = [f for f in findings if f.ticker in tickers]
+        context = [t for t in also if t in present and t not in tickers]
+        findings = [f for f in findings if f.ticker in tickers or f.ticker in context]
     quarantined = {f.ticker for f in findings if f.action == "quarantined"}  # in the source, though unreadable
-    return select_tickers(frame, tickers, quarantined), findings
+    where = "the bundled sample" if settings.kind == "sample" else str(settings.path)
+    frame, absent = select_tickers(frame, tickers, quarantined, where, context)
+    return frame, findings + absent
 
 
 def one_symbol(settings: SourceSettings) -> str | None:
@@ -75,16 +78,37 @@ def one_symbol(settings: SourceSettings) -> str | None:
     return settings.tickers[0] if len(settings.tickers) == 1 else None
 
 
-def select_tickers(frame: pl.DataFrame, tickers: Sequence[str], also_present: set[str] = frozenset()) -> pl.DataFrame:
-    """Keep only `tickers` (all when empty); a requested ticker absent from the source is an error (one the
-    source holds but could not read, `also_present`, is reported by its finding instead)."""
+def select_tickers(
+    frame: pl.DataFrame,
+    tickers: Sequence[str],
+    also_present: set[str] = frozenset(),
+    where: str = "the source",
+    context: Sequence[str] = (),
+) -> tuple[pl.DataFrame, list[Finding]]:
+    """Keep only `tickers` and the `context` series (all rows when `tickers` is empty), with a quarantine finding
+    for each requested ticker the source does not hold: one missing ticker never sinks the others' run (as one
+    yfinance cannot find does not), while a request the source holds none of is an error (context series do
+    not count). A ticker the source holds but could not read (`also_present`) is reported by its own finding."""
     if not tickers:
-        return frame
+        return frame, []
     present = set(frame["ticker"].unique().to_list()) | set(also_present)
     missing = [t for t in tickers if t not in present]
-    if missing:
-        raise SourceError(f"tickers not in the source: {missing}; available: {sorted(present)}")
-    return frame.filter(pl.col("ticker").is_in(list(tickers)))
+    if len(missing) == len(tickers):
+        raise SourceError(f"tickers not in {where}: {missing}; available: {_listed(present)}")
+    findings = [Finding(t, None, "not_in_source", "quarantined", _absent(t, present, where)) for t in missing]
+    return frame.filter(pl.col("ticker").is_in([*tickers, *context])), findings
+
+
+def _listed(tickers: set[str], most: int = 20) -> str:
+    """`tickers` sorted, the first `most` of them: a 500-ticker file's whole list is no error message."""
+    shown = sorted(tickers)
+    return ", ".join(shown[:most]) + (f" and {len(shown) - most} more" if len(shown) > most else "")
+
+
+def _absent(ticker: str, present: set[str], where: str) -> str:
+    near = difflib.get_close_matches(ticker, sorted(present), n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]}?" if near else f"it holds {_listed(present, 8)}"
+    return f"asked for, but {where} holds no row of it ({hint})"
 
 
 def load_sample(path: Path = SAMPLE_PATH) -> pl.DataFrame:

@@ -48,6 +48,19 @@ def test_sample_source_and_ticker_filter():
         select_tickers(frame, ["AAPL"])
 
 
+def test_a_requested_ticker_the_source_lacks_is_quarantined_not_the_whole_run():
+    """`--tickers NVDA ORLC` on the sample read NVDA and stopped the run over the typo; one ticker yfinance cannot
+    find never did. Now the typo is quarantined with a hint, and only a request of nothing the source holds fails."""
+    frame, findings = load(SourceSettings(kind="sample", tickers=["NVDA", "ORLC"]), also=["^GSPC", "SPY"])
+    assert sorted(frame["ticker"].unique().to_list()) == ["NVDA", "^GSPC"]
+    [finding] = findings
+    assert (finding.ticker, finding.rule, finding.action) == ("ORLC", "not_in_source", "quarantined")
+    assert "the bundled sample holds no row of it (did you mean ORCL?)" in finding.detail
+    # context series are no request: asking only for absent tickers is an error even with ^GSPC present
+    with pytest.raises(SourceError, match=r"tickers not in the bundled sample: \['ZZZZ'\]; available: NVDA, ORCL"):
+        load(SourceSettings(kind="sample", tickers=["ZZZZ"]), also=["^GSPC"])
+
+
 def test_a_non_numeric_cell_is_missing_and_reported_not_a_failed_file(tmp_path):
     from features.prices.sources import read_file
 
