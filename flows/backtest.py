@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 from prefect import flow, task
@@ -15,7 +14,7 @@ from flows import artifacts
 from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.prefect_env import no_heartbeat_of_its_own
-from flows.settings import Settings
+from flows.settings import Settings, dated_run_name
 from flows.tasks import features_by_chunk, require_history, run_backtest
 from forecasting import publish
 from forecasting.backtest import BacktestResult
@@ -63,11 +62,7 @@ def write_backtest(result: BacktestResult, settings: Settings, out_dir: Path, pa
     return paths + write_backtest_report(result, out_dir, title, coverage, across, deciles, quantiles, volatility)
 
 
-def _run_name() -> str:
-    return f"backtest-{date.today().isoformat()}"
-
-
-@flow(name="backtest", flow_run_name=_run_name)
+@flow(name="backtest", flow_run_name=dated_run_name("backtest"))
 def backtest_flow(settings: Settings) -> tuple[BacktestResult, list[Path]]:
     """Walk-forward backtest of every configured model on identical origins; files into `paths.backtest`."""
     with exclusive(settings.paths.data_dir, "backtest"):

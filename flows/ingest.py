@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
 
 import polars as pl
 from prefect import flow, task
@@ -14,7 +13,7 @@ from features.market import context_only
 from features.prices import lake
 from features.prices.ingest import IngestReport, ingest
 from flows.lock import exclusive
-from flows.settings import Settings
+from flows.settings import Settings, dated_run_name
 from forecasting.results import markdown_table
 from nightcast.errors import SourceError
 
@@ -91,11 +90,7 @@ def ingest_chunks(settings: Settings) -> IngestReport:
     return report
 
 
-def _run_name() -> str:
-    return f"ingest-{date.today().isoformat()}"
-
-
-@flow(name="ingest", flow_run_name=_run_name)
+@flow(name="ingest", flow_run_name=dated_run_name("ingest"))
 def ingest_flow(settings: Settings) -> IngestReport:
     """Fetch or load prices, validate them and upsert them into the lake; return what is usable.
 

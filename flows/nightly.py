@@ -11,15 +11,13 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from features import build
 from features.build import FeatureFrame
@@ -33,7 +31,7 @@ from flows.ingest import ingest_flow
 from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model
 from flows.prefect_env import no_heartbeat_of_its_own
-from flows.settings import Settings
+from flows.settings import Settings, dated_run_name
 from flows.tasks import features_by_chunk, require_history
 from forecasting import journal, live, policy, publish
 from forecasting.combine import Publishing
@@ -78,12 +76,6 @@ class NightlyResult:
         return {h: s.skill for h, s in self.sources.items()}
 
 
-def _run_name() -> str:
-    params = flow_run.parameters or {}
-    day = params.get("asof") or params.get("run_date")
-    return f"nightly-{day or date.today().isoformat()}"
-
-
 @dataclass
 class MarketClosed:
     day: date
@@ -92,7 +84,7 @@ class MarketClosed:
 
 def market_day(settings: Settings, run_date: date | None) -> date:
     """The run's date on the exchange's clock."""
-    return run_date or datetime.now(ZoneInfo(settings.schedule.timezone)).date()
+    return run_date or settings.schedule.today()
 
 
 def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> tuple[IngestReport, np.ndarray]:
@@ -158,7 +150,7 @@ def _enough_known(panel: Panel, settings: Settings, asof: date | None, later: np
     raise InsufficientDataError(f"--asof {asof}: too little history: {what}; the first night with enough is {when}")
 
 
-@flow(name="nightly", flow_run_name=_run_name, log_prints=True)
+@flow(name="nightly", flow_run_name=dated_run_name("nightly"), log_prints=True)
 def nightly(
     settings: Settings,
     run_date: date | None = None,

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import pydantic
 from pydantic import Field
@@ -90,6 +92,11 @@ class ScheduleSettings(Section):
     )
     ui_host: str = Field("127.0.0.1", description="address `nightcast ui` binds (loopback: not reachable from outside)")
     ui_port: int = Field(4200, ge=1, le=65535, description="port of `nightcast ui`")
+
+    def today(self) -> date:
+        """Today on the schedule's clock (the exchange's): a run at 20:00 in New York is on that day, while the
+        machine's UTC date is already tomorrow's."""
+        return datetime.now(ZoneInfo(self.timezone)).date()
 
 
 class RunnerSettings(Section):
@@ -286,3 +293,25 @@ def to_toml(settings: Settings) -> str:
         lines = [f"[{section}]"] + [f"{k} = {value(v)}" if v is not None else f"# {k} (unset)" for k, v in body.items()]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def dated_run_name(flow: str):
+    """A flow's `flow_run_name`: `flow`-<the night it replays (`asof`), its `run_date`, else today on the exchange's
+    clock> (named by the machine's UTC date, a New York run at 20:00 carried tomorrow's)."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run  # only inside a run: importing the settings starts no Prefect
+
+        params = flow_run.parameters or {}
+        return f"{flow}-{params.get('asof') or params.get('run_date') or run_day(params.get('settings'))}"
+
+    return name
+
+
+def run_day(settings: object) -> date:
+    """Today on the schedule's clock of a flow's `settings` parameter, for its run's name: Settings, or the dict a
+    deployment's run passes (JSON), or the default time zone when it is neither."""
+    if isinstance(settings, Settings):
+        return settings.schedule.today()
+    zone = settings.get("schedule", {}).get("timezone") if isinstance(settings, dict) else None
+    return ScheduleSettings(**({"timezone": zone} if isinstance(zone, str) else {})).today()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -13,16 +11,12 @@ from flows.lock import exclusive
 from flows.model_choice import ModelChoice, choose_model
 from flows.nightly import market_day
 from flows.prefect_env import no_heartbeat_of_its_own
-from flows.settings import Settings
+from flows.settings import Settings, dated_run_name
 from flows.tasks import features_by_chunk, require_history
 from forecasting import publish
 
 
-def _run_name() -> str:
-    return f"train-{date.today().isoformat()}"
-
-
-@flow(name="train", flow_run_name=_run_name)
+@flow(name="train", flow_run_name=dated_run_name("train"))
 def train_flow(settings: Settings) -> ModelChoice:
     """Evaluate a challenger now; it replaces the champion only by beating it out of sample, then is refit."""
     with exclusive(settings.paths.data_dir, "train"):

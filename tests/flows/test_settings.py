@@ -164,3 +164,17 @@ def test_a_start_date_may_be_written_as_toml_writes_dates(tmp_path):
     assert load_settings(None, environ={"NIGHTCAST_SOURCE__START": "2024-01-02T10:00:00"}).source.start == "2024-01-02"
     with pytest.raises(ConfigError, match=r"source.start: expected a date YYYY-MM-DD, got '01/02/2024'"):
         load_settings(None, environ={"NIGHTCAST_SOURCE__START": "01/02/2024"})
+
+
+def test_runs_are_named_by_the_day_on_the_exchanges_clock():
+    """The ingest subflow was named by the machine's UTC date: a New York run at 20:00 carried tomorrow's date."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from flows.settings import run_day
+
+    east, west = "Pacific/Kiritimati", "Etc/GMT+12"  # UTC+14 and UTC-12: never the same date
+    settings = Settings(schedule={"timezone": east})
+    assert run_day(settings) == datetime.now(ZoneInfo(east)).date()
+    assert run_day({"schedule": {"timezone": west}}) == datetime.now(ZoneInfo(west)).date() != run_day(settings)
+    assert run_day(None) == datetime.now(ZoneInfo("America/New_York")).date()  # the default schedule's zone
