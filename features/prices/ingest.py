@@ -320,7 +320,9 @@ def read_source(source: SourceSettings, context: Sequence[str] = ()) -> Incoming
     `context`: series read beside `source.tickers` when the source holds them (no error when it does not)."""
     new, findings = sources.load(source, context)
     log_findings(findings)  # what reading found (a cell that is not a number, an unreadable column)
-    requested = sorted({str(t) for t in new["ticker"].unique().to_list()} | {f.ticker for f in findings})
+    # rows without a ticker are the ticker "" of validation's finding (str(None) showed a ticker "None", failed)
+    names = new["ticker"].fill_null("").unique().to_list()
+    requested = sorted({str(t) for t in names} | {f.ticker for f in findings})
     return Incoming(new, requested, [t for t in requested if is_valid_ticker(t)], list(findings))
 
 
@@ -340,7 +342,7 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
         pl.col("close").is_null().all().over("ticker").alias("_no_close"),
     )
     lacks, apart = _bars_beside_adjusted(lacks)  # before the fill: bars the lake holds for those days stay
-    filled, kept = lake.fill_and_keep(lacks, stored)
+    filled, kept = lake.fill_and_keep(_on_stored_factor(lacks, stored), stored)
     incoming = filled.with_columns(
         adj_close=pl.when(pl.col("_no_adj")).then(pl.coalesce("adj_close", "close")).otherwise("adj_close"),
         close=pl.when(pl.col("_no_close")).then(pl.coalesce("close", "adj_close")).otherwise("close"),
@@ -354,6 +356,28 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
     for finding in findings:
         log.warning("%s", finding)
     return pl.concat([stored.join(new.select("ticker", "date"), on=["ticker", "date"], how="anti"), incoming]), findings
+
+
+def _on_stored_factor(lacks: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """The adjusted close a close-only file lacks, on a day the lake holds, as the file's close times the stored
+    day's ratio of the two: a revised close then moves the adjusted close the model reads with it, where taking
+    the stored adjusted close kept the old value while the run reported the revision. An unchanged close keeps
+    the stored value exactly (no float noise that would rewrite the lake every night); a day the lake does not
+    hold is left for the coalesce. Not the other way round: a wide file's adjusted close moves on a dividend or
+    split while the traded close stays what it was, so the close it lacks stays the stored one."""
+    if stored.is_empty() or not lacks["_no_adj"].any():
+        return lacks
+    keys = ["ticker", "date"]
+    held = stored.select(*keys, pl.col("close").alias("_close"), pl.col("adj_close").alias("_adj"))
+    joined = lacks.join(held, on=keys, how="left", maintain_order="left")
+    on_stored_ratio = pl.col("close") * pl.col("_adj") / pl.col("_close")
+    return joined.with_columns(
+        adj_close=pl.when(~pl.col("_no_adj"))
+        .then("adj_close")
+        .when(pl.col("close") == pl.col("_close"))
+        .then("_adj")
+        .otherwise(on_stored_ratio)
+    ).drop("_close", "_adj")
 
 
 BASIS_TOLERANCE = 1e-4  # relative: a bar that misses the adjusted close by rounding still contains it

@@ -27,7 +27,7 @@ LAKE_SCHEMA: dict[str, pl.DataType] = {
 # Upper-case letters and digits, optionally led by '^' (indices) and with '.', '-', '='
 # inside (BRK-B, RDS.A, EURUSD=X). No '/', no leading '.', at most 15 characters:
 # a valid symbol can always be used as a file name inside the lake.
-_TICKER_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,13}$")
+_TICKER_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")  # 15 with the '^': is_valid_ticker caps the length
 
 
 def is_valid_ticker(ticker: object) -> bool:

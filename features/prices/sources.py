@@ -129,6 +129,8 @@ def read_file(
     another format) in a moment, before anything starts; a saved `yf.download` frame is then only recognised.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path} is a directory: --path takes one price file (CSV or Parquet)")
     if not path.is_file():
         raise SourceError(f"price file not found: {path}")
     suffix = path.suffix.lower()
@@ -136,7 +138,10 @@ def read_file(
         if suffix == ".parquet":
             raw = pl.read_parquet(path, n_rows=n_rows)
         elif suffix in (".csv", ".txt"):
-            raw = pl.read_csv(path, infer_schema_length=10_000, try_parse_dates=False, n_rows=n_rows)
+            # every column as text, parsed here: inferred types refused a valid file whose first 10,000 tickers
+            # looked like integers (7203, then AAPL), or whose whole-yen closes were followed by 49.86, and read
+            # ticker 0700 as 700
+            raw = pl.read_csv(path, infer_schema=False, n_rows=n_rows)
         else:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
@@ -169,6 +174,9 @@ def csv_problem(path: Path) -> str | None:
             if header is None:
                 return "the file is empty"
             started = rows.line_num + 1
+            other = next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
+            if other is not None:
+                return f"the header has one field holding {other!r}: fields separated by {other!r}? write commas"
             for row in rows:
                 if row and len(row) != len(header):
                     return (
@@ -186,12 +194,28 @@ def _is_wide(raw: pl.DataFrame) -> bool:
     return "date" in lower and not lower & {"ticker", "symbol"} and not lower & {"close", "adj_close", "adj close"}
 
 
+# Thousands separators only where no decimal comma can be meant: a dot after comma groups (1,234.50), or two
+# groups or more (1,234,567). "1,000" alone could be either: it stays unread, and its finding says why.
+_GROUPED = r"^[+-]?\d{1,3}(,\d{3})+\.\d+$|^[+-]?\d{1,3}(,\d{3}){2,}$"
+
+
 def _numbers(column: pl.Series) -> pl.Series:
     """`column` as Float64; values that are not numbers become null (whatever the column's dtype)."""
     if column.dtype.is_numeric():
         return column.cast(pl.Float64)
     text = column.cast(pl.String).str.strip_chars()
-    return text.cast(pl.Float64, strict=False)
+    plain = pl.select(pl.when(text.str.contains(_GROUPED)).then(text.str.replace_all(",", "")).otherwise(text))
+    return plain.to_series().cast(pl.Float64, strict=False).alias(column.name)
+
+
+def _number_hint(value: object) -> str:
+    """Why a cell holding `value` is no number nightcast reads, when a common export habit explains it."""
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?\d+,\d+", text):
+        return " (a decimal comma, or one thousands separator? write 1234.50)"
+    if re.search(r"[$€£¥]", text):
+        return " (a currency sign? write plain numbers)"
+    return ""
 
 
 def wide_to_long(raw: pl.DataFrame, *, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
@@ -285,19 +309,72 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
             "its Price and Ticker header rows"
         )
     if missing:
-        raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}")
+        other = next((sep for sep in (";", "\t", "|") if len(raw.columns) == 1 and sep in raw.columns[0]), None)
+        hint = f" (fields separated by {other!r}? write commas)" if other else ""
+        raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}{hint}")
     frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
-    dropped: list[Finding] = []
-    if frame.schema["date"] == pl.String:
-        frame, dropped = _parse_dates(frame, where, head)
-    elif frame.schema["date"] != pl.Date:
-        frame = frame.with_columns(pl.col("date").cast(pl.Date))
+    frame, dropped = _dates(frame, where, head)
     numeric = [c for c in ("open", "high", "low", "close", "adj_close", "volume") if c in frame.columns]
     parsed = frame.with_columns(_numbers(frame[c]).alias(c) for c in numeric)
+    lost = _no_number(frame, parsed, where, head)
+    if lost:  # rows of a ticker whose prices hold no number: its finding says why, not its cells one by one
+        out = pl.col("ticker").is_in([f.ticker for f in lost])
+        frame, parsed = frame.filter(~out), parsed.filter(~out)
     unreadable = pl.any_horizontal(parsed[c].is_null() & frame[c].is_not_null() for c in numeric)
-    findings = dropped + _cells(parsed.filter(unreadable), where)
+    findings = dropped + lost + _cells(frame.filter(unreadable), parsed.filter(unreadable), numeric, where)
     parsed = parsed.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
     return conform(parsed), findings
+
+
+def _dates(frame: pl.DataFrame, where: str, head: bool) -> tuple[pl.DataFrame, list[Finding]]:
+    """The date column as dates. A timestamp is its date on its own zone's clock (casting took the UTC date:
+    Tokyo's or Berlin's midnight became the day before, silently); text and whole numbers (20240102) are parsed
+    (`_parse_dates`); any other type is an error."""
+    kind = frame.schema["date"]
+    if kind == pl.Date:
+        return frame, []
+    if isinstance(kind, pl.Datetime):
+        return frame.with_columns(pl.col("date").dt.date()), []
+    if kind.is_integer():  # YYYYMMDD stored as a number; days or seconds since 1970 fail to parse, and say so
+        frame = frame.with_columns(pl.col("date").cast(pl.String))
+    elif kind != pl.String:
+        raise SourceError(f"{where}: column 'date' holds {kind} values, not dates: write dates as YYYY-MM-DD")
+    return _parse_dates(frame, where, head)
+
+
+_PRICES = ("close", "adj_close")
+
+
+def _no_number(frame: pl.DataFrame, parsed: pl.DataFrame, where: str, head: bool) -> list[Finding]:
+    """A quarantine per ticker whose close or adjusted close column holds values, none of them a number (decimal
+    commas, say): read as missing, the column looked absent, and the other price stood for it without a word.
+    Every ticker so: the file's format, an error (not from the first rows of a one-ticker head: that ticker is
+    the full read's to judge)."""
+    found: dict[str, tuple[str, str]] = {}
+    for c in (c for c in _PRICES if c in frame.columns and frame.schema[c] == pl.String):
+        per = (
+            pl.DataFrame({"ticker": frame["ticker"], "raw": frame[c], "read": parsed[c]})
+            .group_by("ticker")
+            .agg(pl.col("raw").drop_nulls().first().alias("example"), pl.col("read").is_not_null().any().alias("any"))
+            .filter(pl.col("example").is_not_null() & ~pl.col("any"))
+            .sort("ticker")
+        )
+        for ticker, example, _ in per.iter_rows():
+            found.setdefault(ticker, (c, example))
+    tickers = frame["ticker"].drop_nulls().n_unique()
+    if found and len(found) == tickers and not (head and tickers <= 1):
+        c, example = next(iter(found.values()))
+        raise SourceError(f"{where}: column {c!r} holds no number, e.g. {example!r}{_number_hint(example)}")
+    return [
+        Finding(
+            t,
+            None,
+            "non_numeric",
+            "quarantined",
+            f"column {c!r} holds no number for it in {where}, e.g. {example!r}{_number_hint(example)}",
+        )
+        for t, (c, example) in found.items()
+    ]
 
 
 _TARGET = {alias: target for target, aliases in _ALIASES.items() for alias in aliases}
@@ -339,7 +416,7 @@ def _columns(names: Sequence[str]) -> str:
 
 
 def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
-    """Dates written as text, parsed as YYYY-MM-DD (a time after the date is ignored).
+    """Dates written as text, parsed as YYYY-MM-DD (a time after the date is ignored) or YYYYMMDD.
 
     An empty cell stays null: validation drops the row (`missing_date`). Otherwise, from the widest to the
     narrowest: half the rows or more unparsed is a file in another format (day/month order, say): an error naming
@@ -350,7 +427,9 @@ def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[p
     """
     clean = pl.col("date").str.strip_chars()
     text = frame.select(pl.when(clean.str.len_chars() > 0).then(clean)).to_series()  # a blank cell is empty
-    frame = frame.with_columns(text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).alias("date"))
+    iso = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    compact = text.str.extract(r"^(\d{8})$").str.to_date("%Y%m%d", strict=False)  # 20240102: one reading only
+    frame = frame.with_columns(pl.coalesce(iso, compact).alias("date"))
     failed = frame["date"].is_null() & text.is_not_null()
     count = int(failed.sum())
     if count == 0:
@@ -387,24 +466,33 @@ def _unparsed(values: pl.Series) -> str:
     hint = ""
     if re.fullmatch(r"\s*\d{1,2}/\d{1,2}/\d{2,4}.*", first):
         hint = " (day/month or month/day order is ambiguous: write dates as YYYY-MM-DD)"
+    elif re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", first):
+        hint = " (a number: Excel's serial days or Unix time? write dates as YYYY-MM-DD)"
     # distinct values: a wide file's date repeats once per ticker column after reshaping
     return f"could not be parsed (expected YYYY-MM-DD): {values.n_unique()} distinct, the first {first!r}{hint}"
 
 
-def _cells(rows: pl.DataFrame, where: str) -> list[Finding]:
-    if rows.is_empty():
+def _cells(raw: pl.DataFrame, parsed: pl.DataFrame, numeric: Sequence[str], where: str) -> list[Finding]:
+    """A finding per ticker with cells that are not numbers (read as missing), naming the first such cell; a
+    warning, since the rules then judge a price the file did give (a run of them quarantines the ticker)."""
+    if raw.is_empty():
         return []
-    agg = rows.group_by("ticker").agg(pl.col("date").min(), pl.len().alias("n")).sort("ticker")
+    unread = [pl.when(parsed[c].is_null() & raw[c].is_not_null()).then(raw[c].cast(pl.String)) for c in numeric]
+    rows = pl.DataFrame({"ticker": raw["ticker"], "date": parsed["date"]}).with_columns(
+        pl.select(pl.coalesce(unread)).to_series().alias("cell")
+    )
+    agg = rows.group_by("ticker").agg(pl.col("date").min(), pl.len().alias("n"), pl.col("cell").first())
     return [
         Finding(
             t,
             d,
             "non_numeric",
             "read as missing",
-            f"{n} rows with a price or volume that is not a number in {where}",
+            f"{n} rows with a price or volume that is not a number in {where}, the first {cell!r}{_number_hint(cell)}",
             n,
+            warn=True,
         )
-        for t, d, n in agg.iter_rows()
+        for t, d, n, cell in agg.sort("ticker").iter_rows()
     ]
 
 

@@ -11,7 +11,7 @@ date, rule and how many rows it touched:
 |                 |                                            | format: quarantine (`sources._parse_dates`) |
 | future_date     | date after today                           | drop row                                 |
 | duplicate_day   | same (ticker, date) twice, same values     | keep one                                 |
-| conflicting_day | same (ticker, date) twice, other values    | quarantine ticker                        |
+| conflicting_day | same (ticker, date) twice, other values    | drop the day (a stored day: kept stored) |
 | bad_price       | close/adj_close null, NaN, inf or <= 0     | leading rows: drop; a run of at most     |
 |                 |                                            | max_fill: carry forward; longer: quarantine |
 | bad_ohlc        | open/high/low null, NaN, inf or <= 0       | set to the day's close                   |
@@ -289,9 +289,11 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
     out.sort(key=lambda x: (x.ticker, x.rule))
     log_findings(out)
     if f.is_empty():
-        # what emptied it: the quarantines, else the rows dropped (every price invalid), else there were none
-        gone = [x for x in out if x.action == "quarantined"] or [x for x in out if x.action == "dropped"]
-        reasons = "; ".join(map(str, gone)) or "the source had no rows"
+        # what emptied it: the quarantines and the rows dropped (a valid symbol whose every day conflicted is gone
+        # as surely as a bad symbol), else there were none
+        gone = [x for x in out if x.action in ("quarantined", "dropped")]
+        shown = "; ".join(map(str, gone[:10])) + (f"; and {len(gone) - 10} more" if len(gone) > 10 else "")
+        reasons = shown or "the source had no rows"
         raise ValidationError(f"no valid ticker left after validation: {reasons}")
     return ValidationReport(f, out)
 

@@ -351,7 +351,7 @@ def is_export(path: Path, columns: Sequence[str] = ()) -> bool:
     or a Parquet file whose columns (`columns`, as polars read them) are pandas' `('Close', 'AAPL')` tuples."""
     if path.suffix.lower() == ".parquet":
         return any(_TUPLE_NAME.match(c) for c in columns)
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: Excel's byte-order mark is no name
         first = [f.readline().split(",", 1)[0].strip().lower() for _ in range(2)]
     return set(first) == _EXPORT_LEVELS
 
@@ -369,7 +369,9 @@ def read_export(path: Path) -> pl.DataFrame:
         if path.suffix.lower() == ".parquet":
             raw = pd.read_parquet(path)
         else:
-            raw = pd.read_csv(path, header=[0, 1], index_col=0, dtype=str, keep_default_na=False, na_values=[""])
+            raw = pd.read_csv(
+                path, header=[0, 1], index_col=0, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig"
+            )
     except (ValueError, OSError) as exc:
         raise SourceError(f"{path}: cannot read as a saved yf.download frame: {exc}") from exc
     frame = yfinance_rows(raw, where=str(path))

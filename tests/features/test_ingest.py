@@ -604,3 +604,43 @@ def test_stored_days_yahoo_no_longer_serves_move_to_the_new_basis_too(monkeypatc
     assert first["low"][0] == pytest.approx(old_low / 2, rel=1e-12)  # the bare day's bar: the stored one, rescaled
     assert "22 stored days Yahoo no longer serves put on the new basis" in caplog.text  # January's weekdays
     assert report.summary["rows_revised"][0] == 54
+
+
+@pytest.mark.parametrize("stored_adj", [None, 0.5], ids=["close-only-lake", "lake-with-adjustments"])
+def test_a_revised_close_in_a_close_only_file_moves_the_adjusted_close_with_it(tmp_path, stored_adj):
+    """A reviewer's case: the run reported AAA revised, while the lake kept the old adjusted close (the series
+    every feature and target reads) beside the new close. The stored ratio of the two now carries over."""
+    days = ["2024-01-02", "2024-01-03", "2024-01-04"]
+    closes = [100.0, 102.0, 104.0]
+    first = tmp_path / "first.csv"
+    if stored_adj is None:
+        first.write_text("date,ticker,close\n" + "".join(f"{d},AAA,{c}\n" for d, c in zip(days, closes, strict=True)))
+    else:
+        body = "".join(f"{d},AAA,{c},{c * stored_adj}\n" for d, c in zip(days, closes, strict=True))
+        first.write_text("date,ticker,close,adj_close\n" + body)
+    revised = tmp_path / "revised.csv"
+    revised.write_text(
+        "date,ticker,close\n"
+        + "".join(f"{d},AAA,{c + 10 * (d == days[1])}\n" for d, c in zip(days, closes, strict=True))
+    )
+    lake_dir, factor = tmp_path / "lake", stored_adj or 1.0
+    ingest(SourceSettings(kind="file", path=first), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    stored = lake.read_ticker(lake_dir, "AAA")
+    report = ingest(SourceSettings(kind="file", path=revised), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    assert report.summary.row(0, named=True)["rows_revised"] == 1
+    after = lake.read_ticker(lake_dir, "AAA")
+    assert after["close"].to_list() == [100.0, 112.0, 104.0]
+    assert after["adj_close"].to_list() == pytest.approx([100 * factor, 112 * factor, 104 * factor], rel=1e-12)
+    # the unchanged days keep their stored adjusted close exactly, and the same file again changes nothing
+    assert after["adj_close"][0] == stored["adj_close"][0] and after["adj_close"][2] == stored["adj_close"][2]
+    again = ingest(SourceSettings(kind="file", path=revised), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    assert again.summary.row(0, named=True)["rows_revised"] == 0
+    assert lake.read_ticker(lake_dir, "AAA").drop("ingested_at").equals(after.drop("ingested_at"))
+
+
+def test_a_row_without_a_ticker_is_its_finding_not_a_ticker_named_none(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("date,ticker,close\n2024-01-02,AAA,10\n2024-01-03,AAA,11\n2024-01-02,,5\n")
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    status = dict(report.summary.select("ticker", "status").iter_rows())
+    assert "None" not in status and status["AAA"] == "ok" and status[""] == "quarantined"

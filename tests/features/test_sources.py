@@ -256,3 +256,95 @@ def test_an_optional_column_spelt_nearly_like_one_is_only_a_warning_and_a_close_
     path.write_text("date,ticker,Close Price,Adj Close\n2024-01-02,AAPL,100,98\n")
     with pytest.raises(SourceError, match="no close column, and column 'Close Price' is not read: name the traded"):
         read_file(path)
+
+
+def _long(path, rows, header="date,ticker,close"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_columns_that_look_numeric_for_their_first_rows_are_read_whole(tmp_path):
+    """A reviewer's cases: 101 numeric tickers (Tokyo codes) and then AAPL refused the file ('could not parse
+    AAPL as i64'); whole-yen closes then 49.8572 likewise; Hong Kong's 0700 was stored as ticker 700."""
+    days = _days(100)
+    rows = [f"{d},{7000 + k},{1000 + k}" for k in range(101) for d in days]
+    rows += [f"{d},AAPL,49.8572" for d in days] + [f"{d},0700,300" for d in days]
+    frame, findings = read_file(_long(tmp_path / "p.csv", rows))
+    assert findings == [] and frame.height == len(rows)
+    assert {"AAPL", "0700", "7000"} <= set(frame["ticker"].to_list())
+    assert frame.filter(frame["ticker"] == "AAPL")["close"].unique().to_list() == [49.8572]
+
+
+def test_dates_as_numbers_are_read_as_yyyymmdd_or_refused_in_one_line(tmp_path):
+    """A reviewer's cases: 20240102 was read as days since 1970 (year 57385: three tracebacks); Unix seconds
+    panicked in polars; Excel's serial days became 2094 and were dropped as 'future dates'."""
+    import polars as pl
+
+    frame, findings = read_file(_long(tmp_path / "c.csv", ["20240102,AAA,1", "20240103,AAA,2"]))
+    assert findings == [] and [str(d) for d in frame["date"]] == ["2024-01-02", "2024-01-03"]
+    pq = tmp_path / "i.parquet"
+    pl.DataFrame({"date": [20240102, 20240103], "ticker": ["AAA"] * 2, "close": [1.0, 2.0]}).write_parquet(pq)
+    assert [str(d) for d in read_file(pq)[0]["date"]] == ["2024-01-02", "2024-01-03"]
+    for name, dates in (("epoch", [1704153600, 1704240000]), ("excel", [45293, 45294])):
+        pq = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"date": dates, "ticker": ["AAA"] * 2, "close": [1.0, 2.0]}).write_parquet(pq)
+        with pytest.raises(SourceError, match=rf"the first '{dates[0]}' \(a number: Excel's serial days or Unix"):
+            read_file(pq)
+    pq = tmp_path / "float.parquet"
+    pl.DataFrame({"date": [1.5], "ticker": ["AAA"], "close": [1.0]}).write_parquet(pq)
+    with pytest.raises(SourceError, match=r"column 'date' holds Float64 values, not dates"):
+        read_file(pq)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "Asia/Tokyo", "America/New_York", "UTC"])
+def test_a_timestamp_with_a_time_zone_is_its_own_days_date(tmp_path, zone):
+    """A reviewer's case: Berlin's midnight of Monday 2024-01-01 was stored as Sunday 2023-12-31 (the UTC date),
+    every session a day early, without a word."""
+    from datetime import datetime
+
+    import polars as pl
+
+    stamps = pl.Series("date", [datetime(2024, 1, 1 + k) for k in range(3)]).dt.replace_time_zone(zone)
+    path = tmp_path / "tz.parquet"
+    pl.DataFrame({"date": stamps, "ticker": ["AAA"] * 3, "close": [1.0, 2.0, 3.0]}).write_parquet(path)
+    assert [str(d) for d in read_file(path)[0]["date"]] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+
+
+def test_a_price_column_with_no_number_quarantines_its_ticker_and_says_why(tmp_path, caplog):
+    """A reviewer's case: closes written with decimal commas were all 'read as missing' (at INFO) and the
+    adjusted close was stored as the close. Thousands separators that cannot mean a decimal comma are read."""
+    rows = [f'{d},AAA,"50,{k:02d}",45.0' for k, d in enumerate(_days(20))]
+    rows += [f'{d},BBB,"1,234.5{k % 10}","1,111.0"' for k, d in enumerate(_days(20))]
+    rows += [f'{d},CCC,{10 + k},"{"1,000" if k == 3 else 9}"' for k, d in enumerate(_days(20))]
+    path = _long(tmp_path / "p.csv", rows, header="date,ticker,close,adj_close")
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        frame, findings = read_file(path)
+    assert sorted(frame["ticker"].unique().to_list()) == ["BBB", "CCC"]
+    assert frame.filter(frame["ticker"] == "BBB")["close"][:2].to_list() == [1234.50, 1234.51]
+    by = {f.ticker: f for f in findings}
+    assert (by["AAA"].rule, by["AAA"].action) == ("non_numeric", "quarantined")
+    assert (
+        "column 'close' holds no number for it" in by["AAA"].detail and "'50,00' (a decimal comma" in by["AAA"].detail
+    )
+    assert (
+        by["CCC"].action == "read as missing"
+        and by["CCC"].warn
+        and "the first '1,000' (a decimal comma" in by["CCC"].detail
+    )
+    # every ticker so: the file's format, one line before anything starts
+    only = _long(tmp_path / "eu.csv", rows[:20], header="date,ticker,close,adj_close")
+    only.write_text(only.read_text().replace(",45.0", ',"45,0"'))
+    with pytest.raises(SourceError, match=r"eu.csv: column 'close' holds no number, e.g. '50,00' \(a decimal comma"):
+        read_file(only)
+
+
+def test_wrong_separators_and_a_folder_are_named(tmp_path):
+    semi = tmp_path / "semi.csv"
+    semi.write_text("date;ticker;close\n2024-01-02;AAA;1.5\n")
+    with pytest.raises(SourceError, match=r"fields separated by ';'\? write commas"):
+        read_file(semi)
+    semi.write_text("date;ticker;close\n2024-01-02;AAA;1,5\n")
+    with pytest.raises(SourceError, match=r"fields separated by ';'\? write commas"):
+        read_file(semi)
+    with pytest.raises(SourceError, match=r"is a directory: --path takes one price file"):
+        read_file(tmp_path)

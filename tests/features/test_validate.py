@@ -119,6 +119,18 @@ def test_nothing_valid_left_fails_with_reasons():
     bad = synthetic_prices(["AAA"], 3).with_columns(close=pl.lit(-1.0), adj_close=pl.lit(-1.0))
     with pytest.raises(ValidationError, match=r"left after validation: AAA \S+ \[bad_price\] dropped: 3 leading rows"):
         validate_prices(bad, SETTINGS.model_copy(update={"min_rows": 1}), today=TODAY)
+    # a bad symbol beside a valid one whose every day conflicted: both reasons (it named the bad symbol only)
+    good = synthetic_prices(["MSFT"], 3)
+    both = pl.concat([good, good.with_columns(pl.col("close") * 2), synthetic_prices(["../x"], 3)])
+    with pytest.raises(ValidationError, match=r"'../x' \[ticker_symbol\] quarantined.*MSFT \S+ \[conflicting_day\]"):
+        validate_prices(both, SETTINGS.model_copy(update={"min_rows": 1}), today=TODAY)
+
+
+def test_a_symbol_of_fifteen_characters_is_valid_as_documented():
+    from features.prices.schema import is_valid_ticker
+
+    assert is_valid_ticker("ABCDEFGHIJKLMNO") and is_valid_ticker("^ABCDEFGHIJKLMN")
+    assert not is_valid_ticker("ABCDEFGHIJKLMNOP") and not is_valid_ticker("^ABCDEFGHIJKLMNO")
 
 
 def test_check_prices_drops_leading_carries_short_runs_quarantines_long_ones():

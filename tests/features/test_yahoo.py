@@ -318,3 +318,14 @@ def test_a_batch_that_yahoo_answers_with_its_own_server_error_is_retried(monkeyp
     result = fetch({"AAPL": date(2024, 3, 20), "MSFT": date(2024, 3, 20)}, FAST, sleep=sleeps.append)
     assert result.failed == {} and result.frame["ticker"].n_unique() == 2
     assert result.attempts == 2 and len(sleeps) == 1
+
+
+def test_a_saved_yf_download_csv_with_excels_byte_order_mark_is_recognised(tmp_path):
+    """A reviewer's case: saved with encoding="utf-8-sig" (and CRLF), the first header cell read '\\ufeffprice' and
+    the file was refused with "missing required columns"."""
+    from features.prices.sources import read_file
+
+    path = tmp_path / "yf.csv"
+    yfinance_frame({"AAPL": 5}).to_csv(path, encoding="utf-8-sig", lineterminator="\r\n")
+    frame, findings = read_file(path)
+    assert findings == [] and frame.height == 5 and frame["ticker"].unique().to_list() == ["AAPL"]
