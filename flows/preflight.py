@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from features.prices.calendar import check_calendar
 from flows import prefect_env
 from flows.lock import check_free
 from flows.settings import Settings
@@ -55,6 +56,8 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
     runs = (*FLOW_COMMANDS, "serve")
     if command in runs and settings.source.kind == "file":
         price_file(settings)
+    if command in runs:
+        check_calendar(settings.publish.calendar)  # an unknown name failed after the ingest and the features
     if command in FLOW_COMMANDS:
         check_free(settings.paths.data_dir)  # another run holds it: say so now, not after Prefect starts
     if command in runs:

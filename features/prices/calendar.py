@@ -18,8 +18,11 @@ def _calendar(name: str):
 
     try:
         return xcals.get_calendar(name, start=f"{FIRST_YEAR}-01-01")
-    except xcals.errors.InvalidCalendarName as exc:
-        raise ConfigError(f"unknown exchange calendar {name!r} (e.g. XNYS, XNAS, XLON)") from exc
+    except xcals.errors.InvalidCalendarName:
+        raise ConfigError(f"unknown exchange calendar {name!r} (e.g. XNYS, XNAS, XLON, XTKS, 24/7)") from None
+    except ValueError:  # a calendar kept from a later year on (XTKS from 1997, XSHG from 1999): from there
+        first = xcals.get_calendar(name).bound_min()
+        return xcals.get_calendar(name, start=first)
 
 
 def next_sessions(asof: date, count: int, calendar: str = "XNYS") -> list[date]:
@@ -62,3 +65,8 @@ def sessions_between(last: date, count: int, calendar: str = "XNYS") -> list[dat
     if not cal.is_session(end):
         end = cal.date_to_session(end, direction="previous")
     return [d.date() for d in cal.sessions_window(end, -count)]
+
+
+def check_calendar(name: str) -> None:
+    """`name` is a calendar exchange_calendars knows: a ConfigError now, not after the ingest and the features."""
+    _calendar(name)

@@ -25,3 +25,11 @@ def test_from_a_holiday_or_weekend():
 def test_unknown_calendar():
     with pytest.raises(ConfigError, match="XXXX"):
         next_sessions(date(2015, 1, 1), 1, calendar="XXXX")
+
+
+@pytest.mark.parametrize("name", ["XTKS", "XSHG", "XBOM"])
+def test_calendars_kept_from_a_later_year_than_1990_load(name):
+    """A reviewer's case: publish.calendar = XTKS crashed every run with a traceback (exchange_calendars keeps
+    Tokyo's sessions from 1997 only, and nightcast asked for them from 1990)."""
+    days = next_sessions(date(2014, 12, 30), 3, name)
+    assert len(days) == 3 and days[0] > date(2014, 12, 30)

@@ -33,6 +33,8 @@ def test_sources_outputs_and_horizons_that_cannot_work(tmp_path):
         ConfigError, match=r"longest horizon \(300 sessions\) must be shorter than .*windows.test_days \(250\)"
     ):
         preflight(settings(features={"horizons": [1, 300]}), "run")
+    with pytest.raises(ConfigError, match=r"unknown exchange calendar 'XLONX'"):  # it failed after the features
+        preflight(settings(publish={"calendar": "XLONX"}), "run")
     preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": tmp_path / "new" / "out"}), "run")
     assert not (tmp_path / "new").exists() and not (tmp_path / "d").exists()  # checking leaves nothing
     if sys.platform.startswith("linux"):  # a place even root cannot write
