@@ -32,6 +32,7 @@ def ingest_task(settings: Settings, write_manifest: bool = True, context: list[s
         cache_dir=settings.paths.cache / "yfinance",
         write_manifest=write_manifest,
         context=context or [],
+        calendar=settings.publish.calendar,
     )
 
 

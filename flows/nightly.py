@@ -100,7 +100,7 @@ def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> tuple
     reference = None
     if settings.source.kind == "yfinance":  # judged against the exchange's last session by then, as live
         reference = min(report.reference or asof, sessions_between(asof, 1, settings.publish.calendar)[-1])
-    cut = report.as_of(asof, settings.ingest.stale_after, reference)
+    cut = report.as_of(asof, settings.ingest.stale_after, reference, settings.publish.calendar)
     if cut.prices.is_empty() and not report.prices.is_empty():
         raise InsufficientDataError(
             f"--asof {asof}: no stored prices on or before it; the data starts on {report.prices['date'].min()}"

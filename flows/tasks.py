@@ -14,6 +14,7 @@ from features import denoise
 from features.build import FeatureFrame, build_features, concat_features, ticker_slices
 from features.market import context_only, market_inputs
 from features.prices import lake, validate
+from features.prices.calendar import on_sessions
 from features.windows import Panel, in_panel_precision, make_panel
 from flows.settings import RunnerSettings, Settings
 from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
@@ -29,6 +30,14 @@ log = logging.getLogger("nightcast.flows.tasks")
 
 @task(name="require history", cache_policy=NO_CACHE)
 def require_history(prices: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, dict[str, str]]:
+    prices, off = on_sessions(prices, settings.publish.calendar)
+    if off:
+        log.warning(
+            "rows on days %s has no session left out of the model (kept in the lake; publish.calendar decides): %s",
+            settings.publish.calendar,
+            ", ".join(f"{t} {n} (first {d})" for t, n, d in off[:10])
+            + (f" and {len(off) - 10} more" if len(off) > 10 else ""),
+        )
     kept, findings = validate.require_history(prices, settings.validation.min_rows)
     if kept.is_empty():
         raise InsufficientDataError(

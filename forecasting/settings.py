@@ -212,7 +212,11 @@ class PublishSettings(Section):
         "shrunk towards the historical mean and the random walk, per horizon, by weights fit on the evaluation "
         "fit's validation span: forecasting/combine.py) or 'model' (the network's forecast alone)",
     )
-    calendar: str = Field("XNYS", description="exchange calendar for target dates (exchange_calendars name)")
+    calendar: str = Field(
+        "XNYS",
+        description="exchange calendar the universe is modelled on (exchange_calendars name: XNYS, XLON, XTKS, 24/7): "
+        "target dates, closed bars, sessions behind, the health gate; rows on other days are left out of the model",
+    )
     guardrail: Literal["flag", "baseline_if_worse", "baseline"] = Field(
         "baseline_if_worse",
         description="what publishes where the evaluation finds no skill: 'baseline_if_worse' publishes the best "

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 
 import pandas as pd
+import polars as pl
 
 from nightcast.errors import ConfigError
 
@@ -37,17 +38,21 @@ def is_session(day: date, calendar: str = "XNYS") -> bool:
     return bool(_calendar(calendar).is_session(pd.Timestamp(day)))
 
 
-MARKET_CLOSE_DELAY_HOURS = 16.5  # bars of a session are final about half an hour after the 16:00 close
+BARS_FINAL_AFTER = pd.Timedelta(minutes=30)  # a session's daily bar is final about half an hour after its close
 
 
 def latest_closed_session(now: datetime | None = None, calendar: str = "XNYS") -> date:
-    """The most recent session whose daily bar should be available at `now`."""
+    """The most recent session of `calendar` whose daily bar should be final at `now`: closed, by its own close
+    time (London's 16:30, Tokyo's 15:00, a half-day's 13:00, a 24/7 day's midnight UTC) and half an hour more.
+    A fixed 16:30 New York time took a London bar of that day for unfinished and a NYSE half-day's late."""
     cal = _calendar(calendar)
-    local = pd.Timestamp(now or datetime.now(UTC)).tz_convert(cal.tz)
-    today = pd.Timestamp(local.date())
-    if cal.is_session(today) and local.hour + local.minute / 60 >= MARKET_CLOSE_DELAY_HOURS:
-        return today.date()
-    return cal.date_to_session(today - pd.Timedelta(days=1), direction="previous").date()
+    now = pd.Timestamp(now or datetime.now(UTC))
+    now = now.tz_localize(UTC) if now.tzinfo is None else now.tz_convert(UTC)
+    today = pd.Timestamp(now.tz_convert(cal.tz).date())
+    session = today if cal.is_session(today) else cal.date_to_session(today, direction="previous")
+    while cal.session_close(session) + BARS_FINAL_AFTER > now:
+        session = cal.previous_session(session)
+    return session.date()
 
 
 def sessions_behind(last: date, reference: date, calendar: str = "XNYS") -> int:
@@ -70,3 +75,28 @@ def sessions_between(last: date, count: int, calendar: str = "XNYS") -> list[dat
 def check_calendar(name: str) -> None:
     """`name` is a calendar exchange_calendars knows: a ConfigError now, not after the ingest and the features."""
     _calendar(name)
+
+
+def on_sessions(prices: pl.DataFrame, calendar: str) -> tuple[pl.DataFrame, list[tuple[str, int, date]]]:
+    """The rows of `prices` dated on sessions of `calendar`, and per ticker how many were not (and the first).
+
+    A universe is modelled on one calendar (`publish.calendar`): targets are a ticker's next rows and target dates
+    its sessions, so a row on another day (a weekend's crypto bar, a London session on a US holiday, a bad
+    Saturday row in a US file) made the newest such row the night's as-of date, every other ticker "not
+    current" and its targets span other days than the dates published. Those rows stay in the lake; only the
+    model leaves them out. Days outside what the calendar can evaluate are kept. The frame itself (no copy)
+    when every row is on a session, the common case."""
+    if prices.is_empty():
+        return prices, []
+    cal = _calendar(calendar)
+    days = prices["date"].unique()
+    first, last = max(days.min(), cal.first_session.date()), min(days.max(), cal.last_session.date())
+    if first > last:
+        return prices, []
+    sessions = pl.Series([d.date() for d in cal.sessions_in_range(pd.Timestamp(first), pd.Timestamp(last))])
+    off_days = days.filter(days.is_between(first, last) & ~days.is_in(sessions.implode()))
+    if off_days.is_empty():
+        return prices, []
+    off = pl.col("date").is_in(off_days.implode())
+    counts = prices.filter(off).group_by("ticker").agg(pl.len(), pl.col("date").min()).sort("ticker")
+    return prices.filter(~off), [(t, n, d) for t, n, d in counts.iter_rows()]

@@ -96,9 +96,12 @@ class IngestReport:
         rows = self.summary.filter(pl.col("status") == "stale")
         return dict(zip(rows["ticker"].to_list(), rows["behind"].to_list(), strict=True))
 
-    def as_of(self, asof: date, stale_after: int, reference: date | None = None) -> IngestReport:
+    def as_of(
+        self, asof: date, stale_after: int, reference: date | None = None, calendar: str = "XNYS"
+    ) -> IngestReport:
         """The report as it would have read on `asof`: stored rows after it are invisible, and freshness is
-        judged against `reference` (default: the newest bar on or before `asof`, as for a file source).
+        judged against `reference` (default: the newest bar on or before `asof`, as for a file source) in sessions
+        of `calendar`.
 
         Tickers with no bar by then are reported `failed`; quarantined and failed tickers stay as they were.
         """
@@ -109,7 +112,7 @@ class IngestReport:
         for r in self.summary.iter_rows(named=True):
             t = r["ticker"]
             if r["status"] in ("ok", "stale"):
-                behind = sessions_behind(last[t], reference) if t in last and reference else None
+                behind = sessions_behind(last[t], reference, calendar) if t in last and reference else None
                 status, reason = _freshness(t in last, behind, stale_after, f"no stored bar on or before {asof}")
                 r = r | {"first_date": first.get(t), "last_date": last.get(t), "behind": behind}
                 r |= {"status": status, "reason": reason}
@@ -187,6 +190,7 @@ def fetch_yahoo(
     cache_dir: Path | None,
     now: datetime | None,
     sleep: Callable[[float], None],
+    calendar: str = "XNYS",
 ) -> Incoming:
     """New rows from yfinance for the valid symbols of `source`, each from a little before its last stored bar."""
     requested = list(source.tickers)
@@ -206,7 +210,7 @@ def fetch_yahoo(
             fetched.attempts,
             "; ".join(f"{t}: {why[:100]}" for t, why in sorted(fetched.failed.items())[:10]),
         )
-    reference = latest_closed_session(now)
+    reference = latest_closed_session(now, calendar)
     return Incoming(closed_bars(fetched.frame, reference), requested, safe, findings, fetched.failed, reference)
 
 
@@ -444,7 +448,12 @@ def ticker_status(
 
 
 def summarize(
-    got: Incoming, results: dict[str, lake.UpsertResult], prices: pl.DataFrame, reference: date | None, stale_after: int
+    got: Incoming,
+    results: dict[str, lake.UpsertResult],
+    prices: pl.DataFrame,
+    reference: date | None,
+    stale_after: int,
+    calendar: str = "XNYS",
 ) -> pl.DataFrame:
     """One row per requested ticker (SUMMARY_SCHEMA): what was stored, how far behind, status and reason."""
     first, last = _date_range(prices)
@@ -453,7 +462,7 @@ def summarize(
     rows = []
     for t in got.requested:
         r = results.get(t)
-        behind = sessions_behind(last[t], reference) if t in last and reference else None
+        behind = sessions_behind(last[t], reference, calendar) if t in last and reference else None
         status, reason = ticker_status(quarantined.get(t), t in last, behind, stale_after, got.failed.get(t))
         rows.append(
             {
@@ -506,17 +515,19 @@ def ingest(
     sleep: Callable[[float], None] = time.sleep,
     write_manifest: bool = True,
     context: Sequence[str] = (),
+    calendar: str = "XNYS",
 ) -> IngestReport:
     """Bring the lake up to date for the tickers of `source` and return what is usable.
 
     `context`: series stored beside them (the market family's context-only series): fetched from yfinance like
     a ticker, read from a file only when it holds them. They are in the report like any ticker; the flows hold
-    them apart (`IngestReport.set_apart`)."""
+    them apart (`IngestReport.set_apart`). `calendar`: the exchange calendar (`publish.calendar`) whose sessions
+    say which bars are closed and how far behind a ticker is."""
     today = today or date.today()
     if source.kind == "yfinance":
         extra = [t for t in context if t not in source.tickers]
         fetching = source.model_copy(update={"tickers": [*source.tickers, *extra]}) if extra else source
-        got = fetch_yahoo(fetching, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep)
+        got = fetch_yahoo(fetching, settings, lake_dir, cache_dir=cache_dir, now=now, sleep=sleep, calendar=calendar)
     else:
         got = read_source(source, context)
     stored = lake.read_prices(lake_dir, got.safe)
@@ -539,7 +550,7 @@ def ingest(
     results = {r.ticker: dataclasses.replace(r, stored=None) for r in upserted}  # the rows live on in `prices`
     del upserted
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)
-    summary = summarize(got, results, prices, reference, settings.stale_after)
+    summary = summarize(got, results, prices, reference, settings.stale_after, calendar)
     _warn_behind(summary, got.failed, reference, settings.stale_after)
     # stale tickers stay in `prices` (their history is valid training data); publishing skips them
     usable = summary.filter(pl.col("status").is_in(["ok", "stale"]))["ticker"].to_list()

@@ -221,8 +221,11 @@ def _number_hint(value: object) -> str:
 def wide_to_long(raw: pl.DataFrame, *, where: str, head: bool = False) -> tuple[pl.DataFrame, list[Finding]]:
     """`date` + one adjusted-close column per ticker -> long rows of `adj_close` (that is all a wide file has).
 
-    Empty cells before a ticker's first and after its last price are not rows; gaps in between stay (as nulls)
-    for validation to repair or reject. A column with no number in it quarantines that ticker, not the file.
+    An empty (or NaN) cell is no row, as a day missing from a long file: a wide file's dates are the union of its
+    tickers' days, so a gap is a day that ticker did not trade (a London holiday beside US stocks, a weekend
+    beside a crypto column), where a null price made validation invent a bar for it, or quarantine the ticker
+    over a long weekend. A cell that is not a number is a missing price, for validation to repair or reject. A
+    column with no number in it quarantines that ticker, not the file.
     """
     date_col = next(c for c in raw.columns if c.lower().strip() == "date")
     value_cols = [c for c in raw.columns if c != date_col]
@@ -252,13 +255,14 @@ def wide_to_long(raw: pl.DataFrame, *, where: str, head: bool = False) -> tuple[
         kept.append(numbers.alias(c))
     if not kept and not head:
         raise SourceError(f"{where}: no wide price column holds numbers: " + "; ".join(str(f) for f in findings))
+    given = [
+        (raw[k.name].is_not_null() & (raw[k.name].cast(pl.String).str.to_lowercase() != "nan")).alias(k.name)
+        for k in kept
+    ]
     values = pl.DataFrame([raw[date_col].alias("date"), *kept])
-    long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close").with_columns(
-        pl.col("adj_close").fill_nan(None)
-    )
-    seen = pl.col("adj_close").is_not_null()
-    listed = (seen.cum_sum().over("ticker") > 0) & (seen.cum_sum(reverse=True).over("ticker") > 0)
-    return long.filter(listed), findings
+    long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close")
+    cells = pl.DataFrame(given).unpivot(variable_name="ticker", value_name="_given")["_given"].cast(pl.Boolean)
+    return long.filter(cells).with_columns(pl.col("adj_close").fill_nan(None)), findings
 
 
 _DUPLICATE = re.compile(r"^(.*)_duplicated_\d+$")  # polars' name for a CSV header's second column of a name

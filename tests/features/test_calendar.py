@@ -33,3 +33,41 @@ def test_calendars_kept_from_a_later_year_than_1990_load(name):
     Tokyo's sessions from 1997 only, and nightcast asked for them from 1990)."""
     days = next_sessions(date(2014, 12, 30), 3, name)
     assert len(days) == 3 and days[0] > date(2014, 12, 30)
+
+
+def test_rows_on_days_the_calendar_has_no_session_are_set_apart_per_ticker():
+    """A reviewer's case: one Saturday row in a US file (or a crypto series' weekends) made Saturday the night's
+    as-of date and every other ticker "not current"."""
+    import polars as pl
+
+    from features.prices.calendar import on_sessions
+
+    days = [date(2014, 7, 1 + k) for k in range(10)]  # Tuesday 1 .. Thursday 10 July: 4 July and a weekend
+    prices = pl.DataFrame({"ticker": ["BTC-USD"] * 10 + ["JPM"] * 3, "date": [*days, *days[1:4]], "v": range(13)})
+    kept, off = on_sessions(prices, "XNYS")
+    assert off == [("BTC-USD", 3, date(2014, 7, 4)), ("JPM", 1, date(2014, 7, 4))]
+    assert kept.height == 9 and date(2014, 7, 5) not in kept["date"].to_list()
+    same, none = on_sessions(prices, "24/7")
+    assert same is prices and none == []  # nothing to leave out: the frame itself, no copy
+    _, tokyo = on_sessions(prices, "XTKS")
+    assert tokyo == [("BTC-USD", 2, date(2014, 7, 5))]
+
+
+@pytest.mark.parametrize(
+    "now, calendar, expected",
+    [
+        ("2014-12-18T18:00+00:00", "XLON", date(2014, 12, 18)),  # closed 16:30: New York's 16:30 said 17 Dec
+        ("2014-12-18T16:45+00:00", "XLON", date(2014, 12, 17)),  # 15 minutes after the close: not final yet
+        ("2014-11-28T19:00+00:00", "XNYS", date(2014, 11, 28)),  # the day after Thanksgiving closes at 13:00
+        ("2014-12-18T23:30+00:00", "XNYS", date(2014, 12, 18)),
+        ("2014-12-18T23:30+00:00", "24/7", date(2014, 12, 17)),  # a 24/7 day closes at midnight UTC
+        ("2014-12-21T00:45+00:00", "24/7", date(2014, 12, 20)),  # Saturday: a session there
+        ("2014-12-18T07:00+00:00", "XTKS", date(2014, 12, 18)),  # Tokyo closed 06:00 UTC, New York's night before
+    ],
+)
+def test_the_latest_closed_session_is_by_each_calendars_own_close(now, calendar, expected):
+    from datetime import datetime
+
+    from features.prices.calendar import latest_closed_session
+
+    assert latest_closed_session(datetime.fromisoformat(now), calendar) == expected

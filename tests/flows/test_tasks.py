@@ -140,3 +140,30 @@ def test_the_local_dask_cluster_listens_on_loopback_only(tmp_path):
     with LocalCluster(**task_runner(settings).cluster_kwargs):
         opened = listening() - before
     assert opened and {ip for ip, _ in opened} == {"127.0.0.1"}
+
+
+def test_a_row_on_a_day_without_a_session_never_becomes_the_nights_as_of_date():
+    """A reviewer's case: one Saturday row for one ticker made Saturday the as-of date and every other ticker 'not
+    current': the whole universe dropped for a bad row. It stays in the lake; the model leaves it out, said."""
+    import logging
+    from datetime import date
+
+    import polars as pl
+
+    from flows.tasks import require_history
+
+    sample = load_sample()
+    saturday = sample.filter(ticker="ORCL").tail(1).with_columns(date=pl.lit(date(2015, 1, 3)))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("nightcast.flows.tasks")
+    logger.addHandler(handler)
+    try:
+        kept, _ = require_history.fn(pl.concat([sample, saturday]), load_settings(None, environ={}))
+    finally:
+        logger.removeHandler(handler)
+    assert kept["date"].max() == date(2014, 12, 31) and kept.height == sample.height
+    [record] = [r for r in records if r.levelno == logging.WARNING]
+    assert "days XNYS has no session left out of the model" in record.getMessage()
+    assert "ORCL 1 (first 2015-01-03)" in record.getMessage()
