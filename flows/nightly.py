@@ -369,7 +369,7 @@ def _publish(
     # through the live record, the attention report and the volatility table, the last of which was the night's peak)
     ev = choice.evaluation
     ev.predictions = ev.predictions.select(c for c in QLIKE_INPUTS if c in ev.predictions.columns)
-    paths.append(nightly_tasks.record_in_ledger(forecasts, settings))
+    paths.append(nightly_tasks.record_in_ledger(forecasts, universe, settings))
     book, record, record_paths = nightly_tasks.live_record(asof, settings, with_plots)
     paths += record_paths
     summary, report_paths = nightly_tasks.inspect_attention(

@@ -168,9 +168,10 @@ def publish_outputs(
 
 
 @task(name="ledger", cache_policy=NO_CACHE)
-def record_in_ledger(forecasts: pl.DataFrame, settings: Settings) -> Path:
-    """Every published forecast into the ledger; a rerun of the date replaces its rows, never duplicates."""
-    return ledger.write_partition(settings.paths.out_dir / "ledger", forecasts)
+def record_in_ledger(forecasts: pl.DataFrame, universe: list[str], settings: Settings) -> Path:
+    """Every published forecast into the ledger; a rerun of the date replaces the rows of its `universe` (as the
+    forecasts file does), never duplicates, and keeps what it replaced (`ledger.SUPERSEDED`)."""
+    return ledger.write_partition(settings.paths.out_dir / "ledger", forecasts, universe)
 
 
 @task(name="live record", cache_policy=NO_CACHE)

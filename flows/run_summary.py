@@ -71,6 +71,9 @@ def run_metadata(
         # QLIKE of the published volatility forecast against EWMA (0.94) and HAR on the evaluation's origins
         "volatility_qlike": _qlike_by_horizon(volatility),
         "settings": settings.model_dump(mode="json"),
+        # the model and training settings the published model was fit with: a kept champion's recipe, which this
+        # run's `settings` may no longer say (a changed train.epochs retrains; a champion that wins is refit)
+        "model_recipe": choice.published.settings,
     }
 
 

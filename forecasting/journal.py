@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from forecasting import ledger
-from forecasting.publish import partition_dir, stored_forecasts
+from forecasting.publish import partition_dir, stored_forecasts, write_frame
 from nightcast.io import atomic_write, remove_leftovers
 
 JOURNAL = ".publishing.json"
@@ -62,10 +62,13 @@ def mend(out_dir: Path, asof: date) -> date | None:
     folder = partition_dir(Path(out_dir), "forecasts", day)
     stored, _ = stored_forecasts([folder / "forecasts.parquet", folder / "forecasts.csv"])
     if stored is not None and run in stored["run_id"].to_list():
-        ledger.write_partition(Path(out_dir) / "ledger", stored)
+        ledger.write_partition(Path(out_dir) / "ledger", stored, whole=True)  # the ledger says what the file does
+        twins = [f for f in ("parquet", "csv") if (folder / f"forecasts.{f}").exists()]
+        write_frame(stored, folder, "forecasts", twins)  # a kill between the two formats left them apart
         log.warning(
             "the publish of %s by run %s was interrupted after its forecasts were written: they are in the ledger "
-            "now; that date's metrics, plots and run.json may be an earlier run's or missing",
+            "now (and in every format of its forecasts file); that date's metrics, plots and run.json may be an "
+            "earlier run's or missing",
             day,
             run,
         )

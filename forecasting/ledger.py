@@ -2,7 +2,12 @@
 
 Layout: `<ledger_dir>/asof=YYYY-MM-DD/ledger.parquet`, one partition per as-of date,
 rows of the published contract (`forecasting.publish.FORECAST_SCHEMA`), unique on
-(asof_date, ticker, horizon). Storage only; scoring lives in `forecasting.live`.
+(asof_date, ticker, horizon): the forecasts as last published for the date, which the live
+record scores. A rerun that publishes other values (or withdraws a ticker) moves the rows it
+replaces to `<ledger_dir>_superseded/asof=YYYY-MM-DD/superseded.parquet`, with when and by
+which run (a dataset of its own: a reader of the ledger's files never meets its extra
+columns): nothing published is ever lost, and a date rerun after its outcomes were known is said. Storage only; scoring
+lives in `forecasting.live`.
 
 One writer per partition at a time (the nightly run): a write reads the stored
 partition, merges and renames the result over it, so two concurrent writers of
@@ -12,8 +17,10 @@ the same as-of date could lose each other's tickers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from datetime import date
+from collections.abc import Collection
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -23,10 +30,12 @@ from nightcast.errors import NightcastError, one_line
 from nightcast.io import atomic_write, remove_leftovers
 
 FILE = "ledger.parquet"
+SUPERSEDED = "superseded.parquet"  # rows a later run of the same date replaced, with `superseded_at`, `_by`
 KEY = ("asof_date", "ticker", "horizon")
 # Columns a forecast may lack (no interval, no evaluation metadata); stored as null.
 OPTIONAL = NULLABLE
 _PARTITION = re.compile(r"asof=(\d{4}-\d{2}-\d{2})")
+log = logging.getLogger("nightcast.forecasting.ledger")
 
 
 class LedgerError(NightcastError):
@@ -35,6 +44,11 @@ class LedgerError(NightcastError):
 
 def partition_path(ledger_dir: Path, asof: date) -> Path:
     return Path(ledger_dir) / f"asof={asof.isoformat()}" / FILE
+
+
+def superseded_path(ledger_dir: Path, asof: date) -> Path:
+    ledger_dir = Path(ledger_dir)
+    return ledger_dir.with_name(f"{ledger_dir.name}_superseded") / f"asof={asof.isoformat()}" / SUPERSEDED
 
 
 def empty_ledger() -> pl.DataFrame:
@@ -62,12 +76,21 @@ def conform(forecasts: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def write_partition(ledger_dir: Path, forecasts: pl.DataFrame) -> Path:
+def write_partition(
+    ledger_dir: Path,
+    forecasts: pl.DataFrame,
+    universe: Collection[str] = (),
+    *,
+    whole: bool = False,
+    today: date | None = None,
+) -> Path:
     """Store the forecasts of one as-of date; returns the partition file.
 
-    Rows for the tickers in `forecasts` replace that date's stored rows for those tickers; stored
-    rows of other tickers are kept, so a rerun never duplicates and a run on a subset of the
-    universe never deletes the rest. The file is replaced atomically (temp file + rename).
+    Rows for the tickers in `forecasts` and in the run's `universe` replace that date's stored rows for those
+    tickers (a ticker of the universe the run did not forecast is withdrawn, as from the forecasts file);
+    stored rows of other tickers are kept, so a rerun never duplicates and a run on a subset of the universe
+    never deletes the rest. `whole`: the partition becomes `forecasts` (the date's whole forecasts file). A
+    replaced row whose values change goes to `superseded.parquet` (`_set_aside`). Atomic (temp file + rename).
     """
     frame = conform(forecasts)
     dates = frame["asof_date"].unique().sort().to_list()
@@ -85,10 +108,41 @@ def write_partition(ledger_dir: Path, forecasts: pl.DataFrame) -> Path:
     remove_leftovers(path.parent)
     if path.is_file():
         stored = _read(path, dates[0])
-        kept = stored.filter(~pl.col("ticker").is_in(frame["ticker"].unique().implode()))
-        frame = pl.concat([kept, frame])
+        mine = pl.lit(True) if whole else pl.col("ticker").is_in(sorted({*universe, *frame["ticker"].to_list()}))
+        _set_aside(superseded_path(ledger_dir, dates[0]), stored.filter(mine), frame, today or date.today())
+        frame = pl.concat([stored.filter(~mine), frame])
     frame = frame.sort("ticker", "horizon")
     return atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+
+
+_VALUES = [c for c in FORECAST_COLUMNS if c != "run_id"]  # a rerun that changes nothing but its id replaces nothing
+
+
+def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame, today: date) -> None:
+    """The stored rows a run replaces with other values, or withdraws, appended to the superseded file `path`
+    (written before the ledger: a kill between the two leaves a row in both, never in neither), with a warning."""
+    gone = replaced.join(new.select(_VALUES), on=_VALUES, how="anti", nulls_equal=True)
+    if gone.is_empty():
+        return
+    by = new["run_id"][0] if new.height else None
+    rows = gone.with_columns(superseded_at=pl.lit(datetime.now(UTC)), superseded_by=pl.lit(by, dtype=pl.String))
+    if path.is_file():
+        earlier = pl.read_parquet(path)
+        rows = pl.concat([earlier, rows.join(earlier.select(FORECAST_COLUMNS), on=list(FORECAST_COLUMNS), how="anti")])
+    atomic_write(path, lambda tmp: rows.write_parquet(tmp))
+    withdrawn = gone.join(new.select(KEY), on=list(KEY), how="anti")["ticker"].unique().sort().to_list()
+    known = gone.filter(pl.col("target_date") <= today)
+    log.warning(
+        "ledger %s: %d published forecasts of %s replaced by this run%s; the replaced ones are kept in %s%s",
+        gone["asof_date"][0],
+        gone.height,
+        ", ".join(gone["ticker"].unique().sort().to_list()[:10]),
+        f" ({', '.join(withdrawn)} withdrawn)" if withdrawn else "",
+        path,
+        f" ({known.height} after their target date had passed: the live record scores the new ones)"
+        if known.height
+        else "",
+    )
 
 
 def read_ledger(ledger_dir: Path, until: date | None = None) -> pl.DataFrame:

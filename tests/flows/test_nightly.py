@@ -135,6 +135,8 @@ def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
     assert run_meta["data_warnings"] == []  # the sample needs no repair its forecasts would inherit
     assert run_meta["settings"]["windows"]["lookback"] == 20 and run_meta["evaluation"]["model"] == "combined"
+    # the recipe the published model was fit with, as its checkpoint holds it
+    assert run_meta["model_recipe"]["train"]["epochs"] == settings.train.epochs and "model" in run_meta["model_recipe"]
     # the weights per horizon, as the champion record stores them
     published_as = run_meta["published_as"]
     assert published_as["model"] == "combined" and sorted(published_as["weights"]) == ["1", "2", "3", "4", "5"]

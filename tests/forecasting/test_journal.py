@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import polars as pl
+
 from forecasting import journal
 from forecasting.ledger import read_ledger
 from forecasting.publish import partition_dir, write_frame
@@ -13,14 +15,13 @@ from tests.forecasting.test_ledger import D1, D2, forecasts
 def test_forecasts_a_killed_publish_wrote_reach_the_ledger_at_the_next_night(tmp_path, caplog):
     """A crash test: killed just after a first publish of D1 wrote its forecasts, before the ledger; the next
     night (D2) ran instead of D1 again, and D1's forecasts were never scored in the live record."""
+    folder = partition_dir(tmp_path, "forecasts", D1)
+    write_frame(forecasts(D1, ["AAA"], run_id="run-0"), folder, "forecasts", ["parquet", "csv"])  # an earlier run's
     journal.begin(tmp_path, D1, "run-1")
-    write_frame(
-        forecasts(D1, ["AAA", "BBB"], run_id="run-1"),
-        partition_dir(tmp_path, "forecasts", D1),
-        "forecasts",
-        ["parquet"],
-    )
-    # ... killed here: no ledger, no run.json, no latest.json, a writer's temporary file, and the journal stays
+    write_frame(forecasts(D1, ["AAA", "BBB"], run_id="run-1"), folder, "forecasts", ["parquet", "csv"])
+    (folder / "forecasts.csv").write_text((folder / "forecasts.csv").read_text().replace("run-1", "run-0"))
+    # ... killed here, between the Parquet and the CSV file (their contents made to differ above): no ledger, no
+    # run.json, no latest.json, a writer's temporary file, and the journal stays
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     metrics = partition_dir(tmp_path, "metrics", D1)
     metrics.mkdir(parents=True)
@@ -32,6 +33,8 @@ def test_forecasts_a_killed_publish_wrote_reach_the_ledger_at_the_next_night(tmp
     book = read_ledger(tmp_path / "ledger")
     assert book["asof_date"].unique().to_list() == [D1] and sorted(book["ticker"].unique()) == ["AAA", "BBB"]
     assert "interrupted after its forecasts were written: they are in the ledger now" in caplog.text
+    # the CSV says what the Parquet file and the ledger do (a reviewer's case: it kept the earlier run's for good)
+    assert pl.read_csv(folder / "forecasts.csv")["run_id"].unique().to_list() == ["run-1"]
     assert not left.exists()  # D1's folders are not written again: cleared of the killed run's leftovers here
     assert json.loads((tmp_path / journal.JOURNAL).read_text())["asof_date"] == "2024-03-04"  # D2's own now
     journal.end(tmp_path)

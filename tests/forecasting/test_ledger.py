@@ -79,6 +79,44 @@ def test_rerun_replaces_and_subset_keeps_other_tickers(tmp_path):
     assert out.select("ticker", "horizon").is_unique().all()
 
 
+def test_what_a_rerun_replaces_is_kept_aside_and_said(tmp_path):
+    """A reviewer's case: a rerun of a night overwrote every forecast the ledger ("every forecast ever published")
+    held, without a word, and a rerun that withdrew a ticker left its old row beside the new forecasts file."""
+    import logging
+
+    from forecasting.ledger import superseded_path
+
+    book = tmp_path / "ledger"
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("nightcast.forecasting.ledger").addHandler(handler)
+    try:
+        write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01, run_id="first"))
+        # the same values again under another run id: nothing replaced, nothing kept aside, nothing said
+        write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01, run_id="again"), today=D1)
+        assert not superseded_path(book, D1).exists() and records == []
+        # other values for AAA and BBB; CCC in the run's universe but not forecast: withdrawn
+        write_partition(book, forecasts(D1, ["AAA", "BBB"], pred=0.02, run_id="second"), ["CCC"], today=D2)
+    finally:
+        logging.getLogger("nightcast.forecasting.ledger").removeHandler(handler)
+    out = read_ledger(book)
+    assert sorted(out["ticker"].unique().to_list()) == ["AAA", "BBB"] and set(out["run_id"]) == {"second"}
+    aside = pl.read_parquet(tmp_path / "ledger_superseded" / "asof=2024-03-01" / "superseded.parquet")
+    assert aside.height == 6 and set(aside["run_id"]) == {"again"} and set(aside["superseded_by"]) == {"second"}
+    assert set(aside["pred_log_return"]) == {0.01} and aside["superseded_at"].null_count() == 0
+    [record] = records
+    message = record.getMessage()
+    assert "6 published forecasts of AAA, BBB, CCC replaced by this run (CCC withdrawn)" in message
+    assert "(3 after their target date had passed" in message  # the rerun on D2 came after the h1 targets
+    # the whole partition, as a killed publish's forecasts file says it
+    write_partition(book, forecasts(D1, ["BBB"], pred=0.02, run_id="second"), whole=True)
+    assert read_ledger(book)["ticker"].unique().to_list() == ["BBB"]
+    assert (
+        pl.read_parquet(tmp_path / "ledger_superseded" / "asof=2024-03-01" / "superseded.parquet").height == 8
+    )  # AAA's two rows appended
+
+
 def test_two_dates_two_partitions_and_until(tmp_path):
     write_partition(tmp_path, forecasts(D2, ["AAA"]))
     write_partition(tmp_path, forecasts(D1, ["AAA", "BBB"]))
