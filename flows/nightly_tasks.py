@@ -164,6 +164,7 @@ def publish_outputs(
     # Parquet only: every evaluation origin of every model (25k rows on the sample), rewritten each night; as CSV
     # it was 3 MB a night (400 MB for a half-year replay)
     paths += publish.write_predictions(choice.evaluation, metrics_dir)
+    publish.prune_predictions(out, settings.publish.keep_predictions, asof)
     return paths
 
 

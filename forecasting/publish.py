@@ -204,6 +204,26 @@ def write_predictions(result, directory: Path) -> list[Path]:
     return [written]
 
 
+def prune_predictions(out_dir: Path, keep: int, current: date) -> list[Path]:
+    """Remove `predictions.parquet` of every as-of date but the `keep` newest and `current` (the night just
+    published, a rerun of an older date included) (0: keep all); returns what went. Nothing reads a past night's
+    evaluation predictions again, and they are most of the outputs' growth: the forecasts, the ledger, the
+    metrics and the record, which are small, stay."""
+    if keep <= 0:
+        return []
+    found = sorted((Path(out_dir) / "metrics").glob("asof=*/predictions.parquet"), key=lambda p: p.parent.name)
+    gone = [p for p in found[:-keep] if p.parent.name != f"asof={current.isoformat()}"]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    if gone:
+        log.info(
+            "removed the evaluation predictions of %d older as-of dates (publish.keep_predictions = %d)",
+            len(gone),
+            keep,
+        )
+    return gone
+
+
 def merge_forecasts(
     folder: Path, stem: str, forecasts: pl.DataFrame, universe: Collection[str], formats: Iterable[str]
 ) -> pl.DataFrame:

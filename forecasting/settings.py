@@ -226,6 +226,13 @@ class PublishSettings(Section):
     formats: list[Literal["parquet", "csv"]] = Field(
         ["parquet", "csv"], description="file formats written under outputs/"
     )
+    keep_predictions: int = Field(
+        0,
+        ge=0,
+        description="as-of dates whose evaluation predictions.parquet is kept, newest first (0: all); older ones "
+        "are removed after a night publishes (1.5 MB a night on the sample, in proportion to the tickers); "
+        "forecasts, ledger, metrics and record are never removed",
+    )
 
 
 def publishing_recipe(publishing: PublishSettings) -> dict:
