@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 from pydantic import Field
@@ -92,6 +92,18 @@ class ScheduleSettings(Section):
     )
     ui_host: str = Field("127.0.0.1", description="address `nightcast ui` binds (loopback: not reachable from outside)")
     ui_port: int = Field(4200, ge=1, le=65535, description="port of `nightcast ui`")
+
+    @pydantic.field_validator("timezone")
+    @classmethod
+    def _a_known_zone(cls, zone: str) -> str:
+        # checked with the settings: an unknown zone failed inside Prefect's run-name callable, a traceback
+        try:
+            ZoneInfo(zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"unknown time zone {zone!r} (an IANA name, e.g. America/New_York, Europe/London)"
+            ) from None
+        return zone
 
     def today(self) -> date:
         """Today on the schedule's clock (the exchange's): a run at 20:00 in New York is on that day, while the

@@ -21,6 +21,8 @@ import logging
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from forecasting import ledger
 from forecasting.publish import partition_dir, stored_forecasts, write_frame
 from nightcast.io import atomic_write, remove_leftovers
@@ -60,8 +62,8 @@ def mend(out_dir: Path, asof: date) -> date | None:
     for kind in PARTITIONS:  # the killed run's temporary files: a past date's folders are not written again
         remove_leftovers(partition_dir(Path(out_dir), kind, day))
     folder = partition_dir(Path(out_dir), "forecasts", day)
-    stored, _ = stored_forecasts([folder / "forecasts.parquet", folder / "forecasts.csv"])
-    if stored is not None and run in stored["run_id"].to_list():
+    stored = _written_by(run, [folder / "forecasts.parquet", folder / "forecasts.csv"])
+    if stored is not None:
         ledger.write_partition(Path(out_dir) / "ledger", stored, whole=True)  # the ledger says what the file does
         twins = [f for f in ("parquet", "csv") if (folder / f"forecasts.{f}").exists()]
         write_frame(stored, folder, "forecasts", twins)  # a kill between the two formats left them apart
@@ -81,3 +83,13 @@ def mend(out_dir: Path, asof: date) -> date | None:
         )
     path.unlink(missing_ok=True)
     return day
+
+
+def _written_by(run: str, paths: list[Path]) -> pl.DataFrame | None:
+    """The forecasts of the first of `paths` that `run` wrote (formats are written one after the other, in the
+    order `publish.formats` gives: a kill between them leaves the run's in any one), None when none is."""
+    for path in paths:
+        stored, _ = stored_forecasts([path])
+        if stored is not None and run in stored["run_id"].to_list():
+            return stored
+    return None

@@ -126,9 +126,15 @@ def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame, today: dat
         return
     by = new["run_id"][0] if new.height else None
     rows = gone.with_columns(superseded_at=pl.lit(datetime.now(UTC)), superseded_by=pl.lit(by, dtype=pl.String))
-    if path.is_file():
-        earlier = pl.read_parquet(path)
-        rows = pl.concat([earlier, rows.join(earlier.select(FORECAST_COLUMNS), on=list(FORECAST_COLUMNS), how="anti")])
+    if path.is_file():  # rows a killed run set aside before its ledger was renamed in are not kept twice
+        try:
+            earlier = pl.read_parquet(path)
+            fresh = rows.join(
+                earlier, on=[c for c in FORECAST_COLUMNS if c in earlier.columns], how="anti", nulls_equal=True
+            )
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise LedgerError(f"cannot add to {path}: {one_line(exc)}") from None
+        rows = pl.concat([earlier, fresh], how="diagonal_relaxed")  # an older file's columns: kept, not lost
     atomic_write(path, lambda tmp: rows.write_parquet(tmp))
     withdrawn = gone.join(new.select(KEY), on=list(KEY), how="anti")["ticker"].unique().sort().to_list()
     known = gone.filter(pl.col("target_date") <= today)

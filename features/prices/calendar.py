@@ -26,16 +26,29 @@ def _calendar(name: str):
         return xcals.get_calendar(name, start=first)
 
 
+def _day(cal, name: str, day: date) -> pd.Timestamp:
+    """`day` as exchange_calendars takes it, or a one-line ConfigError when the calendar has no sessions there
+    (XTKS keeps Tokyo's from 1997 only, every calendar a year or so ahead): its own error was a traceback."""
+    ts = pd.Timestamp(day)
+    if not cal.first_session <= ts <= cal.last_session:
+        raise ConfigError(
+            f"{day} is outside the sessions exchange_calendars knows for {name} "
+            f"({cal.first_session.date()} .. {cal.last_session.date()}): publish.calendar"
+        )
+    return ts
+
+
 def next_sessions(asof: date, count: int, calendar: str = "XNYS") -> list[date]:
     """The `count` trading sessions strictly after `asof`."""
     cal = _calendar(calendar)
-    ts = pd.Timestamp(asof)
+    ts = _day(cal, calendar, asof)
     first = cal.next_session(ts) if cal.is_session(ts) else cal.date_to_session(ts, direction="next")
     return [d.date() for d in cal.sessions_window(first, count)]
 
 
 def is_session(day: date, calendar: str = "XNYS") -> bool:
-    return bool(_calendar(calendar).is_session(pd.Timestamp(day)))
+    cal = _calendar(calendar)
+    return bool(cal.is_session(_day(cal, calendar, day)))
 
 
 BARS_FINAL_AFTER = pd.Timedelta(minutes=30)  # a session's daily bar is final about half an hour after its close
@@ -60,16 +73,18 @@ def sessions_behind(last: date, reference: date, calendar: str = "XNYS") -> int:
     if last >= reference:
         return 0
     cal = _calendar(calendar)
-    return len(cal.sessions_in_range(pd.Timestamp(last) + pd.Timedelta(days=1), pd.Timestamp(reference)))
+    # a ticker last seen before the calendar's first session (delisted long ago) counts from that session
+    start = max(pd.Timestamp(last) + pd.Timedelta(days=1), cal.first_session)
+    return len(cal.sessions_in_range(start, _day(cal, calendar, reference)))
 
 
 def sessions_between(last: date, count: int, calendar: str = "XNYS") -> list[date]:
     """The `count` sessions ending on `last` (or on the session before it, if `last` is not one)."""
     cal = _calendar(calendar)
-    end = pd.Timestamp(last)
+    end = _day(cal, calendar, last)
     if not cal.is_session(end):
         end = cal.date_to_session(end, direction="previous")
-    return [d.date() for d in cal.sessions_window(end, -count)]
+    return [d.date() for d in cal.sessions_in_range(cal.first_session, end)[-count:]]  # fewer near the first
 
 
 def check_calendar(name: str) -> None:

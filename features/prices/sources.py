@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from features.prices import yahoo
@@ -138,10 +139,7 @@ def read_file(
         if suffix == ".parquet":
             raw = pl.read_parquet(path, n_rows=n_rows)
         elif suffix in (".csv", ".txt"):
-            # every column as text, parsed here: inferred types refused a valid file whose first 10,000 tickers
-            # looked like integers (7203, then AAPL), or whose whole-yen closes were followed by 49.86, and read
-            # ticker 0700 as 700
-            raw = pl.read_csv(path, infer_schema=False, n_rows=n_rows)
+            raw = _read_csv(path, n_rows)
         else:
             raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except pl.exceptions.PolarsError as exc:
@@ -160,6 +158,22 @@ def read_file(
         raw = raw.with_columns(pl.lit(one_ticker).alias("ticker"))
     frame, cells = normalise(raw, source=f"file:{path.name}", where=str(path), head=n_rows is not None)
     return frame, findings + cells
+
+
+_TEXT = (*_ALIASES["date"], *_ALIASES["ticker"])  # read as text whatever they look like: 0700 is no 700
+
+
+def _read_csv(path: Path, n_rows: int | None) -> pl.DataFrame:
+    """A CSV price file, its numbers typed by polars from its first 10,000 rows (the fast read) and its date and
+    ticker columns as text. A column those rows mistype (whole-yen closes, then 49.86; integer volumes, then a
+    half) fails that read, and the file is read again with every column as text, parsed here: the typed read
+    alone refused such valid files."""
+    header = pl.read_csv(path, n_rows=0).columns
+    text = {c: pl.String for c in header if c.lower().strip() in _TEXT}
+    try:
+        return pl.read_csv(path, infer_schema_length=10_000, schema_overrides=text, n_rows=n_rows)
+    except pl.exceptions.PolarsError:
+        return pl.read_csv(path, infer_schema=False, n_rows=n_rows)
 
 
 def csv_problem(path: Path) -> str | None:
@@ -199,13 +213,31 @@ def _is_wide(raw: pl.DataFrame) -> bool:
 _GROUPED = r"^[+-]?\d{1,3}(,\d{3})+\.\d+$|^[+-]?\d{1,3}(,\d{3}){2,}$"
 
 
+# How exports write "no value" (R's NA, Yahoo's null, Excel's #N/A, a dash): missing, not an unreadable number
+_MISSING = ("", "na", "n/a", "#n/a", "null", "none", "nan", "-", "--")
+
+
 def _numbers(column: pl.Series) -> pl.Series:
     """`column` as Float64; values that are not numbers become null (whatever the column's dtype)."""
     if column.dtype.is_numeric():
         return column.cast(pl.Float64)
-    text = column.cast(pl.String).str.strip_chars()
-    plain = pl.select(pl.when(text.str.contains(_GROUPED)).then(text.str.replace_all(",", "")).otherwise(text))
-    return plain.to_series().cast(pl.Float64, strict=False).alias(column.name)
+    text = column.cast(pl.String)
+    read = text.cast(pl.Float64, strict=False)
+    # blanks around a number and thousands separators only for the cells the plain cast could not read: every
+    # cell through them was most of a 2.5M-row file's read time
+    failed = read.is_null() & text.is_not_null()
+    if not failed.any():
+        return read.alias(column.name)
+    plain = pl.select(pl.when(failed).then(text.str.strip_chars())).to_series()
+    plain = pl.select(pl.when(plain.str.contains(_GROUPED)).then(plain.str.replace_all(",", "")).otherwise(plain))
+    return read.fill_null(plain.to_series().cast(pl.Float64, strict=False)).alias(column.name)
+
+
+def _given(column: pl.Series) -> pl.Series:
+    """Whether each cell of `column` holds something other than an export's "no value" (`_MISSING`)."""
+    if column.dtype.is_numeric():
+        return column.is_not_null()
+    return column.is_not_null() & ~column.cast(pl.String).str.strip_chars().str.to_lowercase().is_in(_MISSING)
 
 
 def _number_hint(value: object) -> str:
@@ -255,14 +287,30 @@ def wide_to_long(raw: pl.DataFrame, *, where: str, head: bool = False) -> tuple[
         kept.append(numbers.alias(c))
     if not kept and not head:
         raise SourceError(f"{where}: no wide price column holds numbers: " + "; ".join(str(f) for f in findings))
-    given = [
-        (raw[k.name].is_not_null() & (raw[k.name].cast(pl.String).str.to_lowercase() != "nan")).alias(k.name)
-        for k in kept
-    ]
+    # per column, in the order unpivot stacks them (column after column)
+    keep = np.concatenate(
+        [np.zeros(0, dtype=bool)]  # no column kept (the first rows of a file yet to list any): no rows
+        + [_kept_cells(_given(raw[k.name]).to_numpy() & ~k.is_nan().fill_null(False).to_numpy()) for k in kept]
+    )
     values = pl.DataFrame([raw[date_col].alias("date"), *kept])
     long = values.unpivot(index="date", variable_name="ticker", value_name="adj_close")
-    cells = pl.DataFrame(given).unpivot(variable_name="ticker", value_name="_given")["_given"].cast(pl.Boolean)
-    return long.filter(cells).with_columns(pl.col("adj_close").fill_nan(None)), findings
+    return long.filter(pl.Series(keep)).with_columns(pl.col("adj_close").fill_nan(None)), findings
+
+
+WIDE_HOLIDAY_ROWS = 10  # a ticker's empty cells in a row, at most: days it did not trade (a Chinese New Year
+# beside a crypto column's every day); a longer hole is missing data, left to validation (which quarantines a run
+# longer than validation.max_fill): as no rows, a six-week hole mid-history passed as one step
+
+
+def _kept_cells(given: np.ndarray) -> np.ndarray:
+    """Which cells of one wide column are rows, in the file's row order: every cell given, and the empty cells
+    of a hole longer than `WIDE_HOLIDAY_ROWS` between its first and last price (as nulls, for validation)."""
+    keep = given.copy()
+    at = np.flatnonzero(given)
+    holes = np.diff(at) - 1
+    for start, length in zip(at[:-1][holes > WIDE_HOLIDAY_ROWS] + 1, holes[holes > WIDE_HOLIDAY_ROWS], strict=True):
+        keep[start : start + length] = True
+    return keep
 
 
 _DUPLICATE = re.compile(r"^(.*)_duplicated_\d+$")  # polars' name for a CSV header's second column of a name
@@ -316,18 +364,35 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
         other = next((sep for sep in (";", "\t", "|") if len(raw.columns) == 1 and sep in raw.columns[0]), None)
         hint = f" (fields separated by {other!r}? write commas)" if other else ""
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}{hint}")
-    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase())
+    # a row without a ticker is the ticker "" throughout (validation's finding names it): a null among the names
+    # made sorting them fail, and counted apart from the tickers
+    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase().fill_null(""))
     frame, dropped = _dates(frame, where, head)
-    numeric = [c for c in ("open", "high", "low", "close", "adj_close", "volume") if c in frame.columns]
-    parsed = frame.with_columns(_numbers(frame[c]).alias(c) for c in numeric)
-    lost = _no_number(frame, parsed, where, head)
+    frame, unread = _parsed(frame)
+    lost = _no_number(frame, unread, where, head)
     if lost:  # rows of a ticker whose prices hold no number: its finding says why, not its cells one by one
-        out = pl.col("ticker").is_in([f.ticker for f in lost])
-        frame, parsed = frame.filter(~out), parsed.filter(~out)
-    unreadable = pl.any_horizontal(parsed[c].is_null() & frame[c].is_not_null() for c in numeric)
-    findings = dropped + lost + _cells(frame.filter(unreadable), parsed.filter(unreadable), numeric, where)
-    parsed = parsed.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
-    return conform(parsed), findings
+        kept = ~frame["ticker"].is_in([f.ticker for f in lost])
+        frame, unread = frame.filter(kept), {c: text.filter(kept) for c, text in unread.items()}
+    findings = dropped + lost + _cells(frame, unread, where)
+    frame = frame.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
+    return conform(frame), findings
+
+
+_NUMERIC = ("open", "high", "low", "close", "adj_close", "volume")
+
+
+def _parsed(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """`frame` with its price and volume columns as numbers, and per column whose cells did not all read, the
+    text of those cells (null elsewhere). One column at a time, each text column replaced as it is read: the
+    whole file as text beside it as numbers was 1.8x the memory of a 2.5M-row file's read."""
+    unread: dict[str, pl.Series] = {}
+    for c in (c for c in _NUMERIC if c in frame.columns):
+        numbers = _numbers(frame[c])
+        bad = numbers.is_null() & frame[c].is_not_null()
+        if bad.any():
+            unread[c] = pl.select(pl.when(bad).then(frame[c].cast(pl.String))).to_series().alias(c)
+        frame = frame.with_columns(numbers)
+    return frame, unread
 
 
 def _dates(frame: pl.DataFrame, where: str, head: bool) -> tuple[pl.DataFrame, list[Finding]]:
@@ -349,24 +414,26 @@ def _dates(frame: pl.DataFrame, where: str, head: bool) -> tuple[pl.DataFrame, l
 _PRICES = ("close", "adj_close")
 
 
-def _no_number(frame: pl.DataFrame, parsed: pl.DataFrame, where: str, head: bool) -> list[Finding]:
+def _no_number(frame: pl.DataFrame, unread: dict[str, pl.Series], where: str, head: bool) -> list[Finding]:
     """A quarantine per ticker whose close or adjusted close column holds values, none of them a number (decimal
     commas, say): read as missing, the column looked absent, and the other price stood for it without a word.
-    Every ticker so: the file's format, an error (not from the first rows of a one-ticker head: that ticker is
-    the full read's to judge)."""
+    Every ticker so: the file's format, an error, but only from the full read (the first rows may hold nothing
+    yet for a price that starts later). An export's "no value" (`_MISSING`: NA, null) is no value given.
+    `unread`: the text of the cells that did not read, per column (`_parsed`)."""
     found: dict[str, tuple[str, str]] = {}
-    for c in (c for c in _PRICES if c in frame.columns and frame.schema[c] == pl.String):
+    for c in (c for c in _PRICES if c in unread):
+        text = unread[c]
         per = (
-            pl.DataFrame({"ticker": frame["ticker"], "raw": frame[c], "read": parsed[c]})
+            pl.DataFrame({"ticker": frame["ticker"], "odd": pl.select(pl.when(_given(text)).then(text)).to_series()})
+            .with_columns(read=frame[c].is_not_null())
             .group_by("ticker")
-            .agg(pl.col("raw").drop_nulls().first().alias("example"), pl.col("read").is_not_null().any().alias("any"))
-            .filter(pl.col("example").is_not_null() & ~pl.col("any"))
+            .agg(pl.col("odd").drop_nulls().first().alias("example"), pl.col("read").any())
+            .filter(pl.col("example").is_not_null() & ~pl.col("read"))
             .sort("ticker")
         )
         for ticker, example, _ in per.iter_rows():
             found.setdefault(ticker, (c, example))
-    tickers = frame["ticker"].drop_nulls().n_unique()
-    if found and len(found) == tickers and not (head and tickers <= 1):
+    if found and not head and len(found) == frame["ticker"].n_unique():
         c, example = next(iter(found.values()))
         raise SourceError(f"{where}: column {c!r} holds no number, e.g. {example!r}{_number_hint(example)}")
     return [
@@ -476,27 +543,36 @@ def _unparsed(values: pl.Series) -> str:
     return f"could not be parsed (expected YYYY-MM-DD): {values.n_unique()} distinct, the first {first!r}{hint}"
 
 
-def _cells(raw: pl.DataFrame, parsed: pl.DataFrame, numeric: Sequence[str], where: str) -> list[Finding]:
+def _cells(frame: pl.DataFrame, unread: dict[str, pl.Series], where: str) -> list[Finding]:
     """A finding per ticker with cells that are not numbers (read as missing), naming the first such cell; a
-    warning, since the rules then judge a price the file did give (a run of them quarantines the ticker)."""
-    if raw.is_empty():
+    warning when one is more than an export's "no value" (`_MISSING`: the rules then judge a price the file did
+    give, and a run of them quarantines the ticker), as before a line of the log for an NA."""
+    if not unread:
         return []
-    unread = [pl.when(parsed[c].is_null() & raw[c].is_not_null()).then(raw[c].cast(pl.String)) for c in numeric]
-    rows = pl.DataFrame({"ticker": raw["ticker"], "date": parsed["date"]}).with_columns(
-        pl.select(pl.coalesce(unread)).to_series().alias("cell")
+    texts = list(unread.values())
+    rows = pl.DataFrame(
+        {
+            "ticker": frame["ticker"],
+            "date": frame["date"],
+            "odd": pl.select(pl.coalesce([pl.when(_given(t)).then(t) for t in texts])).to_series(),
+            "cell": pl.select(pl.coalesce(texts)).to_series(),
+        }
+    ).filter(pl.col("cell").is_not_null())
+    agg = rows.group_by("ticker").agg(
+        pl.col("date").min(), pl.len().alias("n"), pl.col("odd").drop_nulls().first(), pl.col("cell").first()
     )
-    agg = rows.group_by("ticker").agg(pl.col("date").min(), pl.len().alias("n"), pl.col("cell").first())
     return [
         Finding(
             t,
             d,
             "non_numeric",
             "read as missing",
-            f"{n} rows with a price or volume that is not a number in {where}, the first {cell!r}{_number_hint(cell)}",
+            f"{n} rows with a price or volume that is not a number in {where}, the first "
+            f"{odd or cell!r}{_number_hint(odd or cell)}",
             n,
-            warn=True,
+            warn=odd is not None,
         )
-        for t, d, n, cell in agg.sort("ticker").iter_rows()
+        for t, d, n, odd, cell in agg.sort("ticker").iter_rows()
     ]
 
 

@@ -71,3 +71,15 @@ def test_the_latest_closed_session_is_by_each_calendars_own_close(now, calendar,
     from features.prices.calendar import latest_closed_session
 
     assert latest_closed_session(datetime.fromisoformat(now), calendar) == expected
+
+
+def test_a_day_before_a_calendars_first_session_is_one_line_and_an_old_last_bar_is_counted_from_it():
+    """A reviewer's case: XTKS (sessions from 1997) crashed with a traceback on a 1996 date."""
+    from features.prices.calendar import sessions_behind, sessions_between
+
+    with pytest.raises(
+        ConfigError, match=r"1996-03-01 is outside the sessions exchange_calendars knows for XTKS \(1997"
+    ):
+        is_session(date(1996, 3, 1), "XTKS")
+    assert sessions_behind(date(1996, 3, 1), date(1997, 1, 10), "XTKS") == 5  # 6 .. 10 January 1997
+    assert sessions_between(date(1997, 1, 8), 21, "XTKS") == [date(1997, 1, 6), date(1997, 1, 7), date(1997, 1, 8)]

@@ -647,3 +647,18 @@ def test_a_row_without_a_ticker_is_its_finding_not_a_ticker_named_none(tmp_path)
     report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
     status = dict(report.summary.select("ticker", "status").iter_rows())
     assert "None" not in status and status["AAA"] == "ok" and status[""] == "quarantined"
+
+
+def test_a_long_hole_in_a_wide_column_is_missing_data_a_short_one_days_it_did_not_trade(tmp_path):
+    """A reviewer's case: with every empty wide cell read as no row, a 30-session hole mid-history passed as one
+    step (it quarantined the ticker before). Up to 10 empty cells in a row are days it did not trade."""
+    days = [date(2024, 1, 1) + pd.Timedelta(days=k) for k in range(80)]
+    short = [None if 20 <= k < 24 else 10 + k for k in range(80)]
+    long = [None if 20 <= k < 50 else 10 + k for k in range(80)]
+    path = tmp_path / "wide.csv"
+    pl.DataFrame({"date": days, "SHORT": short, "LONG": long}).write_csv(path)
+    report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+    status = dict(report.summary.select("ticker", "status").iter_rows())
+    assert status == {"LONG": "quarantined", "SHORT": "ok"}
+    assert "30 invalid closes in runs longer than max_fill" in report.quarantined["LONG"]
+    assert lake.read_ticker(tmp_path / "lake", "SHORT").height == 76  # four days it did not trade: no rows

@@ -348,3 +348,23 @@ def test_wrong_separators_and_a_folder_are_named(tmp_path):
         read_file(semi)
     with pytest.raises(SourceError, match=r"is a directory: --path takes one price file"):
         read_file(tmp_path)
+
+
+def test_exports_no_value_markers_are_no_value_and_the_first_rows_never_refuse_a_file(tmp_path):
+    """A reviewer's cases: R's write.csv `NA` in a close-only file's adjusted close quarantined every ticker (and
+    refused the file); a file whose first 200 rows had `n/a` adjusted closes was refused by the preflight though
+    the full read takes it; rows without a ticker beside an unreadable one crashed (None among the names)."""
+    rows = [f"{d},AAA,{10 + k},NA" for k, d in enumerate(_days(20))] + [
+        f"{d},BBB,{5 + k},NA" for k, d in enumerate(_days(20))
+    ]
+    frame, findings = read_file(_long(tmp_path / "r.csv", rows, header="date,ticker,close,adj_close"))
+    assert sorted(frame["ticker"].unique().to_list()) == ["AAA", "BBB"] and frame["adj_close"].null_count() == 40
+    assert all(f.action == "read as missing" and not f.warn for f in findings)  # an NA is said, not warned of
+    late = [f"{d},T{k},{10 + k},n/a" for d in _days(60)[:40] for k in range(5)]
+    late += [f"{d},T{k},{10 + k},{9 + k}" for d in _days(60)[40:] for k in range(5)]
+    path = _long(tmp_path / "late.csv", late, header="date,ticker,close,adj_close")
+    read_file(path, n_rows=200)  # the preflight: no error
+    assert read_file(path)[0].height == 300
+    blank = _long(tmp_path / "blank.csv", ['2024-01-02,AAA,"50,1"', '2024-01-02,,"40,1"', "2024-01-02,BBB,7"])
+    frame, findings = read_file(blank)
+    assert sorted({f.ticker for f in findings}) == ["", "AAA"] and frame["ticker"].to_list() == ["BBB"]

@@ -178,3 +178,8 @@ def test_runs_are_named_by_the_day_on_the_exchanges_clock():
     assert run_day(settings) == datetime.now(ZoneInfo(east)).date()
     assert run_day({"schedule": {"timezone": west}}) == datetime.now(ZoneInfo(west)).date() != run_day(settings)
     assert run_day(None) == datetime.now(ZoneInfo("America/New_York")).date()  # the default schedule's zone
+
+
+def test_an_unknown_time_zone_is_refused_with_the_settings():
+    with pytest.raises(ConfigError, match=r"schedule.timezone: unknown time zone 'Mars/Olympus'"):
+        load_settings(None, environ={"NIGHTCAST_SCHEDULE__TIMEZONE": "Mars/Olympus"})

@@ -57,3 +57,19 @@ def test_a_publish_killed_before_its_forecasts_leaves_the_earlier_runs_files_as_
     assert "this run publishes that date again" in caplog.text
     (tmp_path / journal.JOURNAL).write_text("{cut sh")  # a journal cut short: removed, with a warning
     assert journal.mend(tmp_path, D2) is None and not (tmp_path / journal.JOURNAL).exists()
+
+
+def test_a_publish_killed_after_its_csv_and_before_its_parquet_is_recorded_from_the_csv(tmp_path):
+    """A reviewer's case: with publish.formats = ["csv", "parquet"] the CSV is written first; mend read only the
+    Parquet file (the earlier run's), said the forecasts were never written and left the formats apart."""
+    folder = partition_dir(tmp_path, "forecasts", D1)
+    write_frame(forecasts(D1, ["AAA"], run_id="run-0"), folder, "forecasts", ["parquet"])
+    journal.begin(tmp_path, D1, "run-1")
+    write_frame(forecasts(D1, ["AAA", "BBB"], run_id="run-1"), folder, "forecasts", ["csv", "parquet"])
+    write_frame(forecasts(D1, ["AAA"], run_id="run-0"), folder, "forecasts", ["parquet", "csv"])
+    (folder / "forecasts.csv").write_text(
+        pl.read_parquet(folder / "forecasts.parquet").with_columns(run_id=pl.lit("run-1")).write_csv()
+    )  # ... killed after the CSV: the Parquet file is the earlier run's
+    assert journal.mend(tmp_path, D2) == D1
+    assert read_ledger(tmp_path / "ledger")["run_id"].unique().to_list() == ["run-1"]
+    assert pl.read_parquet(folder / "forecasts.parquet")["run_id"].unique().to_list() == ["run-1"]

@@ -112,9 +112,18 @@ def test_what_a_rerun_replaces_is_kept_aside_and_said(tmp_path):
     # the whole partition, as a killed publish's forecasts file says it
     write_partition(book, forecasts(D1, ["BBB"], pred=0.02, run_id="second"), whole=True)
     assert read_ledger(book)["ticker"].unique().to_list() == ["BBB"]
-    assert (
-        pl.read_parquet(tmp_path / "ledger_superseded" / "asof=2024-03-01" / "superseded.parquet").height == 8
-    )  # AAA's two rows appended
+    aside = tmp_path / "ledger_superseded" / "asof=2024-03-01" / "superseded.parquet"
+    assert pl.read_parquet(aside).height == 8  # AAA's two rows appended
+    # a killed run's retry sets the same rows aside once (null intervals compare equal), and a file written by an
+    # older nightcast (a column fewer) is added to, not a traceback
+    stored = read_ledger(book)
+    write_partition(book, forecasts(D1, ["BBB"], pred=0.04, run_id="third"))
+    after = pl.read_parquet(aside)
+    after.drop("eval_end").write_parquet(aside)
+    stored.write_parquet(partition_path(book, D1))  # the ledger as the kill left it: not yet replaced
+    write_partition(book, forecasts(D1, ["BBB"], pred=0.04, run_id="third"))
+    again = pl.read_parquet(aside)
+    assert again.height == after.height == 10 and again["eval_end"].null_count() == 10
 
 
 def test_two_dates_two_partitions_and_until(tmp_path):
