@@ -22,7 +22,7 @@ import polars as pl
 from features.prices import lake, sources, yahoo
 from features.prices.calendar import latest_closed_session, sessions_behind
 from features.prices.schema import conform, is_valid_ticker, not_a_symbol
-from features.prices.validate import Finding, log_findings, rows_repaired, validate_prices
+from features.prices.validate import Finding, log_findings, long_gaps, rows_repaired, validate_prices
 from features.settings import IngestSettings, SourceSettings, ValidationSettings
 from nightcast.errors import SourceError, ValidationError
 from nightcast.words import count
@@ -422,6 +422,14 @@ def _bars_beside_adjusted(lacks: pl.DataFrame) -> tuple[pl.DataFrame, list[Findi
     return lacks.with_columns(bars), findings
 
 
+def _after_stored(new: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """The (ticker, date) of the `new` rows after each ticker's last stored day (all of a new ticker's): what this
+    ingest brings, where a file source's rows are the whole file every night."""
+    last = stored.lazy().group_by("ticker").agg(pl.col("date").max().alias("_last"))
+    rows = new.lazy().select("ticker", "date").join(last, on="ticker", how="left")
+    return rows.filter(pl.col("_last").is_null() | (pl.col("date") > pl.col("_last"))).drop("_last").collect()
+
+
 def _no_data(requested: list[str], failed: dict[str, str], lake_dir: Path) -> SourceError:
     """The error for a run with no row at all, grouping the tickers by why they failed."""
     if not requested:  # a file with a header and no rows names no ticker: say what was empty, not "for :"
@@ -544,9 +552,13 @@ def ingest(
     except ValidationError as exc:
         raise SourceError(f"no usable data for {got.requested}: {exc}") from exc
     got.findings += report.findings
+    arrived = _after_stored(got.new, stored)
     upserted = lake.upsert(lake_dir, report.frame, stored, got.safe)  # judged with these rows: merged onto them
     del stored
     prices = lake.stored_rows(upserted)  # what `lake.read_prices` would read back, without reading every file
+    gaps = long_gaps(prices, arrived)
+    log_findings(gaps)
+    got.findings += gaps
     results = {r.ticker: dataclasses.replace(r, stored=None) for r in upserted}  # the rows live on in `prices`
     del upserted
     reference = got.reference or (prices["date"].max() if not prices.is_empty() else None)

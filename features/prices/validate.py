@@ -19,6 +19,7 @@ date, rule and how many rows it touched:
 |                 | from the adjusted close standing for it    | `ingest._bars_beside_adjusted`)          |
 | ohlc_bounds     | high < max(open, close) or low > min(...)  | widen high/low to contain the bar        |
 | bad_volume      | volume < 0, NaN or inf                     | set to null                              |
+| long_gap        | > 14 days between prices, new rows end it  | warn once (at ingest, `long_gaps`)       |
 | too_short       | fewer than min_rows rows left              | quarantine ticker                        |
 
 Close-only data (open/high/low/volume entirely null for a ticker) is valid.
@@ -296,6 +297,40 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
         reasons = shown or "the source had no rows"
         raise ValidationError(f"no valid ticker left after validation: {reasons}")
     return ValidationReport(f, out)
+
+
+LONG_GAP_DAYS = 14  # calendar days between a ticker's rows: longer than any market closure but a disaster's
+
+
+def long_gaps(prices: pl.DataFrame, new: pl.DataFrame) -> list[Finding]:
+    """A warning per ticker whose `new` rows end a gap of more than `LONG_GAP_DAYS` days without a price in
+    `prices` (its stored and new rows): a file that lost weeks of a ticker, or a feed that resumed after a halt.
+    The model reads each such gap as one step; the health gate sees only its recent window. Only gaps that new
+    rows end, so a gap is said when it arrives, not every night after."""
+    if new.is_empty() or prices.is_empty():
+        return []
+    since = new.group_by("ticker").agg(pl.col("date").min().alias("_since"))
+    held = prices.lazy().select("ticker", "date").join(since.lazy(), on="ticker")
+    before = (
+        held.filter(pl.col("date") < pl.col("_since"))
+        .group_by("ticker")
+        .agg(pl.col("date").max(), pl.col("_since").first())
+    )
+    rows = pl.concat([before, held.filter(pl.col("date") >= pl.col("_since"))]).sort("ticker", "date").collect()
+    gaps = (
+        rows.with_columns(start=pl.col("date").shift(1).over("ticker"))
+        .with_columns(days=(pl.col("date") - pl.col("start")).dt.total_days())
+        .filter((pl.col("days") > LONG_GAP_DAYS) & (pl.col("date") >= pl.col("_since")))
+    )
+    out = []
+    for (ticker,), g in gaps.sort("ticker", "date").group_by("ticker", maintain_order=True):
+        worst = g.row(int(g["days"].arg_max()), named=True)
+        detail = (
+            f"{count(g.height, 'gap')} of more than {LONG_GAP_DAYS} days without a price, the longest "
+            f"{worst['days']} days ({worst['start']} .. {worst['date']}): the model reads each as one step"
+        )
+        out.append(Finding(ticker, g["start"][0], "long_gap", "kept", detail, g.height, warn=True))
+    return out
 
 
 def require_history(frame: pl.DataFrame, min_rows: int) -> tuple[pl.DataFrame, list[Finding]]:

@@ -662,3 +662,28 @@ def test_a_long_hole_in_a_wide_column_is_missing_data_a_short_one_days_it_did_no
     assert status == {"LONG": "quarantined", "SHORT": "ok"}
     assert "30 invalid closes in runs longer than max_fill" in report.quarantined["LONG"]
     assert lake.read_ticker(tmp_path / "lake", "SHORT").height == 76  # four days it did not trade: no rows
+
+
+def test_a_long_gap_is_said_when_it_arrives_and_not_every_night_after(tmp_path):
+    """Weeks without a ticker's price (a file that lost them, a feed resuming after a halt) passed without a word
+    in a long file: the model reads them as one step. Said once, by the ingest that brings the rows ending it."""
+    days = [date(2024, 1, 1) + pd.Timedelta(days=k) for k in range(120)]
+    kept = [d for d in days if not date(2024, 2, 1) <= d <= date(2024, 3, 10)]
+    path = tmp_path / "p.csv"
+
+    def write(upto: date) -> None:
+        pl.DataFrame({"date": [d for d in kept if d <= upto], "ticker": "AAA", "close": 10.0}).write_csv(path)
+
+    def gaps() -> list:
+        report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 6, 1))
+        return [f for f in report.findings if f.rule == "long_gap"]
+
+    write(date(2024, 1, 20))
+    assert gaps() == []
+    write(date(2024, 3, 20))  # the rows that end the gap arrive
+    [finding] = gaps()
+    assert (finding.ticker, finding.date, finding.warn) == ("AAA", date(2024, 1, 31), True)
+    assert (
+        "1 gap of more than 14 days without a price, the longest 40 days (2024-01-31 .. 2024-03-11)" in finding.detail
+    )
+    assert gaps() == []  # the same file again: nothing new, nothing said
