@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
+from features.prices.calendar import next_sessions
 from features.prices.schema import conform
 
 
@@ -16,7 +16,9 @@ def synthetic(n_tickers: int, years: int, seed: int = 0, faults: bool = True) ->
     """Random-walk OHLCV bars, optionally with a sprinkle of repairable faults (NaN closes, swapped high/low,
     negative volume)."""
     rng = np.random.default_rng(seed)
-    days = pd.bdate_range("2000-01-03", periods=252 * years).date
+    # NYSE sessions, as a real universe has them: weekdays alone put a bar on every holiday, which the model now
+    # leaves out (`features.prices.calendar.on_sessions`), a copy of the whole panel at 500 tickers x 25 years
+    days = next_sessions(date(1999, 12, 31), 252 * years, "XNYS")  # from 3 January 2000
     n = len(days)
     total = n * n_tickers
     close = 50 * np.exp(np.cumsum(rng.normal(0.0002, 0.02, (n_tickers, n)), axis=1)).ravel()
