@@ -302,28 +302,27 @@ def validate_prices(frame: pl.DataFrame, settings: ValidationSettings, today: da
 LONG_GAP_DAYS = 14  # calendar days between a ticker's rows: longer than any market closure but a disaster's
 
 
-def long_gaps(prices: pl.DataFrame, new: pl.DataFrame) -> list[Finding]:
-    """A warning per ticker whose `new` rows end a gap of more than `LONG_GAP_DAYS` days without a price in
-    `prices` (its stored and new rows): a file that lost weeks of a ticker, or a feed that resumed after a halt.
-    The model reads each such gap as one step; the health gate sees only its recent window. Only gaps that new
-    rows end, so a gap is said when it arrives, not every night after."""
-    if new.is_empty() or prices.is_empty():
+def long_gaps(prices: pl.DataFrame, since: pl.DataFrame) -> list[Finding]:
+    """A warning per ticker whose rows from `since` (ticker, `_since`: the first day this ingest brought) end a
+    gap of more than `LONG_GAP_DAYS` days without a price in `prices` (sorted by ticker and date, as the lake
+    gives them): a file that lost weeks of a ticker, or a feed that resumed after a halt. The model reads each
+    such gap as one step; the health gate sees only its recent window. Only gaps that new rows end, so a gap is
+    said when it arrives, not every night after. Lazy, two columns: the first ingest of 500 tickers x 25 years
+    holds no sorted copy of the prices (one was the nightly's peak memory)."""
+    if since.is_empty() or prices.is_empty():
         return []
-    since = new.group_by("ticker").agg(pl.col("date").min().alias("_since"))
-    held = prices.lazy().select("ticker", "date").join(since.lazy(), on="ticker")
-    before = (
-        held.filter(pl.col("date") < pl.col("_since"))
-        .group_by("ticker")
-        .agg(pl.col("date").max(), pl.col("_since").first())
-    )
-    rows = pl.concat([before, held.filter(pl.col("date") >= pl.col("_since"))]).sort("ticker", "date").collect()
     gaps = (
-        rows.with_columns(start=pl.col("date").shift(1).over("ticker"))
+        prices.lazy()
+        .select("ticker", "date", pl.col("date").shift(1).over("ticker").alias("start"))
+        .filter((pl.col("date") - pl.col("start")).dt.total_days() > LONG_GAP_DAYS)
+        .join(since.lazy(), on="ticker")
+        .filter(pl.col("date") >= pl.col("_since"))
         .with_columns(days=(pl.col("date") - pl.col("start")).dt.total_days())
-        .filter((pl.col("days") > LONG_GAP_DAYS) & (pl.col("date") >= pl.col("_since")))
+        .sort("ticker", "date")
+        .collect()
     )
     out = []
-    for (ticker,), g in gaps.sort("ticker", "date").group_by("ticker", maintain_order=True):
+    for (ticker,), g in gaps.group_by("ticker", maintain_order=True):
         worst = g.row(int(g["days"].arg_max()), named=True)
         detail = (
             f"{count(g.height, 'gap')} of more than {LONG_GAP_DAYS} days without a price, the longest "
