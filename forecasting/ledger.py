@@ -6,7 +6,7 @@ rows of the published contract (`forecasting.publish.FORECAST_SCHEMA`), unique o
 record scores. A rerun that publishes other values (or withdraws a ticker) moves the rows it
 replaces to `<ledger_dir>_superseded/asof=YYYY-MM-DD/superseded.parquet`, with when and by
 which run (a dataset of its own: a reader of the ledger's files never meets its extra
-columns): nothing published is ever lost, and a date rerun after its outcomes were known is said. Storage only; scoring
+columns): nothing published is ever lost, and a rerun that replaces what was published says so. Storage only; scoring
 lives in `forecasting.live`.
 
 One writer per partition at a time (the nightly run): a write reads the stored
@@ -82,7 +82,6 @@ def write_partition(
     universe: Collection[str] = (),
     *,
     whole: bool = False,
-    today: date | None = None,
 ) -> Path:
     """Store the forecasts of one as-of date; returns the partition file.
 
@@ -109,7 +108,7 @@ def write_partition(
     if path.is_file():
         stored = _read(path, dates[0])
         mine = pl.lit(True) if whole else pl.col("ticker").is_in(sorted({*universe, *frame["ticker"].to_list()}))
-        _set_aside(superseded_path(ledger_dir, dates[0]), stored.filter(mine), frame, today or date.today())
+        _set_aside(superseded_path(ledger_dir, dates[0]), stored.filter(mine), frame)
         frame = pl.concat([stored.filter(~mine), frame])
     frame = frame.sort("ticker", "horizon")
     return atomic_write(path, lambda tmp: frame.write_parquet(tmp))
@@ -118,7 +117,7 @@ def write_partition(
 _VALUES = [c for c in FORECAST_COLUMNS if c != "run_id"]  # a rerun that changes nothing but its id replaces nothing
 
 
-def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame, today: date) -> None:
+def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame) -> None:
     """The stored rows a run replaces with other values, or withdraws, appended to the superseded file `path`
     (written before the ledger: a kill between the two leaves a row in both, never in neither), with a warning."""
     gone = replaced.join(new.select(_VALUES), on=_VALUES, how="anti", nulls_equal=True)
@@ -137,17 +136,13 @@ def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame, today: dat
         rows = pl.concat([earlier, fresh], how="diagonal_relaxed")  # an older file's columns: kept, not lost
     atomic_write(path, lambda tmp: rows.write_parquet(tmp))
     withdrawn = gone.join(new.select(KEY), on=list(KEY), how="anti")["ticker"].unique().sort().to_list()
-    known = gone.filter(pl.col("target_date") <= today)
     log.warning(
-        "ledger %s: %d published forecasts of %s replaced by this run%s; the replaced ones are kept in %s%s",
+        "ledger %s: %d published forecasts of %s replaced by this run%s; the replaced ones are kept in %s",
         gone["asof_date"][0],
         gone.height,
         ", ".join(gone["ticker"].unique().sort().to_list()[:10]),
         f" ({', '.join(withdrawn)} withdrawn)" if withdrawn else "",
         path,
-        f" ({known.height} after their target date had passed: the live record scores the new ones)"
-        if known.height
-        else "",
     )
 
 

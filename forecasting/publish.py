@@ -24,6 +24,7 @@ from features.windows import Panel
 from forecasting.intervals import QUANTILE_LEVELS
 from nightcast.errors import one_line
 from nightcast.io import atomic_write
+from nightcast.words import count
 
 log = logging.getLogger("nightcast.forecasting.publish")
 
@@ -217,8 +218,8 @@ def prune_predictions(out_dir: Path, keep: int, current: date) -> list[Path]:
         path.unlink(missing_ok=True)
     if gone:
         log.info(
-            "removed the evaluation predictions of %d older as-of dates (publish.keep_predictions = %d)",
-            len(gone),
+            "removed the evaluation predictions of %s (publish.keep_predictions = %d)",
+            count(len(gone), "older as-of date"),
             keep,
         )
     return gone

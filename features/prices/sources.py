@@ -507,7 +507,10 @@ def _parse_dates(frame: pl.DataFrame, where: str, head: bool = False) -> tuple[p
         return frame, []
     # a file's first rows may all be one ticker's (a long file sorted by ticker): that ticker is the full read's to
     # quarantine, not grounds to refuse the file
-    one_ticker_head = head and frame["ticker"].n_unique() <= 1
+    # ... unless every unparsed date is a number (Excel's serial days, Unix time): no ticker's own format, the
+    # file's, refused before anything starts however the file is sorted
+    numbers = text.filter(failed).str.contains(r"^\s*[+-]?\d+(\.\d*)?\s*$").all()
+    one_ticker_head = head and frame["ticker"].n_unique() <= 1 and not numbers
     if 2 * count >= frame.height and not one_ticker_head:
         raise SourceError(f"{where}: {count} of {frame.height} rows have a date that {_unparsed(text.filter(failed))}")
     marked = frame.select(pl.col("ticker").fill_null("").alias("who"), text.alias("text"), failed.alias("failed"))
@@ -568,7 +571,9 @@ def _cells(frame: pl.DataFrame, unread: dict[str, pl.Series], where: str) -> lis
             "non_numeric",
             "read as missing",
             f"{n} rows with a price or volume that is not a number in {where}, the first "
-            f"{odd or cell!r}{_number_hint(odd or cell)}",
+            f"{odd or cell!r}{_number_hint(odd or cell)}"
+            if odd is not None
+            else f"{n} rows with a price or volume given as no value in {where}, the first {cell!r}",
             n,
             warn=odd is not None,
         )

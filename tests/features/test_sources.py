@@ -368,3 +368,11 @@ def test_exports_no_value_markers_are_no_value_and_the_first_rows_never_refuse_a
     blank = _long(tmp_path / "blank.csv", ['2024-01-02,AAA,"50,1"', '2024-01-02,,"40,1"', "2024-01-02,BBB,7"])
     frame, findings = read_file(blank)
     assert sorted({f.ticker for f in findings}) == ["", "AAA"] and frame["ticker"].to_list() == ["BBB"]
+
+
+def test_a_ticker_sorted_file_of_numeric_dates_is_refused_by_the_first_rows_read(tmp_path):
+    """A verifier's case: sorted by ticker, the preflight's 200 rows held one ticker, whose unparsed dates were
+    taken for that ticker's own format: the file was refused only after Prefect's server had started (20 s)."""
+    rows = [f"{1325548800 + 86400 * d},{t},10" for t in ("AAA", "BBB") for d in range(300)]
+    with pytest.raises(SourceError, match=r"the first '1325548800' \(a number: Excel's serial days or Unix time"):
+        read_file(_long(tmp_path / "unix.csv", rows), n_rows=200)
