@@ -257,6 +257,8 @@ def _explain(exc: pydantic.ValidationError, config: Path | None) -> str:
         got = "" if shown else f", got {err['input']!r}"  # our validators name the value already
         hint = _did_you_mean(err["loc"]) if unknown else ""
         lines.append(f"setting {loc or '<root>'}: {msg}{got}{hint}")
+    if len(lines) == 1:  # errors you can fix are one line (README); several are a line each under a heading
+        return f"invalid settings{where}: {lines[0]}"
     return "invalid settings" + where + ":\n  " + "\n  ".join(lines)
 
 
