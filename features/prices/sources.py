@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from features.prices import yahoo
-from features.prices.schema import conform
+from features.prices.schema import VALUE_COLUMNS, conform
 from features.prices.validate import Finding
 from features.settings import SourceSettings
 from nightcast.errors import SourceError, one_line
@@ -188,7 +188,7 @@ def csv_problem(path: Path) -> str | None:
             if header is None:
                 return "the file is empty"
             started = rows.line_num + 1
-            other = next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
+            other = _other_separator(header)
             if other is not None:
                 return f"the header has one field holding {other!r}: fields separated by {other!r}? write commas"
             for row in rows:
@@ -201,6 +201,11 @@ def csv_problem(path: Path) -> str | None:
         except csv.Error as exc:
             return f"the row from line {started} does not parse ({exc}): a quote never closed?"
     return None
+
+
+def _other_separator(header: Sequence[str]) -> str | None:
+    """The separator a header read as one field holds (`;`, a tab, `|`): the file is not comma-separated."""
+    return next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
 
 
 def _is_wide(raw: pl.DataFrame) -> bool:
@@ -361,7 +366,7 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
             "its Price and Ticker header rows"
         )
     if missing:
-        other = next((sep for sep in (";", "\t", "|") if len(raw.columns) == 1 and sep in raw.columns[0]), None)
+        other = _other_separator(raw.columns)
         hint = f" (fields separated by {other!r}? write commas)" if other else ""
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}{hint}")
     # a row without a ticker is the ticker "" throughout (validation's finding names it): a null among the names
@@ -378,15 +383,12 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
     return conform(frame), findings
 
 
-_NUMERIC = ("open", "high", "low", "close", "adj_close", "volume")
-
-
 def _parsed(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
     """`frame` with its price and volume columns as numbers, and per column whose cells did not all read, the
     text of those cells (null elsewhere). One column at a time, each text column replaced as it is read: the
     whole file as text beside it as numbers was 1.8x the memory of a 2.5M-row file's read."""
     unread: dict[str, pl.Series] = {}
-    for c in (c for c in _NUMERIC if c in frame.columns):
+    for c in (c for c in VALUE_COLUMNS if c in frame.columns):
         numbers = _numbers(frame[c])
         bad = numbers.is_null() & frame[c].is_not_null()
         if bad.any():
