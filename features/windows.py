@@ -80,7 +80,7 @@ def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
     offsets = np.append(starts, frame.height).astype(np.int64)
     counts = np.diff(offsets)  # rows per ticker (a group_by on the ticker strings peaked at 1.7x the features)
     dates = frame["date"].to_numpy().astype("datetime64[D]", copy=False)
-    target_end = np.full(len(dates), np.datetime64("NaT"), dtype="datetime64[D]")
+    target_end = np.full(len(dates), np.datetime64("NaT", "D"))
     for first, end in zip(offsets[:-1], offsets[1:], strict=True):  # only rows max_horizon ahead in the same ticker
         target_end[first : max(first, end - max_horizon)] = dates[first + max_horizon : end]
     return Panel(

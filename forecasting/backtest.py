@@ -52,7 +52,7 @@ def long_predictions(
     h = np.tile(horizons, n)
     last_row = panel.offsets[panel.ticker_id[rows] + 1] - 1
     target_row = np.minimum(rows + h, last_row)
-    target_date = np.where(rows + h <= last_row, panel.dates[target_row], np.datetime64("NaT"))
+    target_date = np.where(rows + h <= last_row, panel.dates[target_row], np.datetime64("NaT", "D"))
     extra = {} if sigma is None else {"sigma": sigma[ends].reshape(-1)}
     return pl.DataFrame(
         {

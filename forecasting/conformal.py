@@ -100,9 +100,8 @@ def conformal_intervals(
     lower, upper = np.full(predictions.height, np.nan), np.full(predictions.height, np.nan)
     for rows, g in _groups(predictions):
         past = _Residuals.of(g, scaled)
-        asof = g["asof_date"].to_numpy()
-        widths = {day: past.quantile(day, coverage, window, min_count) for day in np.unique(asof)}
-        width = np.array([widths[d] for d in asof])
+        days, of_row = np.unique(g["asof_date"].to_numpy(), return_inverse=True)
+        width = np.array([past.quantile(day, coverage, window, min_count) for day in days])[of_row]
         if scaled:
             width = width * g["sigma"].fill_null(np.nan).to_numpy()
         y_pred = g["y_pred"].to_numpy()
@@ -122,10 +121,11 @@ def conformal_quantiles(
     out = [np.full(predictions.height, np.nan) for _ in levels]  # one array per column: no strided copies after
     for rows, g in _groups(predictions):
         past = _Residuals.of(g, scaled=True)
-        asof = g["asof_date"].to_numpy()
-        by_day = {day: past.symmetric_offsets(day, levels, window, min_count) for day in np.unique(asof)}
+        # one offset per distinct origin, gathered per row (a dict looked up per row cost ~3 s at 1.3M rows)
+        days, of_row = np.unique(g["asof_date"].to_numpy(), return_inverse=True)
+        offsets = np.array([past.symmetric_offsets(day, levels, window, min_count) for day in days])
         sigma = g["sigma"].fill_null(np.nan).to_numpy()
-        q = np.array([by_day[d] for d in asof]).reshape(len(asof), len(levels)) * sigma[:, None]
+        q = offsets.reshape(len(days), len(levels))[of_row] * sigma[:, None]
         y_pred = g["y_pred"].to_numpy()
         for i, column in enumerate(out):
             column[rows] = y_pred + q[:, i]
