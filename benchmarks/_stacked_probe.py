@@ -22,11 +22,18 @@ and writing K x B x 4H activations, where cuDNN fuses the cell), and fits on str
 ~2.1-2.5x one fit's rate from K = 4: at this batch one fit already keeps most of the GPU's SMs busy for each of
 the window's 40 recurrent steps. That is the ceiling on what training fits at once can gain on a universe of
 this size, below issue 15's 5x over sequential refits; `forecasting/together.py` keeps the streams.
-Not yet measured on a GPU: the same stack through torch.compile (`--ways cudnn,compiled --fits 1
---compile-fits 12,24`; Inductor fuses the cell's elementwise ops, forward and backward, which is all the eager
-stack lacks; on a CPU `--check --ways compiled` gives the eager stack's forward within 6e-8 and its gradients
-within 4e-6). By arithmetic it could pass cuDNN: a time step of 24 fits is one batched matmul of ~7 GFLOP and
-one fused pass over their gates.
+The same stack through torch.compile (Inductor fuses the cell's elementwise ops, forward and backward; on a
+CPU `--check --ways compiled` gives the eager stack's forward within 6e-8 and its gradients within 4e-6),
+H200, torch 2.11, 2026-11-28, `--ways cudnn,compiled --fits 1 --compile-fits 12,24`:
+
+    model           way                      K=1          K=12         K=24
+    attention_lstm  cuDNN, alone             1.25M 1.00x
+    attention_lstm  stacked, compiled                     2.56M 2.05x  2.63M 2.10x
+    lstm            cuDNN, alone             1.50M 1.00x
+    lstm            stacked, compiled                     3.14M 2.10x  3.19M 2.13x
+
+Compiled, the stack reaches what fits on streams of their own reach (2.1x one fit, attention_lstm) and no more:
+the same ceiling from the other side, so the streams, which need no compiler, stay.
 (The probe's first run crashed with an illegal memory access: its optimisers were freed after capture while
 their graphs still wrote their state. A graph holds no reference to what it reads: keep it alive.)
 """
