@@ -81,7 +81,7 @@ WAYS = {  # name: (warm start, fits at once)
 }
 
 
-def _warm_up(device: str, threads: int) -> None:
+def _warm_up(device: str, threads: int) -> float:
     """A tiny walk-forward before any timing: a process's first fit on a GPU pays ~7 s of one-time set-up (the
     CUDA context, torch's lazy imports on the first graph capture; H200, 2026-11-27), which would otherwise
     fall on the first way timed, the baseline of the ratios."""
@@ -94,7 +94,7 @@ def _warm_up(device: str, threads: int) -> None:
         warm_start=False,
         models=["attention_lstm", "lstm"],
     )
-    _walk(panel, bt, _train(device, threads, 1, concurrent_fits=2), 0)
+    return _walk(panel, bt, _train(device, threads, 1, concurrent_fits=2), 0)[1]
 
 
 def refits(tickers: int, years: int, n_refits: int, epochs: int, device: str, threads: int, ways: list[str]) -> None:
@@ -164,6 +164,12 @@ def fit_once(dev_csv: Path, cpu_threads: int, epochs: int | None) -> None:
         f"models {', '.join(bt.models)}; the last {test_days} dates scored"
     )
     devices = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    # one-time set-up (imports, the CUDA context) paid by neither timed run: the first would pay it, the second not
+    warm = {device: _warm_up(device, cpu_threads if device == "cpu" else 0) for device in devices}
+    print(
+        "warm-up walk-forward (6 tickers x 3 years, not timed below): "
+        + ", ".join(f"{d} {s:.1f} s" for d, s in warm.items())
+    )
     rows = {}
     for device in devices:
         result, wall = _walk(panel, bt, _train(device, cpu_threads if device == "cpu" else 0, epochs), test_days)
@@ -190,6 +196,7 @@ def ensemble(dev_csv: Path, seeds: int, epochs: int | None) -> None:
         f"development universe to 2016: {len(panel.tickers)} tickers; one fit each of attention_lstm, lstm and "
         f"{seeds} ensemble seeds ({2 + seeds} fits) on {device}; the last {WINDOWS.test_days} dates scored"
     )
+    _warm_up(device, 0)  # else the first way timed, the baseline, pays the process's one-time set-up
     print(f"\n{'way':<14}{'wall s':>9}{'fit s':>9}{'epochs (attention, lstm)':>26}")
     walls, results = {}, {}
     for name, at_once in (("sequential", 1), ("together", 32)):

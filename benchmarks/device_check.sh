@@ -4,18 +4,24 @@
 # under its own time limit, and a step is skipped when too little of the budget is left for it. Every step's
 # output lands in $OUT as it runs (a step cut short still comes back), with one line per step in summary.txt.
 #
-# On the device (after ../shared/device/prepare-wheels.sh here; carry [".whl"], timeout_s 600):
+# On the device (after ../shared/device/prepare-wheels.sh and
+#     cp ../shared/data/dev_universe/us_large_caps_1990_2019.csv data/dev_universe.csv
+# here; carry [".whl", "data/dev_universe.csv"], timeout_s 600):
 #     bash benchmarks/device_check.sh            # budget 570 s
 #     bash benchmarks/device_check.sh 400        # a shorter budget (a rerun on a warm machine)
 # Here, to check the script itself on a CPU in ~10-15 minutes (CUDA tests skip, every step at a toy size):
 #     bash benchmarks/device_check.sh --dry
 #
-# Steps:
+# Steps (the 2026-11-28 H200 run took 30 + 27 + 130 s for the first three; without the development universe
+# the two steps that read it are skipped):
 #   cuda_tests  the CUDA-only tests (-m cuda): every device path that landed since the last GPU run
-#   refits      benchmarks/backtest.py refits, 500 x 25, one epoch: 12 refits one after another vs together
-#               (the product's path, with the scalers computed on the device)
-#   compiled    benchmarks/_stacked_probe.py: K fits stacked through torch.compile vs one cuDNN fit
-#   train       benchmarks/train.py on the bundled sample: nightcast's loop vs the conventional one, bf16 share
+#   train       benchmarks/train.py on the bundled sample: nightcast's loop vs the conventional one, the default
+#               training as a graph vs eager vs the machine's 16 CPU cores, the bf16 share
+#   refits      benchmarks/backtest.py refits, 500 x 25, one epoch: 12 cold refits one after another vs together
+#   fit_once    benchmarks/backtest.py fit-once: the development universe's walk-forward, GPU vs 16 CPU threads
+#   ensemble    benchmarks/backtest.py ensemble: 7 fits of the development universe, one after another vs together
+#   compiled    benchmarks/_stacked_probe.py: K fits stacked through torch.compile vs one cuDNN fit (measured
+#               2026-11-28: the streams' ceiling; last, for a rerun after a change to the model)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,15 +73,23 @@ step() {
   echo "$name: rc=$rc $((SECONDS - t0)) s (limit ${limit}) ${result}" | tee -a "$out/summary.txt"
 }
 
+dev=data/dev_universe.csv
 if ((dry)); then
   step cuda_tests 120 10 $py -m pytest -q -p no:cacheprovider -m cuda tests/forecasting
-  step refits 150 30 $py benchmarks/backtest.py refits --device cpu --tickers 6 --years 4 --refits 2 --epochs 1
-  step compiled 240 30 $py benchmarks/_stacked_probe.py --check --ways compiled
   step train 480 20 $py benchmarks/train.py --device cpu --epochs 1
+  step refits 150 30 $py benchmarks/backtest.py refits --device cpu --tickers 6 --years 4 --refits 2 --epochs 1
+  [[ -f $dev ]] && step fit_once 200 30 $py benchmarks/backtest.py fit-once --dev-csv $dev --epochs 1 --cpu-threads 2
+  step compiled 240 30 $py benchmarks/_stacked_probe.py --check --ways compiled
 else
   step cuda_tests 120 60 $py -m pytest -q -p no:cacheprovider -m cuda -s tests/forecasting
-  step refits 260 200 $py benchmarks/backtest.py refits --device cuda --epochs 1
-  step compiled 200 90 $py benchmarks/_stacked_probe.py --ways cudnn,compiled --fits 1 --compile-fits 12,24
   step train 120 60 $py benchmarks/train.py --device cuda --threads 16
+  step refits 200 160 $py benchmarks/backtest.py refits --device cuda --epochs 1 --ways "sequential cold,together cold"
+  if [[ -f $dev ]]; then
+    step fit_once 120 70 $py benchmarks/backtest.py fit-once --dev-csv $dev --cpu-threads 16
+    step ensemble 90 40 $py benchmarks/backtest.py ensemble --dev-csv $dev
+  else
+    echo "fit_once, ensemble: skipped ($dev not carried)" | tee -a "$out/summary.txt"
+  fi
+  step compiled 200 90 $py benchmarks/_stacked_probe.py --ways cudnn,compiled --fits 1 --compile-fits 12,24
 fi
 echo "total $((SECONDS - start)) s of ${budget}" | tee -a "$out/summary.txt"
