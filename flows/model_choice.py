@@ -202,7 +202,7 @@ def choose_model(
     # a run on some of the champion's tickers publishes from it and never retrains it (`nightcast train` may)
     subset = None if force else subset_of_champion(settings, held)
     reason = unreadable or _retrain_reason(
-        champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force
+        champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force, held
     )
     health = health_gate(prices, stale, settings)
     # read no more here: not held through the evaluation's training and backtest and the refit (the nightly hands
@@ -335,16 +335,21 @@ def _retrain_reason(
     ts: TrainSettings,
     subset: str | None = None,
     force: bool = False,
+    held=None,
 ) -> str | None:
     """Why the champion must be retrained (None: it is fresh; `force`: always a reason). Revisions are judged
     on the data it saw, and not in a `subset` run: its fingerprint differs from the champion's by the tickers
-    it left out, and a run of the whole universe judges revisions."""
+    it left out, and a run of the whole universe judges revisions. `held`: the champion's (checkpoint, model),
+    whose tickers name those that left the data."""
     then = None
     if champion is not None and subset is None:  # `prices` end at `asof`: when the champion's as-of covers them
         then = (
             fingerprint if champion.asof >= asof else lake.fingerprint(prices.filter(pl.col("date") <= champion.asof))
         )
-    reason = policy.staleness(champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof)
+    tickers = (held[0].tickers, prices["ticker"].unique().to_list()) if held else None
+    reason = policy.staleness(
+        champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof, tickers
+    )
     return "a retrain was requested" if force and reason is None else reason
 
 

@@ -7,6 +7,7 @@ No Prefect here: the flows call these and only wire their inputs and outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -16,6 +17,7 @@ import polars as pl
 
 from forecasting.metrics import pooled
 from forecasting.registry import Champion
+from nightcast.words import count
 
 Guardrail = Literal["flag", "baseline_if_worse", "baseline"]
 
@@ -28,6 +30,7 @@ def staleness(
     max_age_days: int,
     retrain_on_revision: bool,
     asof: date | None = None,
+    tickers: tuple[Collection[str], Collection[str]] | None = None,
 ) -> str | None:
     """Why the champion must be retrained, or None while it is still good.
 
@@ -38,7 +41,8 @@ def staleness(
 
     `fingerprint_then`: today's fingerprint of the prices up to the champion's as-of date. New bars after
     that date are not a reason (the age rule covers them); a change before it is: prices the model trained
-    on were revised, or tickers joined or left the universe.
+    on were revised, or tickers joined or left the universe. `tickers`: (those the champion trained on, those in
+    today's data): the ones that left are named, for a revision of which prices cannot be told from the hash.
     """
     if champion is None:
         return "no champion model yet"
@@ -54,6 +58,14 @@ def staleness(
     if age >= max_age_days:
         return f"the champion is {age} days old (train.max_age_days = {max_age_days})"
     if retrain_on_revision and fingerprint_then is not None and fingerprint_then != champion.data_fingerprint:
+        left = sorted(set(tickers[0]) - set(tickers[1])) if tickers else []
+        if left:  # it trained on them, so they had prices then: they left the data (a ticker that joined may
+            # only have been too short to train on, so it is not named)
+            shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            return (
+                f"{count(len(left), 'ticker')} the champion trained on {'is' if len(left) == 1 else 'are'} no "
+                f"longer in the data: {shown}"
+            )
         return f"prices up to {champion.asof} that the champion trained on were revised (or tickers changed)"
     return None
 

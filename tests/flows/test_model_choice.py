@@ -457,6 +457,15 @@ def test_a_subset_run_publishes_from_the_champion_and_never_retrains_it(first, t
     assert "due for a retrain (the champion is 31 days old (train.max_age_days = 7))" in late.decision
 
 
+def test_a_ticker_that_left_the_data_is_named_in_the_retrain_reason(first, tmp_path):
+    """A price file that stops holding BBB (no `--tickers`): the whole universe changed, so the champion of AAA
+    and BBB is retrained, and the decision says which ticker left (it said 'revised (or tickers changed)')."""
+    settings, case = from_first(first, tmp_path)
+    choice = choose(only(case, "AAA", settings), settings)
+    assert choice.retrained
+    assert "1 ticker the champion trained on is no longer in the data: BBB" in choice.decision
+
+
 def test_which_runs_are_subset_runs():
     from types import SimpleNamespace
 

@@ -41,6 +41,22 @@ def test_staleness_reasons():
     assert staleness(champion(), today, "h1", "xyz", 7, False) is None
 
 
+def test_tickers_that_left_the_data_are_named():
+    today, trained = date(2024, 1, 12), ["AAA", "BBB", "CCC"]
+    assert staleness(champion(), today, "h1", "xyz", 7, True, None, (trained, ["AAA", "CCC"])) == (
+        "1 ticker the champion trained on is no longer in the data: BBB"
+    )
+    assert staleness(champion(), today, "h1", "xyz", 7, True, None, (trained, ["CCC"])) == (
+        "2 tickers the champion trained on are no longer in the data: AAA, BBB"
+    )
+    many = [f"T{i:02d}" for i in range(13)]
+    assert staleness(champion(), today, "h1", "xyz", 7, True, None, (many, [])).endswith("T09 and 3 more")
+    # one that joined may only have been too short to train on: a revision, as the hash alone says
+    joined = staleness(champion(), today, "h1", "xyz", 7, True, None, (trained, [*trained, "DDD"]))
+    assert joined == "prices up to 2024-01-09 that the champion trained on were revised (or tickers changed)"
+    assert staleness(champion(), today, "h1", "abc", 7, True, None, (trained, ["AAA"])) is None  # same data: fresh
+
+
 def test_the_age_rule_counts_the_days_the_data_moved_too():
     """A champion trained minutes ago on data to 2024-01-09 is not fresh for data reaching 2024-02-09: the
     published model would fall a month behind the data while the clock says it is new."""
