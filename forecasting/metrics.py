@@ -9,6 +9,8 @@ high-priced names, and the directional baseline is the "always up" rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 
 import numpy as np
 import polars as pl
@@ -102,8 +104,48 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tup
     return float(statistic), float(2 * stats.t.sf(abs(statistic), df=n - 1))
 
 
-def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
-    yt, yp = g["y_true"].to_numpy(), g["y_pred"].to_numpy()
+@dataclass(frozen=True)
+class _Rows:
+    """One group's rows as arrays, in the frame's order: what `_scores` reads. `base`: the baseline's forecast of
+    each row's (ticker, origin), and `matched` where there is one (None: no baseline to compare with)."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    dates: np.ndarray
+    tickers: np.ndarray
+    last_price: np.ndarray | None = None
+    lower: np.ndarray | None = None  # the band's ends, with `banded` where a row has one
+    upper: np.ndarray | None = None
+    banded: np.ndarray | None = None
+    base: np.ndarray | None = None
+    matched: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, g: pl.DataFrame, base: pl.DataFrame | None) -> _Rows:
+        if base is not None:
+            # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
+            matched = base.select("ticker", "asof_date", pl.col("y_pred").alias("_base"), pl.lit(True).alias("_in"))
+            g = g.join(matched, on=["ticker", "asof_date"], how="left", maintain_order="left")
+        bands = "y_lower" in g.columns
+        return cls(
+            y_true=g["y_true"].to_numpy(),
+            y_pred=g["y_pred"].to_numpy(),
+            dates=g["asof_date"].to_numpy(),
+            tickers=g["ticker"].to_numpy(),
+            last_price=g["last_price"].to_numpy() if "last_price" in g.columns else None,
+            lower=g["y_lower"].to_numpy() if bands else None,
+            upper=g["y_upper"].to_numpy() if bands else None,
+            banded=g["y_lower"].is_not_null().to_numpy() if bands else None,
+            base=g["_base"].to_numpy() if base is not None else None,
+            matched=g["_in"].is_not_null().to_numpy() if base is not None else None,
+        )
+
+    def take(self, index: np.ndarray) -> _Rows:
+        return _Rows(*(None if a is None else a[index] for a in (getattr(self, f.name) for f in fields(self))))
+
+
+def _scores(r: _Rows, horizon: int) -> dict:
+    yt, yp = r.y_true, r.y_pred
     precision, recall, f1 = direction_scores(yt, yp)
     error = mse(yt, yp)
     row = {
@@ -117,44 +159,55 @@ def _scores(g: pl.DataFrame, base: pl.DataFrame | None, horizon: int) -> dict:
         "recall": recall,
         "f1": f1,
     }
-    if "last_price" in g.columns:
-        p0 = g["last_price"].to_numpy()
+    if r.last_price is not None:
+        p0 = r.last_price
         row["price_rmse"] = math.sqrt(mse(p0 * np.exp(yt), p0 * np.exp(yp)))
         row["price_mae"] = mae(p0 * np.exp(yt), p0 * np.exp(yp))
-    if "y_lower" in g.columns and g["y_lower"].null_count() < g.height:
-        covered = g.drop_nulls("y_lower")
-        row["coverage"] = float(
-            ((covered["y_true"] >= covered["y_lower"]) & (covered["y_true"] <= covered["y_upper"])).mean()
-        )
-        row["interval_width"] = float((covered["y_upper"] - covered["y_lower"]).mean())
-    if base is not None:
-        # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
-        pair = g.join(base, on=["ticker", "asof_date"], suffix="_base", maintain_order="left")
-        # the ratio compares the two on the rows both forecast (every row, in a backtest's identical origins)
-        row["baseline_mse"] = mse(pair["y_true"], pair["y_pred_base"])
-        shared = mse(pair["y_true"], pair["y_pred"])
-        row["mse_ratio"] = shared / row["baseline_mse"] if row["baseline_mse"] > 0 else math.nan
-        loss = pair.select(
-            "asof_date",
-            "ticker",
-            ((pl.col("y_true") - pl.col("y_pred")) ** 2).alias("a"),
-            ((pl.col("y_true") - pl.col("y_pred_base")) ** 2).alias("b"),
-        ).sort("asof_date", "ticker")
-        row["dm_stat"], row["dm_pvalue"] = diebold_mariano(*_per_date_means(loss), horizon)
+    if r.banded is not None and r.banded.any():
+        covered, lower, upper = yt[r.banded], r.lower[r.banded], r.upper[r.banded]
+        row["coverage"] = float(np.mean((covered >= lower) & (covered <= upper)))
+        row["interval_width"] = float(np.mean(upper - lower))
+    if r.base is not None:
+        row.update(_against_baseline(r.take(r.matched), horizon))
     return row
 
 
-def _per_date_means(loss: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of columns a and b per asof_date, summed in (date, ticker) order: polars' grouped means summed in
+def _against_baseline(pair: _Rows, horizon: int) -> dict:
+    """The MSE ratio and the DM test against the baseline, on the rows both forecast (every row, in a backtest's
+    identical origins)."""
+    if not len(pair.y_true):
+        return {"baseline_mse": math.nan, "mse_ratio": math.nan, "dm_stat": math.nan, "dm_pvalue": math.nan}
+    baseline = mse(pair.y_true, pair.base)
+    row = {
+        "baseline_mse": baseline,
+        "mse_ratio": mse(pair.y_true, pair.y_pred) / baseline if baseline > 0 else math.nan,
+    }
+    y = pair.y_true.astype(np.float64)
+    order = np.lexsort((pair.tickers, pair.dates))  # (date, ticker) order: the per-date means' summing order
+    a, b = ((y - pair.y_pred) ** 2)[order], ((y - pair.base) ** 2)[order]
+    row["dm_stat"], row["dm_pvalue"] = diebold_mariano(*_per_date_means(pair.dates[order], a, b), horizon)
+    return row
+
+
+def _per_date_means(dates: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Means of `a` and `b` per date, summed in the rows' (date, ticker) order: polars' grouped means summed in
     an order that changed from run to run (the pooled DM statistic moved in its last bits between two runs
     on the same predictions), and a published figure should not."""
-    if loss.is_empty():
+    if not len(dates):
         return np.array([]), np.array([])
-    dates = loss["asof_date"].to_numpy()
     starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
     counts = np.diff(np.r_[starts, len(dates)])
-    a, b = (np.add.reduceat(loss[c].to_numpy(), starts) / counts for c in ("a", "b"))
-    return a, b
+    return np.add.reduceat(a, starts) / counts, np.add.reduceat(b, starts) / counts
+
+
+def _per_ticker(rows: _Rows) -> Iterator[tuple[str, _Rows]]:
+    """Each ticker's rows, in the frame's order (one stable sort of the group, then slices: a polars filter and
+    join per ticker made the table quadratic in tickers, ~18 s at 500 tickers)."""
+    order = np.argsort(rows.tickers, kind="stable")
+    tickers = rows.tickers[order]
+    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        yield tickers[start], rows.take(order[start:end])
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:
@@ -176,20 +229,14 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.Da
             "ticker", "asof_date", "y_pred"
         )
         base = None if model == baseline or base_all.is_empty() else base_all
+        group = _Rows.of(g, base)
         rows.append(
-            {"model": model, "scope": Scope.POOLED, "ticker": None, "horizon": horizon, **_scores(g, base, horizon)}
+            {"model": model, "scope": Scope.POOLED, "ticker": None, "horizon": horizon, **_scores(group, horizon)}
         )
-        for (ticker,), gt in g.group_by("ticker"):
-            tbase = None if base is None else base.filter(pl.col("ticker") == ticker)
-            rows.append(
-                {
-                    "model": model,
-                    "scope": Scope.TICKER,
-                    "ticker": ticker,
-                    "horizon": horizon,
-                    **_scores(gt, tbase, horizon),
-                }
-            )
+        rows.extend(
+            {"model": model, "scope": Scope.TICKER, "ticker": ticker, "horizon": horizon, **_scores(own, horizon)}
+            for ticker, own in _per_ticker(group)
+        )
     table = pl.DataFrame(rows, schema_overrides={"ticker": pl.String}, infer_schema_length=None)
     return table.sort(
         pl.col("scope") != Scope.POOLED,

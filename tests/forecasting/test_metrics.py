@@ -166,3 +166,49 @@ def test_the_pooled_diebold_mariano_statistic_does_not_depend_on_the_order_of_th
     assert math.isfinite(reference)
     for seed in range(5):
         assert pooled(predictions.sample(fraction=1.0, shuffle=True, seed=seed))[0] == reference
+
+
+def test_a_tickers_row_is_the_pooled_row_of_that_ticker_alone():
+    """The per-ticker rows come from one sorted pass over each (model, horizon) (a filter and join per ticker was
+    quadratic in tickers): each equals the pooled row of a table of that ticker's predictions alone, on shuffled
+    rows with missing forecasts, rows without a band and a ticker the baseline forecast only in part or not at
+    all."""
+    rng = np.random.default_rng(5)
+    tickers, dates = ["A", "B", "C", "D"], [date(2021, 3, 1) + timedelta(days=d) for d in range(50)]
+    grid = pl.DataFrame({"ticker": tickers}).join(pl.DataFrame({"asof_date": dates}), how="cross")
+    y = rng.normal(0, 0.02, grid.height)
+    frames = []
+    for h in (1, 3):
+        for m, pred in (("random_walk", np.zeros_like(y)), ("model", y * 0.2 + rng.normal(0, 0.02, grid.height))):
+            pred = np.where(rng.random(grid.height) < 0.05, np.nan, pred) if m == "model" else pred
+            band = rng.random(grid.height) < 0.7
+            frames.append(
+                grid.with_columns(
+                    model=pl.lit(m),
+                    horizon=pl.lit(h),
+                    y_true=pl.Series(y),
+                    y_pred=pl.Series(pred),
+                    last_price=pl.Series(rng.uniform(10, 50, grid.height)),
+                    y_lower=pl.Series(np.where(band, -0.03, np.nan)).fill_nan(None),
+                    y_upper=pl.Series(np.where(band, 0.03, np.nan)).fill_nan(None),
+                )
+            )
+    predictions = pl.concat(frames).with_columns(pl.col("y_pred").fill_nan(None))
+    late = (pl.col("ticker") == "C") & (pl.col("asof_date") > date(2021, 4, 1))
+    predictions = predictions.filter(~((pl.col("model") == "random_walk") & (late | (pl.col("ticker") == "D"))))
+    predictions = predictions.sample(fraction=1.0, shuffle=True, seed=1)  # (sums run in the rows' order)
+    table = metrics_table(predictions)
+    for ticker in tickers:
+        alone = metrics_table(predictions.filter(pl.col("ticker") == ticker)).filter(pl.col("scope") == "pooled")
+        mine = table.filter(pl.col("ticker") == ticker).drop("scope", "ticker").sort("model", "horizon")
+        expected = alone.drop("scope", "ticker").sort("model", "horizon")
+        assert mine.height == (2 if ticker == "D" else 4)  # D: the baseline has no rows of it
+        for column in expected.columns:
+            a, b = mine[column], expected[column]
+            assert a.dtype == b.dtype and a.is_null().equals(b.is_null()), (ticker, column)
+            if a.dtype.is_float():
+                np.testing.assert_array_equal(a.to_numpy(), b.to_numpy(), err_msg=f"{ticker} {column}")
+            else:
+                assert a.equals(b), (ticker, column)
+    d = table.filter((pl.col("ticker") == "D") & (pl.col("model") == "model"))
+    assert d["mse_ratio"].is_nan().all() and d["dm_pvalue"].is_nan().all()  # nothing to compare with
