@@ -2,7 +2,8 @@
 
 Patches `yfinance.data.YfData.get` (the one place yfinance 1.7 sends chart
 requests) with canned chart JSON in Yahoo's format: `chart.result[0]` with
-`meta`, `timestamp` and `indicators.quote/adjclose`. Unknown symbols get
+`meta`, `timestamp` and `indicators.quote/adjclose`, a bar on each NYSE session (no
+weekends, no exchange holidays, as Yahoo serves a US listing). Unknown symbols get
 Yahoo's 404 "No data found, symbol may be delisted"; symbols can be made to
 rate-limit (the real layer raises YFRateLimitError on HTTP 429) or the whole
 network can go offline (a connection error, as curl_cffi raises).
@@ -37,6 +38,12 @@ class FakeResponse:
             raise HTTPError(f"HTTP Error {self.status_code}: ", 0, self)
 
 
+def _nyse():
+    from features.prices.calendar import _calendar
+
+    return _calendar("XNYS")
+
+
 def price_path(symbol: str, days: list[date]) -> np.ndarray:
     """A deterministic price per (symbol, day): the same day always gets the same price."""
     seed = sum(ord(c) for c in symbol)
@@ -58,7 +65,9 @@ class FakeYahoo:
 
     def chart(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> dict:
         first, last = self.listed[symbol]
-        days = [d.date() for d in pd.bdate_range(max(start, pd.Timestamp(first)), min(end, pd.Timestamp(last)))]
+        # NYSE's sessions, as Yahoo serves a US listing's daily bars: no weekends, no exchange holidays
+        low, high = max(start, pd.Timestamp(first)).normalize(), min(end, pd.Timestamp(last)).normalize()
+        days = [d.date() for d in _nyse().sessions_in_range(low, high)] if low <= high else []
         days = [d for d in days if pd.Timestamp(d) < end]
         close = price_path(symbol, days)
         for i, d in enumerate(days):

@@ -40,7 +40,7 @@ def test_first_then_incremental_then_idempotent(fake, tmp_path):
     fake.listed["AAPL"] = fake.listed["MSFT"] = (date(2024, 1, 2), date(2024, 3, 15))
     first = run(tmp_path, yf_source("AAPL", "MSFT"), now=datetime(2024, 3, 15, 22, 0, tzinfo=UTC))
     s = {r["ticker"]: r for r in first.summary.iter_rows(named=True)}
-    assert s["AAPL"]["rows_added"] == 54 and s["AAPL"]["last_date"] == date(2024, 3, 15)  # weekdays 2 Jan .. 15 Mar
+    assert s["AAPL"]["rows_added"] == 52 and s["AAPL"]["last_date"] == date(2024, 3, 15)  # sessions 2 Jan..15 Mar
     manifest = lake.read_manifest(tmp_path / "lake")
     assert manifest["AAPL"]["last_date"] == "2024-03-15" and len(manifest["AAPL"]["fingerprint"]) == 16
 
@@ -56,7 +56,7 @@ def test_first_then_incremental_then_idempotent(fake, tmp_path):
     assert (s["MSFT"]["rows_added"], s["MSFT"]["rows_revised"]) == (9, 0)
     stored = lake.read_ticker(tmp_path / "lake", "AAPL")
     assert stored.filter(pl.col("date") == date(2024, 3, 13))["close"][0] == 123.0
-    assert stored.height == 63 and stored["date"].is_unique().all()
+    assert stored.height == 61 and stored["date"].is_unique().all()
 
     files = {p.name: p.read_bytes() for p in (tmp_path / "lake").rglob("*") if p.is_file()}
     third = run(tmp_path, yf_source("AAPL", "MSFT"))
@@ -94,7 +94,7 @@ def test_delisted_ticker_is_flagged_stale_not_dropped(fake, tmp_path):
     report = run(tmp_path, yf_source("AAPL", "OLD"))
     assert report.stale == {"OLD": 40}  # NYSE sessions 1 Feb .. 28 Mar 2024
     old = report.prices.filter(pl.col("ticker") == "OLD")["date"]  # its history still trains the model
-    assert (old.min(), old.max(), old.len()) == (date(2024, 1, 2), date(2024, 1, 31), 22)  # the fake quotes weekdays
+    assert (old.min(), old.max(), old.len()) == (date(2024, 1, 2), date(2024, 1, 31), 21)  # NYSE sessions
     assert report.summary.filter(pl.col("ticker") == "AAPL")["status"][0] == "ok"
 
 
@@ -256,7 +256,7 @@ def test_context_series_are_fetched_beside_the_tickers_and_set_apart(fake, tmp_p
     assert sorted(report.summary["ticker"]) == ["AAPL", "^GSPC", "^VIX"]
     assert len(fake.history_requests("^VIX")) == 1
     vix = lake.read_ticker(tmp_path / "lake", "^VIX")
-    assert vix.height == 63 and (vix["volume"] == 0).all() and vix["adj_close"].equals(vix["close"])
+    assert vix.height == 61 and (vix["volume"] == 0).all() and vix["adj_close"].equals(vix["close"])
     universe = report.set_apart(["^GSPC", "^VIX"])
     assert universe.summary["ticker"].to_list() == ["AAPL"] and universe.prices["ticker"].unique().to_list() == ["AAPL"]
     assert sorted(universe.context["ticker"]) == ["^GSPC", "^VIX"] and set(universe.context["status"]) == {"ok"}
@@ -524,7 +524,7 @@ def test_a_split_or_dividend_moves_the_whole_stored_history_to_yahoos_new_basis(
     cols = ["ticker", "date", "open", "high", "low", "close", "adj_close", "volume"]
     assert_frame_equal(report.prices.select(cols), fresh.prices.select(cols), check_exact=True)
     s = {r["ticker"]: r for r in report.summary.iter_rows(named=True)}
-    assert (s["AAPL"]["rows_revised"], s["MSFT"]["rows_revised"]) == (54, 54)  # every stored day, 2 Jan .. 15 Mar
+    assert (s["AAPL"]["rows_revised"], s["MSFT"]["rows_revised"]) == (52, 52)  # every stored day, 2 Jan .. 15 Mar
     assert "AAPL: Yahoo rebased its history" in caplog.text and "its close is 0.5000x" in caplog.text
     assert "MSFT: Yahoo rebased its history" in caplog.text and "its close is 1.0000x" in caplog.text
 
@@ -595,7 +595,7 @@ def test_stored_days_yahoo_no_longer_serves_move_to_the_new_basis_too(monkeypatc
     with caplog.at_level(logging.WARNING, logger="nightcast"):
         report = run(tmp_path, yf_source("AAPL"))
     stored = lake.read_ticker(tmp_path / "lake", "AAPL").sort("date")
-    assert stored["date"].min() == date(2024, 1, 2) and stored.height == 63  # no day lost
+    assert stored["date"].min() == date(2024, 1, 2) and stored.height == 61  # no day lost
     jumps = (stored["adj_close"].log().diff().abs().drop_nulls()).max()
     assert jumps < 0.1  # the fake's path moves a few percent a day; the seam was -0.69
     january = stored.filter(pl.col("date") < date(2024, 2, 1))
@@ -605,8 +605,8 @@ def test_stored_days_yahoo_no_longer_serves_move_to_the_new_basis_too(monkeypatc
     assert january["close"].to_list() == pytest.approx(fresh, rel=1e-12)  # rescaled by the split's factor
     first = stored.filter(pl.col("date") == date(2024, 2, 1))
     assert first["low"][0] == pytest.approx(old_low / 2, rel=1e-12)  # the bare day's bar: the stored one, rescaled
-    assert "22 stored days Yahoo no longer serves put on the new basis" in caplog.text  # January's weekdays
-    assert report.summary["rows_revised"][0] == 54
+    assert "21 stored days Yahoo no longer serves put on the new basis" in caplog.text  # January's sessions
+    assert report.summary["rows_revised"][0] == 52
 
 
 @pytest.mark.parametrize("stored_adj", [None, 0.5], ids=["close-only-lake", "lake-with-adjustments"])
