@@ -40,7 +40,13 @@ from forecasting.backtest import (
 from forecasting.batching import BatchPlan
 from forecasting.combine import Publishing
 from forecasting.names import BASELINES, TRAINED_MODEL
-from forecasting.settings import ModelSettings, TrainSettings, publishing_recipe, training_recipe
+from forecasting.settings import (
+    ADDED_TO_RECIPE,
+    ModelSettings,
+    TrainSettings,
+    publishing_recipe,
+    training_recipe,
+)
 from nightcast.errors import InsufficientDataError
 
 log = logging.getLogger("nightcast.flows.model_choice")
@@ -68,9 +74,7 @@ def evaluation_settings(settings: Settings):
     )
 
 
-def config_hashes(settings: Settings) -> tuple[str, str]:
-    """(everything that defines the model, what its inputs are): a change of the first retrains; models with
-    equal second hashes read the same features, so one can be scored on the other's data."""
+def _recipe_parts(settings: Settings) -> tuple[dict, dict]:
     dumped = settings.model_dump(mode="json")
     inputs = {"denoise": dumped["denoise"], "features": dumped["features"], "lookback": dumped["windows"]["lookback"]}
     recipe = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
@@ -78,7 +82,21 @@ def config_hashes(settings: Settings) -> tuple[str, str]:
     }
     if published := publishing_recipe(settings.publish):
         recipe["publish"] = published
+    return recipe, inputs
+
+
+def config_hashes(settings: Settings) -> tuple[str, str]:
+    """(everything that defines the model, what its inputs are): a change of the first retrains; models with
+    equal second hashes read the same features, so one can be scored on the other's data."""
+    recipe, inputs = _recipe_parts(settings)
     return registry.settings_hash(recipe), registry.settings_hash(inputs)
+
+
+def accepted_hashes(settings: Settings) -> tuple[set[str], set[str]]:
+    """`config_hashes` as a champion recorded by an earlier nightcast may hold them: every layout of the
+    settings without the recipe settings added since, while they hold their old behaviour's values."""
+    recipe, inputs = _recipe_parts(settings)
+    return registry.layout_hashes(recipe, ADDED_TO_RECIPE), registry.layout_hashes(inputs, ADDED_TO_RECIPE)
 
 
 @task(name="data-health gate", cache_policy=NO_CACHE)
@@ -135,10 +153,11 @@ def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[Model
     return ModelSettings.model_validate(evaluated.settings["model"]), training
 
 
-def _held(models_dir: Path, champion: registry.Champion | None, inputs_hash: str, features: list[str]):
+def _held(models_dir: Path, champion: registry.Champion | None, inputs_hashes: set[str], features: list[str]):
     """((published, evaluation) models of the champion, None), or (None, why) when it cannot read today's
-    features (why None: there is no champion, or its settings read other features, which retrains anyway)."""
-    if champion is None or champion.inputs_hash != inputs_hash:
+    features (why None: there is no champion, or its settings read other features, which retrains anyway).
+    `inputs_hashes`: today's inputs as any layout of the settings records them (`accepted_hashes`)."""
+    if champion is None or champion.inputs_hash not in inputs_hashes:
         return None, None
     published = train.load_checkpoint(models_dir / champion.checkpoint)
     if published.features != list(features):
@@ -196,13 +215,13 @@ def choose_model(
     `fingerprint`: of `prices`, which hold data up to `asof` only. `set_aside`: see `_hand_over`.
     """
     models_dir = settings.paths.models
-    recipe_hash, inputs_hash = config_hashes(settings)
+    recipes, inputs = accepted_hashes(settings)
     champion = registry.champion_as_of(models_dir, asof)
-    held, unreadable = _held(models_dir, champion, inputs_hash, panel.features)
+    held, unreadable = _held(models_dir, champion, inputs, panel.features)
     # a run on some of the champion's tickers publishes from it and never retrains it (`nightcast train` may)
     subset = None if force else subset_of_champion(settings, held)
     reason = unreadable or _retrain_reason(
-        champion, prices, fingerprint, asof, today, recipe_hash, settings.train, subset, force, held
+        champion, prices, fingerprint, asof, today, recipes, settings.train, subset, force, held
     )
     health = health_gate(prices, stale, settings)
     # read no more here: not held through the evaluation's training and backtest and the refit (the nightly hands
@@ -243,7 +262,7 @@ def choose_model(
         score = policy.mean_ratio(_published_predictions(result, publishing), "y_pred")
     decided = _Decided(version, evaluation_version, published, evaluated, result, publishing, score, event)
     registry.record_decision(
-        models_dir, _record(decided, asof, today, fingerprint, recipe_hash, inputs_hash, checkpoint.name)
+        models_dir, _record(decided, asof, today, fingerprint, *config_hashes(settings), checkpoint.name)
     )
     decision = _retrained(reason, verdict, version, evaluation_version)
     return ModelChoice(
@@ -331,7 +350,7 @@ def _retrain_reason(
     fingerprint: str,
     asof: date,
     today: date,
-    recipe_hash: str,
+    recipe_hashes: set[str],
     ts: TrainSettings,
     subset: str | None = None,
     force: bool = False,
@@ -348,7 +367,7 @@ def _retrain_reason(
         )
     tickers = (held[0].tickers, prices["ticker"].unique().to_list()) if held else None
     reason = policy.staleness(
-        champion, today, recipe_hash, then, ts.max_age_days, ts.retrain_on_revision, asof, tickers
+        champion, today, recipe_hashes, then, ts.max_age_days, ts.retrain_on_revision, asof, tickers
     )
     return "a retrain was requested" if force and reason is None else reason
 

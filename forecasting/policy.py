@@ -25,7 +25,7 @@ Guardrail = Literal["flag", "baseline_if_worse", "baseline"]
 def staleness(
     champion: Champion | None,
     today: date,
-    settings_hash: str,
+    settings_hash: str | Collection[str],
     fingerprint_then: str | None,
     max_age_days: int,
     retrain_on_revision: bool,
@@ -39,6 +39,7 @@ def staleness(
     date, against its `asof`). Run nightly they agree; a run on data that jumped ahead (a price file weeks
     newer, a lake brought up to date after a pause) ages the champion by the data's days, not the clock's.
 
+    `settings_hash`: today's recipe hash, or every hash it may have been recorded under (`registry.layout_hashes`).
     `fingerprint_then`: today's fingerprint of the prices up to the champion's as-of date. New bars after
     that date are not a reason (the age rule covers them); a change before it is: prices the model trained
     on were revised, or tickers joined or left the universe. `tickers`: (those the champion trained on, those in
@@ -46,8 +47,10 @@ def staleness(
     """
     if champion is None:
         return "no champion model yet"
-    if champion.settings_hash != settings_hash:
-        return "the settings that define the model changed"
+    accepted = {settings_hash} if isinstance(settings_hash, str) else set(settings_hash)
+    if champion.settings_hash not in accepted:
+        # not necessarily the user's doing: a newer nightcast's defaults count too (`nightcast config` shows them)
+        return "the settings that define the model differ from the champion's, by yours or a newer nightcast's defaults"
     age = (today - champion.trained_on).days
     data_age = (asof - champion.asof).days if asof is not None else 0
     if data_age > age and data_age >= max_age_days:

@@ -12,8 +12,10 @@ Checkpoint paths are stored relative to the models directory: moving the data di
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -53,6 +55,26 @@ class Champion:
 def settings_hash(parts: dict) -> str:
     """Hash of settings (a JSON-able dict): same settings, same hash, whatever the key order."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def layout_hashes(parts: dict, added: Mapping[tuple[str, str], object]) -> set[str]:
+    """`settings_hash` of `parts` as every earlier layout of the settings wrote them: with any of the `added`
+    (section, name) settings left out that hold their given value (the one that does what nightcast did before
+    the setting existed). A champion recorded before a new setting existed is then still the same recipe while
+    the setting keeps that value: an upgrade does not retrain every champion for settings nobody changed."""
+    neutral = [(s, k) for (s, k), v in added.items() if isinstance(parts.get(s), dict) and parts[s].get(k, v) == v]
+    neutral = [(s, k) for s, k in neutral if k in parts[s]]
+    hashes = set()
+    for n in range(len(neutral) + 1):
+        for left_out in itertools.combinations(neutral, n):
+            layout = {
+                section: {k: v for k, v in value.items() if (section, k) not in left_out}
+                if isinstance(value, dict)
+                else value
+                for section, value in parts.items()
+            }
+            hashes.add(settings_hash(layout))
+    return hashes
 
 
 def _record(raw: dict) -> Champion:
@@ -114,7 +136,25 @@ def champion_as_of(models_dir: Path, asof: date) -> Champion | None:
 
 
 def record_decision(models_dir: Path, champion: Champion) -> Path:
-    """Append a decision (the champion from now on) to the history, atomically."""
+    """Append a decision (the champion from now on) to the history, atomically. A history an older nightcast
+    wrote in an older format is first copied aside as it was (`champion.format<N>.json`): that nightcast
+    cannot read the newer format, so going back to it would otherwise lose its champion."""
     history = [asdict(c) for c in read_history(models_dir)] + [asdict(champion)]
+    path = Path(models_dir) / CHAMPION
+    older = _older_format(path)
+    if older is not None:
+        kept = path.with_name(f"{path.stem}.format{older}{path.suffix}")
+        if not kept.exists():
+            atomic_write(kept, lambda tmp: tmp.write_bytes(path.read_bytes()))
+            log.info("%s was written by an older nightcast (format %s): kept as %s", path, older, kept)
     body = json.dumps({"format": FORMAT, "history": history}, indent=1, default=str)
-    return atomic_write(Path(models_dir) / CHAMPION, lambda tmp: tmp.write_text(body))
+    return atomic_write(path, lambda tmp: tmp.write_text(body))
+
+
+def _older_format(path: Path) -> int | None:
+    """The format of the history at `path` when an older nightcast wrote it (None: none, or this format)."""
+    try:
+        found = json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) and found < FORMAT else None

@@ -240,3 +240,16 @@ def publishing_recipe(publishing: PublishSettings) -> dict:
     and contest were judged on what it published). The plain model adds nothing, so a champion recorded
     before `publish.forecast` existed (which published the plain model) keeps its recipe hash under it."""
     return {} if publishing.forecast == "model" else {"forecast": publishing.forecast}
+
+
+# Settings of the recipe added after champions were recorded, each with the value that trains what nightcast
+# trained before the setting existed (`registry.layout_hashes`): a champion recorded without them is the same
+# recipe while they hold these values. A new recipe setting with such a value belongs here.
+ADDED_TO_RECIPE: dict[tuple[str, str], object] = {
+    ("features", "market"): None,  # no market context
+    ("model", "bidirectional"): False,
+    ("model", "self_attention"): False,
+    # the batch rule of a GPU (a CPU trains at train.batch_size whatever these say)
+    ("train", "max_batch_size"): 4096,
+    ("train", "min_steps_per_epoch"): 100,
+}

@@ -150,7 +150,7 @@ def test_a_better_challenger_is_promoted(first, tmp_path):
 def test_a_champion_reading_other_features_is_not_reused(first, tmp_path):
     settings, case = from_first(first, tmp_path, windows={"lookback": 12})  # another input window
     choice = choose(case, settings)
-    assert "the settings that define the model changed" in choice.decision
+    assert "the settings that define the model differ from the champion's" in choice.decision
     assert "reads other features" in choice.decision and choice.verdict.n_forecasts == 0  # never scored on them
     assert choice.evaluation_model.lookback == 12 and history(settings) == ["promoted", "promoted"]
 
@@ -356,6 +356,32 @@ def test_an_old_champion_record_without_weights_publishes_the_network(first, tmp
     got = forecast.fn(choice, case.panel, case.ff, settings, sources, {}).sort("ticker", "horizon")
     network = train.predict(choice.published, case.panel, current_rows(case.panel)[1]).mean
     assert got["pred_log_return"].to_list() == network.astype(np.float64).reshape(-1).tolist()
+
+
+def test_a_champion_recorded_before_newer_settings_existed_is_still_fresh(first, tmp_path):
+    """A champion recorded by a nightcast that had no model.bidirectional or features.market (its hashes were
+    taken without them) is the same recipe while they hold their old behaviour's values: kept, and held for
+    publishing; set one of them and it is a new recipe (an upgrade retrained every champion, saying the user's
+    settings had changed)."""
+    import copy
+    import json
+
+    from flows.model_choice import _recipe_parts
+    from forecasting.registry import settings_hash
+
+    settings, case = from_first(first, tmp_path)
+    recipe, inputs = (copy.deepcopy(part) for part in _recipe_parts(settings))  # (they share sections)
+    del recipe["model"]["bidirectional"], recipe["features"]["market"], inputs["features"]["market"]
+    body, path = champion_record(settings)
+    body["history"][-1] |= {"settings_hash": settings_hash(recipe), "inputs_hash": settings_hash(inputs)}
+    path.write_text(json.dumps(body))
+    choice = choose(case, settings)
+    assert choice.decision == f"kept champion {first[2].version}: still fresh" and not choice.retrained
+
+    changed = small_settings(tmp_path / "changed", model={"bidirectional": True})
+    shutil.copytree(settings.paths.models, changed.paths.models)
+    again = choose(case, changed)
+    assert again.retrained and "the settings that define the model differ from the champion's" in again.decision
 
 
 def test_the_plain_model_setting_publishes_as_before(first, tmp_path):

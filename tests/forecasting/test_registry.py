@@ -159,9 +159,31 @@ def test_a_format_2_record_loads_as_the_network_alone_and_the_next_write_is_form
     from dataclasses import asdict
 
     old = {k: v for k, v in asdict(champion()).items() if k != "combination"}  # nightcast 0.3-0.4 wrote no weights
-    (tmp_path / "champion.json").write_text(json.dumps({"format": 2, "history": [old]}, default=str))
+    written = json.dumps({"format": 2, "history": [old]}, default=str)
+    (tmp_path / "champion.json").write_text(written)
     (loaded,) = read_history(tmp_path)
     assert loaded.combination is None and loaded.version == "m-1"
     record_decision(tmp_path, champion(version="m-2"))
     body = json.loads((tmp_path / "champion.json").read_text())
     assert body["format"] == 3 and [r["version"] for r in body["history"]] == ["m-1", "m-2"]
+    # the older nightcast's file kept as it was, for a way back (that nightcast cannot read format 3), once
+    assert (tmp_path / "champion.format2.json").read_text() == written
+    record_decision(tmp_path, champion(version="m-3"))
+    assert (tmp_path / "champion.format2.json").read_text() == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["champion.format2.json", "champion.json"]
+
+
+def test_layout_hashes_accept_a_recipe_recorded_before_a_setting_existed():
+    from forecasting.registry import layout_hashes, settings_hash
+
+    added = {("model", "bidirectional"): False, ("features", "market"): None}
+    now = {"model": {"hidden": 96, "bidirectional": False}, "features": {"market": None, "vol": 21}, "lookback": 40}
+    before = {"model": {"hidden": 96}, "features": {"vol": 21}, "lookback": 40}
+    between = {"model": {"hidden": 96}, "features": {"market": None, "vol": 21}, "lookback": 40}
+    accepted = layout_hashes(now, added)
+    assert settings_hash(now) in accepted and settings_hash(before) in accepted and settings_hash(between) in accepted
+    assert len(accepted) == 4  # each added setting in or out
+    # set to another value, the setting changes the recipe: no earlier layout matches
+    bidirectional = {**now, "model": {"hidden": 96, "bidirectional": True}}
+    assert settings_hash(before) not in layout_hashes(bidirectional, added)
+    assert settings_hash({**before, "lookback": 60}) not in accepted  # and the other settings still count
