@@ -77,7 +77,11 @@ EXAMPLES = {
         "PREFECT_API_URL=http://127.0.0.1:4200/api nightcast serve --pool nightcast   # then: prefect worker start "
         "--pool nightcast",
     ],
-    "config": ["nightcast config --config nightcast.toml", "NIGHTCAST_TRAIN__EPOCHS=5 nightcast config"],
+    "config": [
+        "nightcast config --config nightcast.toml",
+        "NIGHTCAST_TRAIN__EPOCHS=5 nightcast config",
+        "nightcast config --changed --source yfinance --tickers AAPL MSFT > nightcast.toml",
+    ],
 }
 
 
@@ -117,6 +121,15 @@ def _out_flag(p: argparse.ArgumentParser) -> None:
 def _runner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=["threads", "dask"], help="task runner (default: threads)")
     p.add_argument("--dask-address", metavar="ADDR", help="existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+
+
+def _changed_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--changed",
+        action="store_true",
+        help="only the settings that differ from the defaults: a nightcast.toml saved from this keeps taking a "
+        "newer nightcast's defaults for the rest (one saved from every setting freezes today's)",
+    )
 
 
 def _pool_flag(p: argparse.ArgumentParser) -> None:
@@ -240,7 +253,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], No
     "config": (
         "print the resolved settings as TOML",
         "Print every setting, resolved from defaults, file, environment and flags, as TOML.",
-        (_source_flags, _out_flag, _runner_flags),
+        (_source_flags, _out_flag, _runner_flags, _changed_flag),
     ),
 }
 
@@ -658,7 +671,7 @@ def _started(settings, command: str) -> Iterator[float]:
 
 
 def _config_command(settings, args: argparse.Namespace) -> int:
-    console.print(to_toml(settings), markup=False, highlight=False)
+    console.print(to_toml(settings, changed_only=args.changed), markup=False, highlight=False)
     return 0
 
 

@@ -290,8 +290,10 @@ def _did_you_mean(loc: tuple) -> str:
     return f"; it is {elsewhere[0]}.{key}" if len(loc) == 2 and elsewhere else ""
 
 
-def to_toml(settings: Settings) -> str:
-    """Render settings as TOML (used to print them at the start of every run)."""
+def to_toml(settings: Settings, changed_only: bool = False) -> str:
+    """Render settings as TOML (used to print them at the start of every run). `changed_only`: only those that
+    differ from the defaults (a section with none is left out): a file saved from that keeps taking a newer
+    nightcast's defaults for everything it does not name, where a file of every setting freezes today's."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -302,10 +304,16 @@ def to_toml(settings: Settings) -> str:
             return "[" + ", ".join(value(x) for x in v) + "]"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+    defaults = type(settings).model_construct().model_dump() if changed_only else {}
     blocks = []
     for section, body in settings.model_dump().items():
+        body = {k: v for k, v in body.items() if not changed_only or defaults[section].get(k) != v}
+        if not body and changed_only:
+            continue
         lines = [f"[{section}]"] + [f"{k} = {value(v)}" if v is not None else f"# {k} (unset)" for k, v in body.items()]
         blocks.append("\n".join(lines))
+    if changed_only and not blocks:
+        return "# every setting at its default\n"
     return "\n\n".join(blocks) + "\n"
 
 

@@ -25,10 +25,10 @@ FLAGS = {
     "train": COMMON | SOURCE | RUNNER,
     "ui": COMMON,
     "serve": COMMON | SOURCE | {"--out", "--pool"},
-    "config": COMMON | SOURCE | RUNNER | {"--out"},
+    "config": COMMON | SOURCE | RUNNER | {"--out", "--changed"},
 }
 # flags that are arguments of one command, not settings
-COMMAND_ARGUMENTS = {"help", "config", "verbose", "asof", "start", "end", "by_ticker", "replay", "pool"}
+COMMAND_ARGUMENTS = {"help", "config", "verbose", "asof", "start", "end", "by_ticker", "replay", "pool", "changed"}
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +110,24 @@ def test_flags_override_environment_and_file(tmp_path, monkeypatch, capsys):
     assert 'out_dir = "from-flag"' in out and 'lake_dir = "lake-from-file"' in out and 'kind = "dask"' in out
     assert main(["config", "--config", str(cfg)]) == 0
     assert 'out_dir = "from-env"' in capsys.readouterr().out
+
+
+def test_config_changed_prints_only_what_differs_from_the_defaults_and_reads_back(tmp_path, monkeypatch, capsys):
+    """A nightcast.toml saved from `nightcast config` names every setting, so a newer nightcast's defaults never
+    reach it (an upgrade tester's finding); `--changed` saves only the user's own choices."""
+    from flows.settings import load_settings
+
+    monkeypatch.setenv("NIGHTCAST_TRAIN__EPOCHS", "5")
+    assert main(["config", "--changed", "--source", "yfinance", "--tickers", "AAPL", "MSFT"]) == 0
+    out = capsys.readouterr().out
+    assert out == '[source]\nkind = "yfinance"\ntickers = ["AAPL", "MSFT"]\n\n[train]\nepochs = 5\n\n'
+    saved = tmp_path / "saved.toml"  # (not ./nightcast.toml: the next command would read it)
+    saved.write_text(out)
+    want = {"source": {"kind": "yfinance", "tickers": ["AAPL", "MSFT"]}, "train": {"epochs": 5}}
+    assert load_settings(saved, environ={}) == load_settings(None, environ={}, overrides=want)
+    monkeypatch.delenv("NIGHTCAST_TRAIN__EPOCHS")
+    assert main(["config", "--changed"]) == 0
+    assert capsys.readouterr().out == "# every setting at its default\n\n"
 
 
 def test_bad_horizons_is_one_line_and_status_2(capsys):
