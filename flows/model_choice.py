@@ -75,8 +75,13 @@ def evaluation_settings(settings: Settings):
 
 
 def _recipe_parts(settings: Settings) -> tuple[dict, dict]:
+    """(the recipe, the inputs) as the champion's hashes take them (their sections are copies of their own)."""
     dumped = settings.model_dump(mode="json")
-    inputs = {"denoise": dumped["denoise"], "features": dumped["features"], "lookback": dumped["windows"]["lookback"]}
+    inputs = {
+        "denoise": dict(dumped["denoise"]),
+        "features": dict(dumped["features"]),
+        "lookback": dumped["windows"]["lookback"],
+    }
     recipe = {k: dumped[k] for k in ("denoise", "features", "windows", "model")} | {
         "train": training_recipe(settings.train)
     }
@@ -92,7 +97,7 @@ def config_hashes(settings: Settings) -> tuple[str, str]:
     return registry.settings_hash(recipe), registry.settings_hash(inputs)
 
 
-def accepted_hashes(settings: Settings) -> tuple[set[str], set[str]]:
+def accepted_hashes(settings: Settings) -> tuple[list[str], list[str]]:
     """`config_hashes` as a champion recorded by an earlier nightcast may hold them: every layout of the
     settings without the recipe settings added since, while they hold their old behaviour's values."""
     recipe, inputs = _recipe_parts(settings)
@@ -153,7 +158,7 @@ def _recipe_of(evaluated: train.TrainedModel, settings: Settings) -> tuple[Model
     return ModelSettings.model_validate(evaluated.settings["model"]), training
 
 
-def _held(models_dir: Path, champion: registry.Champion | None, inputs_hashes: set[str], features: list[str]):
+def _held(models_dir: Path, champion: registry.Champion | None, inputs_hashes: list[str], features: list[str]):
     """((published, evaluation) models of the champion, None), or (None, why) when it cannot read today's
     features (why None: there is no champion, or its settings read other features, which retrains anyway).
     `inputs_hashes`: today's inputs as any layout of the settings records them (`accepted_hashes`)."""
@@ -350,16 +355,16 @@ def _retrain_reason(
     fingerprint: str,
     asof: date,
     today: date,
-    recipe_hashes: set[str],
+    recipe_hashes: list[str],
     ts: TrainSettings,
     subset: str | None = None,
     force: bool = False,
-    held=None,
+    held: tuple[train.TrainedModel, train.TrainedModel] | None = None,
 ) -> str | None:
     """Why the champion must be retrained (None: it is fresh; `force`: always a reason). Revisions are judged
     on the data it saw, and not in a `subset` run: its fingerprint differs from the champion's by the tickers
-    it left out, and a run of the whole universe judges revisions. `held`: the champion's (checkpoint, model),
-    whose tickers name those that left the data."""
+    it left out, and a run of the whole universe judges revisions. `held`: the champion's (published,
+    evaluation) models: the published one's tickers name those that left the data."""
     then = None
     if champion is not None and subset is None:  # `prices` end at `asof`: when the champion's as-of covers them
         then = (

@@ -12,10 +12,9 @@ Checkpoint paths are stored relative to the models directory: moving the data di
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -57,23 +56,21 @@ def settings_hash(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def layout_hashes(parts: dict, added: Mapping[tuple[str, str], object]) -> set[str]:
-    """`settings_hash` of `parts` as every earlier layout of the settings wrote them: with any of the `added`
-    (section, name) settings left out that hold their given value (the one that does what nightcast did before
-    the setting existed). A champion recorded before a new setting existed is then still the same recipe while
-    the setting keeps that value: an upgrade does not retrain every champion for settings nobody changed."""
-    neutral = [(s, k) for (s, k), v in added.items() if isinstance(parts.get(s), dict) and parts[s].get(k, v) == v]
-    neutral = [(s, k) for s, k in neutral if k in parts[s]]
-    hashes = set()
-    for n in range(len(neutral) + 1):
-        for left_out in itertools.combinations(neutral, n):
-            layout = {
-                section: {k: v for k, v in value.items() if (section, k) not in left_out}
-                if isinstance(value, dict)
-                else value
-                for section, value in parts.items()
-            }
-            hashes.add(settings_hash(layout))
+def layout_hashes(parts: dict, added: Sequence[Mapping[tuple[str, str], object]]) -> list[str]:
+    """`settings_hash` of `parts` as each earlier layout of the settings wrote them, newest first: `added` holds,
+    oldest first, the groups of (section, name) settings each nightcast added, each with the value that does what
+    nightcast did before it existed; layout k leaves out the k newest groups, while they hold those values. A
+    champion recorded before a setting existed is then the same recipe while the setting keeps that value: an
+    upgrade does not retrain every champion for settings nobody changed."""
+    hashes, layout = [settings_hash(parts)], parts
+    for group in reversed(added):
+        if any(isinstance(layout.get(s), dict) and layout[s].get(k, v) != v for (s, k), v in group.items()):
+            break  # set otherwise: no layout from before this group can say so
+        layout = {
+            section: {k: v for k, v in value.items() if (section, k) not in group} if isinstance(value, dict) else value
+            for section, value in layout.items()
+        }
+        hashes.append(settings_hash(layout))
     return hashes
 
 
@@ -143,9 +140,10 @@ def record_decision(models_dir: Path, champion: Champion) -> Path:
     path = Path(models_dir) / CHAMPION
     older = _older_format(path)
     if older is not None:
-        kept = path.with_name(f"{path.stem}.format{older}{path.suffix}")
-        if not kept.exists():
-            atomic_write(kept, lambda tmp: tmp.write_bytes(path.read_bytes()))
+        kept, body = path.with_name(f"{path.stem}.format{older}{path.suffix}"), path.read_bytes()
+        # an older nightcast run again since (its history grown) replaces the copy: the newest is the way back
+        if not kept.exists() or kept.read_bytes() != body:
+            atomic_write(kept, lambda tmp: tmp.write_bytes(body))
             log.info("%s was written by an older nightcast (format %s): kept as %s", path, older, kept)
     body = json.dumps({"format": FORMAT, "history": history}, indent=1, default=str)
     return atomic_write(path, lambda tmp: tmp.write_text(body))

@@ -242,14 +242,13 @@ def publishing_recipe(publishing: PublishSettings) -> dict:
     return {} if publishing.forecast == "model" else {"forecast": publishing.forecast}
 
 
-# Settings of the recipe added after champions were recorded, each with the value that trains what nightcast
-# trained before the setting existed (`registry.layout_hashes`): a champion recorded without them is the same
-# recipe while they hold these values. A new recipe setting with such a value belongs here.
-ADDED_TO_RECIPE: dict[tuple[str, str], object] = {
-    ("features", "market"): None,  # no market context
-    ("model", "bidirectional"): False,
-    ("model", "self_attention"): False,
-    # the batch rule of a GPU (a CPU trains at train.batch_size whatever these say)
-    ("train", "max_batch_size"): 4096,
-    ("train", "min_steps_per_epoch"): 100,
-}
+# Settings of the recipe added after champions were recorded, oldest first, each group with the values that
+# train what nightcast trained before the group existed (`registry.layout_hashes`): a champion recorded without
+# them is the same recipe while they hold these values. A new recipe setting with such a value is appended here
+# (and tests/forecasting/test_registry.py's hashes of earlier nightcasts' defaults must still be accepted). The
+# GPU batch rule (train.max_batch_size, min_steps_per_epoch, 2026-11-27) is not: no value of it trains as a GPU
+# trained before it, so a champion from before it is evaluated against a new challenger.
+ADDED_TO_RECIPE: tuple[dict[tuple[str, str], object], ...] = (
+    {("model", "bidirectional"): False, ("model", "self_attention"): False},  # 2026-11-27, 2f7d09a
+    {("features", "market"): None},  # no market context; 2026-11-27, 1f3dee8
+)

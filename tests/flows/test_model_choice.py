@@ -359,8 +359,8 @@ def test_an_old_champion_record_without_weights_publishes_the_network(first, tmp
 
 
 def test_a_champion_recorded_before_newer_settings_existed_is_still_fresh(first, tmp_path):
-    """A champion recorded by a nightcast that had no model.bidirectional or features.market (its hashes were
-    taken without them) is the same recipe while they hold their old behaviour's values: kept, and held for
+    """A champion recorded by a nightcast that had no model.bidirectional, self_attention or features.market (its
+    hashes were taken without them) is the same recipe while they hold their old behaviour's values: kept, and held for
     publishing; set one of them and it is a new recipe (an upgrade retrained every champion, saying the user's
     settings had changed)."""
     import copy
@@ -370,8 +370,9 @@ def test_a_champion_recorded_before_newer_settings_existed_is_still_fresh(first,
     from forecasting.registry import settings_hash
 
     settings, case = from_first(first, tmp_path)
-    recipe, inputs = (copy.deepcopy(part) for part in _recipe_parts(settings))  # (they share sections)
-    del recipe["model"]["bidirectional"], recipe["features"]["market"], inputs["features"]["market"]
+    recipe, inputs = copy.deepcopy(_recipe_parts(settings))
+    del recipe["model"]["bidirectional"], recipe["model"]["self_attention"]
+    del recipe["features"]["market"], inputs["features"]["market"]
     body, path = champion_record(settings)
     body["history"][-1] |= {"settings_hash": settings_hash(recipe), "inputs_hash": settings_hash(inputs)}
     path.write_text(json.dumps(body))

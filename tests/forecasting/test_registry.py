@@ -171,19 +171,42 @@ def test_a_format_2_record_loads_as_the_network_alone_and_the_next_write_is_form
     record_decision(tmp_path, champion(version="m-3"))
     assert (tmp_path / "champion.format2.json").read_text() == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["champion.format2.json", "champion.json"]
+    # gone back (the copy copied back) and the older nightcast decided again: its newer history is the copy now
+    grown = json.dumps({"format": 2, "history": [old, {**old, "version": "m-4"}]}, default=str)
+    (tmp_path / "champion.json").write_text(grown)
+    record_decision(tmp_path, champion(version="m-5"))
+    assert (tmp_path / "champion.format2.json").read_text() == grown
 
 
 def test_layout_hashes_accept_a_recipe_recorded_before_a_setting_existed():
     from forecasting.registry import layout_hashes, settings_hash
 
-    added = {("model", "bidirectional"): False, ("features", "market"): None}
+    added = ({("model", "bidirectional"): False}, {("features", "market"): None})  # oldest first
     now = {"model": {"hidden": 96, "bidirectional": False}, "features": {"market": None, "vol": 21}, "lookback": 40}
     before = {"model": {"hidden": 96}, "features": {"vol": 21}, "lookback": 40}
-    between = {"model": {"hidden": 96}, "features": {"market": None, "vol": 21}, "lookback": 40}
-    accepted = layout_hashes(now, added)
-    assert settings_hash(now) in accepted and settings_hash(before) in accepted and settings_hash(between) in accepted
-    assert len(accepted) == 4  # each added setting in or out
-    # set to another value, the setting changes the recipe: no earlier layout matches
+    between = {"model": {"hidden": 96, "bidirectional": False}, "features": {"vol": 21}, "lookback": 40}
+    assert layout_hashes(now, added) == [settings_hash(now), settings_hash(between), settings_hash(before)]
+    # no layout that never existed (market without bidirectional)
+    never = {"model": {"hidden": 96}, "features": {"market": None, "vol": 21}, "lookback": 40}
+    assert settings_hash(never) not in layout_hashes(now, added)
+    # set to another value, a setting changes the recipe: no layout from before it matches
+    market = {**now, "features": {"market": "SPY", "vol": 21}}
+    assert layout_hashes(market, added) == [settings_hash(market)]
     bidirectional = {**now, "model": {"hidden": 96, "bidirectional": True}}
     assert settings_hash(before) not in layout_hashes(bidirectional, added)
-    assert settings_hash({**before, "lookback": 60}) not in accepted  # and the other settings still count
+    assert settings_hash({**before, "lookback": 60}) not in layout_hashes(now, added)  # the others still count
+
+
+def test_champions_recorded_by_earlier_nightcasts_at_their_defaults_are_the_same_recipe():
+    """The default recipe and inputs hashes earlier nightcasts recorded (computed at those commits): today's
+    defaults must still accept them, or an upgrade retrains (and stops scoring) every champion. A failure here
+    means a recipe setting was added or a default changed: append an added setting to
+    forecasting.settings.ADDED_TO_RECIPE with the value that trains as before."""
+    from flows.model_choice import accepted_hashes
+    from flows.settings import load_settings
+
+    recipes, inputs = accepted_hashes(load_settings(None, environ={}, overrides={"publish": {"forecast": "model"}}))
+    assert {"5b15509481ca", "f9a6c31fa270", "879395797431"} <= set(recipes)  # 1f3dee8, 2f7d09a, f4131da
+    assert {"2e18aaa15e56", "1f38976fb4a0"} <= set(inputs)  # with and without features.market
+    # before the GPU batch rule (783a600, 2026-11-26): no value of it trains as a GPU trained then
+    assert "f7f96b773cc4" not in recipes
