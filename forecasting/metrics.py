@@ -106,45 +106,52 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int) -> tup
 
 @dataclass(frozen=True)
 class _Rows:
-    """One group's rows as arrays, in the frame's order: what `_scores` reads. `base`: the baseline's forecast of
-    each row's (ticker, origin), and `matched` where there is one (None: no baseline to compare with)."""
+    """Rows of one group as arrays, in the frame's order: what `_scores` reads. `codes`: each row's ticker as an
+    integer in the tickers' sorted order (0 for none); `base`: the baseline's forecast of the row's (ticker,
+    origin), in a pair of rows both forecast."""
 
     y_true: np.ndarray
     y_pred: np.ndarray
     dates: np.ndarray
+    codes: np.ndarray
     tickers: np.ndarray
     last_price: np.ndarray | None = None
     lower: np.ndarray | None = None  # the band's ends, with `banded` where a row has one
     upper: np.ndarray | None = None
     banded: np.ndarray | None = None
     base: np.ndarray | None = None
-    matched: np.ndarray | None = None
 
     @classmethod
-    def of(cls, g: pl.DataFrame, base: pl.DataFrame | None) -> _Rows:
-        if base is not None:
-            # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
-            matched = base.select("ticker", "asof_date", pl.col("y_pred").alias("_base"), pl.lit(True).alias("_in"))
-            g = g.join(matched, on=["ticker", "asof_date"], how="left", maintain_order="left")
+    def of(cls, g: pl.DataFrame) -> _Rows:
         bands = "y_lower" in g.columns
         return cls(
             y_true=g["y_true"].to_numpy(),
             y_pred=g["y_pred"].to_numpy(),
             dates=g["asof_date"].to_numpy(),
+            codes=g["_code"].to_numpy(),
             tickers=g["ticker"].to_numpy(),
             last_price=g["last_price"].to_numpy() if "last_price" in g.columns else None,
             lower=g["y_lower"].to_numpy() if bands else None,
             upper=g["y_upper"].to_numpy() if bands else None,
             banded=g["y_lower"].is_not_null().to_numpy() if bands else None,
-            base=g["_base"].to_numpy() if base is not None else None,
-            matched=g["_in"].is_not_null().to_numpy() if base is not None else None,
+            base=g["_base"].to_numpy() if "_base" in g.columns else None,
         )
 
     def take(self, index: np.ndarray) -> _Rows:
         return _Rows(*(None if a is None else a[index] for a in (getattr(self, f.name) for f in fields(self))))
 
 
-def _scores(r: _Rows, horizon: int) -> dict:
+def _group_rows(g: pl.DataFrame, base: pl.DataFrame | None) -> tuple[_Rows, _Rows | None]:
+    """(g's rows, the rows both g and the baseline forecast, with the baseline's forecast: None without one)."""
+    g = g.with_columns(_code=pl.col("ticker").rank("dense").fill_null(0))
+    if base is None:
+        return _Rows.of(g), None
+    # in g's row order: a join's output order is not fixed, and the baseline's MSE sums in this order
+    pair = g.join(base.rename({"y_pred": "_base"}), on=["ticker", "asof_date"], maintain_order="left")
+    return _Rows.of(g), _Rows.of(pair)
+
+
+def _scores(r: _Rows, pair: _Rows | None, horizon: int) -> dict:
     yt, yp = r.y_true, r.y_pred
     precision, recall, f1 = direction_scores(yt, yp)
     error = mse(yt, yp)
@@ -167,8 +174,8 @@ def _scores(r: _Rows, horizon: int) -> dict:
         covered, lower, upper = yt[r.banded], r.lower[r.banded], r.upper[r.banded]
         row["coverage"] = float(np.mean((covered >= lower) & (covered <= upper)))
         row["interval_width"] = float(np.mean(upper - lower))
-    if r.base is not None:
-        row.update(_against_baseline(r.take(r.matched), horizon))
+    if pair is not None:
+        row.update(_against_baseline(pair, horizon))
     return row
 
 
@@ -182,9 +189,9 @@ def _against_baseline(pair: _Rows, horizon: int) -> dict:
         "baseline_mse": baseline,
         "mse_ratio": mse(pair.y_true, pair.y_pred) / baseline if baseline > 0 else math.nan,
     }
-    y = pair.y_true.astype(np.float64)
-    order = np.lexsort((pair.tickers, pair.dates))  # (date, ticker) order: the per-date means' summing order
-    a, b = ((y - pair.y_pred) ** 2)[order], ((y - pair.base) ** 2)[order]
+    order = np.lexsort((pair.codes, pair.dates))  # (date, ticker) order: the per-date means' summing order
+    y = pair.y_true[order]
+    a, b = (y - pair.y_pred[order]) ** 2, (y - pair.base[order]) ** 2
     row["dm_stat"], row["dm_pvalue"] = diebold_mariano(*_per_date_means(pair.dates[order], a, b), horizon)
     return row
 
@@ -200,14 +207,27 @@ def _per_date_means(dates: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np
     return np.add.reduceat(a, starts) / counts, np.add.reduceat(b, starts) / counts
 
 
-def _per_ticker(rows: _Rows) -> Iterator[tuple[str, _Rows]]:
-    """Each ticker's rows, in the frame's order (one stable sort of the group, then slices: a polars filter and
-    join per ticker made the table quadratic in tickers, ~18 s at 500 tickers)."""
-    order = np.argsort(rows.tickers, kind="stable")
-    tickers = rows.tickers[order]
-    starts = np.flatnonzero(np.r_[True, tickers[1:] != tickers[:-1]])
-    for start, end in zip(starts, np.r_[starts[1:], len(order)], strict=True):
-        yield tickers[start], rows.take(order[start:end])
+def _segments(codes: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """(the stable order of `codes`, each code's (start, end) in that order)."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.array([], int)
+    ends = np.r_[starts[1:], len(ordered)]
+    return order, {int(ordered[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)}
+
+
+def _per_ticker(rows: _Rows, pair: _Rows | None) -> Iterator[tuple[str | None, _Rows, _Rows | None]]:
+    """Each ticker's rows and pairs, in the frame's order (one stable sort of each, then slices: a polars filter
+    and join per ticker made the table quadratic in tickers, ~18 s at 500 tickers)."""
+    order, spans = _segments(rows.codes)
+    pair_order, pair_spans = _segments(pair.codes) if pair is not None else (None, {})
+    for code, (start, end) in spans.items():
+        own = rows.take(order[start:end])
+        if pair is None:
+            yield own.tickers[0], own, None
+            continue
+        p_start, p_end = pair_spans.get(code, (0, 0))
+        yield own.tickers[0], own, pair.take(pair_order[p_start:p_end])
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:
@@ -229,13 +249,13 @@ def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.Da
             "ticker", "asof_date", "y_pred"
         )
         base = None if model == baseline or base_all.is_empty() else base_all
-        group = _Rows.of(g, base)
+        group, pair = _group_rows(g, base)
         rows.append(
-            {"model": model, "scope": Scope.POOLED, "ticker": None, "horizon": horizon, **_scores(group, horizon)}
+            {"model": model, "scope": Scope.POOLED, "ticker": None, "horizon": horizon, **_scores(group, pair, horizon)}
         )
         rows.extend(
-            {"model": model, "scope": Scope.TICKER, "ticker": ticker, "horizon": horizon, **_scores(own, horizon)}
-            for ticker, own in _per_ticker(group)
+            {"model": model, "scope": Scope.TICKER, "ticker": ticker, "horizon": horizon, **_scores(own, mine, horizon)}
+            for ticker, own, mine in _per_ticker(group, pair)
         )
     table = pl.DataFrame(rows, schema_overrides={"ticker": pl.String}, infer_schema_length=None)
     return table.sort(

@@ -212,3 +212,34 @@ def test_a_tickers_row_is_the_pooled_row_of_that_ticker_alone():
                 assert a.equals(b), (ticker, column)
     d = table.filter((pl.col("ticker") == "D") & (pl.col("model") == "model"))
     assert d["mse_ratio"].is_nan().all() and d["dm_pvalue"].is_nan().all()  # nothing to compare with
+
+
+def test_per_ticker_rows_by_hand_with_duplicated_baseline_rows_and_a_missing_ticker_name():
+    """Figures of a ticker computed here with numpy alone; a baseline row given twice counts twice in the
+    baseline's figures only (as a join of the two does), never in the model's own; a row without a ticker name
+    is scored as its own group, not an error."""
+    rng = np.random.default_rng(8)
+    days = [date(2022, 1, 3) + timedelta(days=d) for d in range(30)]
+    y, pred = rng.normal(0, 0.02, 60), rng.normal(0, 0.01, 60)
+    tickers = ["A"] * 30 + ["B"] * 30
+    model = pl.DataFrame({"ticker": tickers, "asof_date": days * 2, "y_true": y, "y_pred": pred}).with_columns(
+        model=pl.lit("m"), horizon=pl.lit(1)
+    )
+    walk = model.with_columns(model=pl.lit("random_walk"), y_pred=pl.lit(0.0))
+    twice = walk.filter(pl.col("ticker") == "B").head(3)
+    nameless = model.head(2).with_columns(ticker=pl.lit(None, pl.String), asof_date=pl.lit(date(2023, 1, 2)))
+    table = metrics_table(pl.concat([model, walk, twice, nameless]))
+
+    def row(ticker):
+        mine = (pl.col("model") == "m") & (pl.col("scope") == "ticker") & pl.col("ticker").eq_missing(ticker)
+        return table.filter(mine).row(0, named=True)
+
+    b, yb, pb = row("B"), y[30:], pred[30:]
+    assert b["n"] == 30 and b["mse"] == pytest.approx(np.mean((yb - pb) ** 2), rel=1e-12)
+    # the baseline's 3 doubled rows: their pairs count twice in the ratio
+    yy, pp = np.r_[yb, yb[:3]], np.r_[pb, pb[:3]]
+    assert b["mse_ratio"] == pytest.approx(np.mean((yy - pp) ** 2) / np.mean(yy**2), rel=1e-12)
+    a = row("A")
+    assert a["n"] == 30 and a["mse_ratio"] == pytest.approx(np.mean((y[:30] - pred[:30]) ** 2) / np.mean(y[:30] ** 2))
+    none = row(None)
+    assert none["n"] == 2 and math.isnan(none["mse_ratio"])  # the baseline has no row of it
