@@ -9,7 +9,8 @@
 # here; carry [".whl", "data/dev_universe.csv"], timeout_s 600):
 #     bash benchmarks/device_check.sh            # budget 570 s
 #     bash benchmarks/device_check.sh 400        # a shorter budget (a rerun on a warm machine)
-# Here, to check the script itself on a CPU in ~10-15 minutes (CUDA tests skip, every step at a toy size):
+# Here, to check the script itself on a CPU in ~2-5 minutes (CUDA tests skip; toy sizes, but fit-once runs the whole
+# development universe for one epoch, 40 s):
 #     bash benchmarks/device_check.sh --dry
 #
 # Steps (the 2026-11-28 H200 run took 30 + 27 + 130 s for the first three; without the development universe
@@ -78,7 +79,11 @@ if ((dry)); then
   step cuda_tests 120 10 $py -m pytest -q -p no:cacheprovider -m cuda tests/forecasting
   step train 480 20 $py benchmarks/train.py --device cpu --epochs 1
   step refits 150 30 $py benchmarks/backtest.py refits --device cpu --tickers 6 --years 4 --refits 2 --epochs 1
-  [[ -f $dev ]] && step fit_once 200 30 $py benchmarks/backtest.py fit-once --dev-csv $dev --epochs 1 --cpu-threads 2
+  if [[ -f $dev ]]; then
+    step fit_once 200 30 $py benchmarks/backtest.py fit-once --dev-csv $dev --epochs 1 --cpu-threads 2
+  else
+    echo "fit_once: skipped ($dev not there)" | tee -a "$out/summary.txt"
+  fi
   step compiled 240 30 $py benchmarks/_stacked_probe.py --check --ways compiled
 else
   step cuda_tests 120 60 $py -m pytest -q -p no:cacheprovider -m cuda -s tests/forecasting

@@ -38,10 +38,13 @@ class FakeResponse:
             raise HTTPError(f"HTTP Error {self.status_code}: ", 0, self)
 
 
-def _nyse():
-    from features.prices.calendar import _calendar
+def _nyse_sessions(low: pd.Timestamp, high: pd.Timestamp) -> list[date]:
+    """NYSE's sessions from `low` to `high` (midnights), within the years exchange_calendars knows."""
+    import exchange_calendars as xcals
 
-    return _calendar("XNYS")
+    nyse = xcals.get_calendar("XNYS", start="1990-01-01")
+    low, high = max(low, nyse.first_session), min(high, nyse.last_session)
+    return [d.date() for d in nyse.sessions_in_range(low, high)] if low <= high else []
 
 
 def price_path(symbol: str, days: list[date]) -> np.ndarray:
@@ -66,8 +69,7 @@ class FakeYahoo:
     def chart(self, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> dict:
         first, last = self.listed[symbol]
         # NYSE's sessions, as Yahoo serves a US listing's daily bars: no weekends, no exchange holidays
-        low, high = max(start, pd.Timestamp(first)).normalize(), min(end, pd.Timestamp(last)).normalize()
-        days = [d.date() for d in _nyse().sessions_in_range(low, high)] if low <= high else []
+        days = _nyse_sessions(max(start, pd.Timestamp(first)).normalize(), min(end, pd.Timestamp(last)).normalize())
         days = [d for d in days if pd.Timestamp(d) < end]
         close = price_path(symbol, days)
         for i, d in enumerate(days):
