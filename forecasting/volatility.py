@@ -241,7 +241,9 @@ def _moments(rows: pl.LazyFrame, regressors: Sequence[str], target: str) -> Mome
             *(pl.col(c).mean().alias(f"m{i}") for i, c in enumerate(names)),
             *(pl.cov(a, b, ddof=0).alias(f"c{k}") for k, (a, b) in enumerate(pairs)),
         )
-        .collect()
+        # the in-memory engine: the streaming one summed in an order that varied from run to run, so the same
+        # returns gave coefficients a bit apart about once in 200 fits (published volatilities too)
+        .collect(engine="in-memory")
         .row(0, named=True)
     )
     n = moments["n"]
