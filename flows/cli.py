@@ -683,6 +683,9 @@ def _run_command(settings, args: argparse.Namespace) -> int:
     asof = _date("--asof", args.asof)
     if asof is not None and asof > date.today():
         raise ConfigError(f"--asof {asof} is in the future: a night can only be replayed from data it had")
+    from flows.preflight import before_the_data  # (polars: only for a run that names a night)
+
+    before_the_data(settings, asof, "--asof")
     with _started(settings, "run") as started:
         from flows.nightly import MarketClosed, nightly
         from flows.tasks import task_runner
@@ -699,6 +702,9 @@ def _replay_command(settings, args: argparse.Namespace) -> int:
     start, end = _date("--start", args.start), _date("--end", args.end)
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")
+    from flows.preflight import before_the_data
+
+    before_the_data(settings, end, "--end")
     with _started(settings, "replay"):
         return _replay(settings, start, end)
 

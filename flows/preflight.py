@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import date
 from pathlib import Path
 
 from features.prices.calendar import check_calendar
@@ -240,3 +241,36 @@ def price_file_head(settings: Settings) -> None:
         read_file(settings.source.path, one_ticker=one_symbol(settings.source), n_rows=HEAD_ROWS)
     except SourceError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def data_start(settings: Settings) -> date | None:
+    """The first date this run could have prices of: the earliest of the lake's (its manifest) and the source's
+    (the bundled sample, or the price file read whole), for the run's tickers. None when the source is only known
+    by fetching (yfinance) and the lake holds nothing. For `--asof` / `--end` before it: one line before Prefect
+    starts, not the same line after it and the ingest (13 s on the sample)."""
+    from features.prices import lake
+    from features.prices.sources import load
+
+    wanted = set(settings.source.tickers)
+    firsts = [
+        date.fromisoformat(entry["first_date"])
+        for ticker, entry in lake.read_manifest(settings.paths.lake).items()
+        if (not wanted or ticker in wanted) and entry.get("first_date")
+    ]
+    if settings.source.kind in ("sample", "file"):
+        try:
+            frame, _ = load(settings.source)
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from None
+        if not frame.is_empty():
+            firsts.append(frame["date"].min())
+    return min(firsts) if firsts else None
+
+
+def before_the_data(settings: Settings, day: date | None, flag: str) -> None:
+    """`day` (`flag`'s) is on or after the first date of the run's data (`data_start`), or an error says so."""
+    if day is None:
+        return
+    start = data_start(settings)
+    if start is not None and day < start:
+        raise ConfigError(f"{flag} {day}: no stored prices on or before it; the data starts on {start}")

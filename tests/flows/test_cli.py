@@ -130,6 +130,42 @@ def test_config_changed_prints_only_what_differs_from_the_defaults_and_reads_bac
     assert capsys.readouterr().out == "# every setting at its default\n\n"
 
 
+class _Started(Exception):
+    """Raised in place of starting Prefect: the command got past its checks."""
+
+
+def test_a_night_before_the_data_is_refused_before_prefect_starts(tmp_path, monkeypatch, capsys):
+    """`--asof` / `--end` before the first date of the run's data (the lake's and the source's): one line before
+    Prefect's server starts (13 s on the sample, when the flow found it after the ingest)."""
+    import json
+
+    import flows.cli as cli
+
+    def started(*_args, **_kwargs):
+        raise _Started
+
+    monkeypatch.setattr(cli, "_started", started)
+    assert main(["run", "--asof", "1990-01-05"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --asof 1990-01-05: no stored prices on or before it; the data starts on 1995-01-03\n"
+    )
+    assert main(["replay", "--start", "1990-01-01", "--end", "1990-02-01"]) == 2
+    assert "error: --end 1990-02-01: no stored prices on or before it; the data starts on 1995-01-03" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(_Started):  # the sample's first day: past the check, to the flow's own
+        main(["run", "--asof", "1995-01-03"])
+    # a price file from 2020 over a lake that holds the same ticker from 2019: the lake's first day counts
+    (tmp_path / "p.csv").write_text("date,ticker,close\n2020-01-02,AAA,10\n2020-01-03,AAA,11\n")
+    lake = tmp_path / "data" / "lake"
+    lake.mkdir(parents=True)
+    (lake / "manifest.json").write_text(json.dumps({"AAA": {"first_date": "2019-01-02", "last_date": "2019-12-31"}}))
+    with pytest.raises(_Started):
+        main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2019-06-03"])
+    assert main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2018-12-31"]) == 2
+    assert "the data starts on 2019-01-02" in capsys.readouterr().err
+
+
 def test_bad_horizons_is_one_line_and_status_2(capsys):
     assert main(["backtest", "--horizons", "x"]) == 2
     err = capsys.readouterr().err
