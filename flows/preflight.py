@@ -4,6 +4,7 @@ before Prefect's server starts or any training begins (a configured server that 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import urllib.error
@@ -244,26 +245,33 @@ def price_file_head(settings: Settings) -> None:
 
 
 def data_start(settings: Settings) -> date | None:
-    """The first date this run could have prices of: the earliest of the lake's (its manifest) and the source's
-    (the bundled sample, or the price file read whole), for the run's tickers. None when the source is only known
-    by fetching (yfinance) and the lake holds nothing. For `--asof` / `--end` before it: one line before Prefect
-    starts, not the same line after it and the ingest (13 s on the sample)."""
+    """The first date this run could have prices of: the earliest of the source's (the bundled sample, or the
+    price file read whole) and the lake's (its manifest) for the run's tickers (those asked for, else the
+    source's). None when the source is only known by fetching (yfinance) and the lake holds nothing of it. For
+    `--asof` / `--end` before it: one line before Prefect starts, not the same line after it and the ingest
+    (13 s on the sample)."""
     from features.prices import lake
     from features.prices.sources import load
 
-    wanted = set(settings.source.tickers)
-    firsts = [
-        date.fromisoformat(entry["first_date"])
-        for ticker, entry in lake.read_manifest(settings.paths.lake).items()
-        if (not wanted or ticker in wanted) and entry.get("first_date")
-    ]
+    firsts, wanted = [], set(settings.source.tickers)
     if settings.source.kind in ("sample", "file"):
+        said = logging.getLogger("nightcast.features.prices.sources")
+        level, said.level = said.level, logging.ERROR  # what reading says, the ingest says once, in the run
         try:
             frame, _ = load(settings.source)
         except SourceError as exc:
             raise ConfigError(str(exc)) from None
-        if not frame.is_empty():
-            firsts.append(frame["date"].min())
+        finally:
+            said.setLevel(level)
+        if frame.is_empty():
+            return None
+        firsts.append(frame["date"].min())
+        wanted = wanted or set(frame["ticker"].unique().to_list())
+    firsts += [
+        date.fromisoformat(entry["first_date"])
+        for ticker, entry in lake.read_manifest(settings.paths.lake).items()
+        if ticker in wanted and entry.get("first_date")
+    ]
     return min(firsts) if firsts else None
 
 

@@ -155,11 +155,13 @@ def test_a_night_before_the_data_is_refused_before_prefect_starts(tmp_path, monk
     )
     with pytest.raises(_Started):  # the sample's first day: past the check, to the flow's own
         main(["run", "--asof", "1995-01-03"])
-    # a price file from 2020 over a lake that holds the same ticker from 2019: the lake's first day counts
+    # a price file from 2020 over a lake that holds its ticker from 2019: the lake's first day counts, and only
+    # for the run's tickers
     (tmp_path / "p.csv").write_text("date,ticker,close\n2020-01-02,AAA,10\n2020-01-03,AAA,11\n")
     lake = tmp_path / "data" / "lake"
     lake.mkdir(parents=True)
-    (lake / "manifest.json").write_text(json.dumps({"AAA": {"first_date": "2019-01-02", "last_date": "2019-12-31"}}))
+    held = {"AAA": {"first_date": "2019-01-02"}, "ZZZ": {"first_date": "1990-01-02"}}  # ZZZ: not this run's
+    (lake / "manifest.json").write_text(json.dumps(held))
     with pytest.raises(_Started):
         main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2019-06-03"])
     assert main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2018-12-31"]) == 2
