@@ -19,12 +19,12 @@ import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from features import build
 from features.build import FeatureFrame
-from features.prices import lake, validate
+from features.history import too_little_history
+from features.prices import lake
 from features.prices.calendar import is_session, sessions_between
 from features.prices.ingest import IngestReport, stored_report
-from features.windows import Panel, dates_needed, dates_short
+from features.windows import Panel, dates_short
 from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
@@ -105,31 +105,13 @@ def nightly_report(settings: Settings, asof: date | None, ingest: bool) -> tuple
         raise InsufficientDataError(
             f"--asof {asof}: no stored prices on or before it; the data starts on {report.prices['date'].min()}"
         )
-    _enough_history_by(asof, cut.prices, report.prices, settings)
+    short = too_little_history(
+        asof, cut.prices, report.prices, settings.windows, settings.features, settings.validation.min_rows
+    )
+    if short:
+        raise InsufficientDataError(short)
     later = report.prices["date"].filter(report.prices["date"] > asof).unique().sort().to_numpy()
     return cut, later.astype("datetime64[D]")
-
-
-def _enough_history_by(asof: date, cut: pl.DataFrame, prices: pl.DataFrame, settings: Settings) -> None:
-    """A night with too little history for a model is refused before any work, naming the first night that
-    could have enough; without it, the run failed in the model's split with "only 0 dates with realised targets
-    before <a day a year before --asof>", or listed every ticker too short without saying when to replay.
-    A lower bound, checked on the prices alone: `_enough_known` checks the exact need once the features (and
-    their warm-up) are built."""
-    min_rows = settings.validation.min_rows
-    dates = dates_needed(settings.windows, max(settings.features.horizons), build.warmup(settings.features))
-    rows, have = cut.group_by("ticker").len()["len"].max() or 0, cut["date"].n_unique()
-    if rows >= min_rows and have >= dates:
-        return
-    first = validate.first_night_with_history(prices, min_rows, dates)
-    short = (
-        f"no ticker has validation.min_rows={min_rows} rows by then (the most: {rows})"
-        if rows < min_rows
-        else f"the data holds {have} dates by then, and a model needs at least {dates} (windows.test_days + "
-        "windows.val_days + windows.lookback + 3 x the longest horizon + the features' warm-up)"
-    )
-    later = f"the first night that could have enough is {first} or later" if first else "no stored night has enough"
-    raise InsufficientDataError(f"--asof {asof}: too little history: {short}; {later}")
 
 
 def _enough_known(panel: Panel, settings: Settings, asof: date | None, later: np.ndarray) -> None:

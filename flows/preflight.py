@@ -14,6 +14,8 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from features.prices.calendar import check_calendar
 from flows import prefect_env
 from flows.lock import check_free
@@ -244,16 +246,14 @@ def price_file_head(settings: Settings) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def data_start(settings: Settings) -> date | None:
-    """The first date this run could have prices of: the earliest of the source's (the bundled sample, or the
-    price file read whole) and the lake's (its manifest) for the run's tickers (those asked for, else the
-    source's). None when the source is only known by fetching (yfinance) and the lake holds nothing of it. For
-    `--asof` / `--end` before it: one line before Prefect starts, not the same line after it and the ingest
-    (13 s on the sample)."""
+def run_data(settings: Settings) -> tuple[pl.DataFrame | None, list[date]]:
+    """(the source's prices for the run's tickers: the bundled sample or the price file read whole, None for
+    yfinance, which is only known by fetching; the lake's first dates of the run's tickers (those asked for,
+    else the source's), from its manifest)."""
     from features.prices import lake
     from features.prices.sources import load
 
-    firsts, wanted = [], set(settings.source.tickers)
+    frame, wanted = None, set(settings.source.tickers)
     if settings.source.kind in ("sample", "file"):
         said = logging.getLogger("nightcast.features.prices.sources")
         level, said.level = said.level, logging.ERROR  # what reading says, the ingest says once, in the run
@@ -263,22 +263,29 @@ def data_start(settings: Settings) -> date | None:
             raise ConfigError(str(exc)) from None
         finally:
             said.setLevel(level)
-        if frame.is_empty():
-            return None
-        firsts.append(frame["date"].min())
         wanted = wanted or set(frame["ticker"].unique().to_list())
-    firsts += [
-        date.fromisoformat(entry["first_date"])
-        for ticker, entry in lake.read_manifest(settings.paths.lake).items()
-        if ticker in wanted and entry.get("first_date")
-    ]
-    return min(firsts) if firsts else None
+    held = lake.read_manifest(settings.paths.lake).items()
+    firsts = [date.fromisoformat(e["first_date"]) for t, e in held if t in wanted and e.get("first_date")]
+    return frame, firsts
 
 
 def before_the_data(settings: Settings, day: date | None, flag: str) -> None:
-    """`day` (`flag`'s) is on or after the first date of the run's data (`data_start`), or an error says so."""
+    """A night (`day`, `flag`'s) the run's data cannot serve is refused in a moment, before Prefect starts (the
+    flow said the same after it and the ingest: 13 s on the sample): before the first date of the source's and
+    the lake's prices; and, for `--asof` when the source's prices are all there is (the lake holds none of the
+    run's tickers yet), with too little history for a model (`features.history`, on prices not yet validated:
+    never stricter than the flow's check)."""
     if day is None:
         return
-    start = data_start(settings)
+    from features.history import too_little_history
+
+    frame, firsts = run_data(settings)
+    known = frame is not None and not frame.is_empty()
+    start = min([*firsts, frame["date"].min()] if known else firsts, default=None)
     if start is not None and day < start:
         raise ConfigError(f"{flag} {day}: no stored prices on or before it; the data starts on {start}")
+    if flag == "--asof" and known and not firsts:
+        cut = frame.filter(pl.col("date") <= day)
+        short = too_little_history(day, cut, frame, settings.windows, settings.features, settings.validation.min_rows)
+        if short:
+            raise ConfigError(short)

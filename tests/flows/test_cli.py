@@ -153,8 +153,14 @@ def test_a_night_before_the_data_is_refused_before_prefect_starts(tmp_path, monk
     assert "error: --end 1990-02-01: no stored prices on or before it; the data starts on 1995-01-03" in (
         capsys.readouterr().err
     )
-    with pytest.raises(_Started):  # the sample's first day: past the check, to the flow's own
-        main(["run", "--asof", "1995-01-03"])
+    # the sample's first day: too little history, said now too (the lake holds nothing yet: the sample is all)
+    assert main(["run", "--asof", "1995-01-03"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: --asof 1995-01-03: too little history: no ticker has validation.min_rows=300 rows by then (the "
+        "most: 1); the first night that could have enough is "
+    )
+    with pytest.raises(_Started):  # a night with enough: past the checks
+        main(["run", "--asof", "2014-06-02"])
     # a price file from 2020 over a lake that holds its ticker from 2019: the lake's first day counts, and only
     # for the run's tickers
     (tmp_path / "p.csv").write_text("date,ticker,close\n2020-01-02,AAA,10\n2020-01-03,AAA,11\n")
