@@ -704,7 +704,7 @@ def _replay_command(settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--end {end} is before --start {start}")
     from flows.preflight import before_the_data
 
-    before_the_data(settings, end, "--end")
+    before_the_data(settings, start, "--end", until=end)
     with _started(settings, "replay"):
         return _replay(settings, start, end)
 

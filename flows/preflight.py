@@ -246,10 +246,10 @@ def price_file_head(settings: Settings) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def run_data(settings: Settings) -> tuple[pl.DataFrame | None, list[date]]:
+def run_data(settings: Settings) -> tuple[pl.DataFrame | None, list[dict]]:
     """(the source's prices for the run's tickers: the bundled sample or the price file read whole, None for
-    yfinance, which is only known by fetching; the lake's first dates of the run's tickers (those asked for,
-    else the source's), from its manifest)."""
+    yfinance, which is only known by fetching; the lake's manifest entries of the run's tickers (those asked
+    for, else the source's): first_date, last_date, ...)."""
     from features.prices import lake
     from features.prices.sources import load
 
@@ -264,27 +264,38 @@ def run_data(settings: Settings) -> tuple[pl.DataFrame | None, list[date]]:
         finally:
             said.setLevel(level)
         wanted = wanted or set(frame["ticker"].unique().to_list())
-    held = lake.read_manifest(settings.paths.lake).items()
-    firsts = [date.fromisoformat(e["first_date"]) for t, e in held if t in wanted and e.get("first_date")]
-    return frame, firsts
+    held = [entry for ticker, entry in lake.read_manifest(settings.paths.lake).items() if ticker in wanted]
+    return frame, held
 
 
-def before_the_data(settings: Settings, day: date | None, flag: str) -> None:
+def _span(frame: pl.DataFrame | None, held: list[dict]) -> tuple[date | None, date | None]:
+    """(first, last) date of the run's prices, in the source (`frame`) and the lake (`held`)."""
+    firsts = [date.fromisoformat(e["first_date"]) for e in held if e.get("first_date")]
+    lasts = [date.fromisoformat(e["last_date"]) for e in held if e.get("last_date")]
+    if frame is not None and not frame.is_empty():
+        firsts.append(frame["date"].min())
+        lasts.append(frame["date"].max())
+    return min(firsts, default=None), max(lasts, default=None)
+
+
+def before_the_data(settings: Settings, day: date | None, flag: str, until: date | None = None) -> None:
     """A night (`day`, `flag`'s) the run's data cannot serve is refused in a moment, before Prefect starts (the
     flow said the same after it and the ingest: 13 s on the sample): before the first date of the source's and
-    the lake's prices; and, for `--asof` when the source's prices are all there is (the lake holds none of the
-    run's tickers yet), with too little history for a model (`features.history`, on prices not yet validated:
-    never stricter than the flow's check)."""
+    the lake's prices; a replay's span (`day` .. `until`) after their last (a file or the sample only: yfinance
+    may have newer bars); and, for `--asof` when the source's prices are all there is (the lake holds none of
+    the run's tickers yet), with too little history for a model (`features.history`, on prices not yet
+    validated: never stricter than the flow's check)."""
     if day is None:
         return
     from features.history import too_little_history
 
-    frame, firsts = run_data(settings)
-    known = frame is not None and not frame.is_empty()
-    start = min([*firsts, frame["date"].min()] if known else firsts, default=None)
-    if start is not None and day < start:
-        raise ConfigError(f"{flag} {day}: no stored prices on or before it; the data starts on {start}")
-    if flag == "--asof" and known and not firsts:
+    frame, held = run_data(settings)
+    first, last = _span(frame, held)
+    if first is not None and (until or day) < first:
+        raise ConfigError(f"{flag} {until or day}: no stored prices on or before it; the data starts on {first}")
+    if until is not None and frame is not None and last is not None and day > last:
+        raise ConfigError(f"no session with data between {day} and {until}: the data ends on {last}")
+    if flag == "--asof" and frame is not None and not frame.is_empty() and not held:
         cut = frame.filter(pl.col("date") <= day)
         short = too_little_history(day, cut, frame, settings.windows, settings.features, settings.validation.min_rows)
         if short:

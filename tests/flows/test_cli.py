@@ -153,6 +153,12 @@ def test_a_night_before_the_data_is_refused_before_prefect_starts(tmp_path, monk
     assert "error: --end 1990-02-01: no stored prices on or before it; the data starts on 1995-01-03" in (
         capsys.readouterr().err
     )
+    assert main(["replay", "--start", "2016-01-04", "--end", "2016-02-01"]) == 2  # after the sample ends
+    assert capsys.readouterr().err == (
+        "error: no session with data between 2016-01-04 and 2016-02-01: the data ends on 2014-12-31\n"
+    )
+    with pytest.raises(_Started):  # a span that reaches into the data: past the checks
+        main(["replay", "--start", "2014-12-01", "--end", "2015-01-30"])
     # the sample's first day: too little history, said now too (the lake holds nothing yet: the sample is all)
     assert main(["run", "--asof", "1995-01-03"]) == 2
     assert capsys.readouterr().err.startswith(
