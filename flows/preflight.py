@@ -281,21 +281,21 @@ def _span(frame: pl.DataFrame | None, held: list[dict]) -> tuple[date | None, da
 def before_the_data(settings: Settings, day: date | None, flag: str, until: date | None = None) -> None:
     """A night (`day`, `flag`'s) the run's data cannot serve is refused in a moment, before Prefect starts (the
     flow said the same after it and the ingest: 13 s on the sample): before the first date of the source's and
-    the lake's prices; a replay's span (`day` .. `until`) after their last (a file or the sample only: yfinance
-    may have newer bars); and, for `--asof` when the source's prices are all there is (the lake holds none of
-    the run's tickers yet), with too little history for a model (`features.history`, on prices not yet
-    validated: never stricter than the flow's check)."""
-    if day is None:
-        return
+    the lake's prices; a replay's span (`day` .. `until`) after their last; and, for `--asof` when the source's
+    prices are all there is (the lake holds none of the run's tickers yet), with too little history for a model
+    (`features.history`, on prices not yet validated: never stricter than the flow's check). A file or the
+    sample only: for yfinance the flow judges."""
+    if day is None or settings.source.kind not in ("sample", "file"):
+        return  # yfinance: what the ingest fetches (a new ticker's whole history) is not known before it
     from features.history import too_little_history
 
     frame, held = run_data(settings)
     first, last = _span(frame, held)
     if first is not None and (until or day) < first:
         raise ConfigError(f"{flag} {until or day}: no stored prices on or before it; the data starts on {first}")
-    if until is not None and frame is not None and last is not None and day > last:
+    if until is not None and last is not None and day > last:
         raise ConfigError(f"no session with data between {day} and {until}: the data ends on {last}")
-    if flag == "--asof" and frame is not None and not frame.is_empty() and not held:
+    if flag == "--asof" and not frame.is_empty() and not held:
         cut = frame.filter(pl.col("date") <= day)
         short = too_little_history(day, cut, frame, settings.windows, settings.features, settings.validation.min_rows)
         if short:

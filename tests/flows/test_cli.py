@@ -178,6 +178,9 @@ def test_a_night_before_the_data_is_refused_before_prefect_starts(tmp_path, monk
         main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2019-06-03"])
     assert main(["run", "--path", str(tmp_path / "p.csv"), "--asof", "2018-12-31"]) == 2
     assert "the data starts on 2019-01-02" in capsys.readouterr().err
+    # yfinance: the ingest may fetch a new ticker's whole history, so only the flow can tell
+    with pytest.raises(_Started):
+        main(["run", "--source", "yfinance", "--tickers", "AAA", "NEW", "--asof", "2018-12-31"])
 
 
 def test_bad_horizons_is_one_line_and_status_2(capsys):
