@@ -625,17 +625,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second one while the first one's stop was being reported: stopped all the same
         code = 130
     finally:
+        # the program itself, stopped by a signal, has said so and exits 130: another SIGINT from here on (a second
+        # Ctrl-C, or Prefect interrupting the main thread from a worker as it shuts down) ends it at once with that
+        # status. Installed in place of the default handler, never after it: the default's KeyboardInterrupt,
+        # escaping at exit, ended the process by the signal itself (status -2, seen in parallel test suites)
+        stopped = console_log.INTERRUPTED.is_set() and argv is None
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, _exit_interrupted if stopped and sig == signal.SIGINT else handler)
         train = sys.modules.get("forecasting.train")
         if train is not None:
             train.STOP.clear()  # an interrupt stops this command, not the next one in the same process
         console_log.INTERRUPTED.clear()
-    if code == 130 and argv is None and signal.SIGINT in previous:  # the program itself, stopped by Ctrl-C
-        # it has said so and exits 130: another SIGINT while the interpreter shuts down (a second Ctrl-C, or one
-        # still pending: in parallel test suites a run printed its stop line and then died of SIGINT, status -2)
-        # ends it at once with that status, not by the signal with no status
-        signal.signal(signal.SIGINT, _exit_interrupted)
     return code
 
 
