@@ -246,33 +246,30 @@ def price_file_head(settings: Settings) -> None:
         raise ConfigError(str(exc)) from None
 
 
-def run_data(settings: Settings) -> tuple[pl.DataFrame | None, list[dict]]:
-    """(the source's prices for the run's tickers: the bundled sample or the price file read whole, None for
-    yfinance, which is only known by fetching; the lake's manifest entries of the run's tickers (those asked
-    for, else the source's): first_date, last_date, ...)."""
+def _run_data(settings: Settings) -> tuple[pl.DataFrame, list[dict]]:
+    """(the source's prices for the run's tickers: the bundled sample or the price file, read whole; the lake's
+    manifest entries of the run's tickers (those asked for, else the source's): first_date, last_date, ...)."""
     from features.prices import lake
     from features.prices.sources import load
 
-    frame, wanted = None, set(settings.source.tickers)
-    if settings.source.kind in ("sample", "file"):
-        said = logging.getLogger("nightcast.features.prices.sources")
-        level, said.level = said.level, logging.ERROR  # what reading says, the ingest says once, in the run
-        try:
-            frame, _ = load(settings.source)
-        except SourceError as exc:
-            raise ConfigError(str(exc)) from None
-        finally:
-            said.setLevel(level)
-        wanted = wanted or set(frame["ticker"].unique().to_list())
-    held = [entry for ticker, entry in lake.read_manifest(settings.paths.lake).items() if ticker in wanted]
-    return frame, held
+    said = logging.getLogger("nightcast.features.prices.sources")
+    level = said.level
+    said.setLevel(logging.ERROR)  # what reading says, the ingest says once, in the run
+    try:
+        frame, _ = load(settings.source)
+    except SourceError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        said.setLevel(level)
+    wanted = set(settings.source.tickers) or set(frame["ticker"].unique().to_list())
+    return frame, [entry for ticker, entry in lake.read_manifest(settings.paths.lake).items() if ticker in wanted]
 
 
-def _span(frame: pl.DataFrame | None, held: list[dict]) -> tuple[date | None, date | None]:
+def _span(frame: pl.DataFrame, held: list[dict]) -> tuple[date | None, date | None]:
     """(first, last) date of the run's prices, in the source (`frame`) and the lake (`held`)."""
     firsts = [date.fromisoformat(e["first_date"]) for e in held if e.get("first_date")]
     lasts = [date.fromisoformat(e["last_date"]) for e in held if e.get("last_date")]
-    if frame is not None and not frame.is_empty():
+    if not frame.is_empty():
         firsts.append(frame["date"].min())
         lasts.append(frame["date"].max())
     return min(firsts, default=None), max(lasts, default=None)
@@ -289,7 +286,7 @@ def before_the_data(settings: Settings, day: date | None, flag: str, until: date
         return  # yfinance: what the ingest fetches (a new ticker's whole history) is not known before it
     from features.history import too_little_history
 
-    frame, held = run_data(settings)
+    frame, held = _run_data(settings)
     first, last = _span(frame, held)
     if first is not None and (until or day) < first:
         raise ConfigError(f"{flag} {until or day}: no stored prices on or before it; the data starts on {first}")

@@ -223,11 +223,8 @@ def _per_ticker(rows: _Rows, pair: _Rows | None) -> Iterator[tuple[str | None, _
     pair_order, pair_spans = _segments(pair.codes) if pair is not None else (None, {})
     for code, (start, end) in spans.items():
         own = rows.take(order[start:end])
-        if pair is None:
-            yield own.tickers[0], own, None
-            continue
         p_start, p_end = pair_spans.get(code, (0, 0))
-        yield own.tickers[0], own, pair.take(pair_order[p_start:p_end])
+        yield own.tickers[0], own, None if pair is None else pair.take(pair_order[p_start:p_end])
 
 
 def metrics_table(predictions: pl.DataFrame, baseline: str = BENCHMARK) -> pl.DataFrame:
