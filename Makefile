@@ -35,11 +35,10 @@ run: $(STAMP)
 	$(BIN)/nightcast run $(ARGS)
 
 # Two pytest-xdist workers: on 2 cores the suite took 83 s against 100 s in one process (the Prefect servers
-# and CLI subprocesses wait on I/O while the other worker computes); since flow-run heartbeats are off under the
-# tests (tests/conftest.py), 50-59 s (the first run on a fresh clone ~60 s: every .pyc and compiled kernel is
-# built then), and three workers were slower (60-62 s). Work stealing: a worker that runs
-# out takes queued tests from the other (with `load`, one worker finished 45 s before the other). `ARGS="-n 0"`
-# runs in one process.
+# and CLI subprocesses wait on I/O while the other worker computes); three workers were slower. The suite has
+# grown since: ~80-90 s on this 2-core machine on 2026-11-28 (README, "Development"). Work stealing: a worker
+# that runs out takes queued tests from the other (with `load`, one worker finished 45 s before the other).
+# `ARGS="-n 0"` runs in one process.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist worksteal $(ARGS)
 

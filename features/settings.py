@@ -66,7 +66,9 @@ class IngestSettings(Section):
     overlap_days: int = Field(
         5, ge=0, description="stored trading days re-fetched to catch revisions (a split or dividend: see README)"
     )
-    stale_after: int = Field(5, ge=0, description="a ticker this many trading days behind the rest is flagged stale")
+    stale_after: int = Field(
+        5, ge=0, description="a ticker more than this many trading days behind the rest is flagged stale"
+    )
 
 
 class ValidationSettings(Section):

@@ -164,11 +164,15 @@ def _record_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _ingest_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: data/lake)")
+    p.add_argument("--lake", type=Path, metavar="DIR", help="lake directory (default: paths.lake_dir, <data dir>/lake)")
 
 
 def _backtest_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test-start", metavar="DATE", help="first forecast origin, YYYY-MM-DD (default: last 250 days)")
+    p.add_argument(
+        "--test-start",
+        metavar="DATE",
+        help="first forecast origin, YYYY-MM-DD (default: the last windows.test_days dates with known targets)",
+    )
     p.add_argument(
         "--test-end",
         metavar="DATE",
@@ -213,17 +217,19 @@ COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], No
     ),
     "ingest": (
         "bring the Parquet lake up to date from a source and print a per-ticker summary",
-        "Fetch (yfinance, incrementally from each ticker's last stored date) or load (file, sample) prices, "
+        "Fetch (yfinance, incrementally from ingest.overlap_days before each ticker's last stored date, to catch "
+        "revisions) or load (file, sample) prices, "
         "validate them, and upsert them into the lake. Bad tickers are quarantined, never the whole run; "
         "when yfinance is unreachable the stored lake is kept and its staleness reported. Exits 1 when no "
         "ticker could be updated.",
         (_source_flags, _runner_flags, _ingest_flags),
     ),
     "backtest": (
-        "walk-forward backtest of the model, its LSTM ablation and the baselines on identical origins",
+        "walk-forward backtest of the model, its combination, its LSTM ablation and the baselines on identical origins",
         "Refit every N trading days on labels realised before each refit, forecast every trading day of the "
-        "test span, and write predictions.*, metrics.*, folds.*, PNG plots and report.md into <out>/backtest "
-        "(default: outputs/backtest).",
+        "test span, and write predictions.*, metrics.*, cross_section.*, folds.*, quantile_scores.*, "
+        "coverage_by_volatility.*, volatility_qlike.*, PNG plots and report.md into <out>/backtest (default: "
+        "outputs/backtest).",
         (_source_flags, _out_flag, _runner_flags, _backtest_flags),
     ),
     "train": (
@@ -234,10 +240,10 @@ COMMANDS: dict[str, tuple[str, str, tuple[Callable[[argparse.ArgumentParser], No
         (_source_flags, _runner_flags),
     ),
     "ui": (
-        "start a local Prefect server and UI (bound to 127.0.0.1) for nightcast's runs",
+        "start a local Prefect server and UI (on schedule.ui_host, 127.0.0.1 by default) for nightcast's runs",
         "Starts `prefect server start` on schedule.ui_host:ui_port with its database in data/prefect and "
         "analytics off, waits until it answers, and keeps it running until Ctrl-C. Point runs at it with "
-        "PREFECT_API_URL=http://127.0.0.1:4200/api.",
+        "PREFECT_API_URL=http://<ui_host>:<ui_port>/api (by default http://127.0.0.1:4200/api).",
         (),
     ),
     "serve": (
@@ -671,7 +677,9 @@ def _started(settings, command: str) -> Iterator[float]:
 
 
 def _config_command(settings, args: argparse.Namespace) -> int:
-    console.print(to_toml(settings, changed_only=args.changed), markup=False, highlight=False)
+    # Written as is, not through rich: its console wraps long lines at its width (140 when piped), and a string
+    # split across lines is not TOML (`config --changed > nightcast.toml` with a long --out path broke).
+    sys.stdout.write(to_toml(settings, changed_only=args.changed) + "\n")
     return 0
 
 

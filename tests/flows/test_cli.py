@@ -130,6 +130,16 @@ def test_config_changed_prints_only_what_differs_from_the_defaults_and_reads_bac
     assert capsys.readouterr().out == "# every setting at its default\n\n"
 
 
+def test_config_output_is_toml_whatever_the_length_of_a_value(tmp_path, capsys):
+    """Saved with `nightcast config > nightcast.toml`: a value longer than a console line (a deep --out path
+    with spaces) stays on its line; rich's console wrapped it at 140 columns, which is not TOML."""
+    import tomllib
+
+    deep = str(tmp_path / ("a folder with spaces " * 8) / "out")
+    assert main(["config", "--changed", "--out", deep]) == 0
+    assert tomllib.loads(capsys.readouterr().out) == {"paths": {"out_dir": deep}}
+
+
 class _Started(Exception):
     """Raised in place of starting Prefect: the command got past its checks."""
 
