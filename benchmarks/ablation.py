@@ -42,7 +42,13 @@ from forecasting.cross_section import cross_section_table  # noqa: E402
 from forecasting.intervals import band_by_volatility, conditional_coverage_summary, quantile_scores  # noqa: E402
 from forecasting.names import ABLATION, BASELINES, Model  # noqa: E402
 from forecasting.results import Column, ablation_table, cross_section_view, markdown_table  # noqa: E402
-from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings  # noqa: E402
+from forecasting.settings import (  # noqa: E402
+    BacktestSettings,
+    ModelSettings,
+    PublishSettings,
+    TrainSettings,
+    held_share,
+)
 from forecasting.volatility import panel_sigma  # noqa: E402
 
 SPANS = {
@@ -58,7 +64,8 @@ def run(panel, models, train: TrainSettings, span: tuple[date, date], refit_ever
     bt = BacktestSettings(
         test_start=span[0], test_end=span[1], refit_every=refit_every, models=models, coverage=COVERAGE
     )
-    schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days)
+    held = held_share(models, PublishSettings())  # as the nightly's evaluation and backtests hold it out
+    schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days, held)
     forecasters = make_forecasters(bt, ModelSettings(), train, windows.lookback)
     return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 

@@ -8,7 +8,7 @@ mixes two tickers and no window is ever copied until a batch is gathered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -97,9 +97,18 @@ def make_panel(ff: FeatureFrame, max_horizon: int) -> Panel:
     )
 
 
+def _no_rows() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Splits:
-    """Sample ends of each span. Purged: a train target ends before val_start, a val target before test_start."""
+    """Sample ends of each span. Purged: a train target ends before val_start, a val target before test_start.
+
+    `held`: the validation span's latest samples kept out of early stopping (`val`), for the forecast
+    combination's weights (`forecasting/combine.py`): a val target ends before the first held date, and the
+    samples between whose targets reach it are `purged` (in neither, but realised: the historical mean and
+    the ridge still learn from them)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -108,6 +117,18 @@ class Splits:
     test_start: np.datetime64
     test_end: np.datetime64
     train_start: np.datetime64 | None = None  # set for rolling windows: scalers then fit from here
+    held: np.ndarray = field(default_factory=_no_rows)
+    purged: np.ndarray = field(default_factory=_no_rows)
+
+    @property
+    def validation(self) -> np.ndarray:
+        """The whole validation span's samples, in row order (as `val` is when nothing is held)."""
+        return np.sort(np.concatenate([self.val, self.purged, self.held]))
+
+    @property
+    def seen(self) -> np.ndarray:
+        """Every sample whose labels the fit may know: training and the whole validation span."""
+        return np.concatenate([self.train, self.validation])
 
 
 def known_ends(panel: Panel, lookback: int) -> np.ndarray:
@@ -150,6 +171,7 @@ def splits_before(
     val_days: int,
     rolling_days: int | None = None,
     known: np.ndarray | None = None,
+    held_share: float = 0.0,
 ) -> Splits:
     """Train and validation ends for a model fit at `origin`, using only labels realised before it.
 
@@ -158,7 +180,9 @@ def splits_before(
     samples' targets end before the validation span starts (a purge gap of the
     longest horizon between them). With `rolling_days`, training starts that
     many dates before the validation span. `known`: `known_ends(panel, lookback)`
-    when the caller has it already.
+    when the caller has it already. `held_share`: that share of the validation
+    dates, the latest, is held out of early stopping (`Splits.held`), and the
+    early-stopping samples' targets end before it (purged again).
     """
     # Conditions are tested on every row (1 byte each) and then picked at the sample ends, rather than
     # picking 8-byte dates at the ends first: the splits of 3M rows peaked 0.15x the features lower.
@@ -180,7 +204,19 @@ def splits_before(
     val = realised[(panel.dates >= val_start)[realised]]
     if train.size == 0 or val.size == 0:
         raise InsufficientDataError(f"empty split before {origin}: {train.size} train, {val.size} validation samples")
-    return Splits(train, val, np.empty(0, dtype=np.int64), val_start, origin, origin, train_start)
+    held = purged = _no_rows()
+    if (n_held := int(val_days * held_share)) > 0:
+        held_start = grid[-n_held]
+        before = (panel.dates < held_start)[val]
+        stops = (panel.target_end < held_start)[val]
+        held, purged, val = val[~before], val[before & ~stops], val[before & stops]
+        if val.size == 0:
+            raise InsufficientDataError(
+                f"no early-stopping sample before {origin}: the validation span's {val_days} dates less the "
+                f"{n_held} held for the combination's weights and a purge of the longest horizon leave none "
+                "(lengthen windows.val_days or lower publish.combination_holdout)"
+            )
+    return Splits(train, val, _no_rows(), val_start, origin, origin, train_start, held, purged)
 
 
 def refit_split(panel: Panel, lookback: int, asof: np.datetime64, known: np.ndarray | None = None) -> Splits:
@@ -224,11 +260,11 @@ def dates_short(panel: Panel, settings: WindowSettings) -> int:
     return max(0, need - have)
 
 
-def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
+def date_splits(panel: Panel, settings: WindowSettings, held_share: float = 0.0) -> Splits:
     """Train / validation / test sample ends by date, for one fit before the test span.
 
     The test span is the last `test_days` dates whose targets are all known; the
-    model is fit as `splits_before` the first of them.
+    model is fit as `splits_before` the first of them (`held_share`: there).
     """
     known = known_ends(panel, settings.lookback)
     grid = distinct_dates(panel.dates, known)
@@ -239,9 +275,9 @@ def date_splits(panel: Panel, settings: WindowSettings) -> Splits:
             "(shorten windows.test_days / windows.val_days or supply more history)"
         )
     test_start = grid[-settings.test_days]
-    fit = splits_before(panel, settings.lookback, test_start, settings.val_days, known=known)
+    fit = splits_before(panel, settings.lookback, test_start, settings.val_days, known=known, held_share=held_share)
     test = known[(panel.dates >= test_start)[known]]
-    return Splits(fit.train, fit.val, test, fit.val_start, test_start, grid[-1])
+    return replace(fit, test=test, test_start=test_start, test_end=grid[-1])
 
 
 _BLOCK_ROWS = 1 << 16  # rows scaled, or reduced, at a time: ~6-12 MB of temporaries at 23 features

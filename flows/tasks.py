@@ -19,7 +19,7 @@ from features.windows import Panel, in_panel_precision, make_panel
 from flows.settings import RunnerSettings, Settings
 from forecasting.backtest import BacktestResult, Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.registry import settings_hash
-from forecasting.settings import BacktestSettings
+from forecasting.settings import BacktestSettings, held_share
 from nightcast.errors import InsufficientDataError
 from nightcast.memory import release
 from nightcast.version import feature_code_version
@@ -94,7 +94,9 @@ def run_backtest(panel: Panel, settings: Settings, backtest: BacktestSettings, f
     return walk_forward(
         panel,
         make_forecasters(backtest, settings.model, settings.train, w.lookback, fingerprint),
-        Schedule.from_settings(panel, backtest, w.lookback, w.val_days, w.test_days),
+        Schedule.from_settings(
+            panel, backtest, w.lookback, w.val_days, w.test_days, held_share(backtest.models, settings.publish)
+        ),
         Intervals.from_settings(backtest),
         progress=settings.train.progress,
     )

@@ -233,11 +233,20 @@ class Schedule:
     lookback: int
     val_days: int
     rolling_days: int | None = None  # train on this many dates before the validation span (None: expanding)
+    held_share: float = 0.0  # of the validation span, held out of early stopping (`splits_before`)
 
     @classmethod
-    def from_settings(cls, panel: Panel, bt: BacktestSettings, lookback: int, val_days: int, test_days: int):
+    def from_settings(
+        cls,
+        panel: Panel,
+        bt: BacktestSettings,
+        lookback: int,
+        val_days: int,
+        test_days: int,
+        held_share: float = 0.0,
+    ):
         """Origins from `bt.test_start` (default: the last `test_days` dates with known targets) to `bt.test_end`,
-        a refit every `bt.refit_every` origins (0: one fit, at the start)."""
+        a refit every `bt.refit_every` origins (0: one fit, at the start); `held_share`: `settings.held_share`."""
         grid = np.unique(panel.dates[known_ends(panel, lookback)])
         start = np.datetime64(bt.test_start, "D") if bt.test_start else grid[-min(test_days, grid.size)]
         end = np.datetime64(bt.test_end, "D") if bt.test_end else grid[-1]
@@ -246,7 +255,7 @@ class Schedule:
             raise InsufficientDataError(f"no forecast origin with known targets between {start} and {end}")
         refits = origins[:: bt.refit_every] if bt.refit_every else origins[:1]
         rolling = bt.rolling_days if bt.window == "rolling" else None
-        return cls(origins, refits, lookback, val_days, rolling)
+        return cls(origins, refits, lookback, val_days, rolling, held_share)
 
     def folds(self, panel: Panel) -> Iterator[Fold]:
         scored = scored_ends(panel, self.lookback)  # a ticker that ends early: its last origins, short horizons
@@ -255,7 +264,10 @@ class Schedule:
         for k, refit in enumerate(self.refits):
             stop = self.refits[k + 1] if k + 1 < len(self.refits) else end + np.timedelta64(1, "D")
             block = scored[(dates >= refit) & (dates < stop) & (dates <= end)]
-            yield Fold(k, refit, block, splits_before(panel, self.lookback, refit, self.val_days, self.rolling_days))
+            split = splits_before(
+                panel, self.lookback, refit, self.val_days, self.rolling_days, held_share=self.held_share
+            )
+            yield Fold(k, refit, block, split)
 
 
 @dataclass(frozen=True)
@@ -383,6 +395,7 @@ def walk_forward(
                 "refit_date": fold.refit.astype(object),
                 "train": len(fold.split.train),
                 "val": len(fold.split.val),
+                "held": len(fold.split.held),
                 "origins": len(np.unique(panel.dates[fold.block])),
                 "predictions": len(fold.block),
             }

@@ -56,7 +56,7 @@ class HistoricalMean(PointForecaster):
     name = Model.HIST_MEAN
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        seen = np.concatenate([splits.train, splits.val])
+        seen = splits.seen
         T, ids, y = len(panel.tickers), panel.ticker_id[seen], panel.Y[seen]
         # np.bincount adds each row's value to its ticker's float64 sum in row order, as np.add.at did: the same
         # sums (tested), and this fit takes 0.25-0.29 s instead of 0.96-1.01 s at 500 tickers x 25 years
@@ -90,7 +90,7 @@ class RidgeBaseline(PointForecaster):
 
     def fit(self, panel: Panel, splits: Splits) -> None:
         self.scaler = Scaler.fit(panel.X, training_rows(panel, splits))
-        seen = np.concatenate([splits.train, splits.val])
+        seen = splits.seen
         K = len(panel.targets)
         self.chosen = np.full(K, self.alpha) if self.alpha is not None else self._choose(panel, splits)
         self.model = ridge.solve(self._moments(panel, seen), self.chosen)
@@ -104,7 +104,7 @@ class RidgeBaseline(PointForecaster):
         return ridge.moments(rows, lambda block: self._scaled(panel, block), panel.Y)
 
     def _choose(self, panel: Panel, splits: Splits) -> np.ndarray:
-        fit_rows, holdout = splits.train, splits.val
+        fit_rows, holdout = splits.train, splits.validation
         if len(holdout) == 0:
             dates = np.unique(panel.dates[splits.train])
             first = dates[int(len(dates) * (1 - self.HOLDOUT))]

@@ -11,6 +11,13 @@ instead of adding noise; one with signal keeps it. The weights minimise the vali
 on two columns under the constraints); the test span never enters. The historical mean in the weight fit
 is the one of the training span alone (its validation labels are what the weights are judged on); the
 combination's forecasts use the one of train + validation, as the `hist_mean` baseline does.
+
+The weights are fit on the validation span's held samples (`Splits.held`, `publish.combination_holdout`
+of its latest dates) when the split has them: the network early-stopped on the rest, so the labels that
+weigh it are not the ones it was chosen on. Fit on the span it early-stopped on, the weights leaned on the
+network: on the development universe's validation span the combination was above the random walk at some
+horizon in 3 of 8 fits (4 seeds, 2 feature sets; at every horizon for the published seed), against 1 of 8
+with held-out weights (README, "Forecast combination").
 """
 
 from __future__ import annotations
@@ -74,12 +81,14 @@ class Combination(PointForecaster):
         self.mean.fit(panel, splits)
 
     def _fit_weights(self, panel: Panel, splits: Splits) -> Weights:
-        if len(splits.val) == 0:
+        judged = splits.held if len(splits.held) else splits.val  # (a split without held samples: the val span)
+        if len(judged) == 0:
             raise ValueError(f"{self.name}: the combination weights need a validation span")
         train_only = HistoricalMean()
-        train_only.fit(panel, dataclasses.replace(splits, val=splits.train[:0]))
-        val = splits.val
-        return combination_weights(self.inner.predict(panel, val), train_only.predict(panel, val), panel.Y[val])
+        train_only.fit(panel, dataclasses.replace(splits, val=splits.train[:0], held=splits.train[:0]))
+        return combination_weights(
+            self.inner.predict(panel, judged), train_only.predict(panel, judged), panel.Y[judged]
+        )
 
     def predict(self, panel: Panel, ends: np.ndarray) -> np.ndarray:
         return combine(self.weights, self.inner.predict(panel, ends), self.mean.predict(panel, ends)).astype(np.float32)

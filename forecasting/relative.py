@@ -60,8 +60,8 @@ class RelativeForecaster(PointForecaster):
         self.market: np.ndarray | None = None  # (K,) the universe's mean return per horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        self.inner.fit(demeaned(panel, (splits.train, splits.val)), splits)
-        seen = np.concatenate([splits.train, splits.val])
+        self.inner.fit(demeaned(panel, (splits.train, splits.val, splits.held)), splits)
+        seen = splits.seen
         labels = panel.Y[seen].astype(np.float64)
         counts = np.isfinite(labels).sum(axis=0)
         self.market = np.where(counts > 0, np.nansum(labels, axis=0) / np.maximum(counts, 1), 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from typing import Literal
 
@@ -212,6 +213,14 @@ class PublishSettings(Section):
         "shrunk towards the historical mean and the random walk, per horizon, by weights fit on the evaluation "
         "fit's validation span: forecasting/combine.py) or 'model' (the network's forecast alone)",
     )
+    combination_holdout: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="share of the validation span, its latest dates, that the network does not early-stop on and "
+        "the combination's weights are fit on (a purge of the longest horizon between them); 0 = the weights on "
+        "the early-stopping span itself. Applies to every network of a backtest that scores 'combined'",
+    )
     calendar: str = Field(
         "XNYS",
         description="exchange calendar the universe is modelled on (exchange_calendars name: XNYS, XLON, XTKS, 24/7): "
@@ -239,7 +248,16 @@ def publishing_recipe(publishing: PublishSettings) -> dict:
     """The publish settings that belong to the recipe (a change retrains: the champion's evaluation, guardrail
     and contest were judged on what it published). The plain model adds nothing, so a champion recorded
     before `publish.forecast` existed (which published the plain model) keeps its recipe hash under it."""
-    return {} if publishing.forecast == "model" else {"forecast": publishing.forecast}
+    if publishing.forecast == "model":
+        return {}
+    return {"forecast": publishing.forecast, "combination_holdout": publishing.combination_holdout}
+
+
+def held_share(models: Iterable[str], publishing: PublishSettings) -> float:
+    """The share of the validation span a backtest of `models` holds out of early stopping: the combination's
+    (`publish.combination_holdout`) when it scores `combined`, for every network it trains (one protocol for
+    the ablation); none otherwise (a network published alone early-stops on the whole span)."""
+    return publishing.combination_holdout if Model.COMBINED in set(models) else 0.0
 
 
 # Settings of the recipe added after champions were recorded, oldest first, each group with the values that
@@ -251,4 +269,5 @@ def publishing_recipe(publishing: PublishSettings) -> dict:
 ADDED_TO_RECIPE: tuple[dict[tuple[str, str], object], ...] = (
     {("model", "bidirectional"): False, ("model", "self_attention"): False},  # 2026-11-27, 2f7d09a
     {("features", "market"): None},  # no market context; 2026-11-27, 1f3dee8
+    {("publish", "combination_holdout"): 0.0},  # weights on the early-stopping span; 2026-11-28
 )

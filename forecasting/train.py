@@ -304,7 +304,7 @@ def _untrained(
         {"model": model_settings.model_dump(mode="json"), "train": ts.model_dump(mode="json")},
         list(panel.tickers),
         cutoff=str(np.datetime64(splits.test_start, "D")),
-        trained_through=str(panel.dates[np.concatenate([splits.train, splits.val])].max()),
+        trained_through=str(panel.dates[splits.seen].max()),
     )
 
 

@@ -49,6 +49,30 @@ def test_splits_are_purged_and_ordered(panel):
     assert np.searchsorted(grid, s.val_start) - np.searchsorted(grid, train_last) == 6
 
 
+def test_the_held_share_of_the_validation_span_is_kept_out_of_early_stopping_and_purged(panel):
+    """`Splits.held`: the latest dates of the validation span, for the combination's weights; the early-stopping
+    samples' targets end before them, and together with training they are every realised sample."""
+    w = WindowSettings(lookback=20, test_days=50, val_days=60)
+    whole = date_splits(panel, w)
+    s = date_splits(panel, w, held_share=0.5)
+    grid = np.unique(panel.dates[whole.val])
+    assert np.array_equal(np.unique(panel.dates[s.held]), grid[-30:])  # the last 30 of the 60 dates
+    assert panel.target_end[s.val].max() < panel.dates[s.held].min()  # purged: no early-stopping label reaches them
+    assert np.array_equal(np.unique(panel.dates[s.val]), grid[: 30 - 5])  # less the longest horizon's 5 dates
+    assert panel.target_end[s.held].max() < s.test_start
+    np.testing.assert_array_equal(s.train, whole.train)
+    np.testing.assert_array_equal(s.test, whole.test)
+    first_held = panel.dates[s.held].min()
+    purged = whole.val[(panel.dates[whole.val] < first_held) & (panel.target_end[whole.val] >= first_held)]
+    np.testing.assert_array_equal(s.purged, purged)  # realised: still seen by the mean and the ridge
+    np.testing.assert_array_equal(s.seen, whole.seen)
+    np.testing.assert_array_equal(s.validation, whole.val)
+    assert not set(s.val) & set(s.held) and purged.size > 0
+    assert whole.held.size == 0 and np.array_equal(whole.validation, whole.val)  # none held by default
+    with pytest.raises(InsufficientDataError, match="publish.combination_holdout"):
+        date_splits(panel, WindowSettings(lookback=20, test_days=50, val_days=8), held_share=0.5)
+
+
 def test_scaler_fits_on_the_training_span_only(panel):
     s = date_splits(panel, WindowSettings(lookback=20, test_days=50, val_days=60))
     rows = training_rows(panel, s)

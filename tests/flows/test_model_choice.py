@@ -235,7 +235,8 @@ def champion_record(settings) -> tuple:
 
 def test_the_combination_weights_come_from_the_evaluation_fits_validation_span_only(first):
     """Perturbing every label not realised before the evaluation span (what it is scored on) changes no
-    weight; perturbing the validation span's labels does: the weights are fit there and nowhere else."""
+    weight; perturbing the validation span's held labels (`publish.combination_holdout`, the span the network
+    did not early-stop on) does: the weights are fit there and nowhere else."""
     from features.windows import Panel, splits_before
     from flows.model_choice import evaluation_settings
     from flows.tasks import run_backtest
@@ -265,9 +266,10 @@ def test_the_combination_weights_come_from_the_evaluation_fits_validation_span_o
     # labels of zero make the random walk's zero forecast the best: weights fit on them would both be 0
     zeros = np.zeros_like(panel.Y)
     assert weights_on(perturbed(panel.target_end >= start, zeros)) == choice.publishing  # not realised before
-    validation = np.zeros(len(panel.dates), dtype=bool)
-    validation[splits_before(panel, 10, start, 30).val] = True  # lookback 10, val_days 30
-    assert weights_on(perturbed(validation, zeros)).weights == ((0.0, 0.0), (0.0, 0.0))
+    held = np.zeros(len(panel.dates), dtype=bool)
+    held[splits_before(panel, 10, start, 30, held_share=settings.publish.combination_holdout).held] = True
+    assert settings.publish.combination_holdout == 0.5 and held.sum() > 0  # lookback 10, val_days 30: 15 dates
+    assert weights_on(perturbed(held, zeros)).weights == ((0.0, 0.0), (0.0, 0.0))
 
 
 def test_the_published_forecast_is_the_refit_combined_with_the_refits_historical_mean(first):
@@ -359,30 +361,32 @@ def test_an_old_champion_record_without_weights_publishes_the_network(first, tmp
 
 
 def test_a_champion_recorded_before_newer_settings_existed_is_still_fresh(first, tmp_path):
-    """A champion recorded by a nightcast that had no model.bidirectional, self_attention or features.market (its
-    hashes were taken without them) is the same recipe while they hold their old behaviour's values: kept, and held for
-    publishing; set one of them and it is a new recipe (an upgrade retrained every champion, saying the user's
-    settings had changed)."""
+    """A champion recorded by a nightcast that had no model.bidirectional, self_attention, features.market or
+    publish.combination_holdout (its hashes were taken without them) is the same recipe while they hold their
+    old behaviour's values: kept, and held for publishing; set one of them and it is a new recipe (an upgrade
+    retrained every champion, saying the user's settings had changed)."""
     import copy
     import json
 
     from flows.model_choice import _recipe_parts
     from forecasting.registry import settings_hash
 
-    settings, case = from_first(first, tmp_path)
+    settings, case = from_first(first, tmp_path, publish={"combination_holdout": 0.0})
     recipe, inputs = copy.deepcopy(_recipe_parts(settings))
     del recipe["model"]["bidirectional"], recipe["model"]["self_attention"]
-    del recipe["features"]["market"], inputs["features"]["market"]
+    del recipe["features"]["market"], inputs["features"]["market"], recipe["publish"]["combination_holdout"]
     body, path = champion_record(settings)
     body["history"][-1] |= {"settings_hash": settings_hash(recipe), "inputs_hash": settings_hash(inputs)}
     path.write_text(json.dumps(body))
     choice = choose(case, settings)
     assert choice.decision == f"kept champion {first[2].version}: still fresh" and not choice.retrained
 
-    changed = small_settings(tmp_path / "changed", model={"bidirectional": True})
-    shutil.copytree(settings.paths.models, changed.paths.models)
-    again = choose(case, changed)
-    assert again.retrained and "the settings that define the model differ from the champion's" in again.decision
+    kept = {"publish": {"combination_holdout": 0.0}}
+    for n, change in enumerate(({**kept, "model": {"bidirectional": True}}, {"publish": {"combination_holdout": 0.5}})):
+        changed = small_settings(tmp_path / f"changed{n}", **change)
+        shutil.copytree(settings.paths.models, changed.paths.models)
+        again = choose(case, changed)
+        assert again.retrained and "the settings that define the model differ from the champion's" in again.decision
 
 
 def test_the_plain_model_setting_publishes_as_before(first, tmp_path):
@@ -398,7 +402,9 @@ def test_the_plain_model_setting_publishes_as_before(first, tmp_path):
     assert config_hashes(plain)[0] == settings_hash(before) != config_hashes(first[0])[0]
     choice = choose(first[1], plain)
     assert choice.publishing.weights is None and read_history(plain.paths.models)[-1].combination is None
-    assert choice.version == first[2].version  # the network does not depend on what publishes
+    # one epoch: early stopping has nothing to choose, so the same network (in general the combination's network
+    # early-stops on the validation span less its held share, and the plain one on all of it)
+    assert choice.version == first[2].version
     assert sorted(choice.evaluation.predictions["model"].unique()) == [
         "attention_lstm",
         "hist_mean",

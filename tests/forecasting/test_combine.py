@@ -1,5 +1,6 @@
 """Forecast combination and the ridge penalty: both chosen on the validation span, never on what they forecast."""
 
+import dataclasses
 import itertools
 from datetime import date
 
@@ -61,6 +62,44 @@ def test_the_combination_forecasts_with_weights_from_validation_only():
     w_again = next(f for f in again.forecasters if f.name == "combined").weights
     w_first = next(f for f in first.forecasters if f.name == "combined").weights
     np.testing.assert_array_equal(w_again, w_first)
+
+
+class _Fixed:
+    """A network stand-in whose forecasts are a fixed function of the features (Combination reads predict only)."""
+
+    def predict(self, panel, ends):
+        return np.repeat(panel.X[ends, 0:1], panel.Y.shape[1], axis=1) * 1e-3
+
+
+def test_held_samples_alone_choose_the_weights_the_early_stopping_span_never_does():
+    """With `Splits.held`, the network early-stopped on `val` and the weights are fit on `held`: labels the
+    network was never chosen on. Perturbing every early-stopping label moves no weight; the held ones do."""
+    from forecasting.baselines import HistoricalMean
+    from forecasting.combine import Combination
+
+    panel = panel_of(PRICES)
+    split = splits_before(panel, 10, np.datetime64("2011-01-03"), 40, held_share=0.5)
+    assert split.held.size and split.val.size
+
+    def weights(p):
+        combo = Combination("combined", _Fixed())
+        combo.fit(p, split)
+        return combo.weights
+
+    train_only = HistoricalMean()  # the mean the weights are fit beside: the training span's alone
+    train_only.fit(panel, dataclasses.replace(split, val=split.train[:0], held=split.train[:0]))
+    want = combination_weights(
+        _Fixed().predict(panel, split.held), train_only.predict(panel, split.held), panel.Y[split.held]
+    )
+    np.testing.assert_array_equal(weights(panel), want)
+
+    def perturbed(rows):
+        Y = panel.Y.copy()
+        Y[rows] = Y[rows] * -3 + 0.02
+        return Panel(**{**panel.__dict__, "Y": Y})
+
+    np.testing.assert_array_equal(weights(perturbed(split.val)), want)
+    assert not np.array_equal(weights(perturbed(split.held)), want)
 
 
 def test_combined_without_its_model_is_a_configuration_error():
