@@ -85,7 +85,8 @@ class Combination(PointForecaster):
         if len(judged) == 0:
             raise ValueError(f"{self.name}: the combination weights need a validation span")
         train_only = HistoricalMean()
-        train_only.fit(panel, dataclasses.replace(splits, val=splits.train[:0], held=splits.train[:0]))
+        none = splits.train[:0]  # the training span's labels alone: none of them reaches a judged one
+        train_only.fit(panel, dataclasses.replace(splits, val=none, held=none, purged=none))
         return combination_weights(
             self.inner.predict(panel, judged), train_only.predict(panel, judged), panel.Y[judged]
         )

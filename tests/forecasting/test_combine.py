@@ -87,7 +87,8 @@ def test_held_samples_alone_choose_the_weights_the_early_stopping_span_never_doe
         return combo.weights
 
     train_only = HistoricalMean()  # the mean the weights are fit beside: the training span's alone
-    train_only.fit(panel, dataclasses.replace(split, val=split.train[:0], held=split.train[:0]))
+    train_only.fit(panel, dataclasses.replace(split, val=split.train[:0], held=split.train[:0], purged=split.train[:0]))
+    assert panel.target_end[split.train].max() < panel.dates[split.val].min()  # no label of it reaches the held
     want = combination_weights(
         _Fixed().predict(panel, split.held), train_only.predict(panel, split.held), panel.Y[split.held]
     )
@@ -99,6 +100,9 @@ def test_held_samples_alone_choose_the_weights_the_early_stopping_span_never_doe
         return Panel(**{**panel.__dict__, "Y": Y})
 
     np.testing.assert_array_equal(weights(perturbed(split.val)), want)
+    shifted = panel.Y.copy()
+    shifted[split.purged] += 1.0  # labels that reach the held dates: the mean beside the weights never sees them
+    assert split.purged.size and np.array_equal(weights(Panel(**{**panel.__dict__, "Y": shifted})), want)
     assert not np.array_equal(weights(perturbed(split.held)), want)
 
 
