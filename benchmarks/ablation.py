@@ -65,7 +65,7 @@ def run(panel, models, train: TrainSettings, span: tuple[date, date], refit_ever
         test_start=span[0], test_end=span[1], refit_every=refit_every, models=models, coverage=COVERAGE
     )
     held = held_share(models, PublishSettings())  # as the nightly's evaluation and backtests hold it out
-    schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days, held)
+    schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days, held_share=held)
     forecasters = make_forecasters(bt, ModelSettings(), train, windows.lookback)
     return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 

@@ -40,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._data import DEV_CSV, dev_universe, panel_of, synthetic  # noqa: E402
 from features.settings import WindowSettings  # noqa: E402
 from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward  # noqa: E402
-from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings  # noqa: E402
+from forecasting.settings import (  # noqa: E402
+    BacktestSettings,
+    ModelSettings,
+    PublishSettings,
+    TrainSettings,
+    held_share,
+)
 from forecasting.train import resolve_device  # noqa: E402
 
 WINDOWS = WindowSettings()
@@ -59,7 +65,8 @@ def _train(device: str, threads: int, epochs: int | None, **update) -> TrainSett
 
 
 def _walk(panel, bt: BacktestSettings, train: TrainSettings, test_days: int):
-    schedule = Schedule.from_settings(panel, bt, WINDOWS.lookback, WINDOWS.val_days, test_days)
+    held = held_share(bt.models, PublishSettings())  # as the nightly's evaluation and backtests
+    schedule = Schedule.from_settings(panel, bt, WINDOWS.lookback, WINDOWS.val_days, test_days, held_share=held)
     forecasters = make_forecasters(bt, ModelSettings(), train, WINDOWS.lookback)
     _sync()
     started = time.perf_counter()

@@ -62,7 +62,9 @@ def one_way(panel: Panel, holdout: float, seed: int, threads: int) -> tuple[np.n
     """(MSE ratios of `combined` per horizon, its rank IC at h=1, its weights) for one fit."""
     windows = WindowSettings()
     bt = BacktestSettings(test_start=SPAN[0], test_end=SPAN[1], refit_every=0)
-    schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days, holdout)
+    schedule = Schedule.from_settings(
+        panel, bt, windows.lookback, windows.val_days, windows.test_days, held_share=holdout
+    )
     (fold,) = list(schedule.folds(panel))
     train = TrainSettings(threads=threads, progress=False, seed=seed)
     network = NeuralForecaster(

@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from features.build import FeatureFrame, sorted_by_ticker
 from features.catalogue import target_name
-from features.settings import WindowSettings
+from features.settings import WindowSettings, held_dates
 from nightcast.errors import InsufficientDataError
 
 
@@ -103,7 +103,8 @@ def _no_rows() -> np.ndarray:
 
 @dataclass(frozen=True)
 class Splits:
-    """Sample ends of each span. Purged: a train target ends before val_start, a val target before test_start.
+    """Sample ends of each span. Purged: a train target ends before val_start, a validation target (val, purged or
+    held) before test_start.
 
     `held`: the validation span's latest samples kept out of early stopping (`val`), for the forecast
     combination's weights (`forecasting/combine.py`): a val target ends before the first held date, and the
@@ -205,7 +206,13 @@ def splits_before(
     if train.size == 0 or val.size == 0:
         raise InsufficientDataError(f"empty split before {origin}: {train.size} train, {val.size} validation samples")
     held = purged = _no_rows()
-    if (n_held := int(val_days * held_share)) > 0:
+    n_held = held_dates(val_days, held_share)
+    if held_share > 0 and n_held == 0:
+        raise InsufficientDataError(
+            f"publish.combination_holdout {held_share} of windows.val_days {val_days} holds no date for the "
+            "combination's weights (raise either, or set the holdout to 0)"
+        )
+    if n_held > 0:
         held_start = grid[-n_held]
         before = (panel.dates < held_start)[val]
         stops = (panel.target_end < held_start)[val]

@@ -126,7 +126,9 @@ def evaluate_fixed(
     return walk_forward(
         panel,
         [*publishing.forecasters(FixedForecaster(TRAINED_MODEL, trained)), *baselines],
-        Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days),
+        # none held: nothing here early-stops (the champion is fixed, its weights stored), and the baselines read
+        # the whole validation span either way (`Splits.seen`, `Splits.validation`)
+        Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days, held_share=0.0),
         Intervals.from_settings(bt),
         progress=False,
     )

@@ -17,9 +17,12 @@ from pathlib import Path
 import polars as pl
 
 from features.prices.calendar import check_calendar
+from features.settings import held_dates
 from flows import prefect_env
 from flows.lock import check_free
 from flows.settings import Settings
+from forecasting.names import Model
+from forecasting.settings import held_share
 from nightcast.errors import ConfigError, SourceError
 
 READABLE = (".csv", ".txt", ".parquet")
@@ -79,10 +82,36 @@ def preflight(settings: Settings, command: str, out_dir: Path | None = None) -> 
             f"features.horizons: the longest horizon ({longest} sessions) must be shorter than the evaluation span "
             f"windows.test_days ({settings.windows.test_days}): no forecast of it could ever be scored there"
         )
+    if command in ("run", "replay", "train", "backtest", "serve"):
+        early_stopping_span(settings, command)
     if command in RUNNER_COMMANDS and settings.runner.kind == "dask" and settings.runner.dask_address:
         dask_scheduler(settings.runner.dask_address)
     if command in (*FLOW_COMMANDS, "serve"):
         prefect_api(settings, command)  # last: it reads Prefect's settings (~1 s), which the flow needs anyway
+
+
+def early_stopping_span(settings: Settings, command: str) -> None:
+    """The validation span leaves early stopping a date once the combination's share is held out and the longest
+    horizon purged before it (`features.windows.splits_before`); else every fit fails, after the ingest."""
+    scored = settings.backtest.models if command == "backtest" else [Model.COMBINED]
+    if command != "backtest" and settings.publish.forecast != "combined":
+        return
+    share = held_share(scored, settings.publish)
+    if share == 0:
+        return
+    val_days, longest = settings.windows.val_days, max(settings.features.horizons)
+    held = held_dates(val_days, share)
+    if held == 0:
+        raise ConfigError(
+            f"publish.combination_holdout {share} of windows.val_days {val_days} holds no date for the "
+            "combination's weights: raise either, or set the holdout to 0"
+        )
+    if val_days - held <= longest:
+        raise ConfigError(
+            f"windows.val_days {val_days}: with {held} dates held for the combination's weights "
+            f"(publish.combination_holdout {share}), the {val_days - held} left to early-stop on are all purged by "
+            f"the longest horizon ({longest} sessions): raise windows.val_days or lower the holdout"
+        )
 
 
 def price_file(settings: Settings) -> None:

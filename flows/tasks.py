@@ -95,7 +95,12 @@ def run_backtest(panel: Panel, settings: Settings, backtest: BacktestSettings, f
         panel,
         make_forecasters(backtest, settings.model, settings.train, w.lookback, fingerprint),
         Schedule.from_settings(
-            panel, backtest, w.lookback, w.val_days, w.test_days, held_share(backtest.models, settings.publish)
+            panel,
+            backtest,
+            w.lookback,
+            w.val_days,
+            w.test_days,
+            held_share=held_share(backtest.models, settings.publish),
         ),
         Intervals.from_settings(backtest),
         progress=settings.train.progress,

@@ -243,10 +243,13 @@ class Schedule:
         lookback: int,
         val_days: int,
         test_days: int,
-        held_share: float = 0.0,
+        *,
+        held_share: float,
     ):
         """Origins from `bt.test_start` (default: the last `test_days` dates with known targets) to `bt.test_end`,
-        a refit every `bt.refit_every` origins (0: one fit, at the start); `held_share`: `settings.held_share`."""
+        a refit every `bt.refit_every` origins (0: one fit, at the start). `held_share`, of each fit's validation
+        span held out of early stopping: `forecasting.settings.held_share` (no default: a caller that forgot it
+        would train by another protocol than the nightly's without a word)."""
         grid = np.unique(panel.dates[known_ends(panel, lookback)])
         start = np.datetime64(bt.test_start, "D") if bt.test_start else grid[-min(test_days, grid.size)]
         end = np.datetime64(bt.test_end, "D") if bt.test_end else grid[-1]

@@ -60,7 +60,7 @@ class RelativeForecaster(PointForecaster):
         self.market: np.ndarray | None = None  # (K,) the universe's mean return per horizon
 
     def fit(self, panel: Panel, splits: Splits) -> None:
-        self.inner.fit(demeaned(panel, (splits.train, splits.val, splits.held)), splits)
+        self.inner.fit(demeaned(panel, (splits.train, splits.val)), splits)
         seen = splits.seen
         labels = panel.Y[seen].astype(np.float64)
         counts = np.isfinite(labels).sum(axis=0)

@@ -210,8 +210,9 @@ class PublishSettings(Section):
     forecast: Literal["combined", "model"] = Field(
         "combined",
         description="what the nightly publishes from the network it trains: 'combined' (the network's forecast "
-        "shrunk towards the historical mean and the random walk, per horizon, by weights fit on the evaluation "
-        "fit's validation span: forecasting/combine.py) or 'model' (the network's forecast alone)",
+        "shrunk towards the historical mean and the random walk, per horizon, by weights fit on the latest "
+        "combination_holdout share of the evaluation fit's validation span: forecasting/combine.py) or 'model' "
+        "(the network's forecast alone)",
     )
     combination_holdout: float = Field(
         0.5,
@@ -247,7 +248,9 @@ class PublishSettings(Section):
 def publishing_recipe(publishing: PublishSettings) -> dict:
     """The publish settings that belong to the recipe (a change retrains: the champion's evaluation, guardrail
     and contest were judged on what it published). The plain model adds nothing, so a champion recorded
-    before `publish.forecast` existed (which published the plain model) keeps its recipe hash under it."""
+    before `publish.forecast` existed (which published the plain model) keeps its recipe hash under it; the
+    combination's holdout changes nothing a plain model's evaluation trains (`held_share`), so it counts only
+    when the combination publishes."""
     if publishing.forecast == "model":
         return {}
     return {"forecast": publishing.forecast, "combination_holdout": publishing.combination_holdout}
@@ -269,5 +272,5 @@ def held_share(models: Iterable[str], publishing: PublishSettings) -> float:
 ADDED_TO_RECIPE: tuple[dict[tuple[str, str], object], ...] = (
     {("model", "bidirectional"): False, ("model", "self_attention"): False},  # 2026-11-27, 2f7d09a
     {("features", "market"): None},  # no market context; 2026-11-27, 1f3dee8
-    {("publish", "combination_holdout"): 0.0},  # weights on the early-stopping span; 2026-11-28
+    {("publish", "combination_holdout"): 0.0},  # weights on the early-stopping span; 2026-11-28, 4a43271
 )

@@ -213,7 +213,7 @@ def test_dates_short_is_exactly_what_the_evaluation_needs(panel):
     evaluation's splits can be made: the test span, a purge, the validation span, a purge and a training date."""
     from features.windows import dates_short, distinct_dates, known_ends
     from forecasting.backtest import Schedule
-    from forecasting.settings import BacktestSettings
+    from forecasting.settings import BacktestSettings, PublishSettings, held_share
 
     have = distinct_dates(panel.dates, known_ends(panel, 20)).size
     test_days = 100
@@ -224,7 +224,10 @@ def test_dates_short_is_exactly_what_the_evaluation_needs(panel):
     for w, works in ((enough, True), (over, False)):
         try:
             split = date_splits(panel, w)
-            fold = next(Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days).folds(panel))
+            held = held_share(bt.models, PublishSettings())
+            fold = next(
+                Schedule.from_settings(panel, bt, w.lookback, w.val_days, w.test_days, held_share=held).folds(panel)
+            )
         except InsufficientDataError:
             assert not works, w
         else:

@@ -124,14 +124,16 @@ def test_a_short_backtest_or_intervals_without_a_band_still_write_their_report(s
 
     from flows.backtest import write_backtest
     from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
-    from forecasting.settings import BacktestSettings
+    from forecasting.settings import BacktestSettings, PublishSettings, held_share
     from tests.forecasting.test_backtest import MODEL, PRICES, TRAIN, panel_of
 
     panel = panel_of(PRICES)
     bt = BacktestSettings(
         test_start=date(2011, 3, 1), test_end=date(2011, 3, 15), interval=interval, models=["random_walk", "hist_mean"]
     )
-    schedule = Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60)
+    schedule = Schedule.from_settings(
+        panel, bt, lookback=10, val_days=40, test_days=60, held_share=held_share(bt.models, PublishSettings())
+    )
     result = walk_forward(panel, make_forecasters(bt, MODEL, TRAIN, 10), schedule, Intervals.from_settings(bt), False)
     paths = write_backtest.fn(result, settings.model_copy(update={"backtest": bt}), tmp_path)
     report = (tmp_path / "report.md").read_text()

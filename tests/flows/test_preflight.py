@@ -33,6 +33,15 @@ def test_sources_outputs_and_horizons_that_cannot_work(tmp_path):
         ConfigError, match=r"longest horizon \(300 sessions\) must be shorter than .*windows.test_days \(250\)"
     ):
         preflight(settings(features={"horizons": [1, 300]}), "run")
+    # the combination's held dates and a purge of the longest horizon leave early stopping nothing: every fit
+    # failed after the ingest and the features
+    short = {"val_days": 10}
+    with pytest.raises(ConfigError, match=r"windows.val_days 10: with 5 dates held .* the 5 left to early-stop on"):
+        preflight(settings(windows=short), "run")
+    with pytest.raises(ConfigError, match=r"combination_holdout 0.05 of windows.val_days 10 holds no date"):
+        preflight(settings(windows=short, publish={"combination_holdout": 0.05}), "backtest")
+    preflight(settings(windows=short, publish={"forecast": "model"}), "run")  # a plain model holds nothing back
+    preflight(settings(windows=short, backtest={"models": ["attention_lstm", "random_walk"]}), "backtest")
     with pytest.raises(ConfigError, match=r"unknown exchange calendar 'XLONX'"):  # it failed after the features
         preflight(settings(publish={"calendar": "XLONX"}), "run")
     preflight(settings(paths={"data_dir": tmp_path / "d", "out_dir": tmp_path / "new" / "out"}), "run")

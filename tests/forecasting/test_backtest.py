@@ -12,7 +12,7 @@ from features.windows import Panel, known_ends, make_panel, splits_before
 from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.baselines import HistoricalMean, RandomWalk, RidgeBaseline
 from forecasting.conformal import conformal_intervals
-from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
+from forecasting.settings import BacktestSettings, ModelSettings, PublishSettings, TrainSettings, held_share
 from tests.conftest import synthetic_prices
 
 MODEL = ModelSettings(hidden_size=8, attention_size=4, dropout=0.0)
@@ -27,7 +27,9 @@ def panel_of(prices: pl.DataFrame) -> Panel:
 
 def run(panel: Panel, **overrides):
     bt = BacktestSettings(test_start=date(2011, 3, 1), refit_every=20, conformal_min=5, **overrides)
-    schedule = Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60)
+    schedule = Schedule.from_settings(
+        panel, bt, lookback=10, val_days=40, test_days=60, held_share=held_share(bt.models, PublishSettings())
+    )
     forecasters = make_forecasters(bt, MODEL, TRAIN, lookback=10)
     return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 

@@ -12,7 +12,7 @@ from features.settings import DenoiseSettings, FeatureSettings
 from features.windows import Panel, known_ends, make_panel
 from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
 from forecasting.baselines import HistoricalMean
-from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings
+from forecasting.settings import BacktestSettings, ModelSettings, PublishSettings, TrainSettings, held_share
 from tests.conftest import synthetic_prices
 
 MODEL = ModelSettings(hidden_size=4, attention_size=4, dropout=0.0)
@@ -29,7 +29,14 @@ def panel() -> Panel:
 
 def backtest(panel: Panel, bt: BacktestSettings, forecasters=None, model: ModelSettings = MODEL):
     """The one call of `walk_forward` in this file (its signature is the backtest module's business)."""
-    schedule = Schedule.from_settings(panel, bt, lookback=LOOKBACK, val_days=VAL_DAYS, test_days=60)
+    schedule = Schedule.from_settings(
+        panel,
+        bt,
+        lookback=LOOKBACK,
+        val_days=VAL_DAYS,
+        test_days=60,
+        held_share=held_share(bt.models, PublishSettings()),
+    )
     forecasters = forecasters or make_forecasters(bt, model, TRAIN, lookback=LOOKBACK)
     return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 

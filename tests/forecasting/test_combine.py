@@ -12,7 +12,7 @@ from features.windows import Panel, refit_split, splits_before
 from forecasting.backtest import Schedule
 from forecasting.baselines import RidgeBaseline
 from forecasting.combine import combination_weights
-from forecasting.settings import BacktestSettings
+from forecasting.settings import BacktestSettings, PublishSettings, held_share
 from tests.forecasting.test_backtest import PRICES, panel_of, run
 
 
@@ -230,7 +230,10 @@ def test_the_ensemble_averages_members_that_differ_only_in_their_seed():
     result = run(panel, models=["attention_lstm", "ensemble", "random_walk"], ensemble_seeds=2, test_end=end)
     assert result.folds.height == 1
     bt = BacktestSettings(test_start=date(2011, 3, 1), refit_every=20, test_end=end)
-    block = next(Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60).folds(panel)).block
+    held = held_share(bt.models, PublishSettings())
+    block = next(
+        Schedule.from_settings(panel, bt, lookback=10, val_days=40, test_days=60, held_share=held).folds(panel)
+    ).block
     single, ensemble = (next(f for f in result.forecasters if f.name == n) for n in ("attention_lstm", "ensemble"))
     first, second = (m.predict(panel, block) for m in ensemble.members)
     assert [m.train_settings.seed for m in ensemble.members] == [5, 6]  # the base seed (TRAIN's) and the next

@@ -210,3 +210,9 @@ def test_champions_recorded_by_earlier_nightcasts_at_their_defaults_are_the_same
     assert {"2e18aaa15e56", "1f38976fb4a0"} <= set(inputs)  # with and without features.market
     # before the GPU batch rule (783a600, 2026-11-26): no value of it trains as a GPU trained then
     assert "f7f96b773cc4" not in recipes
+    # publishing the combination (the default): fb58720's hash, the weights fit on the early-stopping span, is
+    # the same recipe at publish.combination_holdout = 0 only (computed at fb58720)
+    held = load_settings(None, environ={})
+    assert "f7fbee58841c" not in accepted_hashes(held)[0]
+    before = load_settings(None, environ={}, overrides={"publish": {"combination_holdout": 0.0}})
+    assert "f7fbee58841c" in accepted_hashes(before)[0] and "2e18aaa15e56" in accepted_hashes(held)[1]

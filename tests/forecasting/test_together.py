@@ -12,7 +12,7 @@ import torch
 from features.windows import date_splits, splits_before
 from forecasting import backtest, together
 from forecasting.backtest import Intervals, Schedule, make_forecasters, walk_forward
-from forecasting.settings import BacktestSettings
+from forecasting.settings import BacktestSettings, PublishSettings, held_share
 from forecasting.together import fit_many, width
 from forecasting.train import FitJob, TrainedModel, fit
 from nightcast.errors import NightcastError
@@ -134,7 +134,9 @@ def _cold_walk_forward():
         models=["attention_lstm", "lstm", "ensemble", "combined", "random_walk"],
     )
     prices = backtest_panel(PRICES)
-    schedule = Schedule.from_settings(prices, bt, lookback=10, val_days=40, test_days=60)
+    schedule = Schedule.from_settings(
+        prices, bt, lookback=10, val_days=40, test_days=60, held_share=held_share(bt.models, PublishSettings())
+    )
     forecasters = make_forecasters(bt, MODEL, TRAIN, lookback=10)
     return walk_forward(prices, forecasters, schedule, Intervals.from_settings(bt), progress=False)
 
