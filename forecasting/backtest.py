@@ -415,13 +415,15 @@ def walk_forward(
                 if isinstance(f, NeuralForecaster):
                     row[f"{f.name}_epochs"] = len(f.trained.history)
             folds.append(row)
+            held = f" ({row['held']} more held for the combination's weights)" if row["held"] else ""
             log.info(
-                "fold %d/%d refit %s: %d train / %d val samples, %d origins",
+                "fold %d/%d refit %s: %d train / %d val samples%s, %d origins",
                 fold.number + 1,
                 len(schedule.refits),
                 fold.refit,
                 row["train"],
                 row["val"],
+                held,
                 row["origins"],
             )
             bar.advance()
