@@ -59,12 +59,14 @@ COVERAGE = 0.9  # the acceptance's interval: realised coverage 0.85-0.95 in ever
 FEATURED = (Model.COMBINED, Model.ATTENTION_LSTM)  # what the nightly publishes by default, and its inner model
 
 
-def run(panel, models, train: TrainSettings, span: tuple[date, date], refit_every: int):
+def run(panel, models, train: TrainSettings, span: tuple[date, date], refit_every: int, held: float | None = None):
+    """`models` walked forward over `span`; `held`: the share of each fit's validation span held out of early
+    stopping (default: as the nightly's evaluation and backtests hold it out)."""
     windows = WindowSettings()
     bt = BacktestSettings(
         test_start=span[0], test_end=span[1], refit_every=refit_every, models=models, coverage=COVERAGE
     )
-    held = held_share(models, PublishSettings())  # as the nightly's evaluation and backtests hold it out
+    held = held_share(models, PublishSettings()) if held is None else held
     schedule = Schedule.from_settings(panel, bt, windows.lookback, windows.val_days, windows.test_days, held_share=held)
     forecasters = make_forecasters(bt, ModelSettings(), train, windows.lookback)
     return walk_forward(panel, forecasters, schedule, Intervals.from_settings(bt), progress=False)

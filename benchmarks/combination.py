@@ -5,8 +5,9 @@ early stopping (the default since: 0.5), on the development universe's validatio
 Protocol (fixed before looking, as `ablation.py`'s): prices up to 2016-12-31, one fit on labels realised before
 2015-01-02, every origin 2015-01-02 .. 2016-12-22 scored out of sample. For each feature set and seed, the
 attention network is fit once per way (with a held share it early-stops on the earlier part of the validation
-span only) and combined with the historical mean by `forecasting.combine.Combination`, as the nightly does.
-The test span (2017-2019) is never read.
+span only) and combined with the historical mean by `forecasting.combine.Combination`, as the nightly does,
+through `ablation.run` (the walk-forward) and scored by the backtest's own tables (`ablation_table`,
+`cross_section_table`). The test span (2017-2019) is never read.
 
     python benchmarks/combination.py [--seeds 0,1,2,7] [--families default,market] [--holdout 0.5] [--threads 2]
 
@@ -20,61 +21,34 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._data import DEV_CSV, dev_universe, panel_of  # noqa: E402
-from features.settings import DEFAULT_FAMILIES, FeatureSettings, WindowSettings  # noqa: E402
-from features.windows import Panel  # noqa: E402
-from forecasting.backtest import NeuralForecaster, Schedule  # noqa: E402
-from forecasting.combine import Combination  # noqa: E402
+from benchmarks.ablation import SPANS, run  # noqa: E402
+from features.settings import DEFAULT_FAMILIES, FeatureSettings  # noqa: E402
+from forecasting.cross_section import cross_section_table  # noqa: E402
 from forecasting.names import Model  # noqa: E402
-from forecasting.settings import BacktestSettings, ModelSettings, TrainSettings  # noqa: E402
+from forecasting.results import ablation_table  # noqa: E402
+from forecasting.settings import TrainSettings  # noqa: E402
 
-SPAN = (date(2015, 1, 2), date(2016, 12, 22))
-
-
-def mse_ratios(panel: Panel, ends: np.ndarray, forecast: np.ndarray) -> np.ndarray:
-    """Per horizon, the forecast's squared error over the random walk's (a zero forecast), known labels only."""
-    y = panel.Y[ends].astype(np.float64)
-    known = np.isfinite(y)
-    errors, outcomes = np.where(known, y - forecast, 0.0), np.where(known, y, 0.0)
-    return (errors**2).sum(axis=0) / (outcomes**2).sum(axis=0)
+MODELS = [Model.ATTENTION_LSTM, Model.COMBINED, Model.RANDOM_WALK]
 
 
-def mean_rank_ic(panel: Panel, ends: np.ndarray, forecast: np.ndarray, k: int = 0) -> float:
-    """The mean over dates of the Spearman correlation between forecasts and outcomes across tickers."""
-    dates, y, out = panel.dates[ends], panel.Y[ends, k], []
-    for day in np.unique(dates):
-        on = (dates == day) & np.isfinite(y)
-        if on.sum() < 3:
-            continue
-        a, b = np.argsort(np.argsort(forecast[on, k])), np.argsort(np.argsort(y[on]))
-        if a.std() > 0:
-            out.append(np.corrcoef(a, b)[0, 1])
-    return float(np.mean(out)) if out else float("nan")
-
-
-def one_way(panel: Panel, holdout: float, seed: int, threads: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """(MSE ratios of `combined` per horizon, its rank IC at h=1, its weights) for one fit."""
-    windows = WindowSettings()
-    bt = BacktestSettings(test_start=SPAN[0], test_end=SPAN[1], refit_every=0)
-    schedule = Schedule.from_settings(
-        panel, bt, windows.lookback, windows.val_days, windows.test_days, held_share=holdout
-    )
-    (fold,) = list(schedule.folds(panel))
+def one_way(panel, holdout: float, seed: int, threads: int) -> tuple[np.ndarray, float]:
+    """(MSE ratios of `combined` to the random walk per horizon, its mean daily rank IC at h=1) for one fit on
+    the validation span, scored by the same tables the backtest report uses."""
     train = TrainSettings(threads=threads, progress=False, seed=seed)
-    network = NeuralForecaster(
-        Model.ATTENTION_LSTM, ModelSettings().model_copy(update={"attention": True}), train, windows.lookback, False
-    )
-    network.fit(panel, fold.split)
-    combined = Combination(Model.COMBINED, network)
-    combined.fit(panel, fold.split)
-    forecast = combined.predict(panel, fold.block).astype(np.float64)
-    return mse_ratios(panel, fold.block, forecast), mean_rank_ic(panel, fold.block, forecast), combined.weights
+    start, end, _ = SPANS["validation"]
+    result = run(panel, MODELS, train, (start, end), 0, held=holdout)
+    row = ablation_table(result.metrics).filter(pl.col("model") == Model.COMBINED)
+    ratios = np.array([row[c].item() for c in row.columns if c.endswith("ratio")])
+    across = cross_section_table(result.predictions, k=5, cost_bps=5.0)
+    ic = across.filter((pl.col("model") == Model.COMBINED) & (pl.col("horizon") == 1))["rank_ic_mean"].item()
+    return ratios, ic
 
 
 def main() -> None:
@@ -85,7 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dev-csv", type=Path, default=DEV_CSV)
     args = parser.parse_args()
-    prices = dev_universe(args.dev_csv, "2016-12-31")
+    prices = dev_universe(args.dev_csv, SPANS["validation"][2])
     ways = {"early-stopping span": 0.0, f"held {args.holdout:g}": args.holdout}
     results: dict[str, list[np.ndarray]] = {w: [] for w in ways}
     ics: dict[str, list[float]] = {w: [] for w in ways}
@@ -97,7 +71,7 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             for way, holdout in ways.items():
                 started = time.perf_counter()
-                ratios, ic, _ = one_way(panel, holdout, seed, args.threads)
+                ratios, ic = one_way(panel, holdout, seed, args.threads)
                 results[way].append(ratios)
                 ics[way].append(ic)
                 cells = " ".join(f"{r:.4f}" for r in ratios)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nightcast.errors import ConfigError
 from nightcast.settings import Section
 
 
@@ -195,5 +196,12 @@ class WindowSettings(Section):
 
 def held_dates(val_days: int, share: float) -> int:
     """How many of the validation span's `val_days` dates, the latest, a held `share` keeps out of early stopping
-    (`features.windows.splits_before`); the tolerance keeps 0.29 of 100 at 29 where float products fall short."""
-    return math.floor(val_days * share + 1e-9)
+    (`features.windows.splits_before`); the tolerance keeps 0.29 of 100 at 29 where float products fall short.
+    A share that holds no date is refused: the weights would silently be fit on the early-stopping span."""
+    held = math.floor(val_days * share + 1e-9)
+    if share > 0 and held == 0:
+        raise ConfigError(
+            f"publish.combination_holdout {share} of windows.val_days {val_days} holds no date for the "
+            "combination's weights: raise either, or set the holdout to 0"
+        )
+    return held

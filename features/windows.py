@@ -206,13 +206,7 @@ def splits_before(
     if train.size == 0 or val.size == 0:
         raise InsufficientDataError(f"empty split before {origin}: {train.size} train, {val.size} validation samples")
     held = purged = _no_rows()
-    n_held = held_dates(val_days, held_share)
-    if held_share > 0 and n_held == 0:
-        raise InsufficientDataError(
-            f"publish.combination_holdout {held_share} of windows.val_days {val_days} holds no date for the "
-            "combination's weights (raise either, or set the holdout to 0)"
-        )
-    if n_held > 0:
+    if (n_held := held_dates(val_days, held_share)) > 0:
         held_start = grid[-n_held]
         before = (panel.dates < held_start)[val]
         stops = (panel.target_end < held_start)[val]

@@ -7,7 +7,7 @@ from features.build import build_features
 from features.denoise import denoise
 from features.settings import DenoiseSettings, FeatureSettings, WindowSettings, held_dates
 from features.windows import Scaler, date_splits, make_panel, training_rows
-from nightcast.errors import InsufficientDataError
+from nightcast.errors import ConfigError, InsufficientDataError
 from tests.conftest import synthetic_prices
 
 
@@ -71,7 +71,7 @@ def test_the_held_share_of_the_validation_span_is_kept_out_of_early_stopping_and
     assert whole.held.size == 0 and np.array_equal(whole.validation, whole.val)  # none held by default
     with pytest.raises(InsufficientDataError, match="publish.combination_holdout"):
         date_splits(panel, WindowSettings(lookback=20, test_days=50, val_days=8), held_share=0.5)
-    with pytest.raises(InsufficientDataError, match="holdout 0.01 of windows.val_days 60 holds no date"):
+    with pytest.raises(ConfigError, match="holdout 0.01 of windows.val_days 60 holds no date"):
         date_splits(panel, w, held_share=0.01)  # a share that holds nothing would fit the weights elsewhere
     assert held_dates(100, 0.29) == 29 and held_dates(100, 0.57) == 57  # int(100 * 0.29) is 28
 
