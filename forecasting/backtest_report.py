@@ -50,6 +50,8 @@ def backtest_summary(
     ]
     if coverage is not None and "coverage" in table.columns:
         lines.append(f"Intervals: nominal coverage {coverage:.0%}; the coverage column is what was realised.")
+    if "held" in folds.columns and folds["held"].sum():
+        lines += ["", held_note(folds)]
     variants = set(table["model"].unique().to_list()) & set(ABLATION)
     if len(variants) > 2:  # more than the default pair (attention_lstm and its lstm ablation)
         lines += ["", "## Ablation", "", ablation_markdown(metrics), "", ABLATION_NOTE]
@@ -68,6 +70,23 @@ def backtest_summary(
     lines += ["", "## Plots", ""] + [f"![{name}]({file})" for name, file in images.items()]
     lines += ["", "## Folds", "", markdown_table(folds)]
     return "\n".join(lines) + "\n"
+
+
+def held_note(folds: pl.DataFrame) -> str:
+    """Why the network rows may score worse than the same networks would alone: they early-stopped on part of
+    the validation span, the rest was held for the combination's weights (a reader of a backtest sees only the
+    rows, not the protocol behind them)."""
+
+    def spread(column: str) -> str:
+        low, high = int(folds[column].min()), int(folds[column].max())
+        return f"{low}" if low == high else f"{low}-{high}"
+
+    return (
+        f"In each fold the networks early-stopped on {spread('val')} validation samples; the latest {spread('held')} "
+        "were held out of early stopping to fit the combination's weights (`publish.combination_holdout`), so the "
+        'network rows score models stopped on less data than they would be with `publish.forecast = "model"`, '
+        "which holds none."
+    )
 
 
 QUANTILES_NOTE = (

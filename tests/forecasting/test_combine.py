@@ -269,6 +269,11 @@ def test_the_ablation_table_puts_every_variant_on_identical_origins():
     assert relative.inner.model_settings == arch["attention_lstm"] and relative.market.shape == (2,)
     text = backtest_summary(result.metrics, result.folds, "t", {}, 1.0, 0.8)
     assert "## Ablation" in text and "| bidirectional |" in text
+    # the network rows say they early-stopped on part of the validation span (combined is scored: some held)
+    val, held = result.folds["val"].item(), result.folds["held"].item()
+    assert held > 0 and f"early-stopped on {val} validation samples; the latest {held} were held out" in text
+    nothing_held = result.folds.with_columns(pl.lit(0).alias("held"))
+    assert "held out of early stopping" not in backtest_summary(result.metrics, nothing_held, "t", {}, 1.0, 0.8)
 
 
 def test_a_horizon_the_combination_gives_the_network_no_weight_is_labelled_by_what_it_published():
