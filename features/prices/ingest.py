@@ -363,25 +363,53 @@ def merge_stored(new: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame,
 
 
 def _on_stored_factor(lacks: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """The adjusted close a close-only file lacks, on a day the lake holds, as the file's close times the stored
-    day's ratio of the two: a revised close then moves the adjusted close the model reads with it, where taking
-    the stored adjusted close kept the old value while the run reported the revision. An unchanged close keeps
-    the stored value exactly (no float noise that would rewrite the lake every night); a day the lake does not
-    hold is left for the coalesce. Not the other way round: a wide file's adjusted close moves on a dividend or
-    split while the traded close stays what it was, so the close it lacks stays the stored one."""
+    """The adjusted close a close-only file lacks, as the file's close times a stored ratio of the two: the same
+    day's on a day the lake holds (a revised close then moves the adjusted close the model reads with it, where
+    taking the stored adjusted close kept the old value while the run reported the revision; an unchanged close
+    keeps the stored value exactly: no float noise that would rewrite the lake every night), else the ticker's
+    nearest stored day's. A new day's close as its adjusted close (ratio 1) put a false return between the
+    stored history, adjusted for every dividend since, and the new day: +5.5% for ORCL on a -0.6% day of the
+    sample. A ticker new to the lake is left for the coalesce (its close is its adjusted close). Not the other
+    way round: a wide file's adjusted close moves on a dividend or split while the traded close stays what it
+    was, so the close it lacks stays the stored one."""
     if stored.is_empty() or not lacks["_no_adj"].any():
         return lacks
     keys = ["ticker", "date"]
     held = stored.select(*keys, pl.col("close").alias("_close"), pl.col("adj_close").alias("_adj"))
-    joined = lacks.join(held, on=keys, how="left", maintain_order="left")
+    joined = _nearest_stored_ratio(lacks.join(held, on=keys, how="left", maintain_order="left"), held)
     on_stored_ratio = pl.col("close") * pl.col("_adj") / pl.col("_close")
     return joined.with_columns(
         adj_close=pl.when(~pl.col("_no_adj"))
         .then("adj_close")
         .when(pl.col("close") == pl.col("_close"))
         .then("_adj")
-        .otherwise(on_stored_ratio)
-    ).drop("_close", "_adj")
+        .when(pl.col("_close").is_not_null())
+        .then(on_stored_ratio)
+        .otherwise(pl.col("close") * pl.col("_ratio"))  # null for a ticker new to the lake: the coalesce's
+    ).drop("_close", "_adj", "_ratio")
+
+
+def _nearest_stored_ratio(joined: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """`_ratio`: for a row lacking its adjusted close on a day the lake does not hold, the ratio of adjusted close
+    to close of its ticker's nearest stored day (the latest before it for a new day after the history); else
+    null. Only those rows' tickers are read from the lake."""
+    new_day = pl.col("_no_adj") & pl.col("_close").is_null()
+    need = joined.with_row_index("_row").filter(new_day).select("_row", "ticker", "date")
+    if need.is_empty():
+        return joined.with_columns(pl.lit(None, dtype=pl.Float64).alias("_ratio"))
+    ratio = pl.col("_adj") / pl.col("_close")
+    ratios = (
+        held.filter(pl.col("ticker").is_in(need["ticker"].unique().to_list()))
+        .select("ticker", "date", ratio.alias("_ratio"))
+        .filter(pl.col("_ratio").is_finite() & (pl.col("_ratio") > 0))
+        .sort("date")
+    )
+    found = need.sort("date").join_asof(ratios, on="date", by="ticker", strategy="nearest")
+    return (
+        joined.with_row_index("_row")
+        .join(found.select("_row", "_ratio"), on="_row", how="left", maintain_order="left")
+        .drop("_row")
+    )
 
 
 BASIS_TOLERANCE = 1e-4  # relative: a bar that misses the adjusted close by rounding still contains it

@@ -2,7 +2,8 @@
 
 Each returns a polars frame in the lake schema (`features.prices.schema.LAKE_SCHEMA`) and the findings of what it
 could not read (a non-numeric column or cell), at the smallest size: a cell, a column, never the whole file.
-A missing `close` or `adj_close` stays null here: ingest fills it from the lake first, then from the other.
+A missing `close` or `adj_close` stays null here: ingest fills it from the lake first (a missing adjusted close
+by a stored ratio to the close), then from the other.
 Files come in two layouts:
 
 - long: `date,ticker,close[,open,high,low,adj_close,volume]`, names case-insensitive;
@@ -335,6 +336,39 @@ def _named_twice(columns: list[str]) -> dict[str, list[str]]:
     return {t: cs for t, cs in by_ticker.items() if len(cs) > 1}
 
 
+def _named_alike(columns: list[str], where: str) -> None:
+    """Refuse a file with two columns for one field ('close' and 'Close', 'adj_close' and 'Adj Close'): which
+    one holds the prices cannot be known. Before, one pair stopped the run with a traceback and another kept the
+    last column's values without a word."""
+    for target, aliases in _ALIASES.items():
+        named = [c for c in columns if c.lower().strip() in aliases]
+        # a date or ticker field may have a second alias beside it (a 'timestamp' of the download): the first
+        # alias listed is read, as always; a price or volume column twice is ambiguous
+        alike = len({c.lower().strip() for c in named}) < len(named) or target not in ("date", "ticker")
+        if len(named) > 1 and alike:
+            raise SourceError(f"{where}: columns {named} all name {target!r}: keep one of them")
+
+
+def _spelt_twice(names: pl.Series, where: str) -> list[Finding]:
+    """A warning per ticker the file names in more than one spelling ('nvda' and 'NVDA'): names are read
+    case-insensitively, so their rows are one ticker's, and days they give different prices are dropped as
+    conflicting. Unsaid, a second spelling's rows silently dropped every day of a ticker new to the lake."""
+    spellings = names.drop_nulls().unique().to_frame("name").group_by(pl.col("name").str.to_uppercase().alias("t"))
+    twice = spellings.agg(pl.col("name").sort()).filter(pl.col("name").list.len() > 1).sort("t")
+    return [
+        Finding(
+            ticker,
+            None,
+            "ticker_spelling",
+            "read as one",
+            f"{where} names it {' and '.join(map(repr, spelt))}: ticker names are case-insensitive, so their rows are "
+            "this ticker's (a day they give different prices is dropped as conflicting)",
+            warn=True,
+        )
+        for ticker, spelt in twice.iter_rows()
+    ]
+
+
 def normalise_long(raw: pl.DataFrame, *, source: str, where: str) -> pl.DataFrame:
     """`normalise` without its findings (for sources that are numeric by construction: yfinance, Yahoo CSVs)."""
     return normalise(raw, source=source, where=where)[0]
@@ -347,6 +381,7 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
     and is reported per ticker; so is a row whose date cannot be parsed (dropped; see `_parse_dates`). `head`:
     `raw` is a file's first rows, read to find a file in the wrong format before anything starts.
     """
+    _named_alike(raw.columns, where)
     lower = {c.lower().strip(): c for c in raw.columns}
     rename: dict[str, str] = {}
     for target, aliases in _ALIASES.items():
@@ -371,14 +406,16 @@ def normalise(raw: pl.DataFrame, *, source: str, where: str, head: bool = False)
         raise SourceError(f"{where}: missing required columns {missing}; found {raw.columns}{hint}")
     # a row without a ticker is the ticker "" throughout (validation's finding names it): a null among the names
     # made sorting them fail, and counted apart from the tickers
-    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars().str.to_uppercase().fill_null(""))
+    frame = frame.with_columns(pl.col("ticker").cast(pl.String).str.strip_chars())
+    spelt = _spelt_twice(frame["ticker"], where)
+    frame = frame.with_columns(pl.col("ticker").str.to_uppercase().fill_null(""))
     frame, dropped = _dates(frame, where, head)
     frame, unread = _parsed(frame)
     lost = _no_number(frame, unread, where, head)
     if lost:  # rows of a ticker whose prices hold no number: its finding says why, not its cells one by one
         kept = ~frame["ticker"].is_in([f.ticker for f in lost])
         frame, unread = frame.filter(kept), {c: text.filter(kept) for c, text in unread.items()}
-    findings = dropped + lost + _cells(frame, unread, where)
+    findings = spelt + dropped + lost + _cells(frame, unread, where)
     frame = frame.with_columns(pl.lit(source).alias("source"), pl.lit(datetime.now(UTC)).alias("ingested_at"))
     return conform(frame), findings
 

@@ -687,3 +687,46 @@ def test_a_long_gap_is_said_when_it_arrives_and_not_every_night_after(tmp_path):
         "1 gap of more than 14 days without a price, the longest 40 days (2024-01-31 .. 2024-03-11)" in finding.detail
     )
     assert gaps() == []  # the same file again: nothing new, nothing said
+
+
+def test_a_close_only_new_day_carries_the_nearest_stored_ratio_to_its_adjusted_close(tmp_path):
+    """A hostile user's case: a close-only daily file's new day took its close as its adjusted close, a false
+    +5.5% return (sign flipped on NVDA) after a history adjusted for every dividend since. The nearest stored
+    day's ratio carries over: the latest for a day after the history, the first for one before it; a ticker
+    new to the lake stands with its close."""
+    first = tmp_path / "first.csv"
+    first.write_text(
+        "date,ticker,close,adj_close\n2024-01-03,AAA,100,80\n2024-01-04,AAA,101,80.8\n2024-01-08,AAA,102,81.6\n"
+        "2024-01-09,AAA,104,83.2\n"
+    )
+    new_days = tmp_path / "close_only.csv"
+    new_days.write_text(
+        "date,ticker,close\n2024-01-02,AAA,99\n2024-01-05,AAA,101.5\n2024-01-10,AAA,103\n2024-01-10,NEW,50\n"
+    )
+    lake_dir = tmp_path / "lake"
+    ingest(SourceSettings(kind="file", path=first), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    report = ingest(SourceSettings(kind="file", path=new_days), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    assert report.summary.filter(pl.col("ticker") == "AAA")["rows_added"].item() == 3
+    adjusted = dict(lake.read_ticker(lake_dir, "AAA").select("date", "adj_close").iter_rows())
+    assert adjusted[date(2024, 1, 10)] == pytest.approx(103 * 0.8, rel=1e-12)  # was 103: a +21% "return"
+    assert adjusted[date(2024, 1, 2)] == pytest.approx(99 * 0.8, rel=1e-12)  # before the history: its first ratio
+    assert adjusted[date(2024, 1, 5)] == pytest.approx(101.5 * 0.8, rel=1e-12)  # between stored days
+    assert adjusted[date(2024, 1, 9)] == 83.2  # stored days untouched
+    assert lake.read_ticker(lake_dir, "NEW")["adj_close"].to_list() == [50.0]
+
+
+def test_a_ticker_spelt_two_ways_is_read_as_one_and_said_so(tmp_path, caplog):
+    """A hostile user's case: 'nvda' rows beside 'NVDA' ones (prices x1.001) dropped every day of NVDA as
+    conflicting, at INFO, with no word of the two spellings."""
+    path = tmp_path / "p.csv"
+    path.write_text(
+        "date,ticker,close\n2024-01-02,NVDA,10\n2024-01-03,NVDA,11\n2024-01-02,nvda,10.01\n2024-01-03,nvda,11\n"
+        "2024-01-02,AAA,5\n2024-01-03,AAA,5.5\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="nightcast"):
+        report = ingest(SourceSettings(kind="file", path=path), QUICK, VALID, tmp_path / "lake", today=date(2024, 2, 1))
+    (spelt,) = [f for f in report.findings if f.rule == "ticker_spelling"]
+    assert spelt.ticker == "NVDA" and spelt.warn and "names it 'NVDA' and 'nvda'" in spelt.detail
+    assert "NVDA [ticker_spelling] read as one" in caplog.text
+    assert lake.read_ticker(tmp_path / "lake", "NVDA")["close"].to_list() == [11.0]  # 01-02 conflicts: dropped
+    assert not any(f.rule == "ticker_spelling" and f.ticker == "AAA" for f in report.findings)

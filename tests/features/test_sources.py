@@ -376,3 +376,29 @@ def test_a_ticker_sorted_file_of_numeric_dates_is_refused_by_the_first_rows_read
     rows = [f"{1325548800 + 86400 * d},{t},10" for t in ("AAA", "BBB") for d in range(300)]
     with pytest.raises(SourceError, match=r"the first '1325548800' \(a number: Excel's serial days or Unix time"):
         read_file(_long(tmp_path / "unix.csv", rows), n_rows=200)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("date,ticker,close,Close\n2024-01-02,AAA,20,20\n", "close"),
+        ("date,ticker,Close,CLOSE\n2024-01-02,AAA,20,21\n", "close"),
+        ("date,ticker,close,adj_close,Adj Close\n2024-01-02,AAA,20,19,18\n", "adj_close"),
+        ("Date,date,ticker,close\n2024-01-02,2024-01-03,AAA,20\n", "date"),
+    ],
+)
+def test_two_columns_for_one_field_are_an_error_naming_both(tmp_path, text, field):
+    """A hostile user's case: `close` and `Close` stopped the run with a traceback (polars' DuplicateError), and
+    `Close` and `CLOSE` with different values kept the last one without a word."""
+    path = tmp_path / "prices.csv"
+    path.write_text(text)
+    with pytest.raises(SourceError, match=rf"columns \[.*\] all name '{field}': keep one of them"):
+        read_file(path)
+
+
+def test_a_second_date_like_column_beside_the_date_is_still_read(tmp_path):
+    """A `timestamp` of the download beside `date`: the date is read, as before (no refusal)."""
+    path = tmp_path / "prices.csv"
+    path.write_text("date,timestamp,ticker,close\n2024-01-02,2024-01-05 10:00,AAA,10\n")
+    frame, _ = read_file(path)
+    assert frame["close"].to_list() == [10.0] and str(frame["date"][0]) == "2024-01-02"
