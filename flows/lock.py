@@ -1,4 +1,4 @@
-"""One run at a time per data directory, and no ghost runs left behind.
+"""One run at a time per data directory, one publish at a time per output folder, and no ghost runs left behind.
 
 Two runs writing the same lake, champion record and outputs could interleave their writes, so every flow
 that writes holds `<data>/nightcast.lock`: an advisory lock (`flock`) taken by the kernel, so it can never be
@@ -280,3 +280,47 @@ def _open_lock(path: Path) -> int:
                 f"{path} is a symbolic link: the lock file must be a plain file; remove the link"
             ) from exc
         raise
+
+
+@contextmanager
+def publishing_into(out_dir: Path, what: str) -> Iterator[None]:
+    """Hold `<out_dir>/nightcast.lock` while publishing there, waiting for another run that is.
+
+    The data directory's lock serialises the runs of one data directory; runs of two (the default `outputs/`
+    does not follow `paths.data_dir`) published into one folder at once, and one lost the other's ledger rows
+    and took the other's live publish for an interrupted one (a hostile user's race). Held for the publish only
+    (seconds), so such a run waits rather than failing after its training, and a run that publishes nothing
+    creates no output folder. Re-entrant in a process, as the data lock is (an `out_dir` equal to the data
+    directory is the same lock, already held)."""
+    path = lock_path(out_dir)
+    with _guard:
+        nested = path in _held
+    if nested:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _open_lock(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _info(fd)
+            log.warning(
+                "%s: another nightcast run (pid %s: %s) is publishing there; waiting for it to finish",
+                out_dir,
+                owner.get("pid", "?"),
+                owner.get("argv", "?"),
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _write(fd, {"pid": os.getpid(), "host": socket.gethostname(), "command": what, "argv": " ".join(sys.argv[:6])})
+        with _guard:
+            _held[path] = (fd, 1)
+        try:
+            yield
+        finally:
+            with _guard:
+                _held.pop(path, None)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

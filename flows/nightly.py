@@ -28,7 +28,7 @@ from features.windows import Panel, dates_short
 from flows import nightly_tasks, run_summary
 from flows.artifacts import nightly_markdown
 from flows.ingest import ingest_flow
-from flows.lock import exclusive
+from flows.lock import exclusive, publishing_into
 from flows.model_choice import ModelChoice, choose_model
 from flows.prefect_env import no_heartbeat_of_its_own
 from flows.settings import Settings, dated_run_name
@@ -344,46 +344,49 @@ def _publish(
     bt = settings.backtest
     across = cross_section_table(choice.evaluation.predictions, bt.long_short_k, bt.cost_bps, bt.ic_min_tickers)
     universe = report.summary["ticker"].to_list()
-    journal.begin(settings.paths.out_dir, asof, forecasts["run_id"][0])  # ended once latest.json has moved
-    paths = nightly_tasks.publish_outputs(asof, forecasts, choice, across, universe, settings)
-    # the evaluation's predictions are on disk now (metrics/predictions.parquet): the rest of the night reads only
-    # the columns the volatility table scores, and the others go (~0.25 GiB at 500 tickers x 25 years, held
-    # through the live record, the attention report and the volatility table, the last of which was the night's peak)
-    ev = choice.evaluation
-    ev.predictions = ev.predictions.select(c for c in QLIKE_INPUTS if c in ev.predictions.columns)
-    paths.append(nightly_tasks.record_in_ledger(forecasts, universe, settings))
-    book, record, record_paths = nightly_tasks.live_record(asof, settings, with_plots)
-    paths += record_paths
-    summary, report_paths = nightly_tasks.inspect_attention(
-        choice.published, panel, choice.evaluation.test_start, asof, settings, with_plots
-    )
-    paths += report_paths
-    not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
-    volatility = volatility_qlike(panel, ev.predictions) if "sigma" in ev.predictions.columns else None
-    warnings = run_summary.data_warnings(report)
-    metadata = run_summary.run_metadata(
-        choice, sources, record, across, not_forecast, settings, volatility, warnings=warnings
-    )
-    paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
-    journal.end(settings.paths.out_dir)
-    # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
-    run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
-    create_markdown_artifact(
-        markdown=nightly_markdown(
-            choice.evaluation.metrics,
-            across,
-            forecasts,
-            quarantined,
-            choice.version,
-            choice.decision,
-            choice.health,
-            summary,
-            run_summary.publishing_markdown(choice, sources),
+    # another data directory's run publishing into this folder waits for this one (`lock.publishing_into`)
+    with publishing_into(settings.paths.out_dir, "nightly"):
+        journal.begin(settings.paths.out_dir, asof, forecasts["run_id"][0])  # ended once latest.json has moved
+        paths = nightly_tasks.publish_outputs(asof, forecasts, choice, across, universe, settings)
+        # the evaluation's predictions are on disk now (metrics/predictions.parquet): the rest of the night reads
+        # only the columns the volatility table scores, and the others go (~0.25 GiB at 500 tickers x 25 years,
+        # held through the live record, the attention report and the volatility table, the last of which was the
+        # night's peak)
+        ev = choice.evaluation
+        ev.predictions = ev.predictions.select(c for c in QLIKE_INPUTS if c in ev.predictions.columns)
+        paths.append(nightly_tasks.record_in_ledger(forecasts, universe, settings))
+        book, record, record_paths = nightly_tasks.live_record(asof, settings, with_plots)
+        paths += record_paths
+        summary, report_paths = nightly_tasks.inspect_attention(
+            choice.published, panel, choice.evaluation.test_start, asof, settings, with_plots
         )
-        + run_summary.warnings_markdown(warnings)
-        + "\n\n"
-        + live.record_markdown(record, book.waiting, book.unpriced),
-        key="nightly-summary",
-        description=f"nightcast nightly as of {asof}",
-    )
+        paths += report_paths
+        not_forecast = run_summary.not_forecast(report, forecasts, quarantined)
+        volatility = volatility_qlike(panel, ev.predictions) if "sigma" in ev.predictions.columns else None
+        warnings = run_summary.data_warnings(report)
+        metadata = run_summary.run_metadata(
+            choice, sources, record, across, not_forecast, settings, volatility, warnings=warnings
+        )
+        paths += nightly_tasks.finish_publishing(asof, paths, settings, metadata)
+        journal.end(settings.paths.out_dir)
+        # a replay's nights would store a few hundred KB of images each in Prefect's database: the files suffice
+        run_summary.leave_artifacts(forecasts, paths, asof, settings, images=not replay)
+        create_markdown_artifact(
+            markdown=nightly_markdown(
+                choice.evaluation.metrics,
+                across,
+                forecasts,
+                quarantined,
+                choice.version,
+                choice.decision,
+                choice.health,
+                summary,
+                run_summary.publishing_markdown(choice, sources),
+            )
+            + run_summary.warnings_markdown(warnings)
+            + "\n\n"
+            + live.record_markdown(record, book.waiting, book.unpriced),
+            key="nightly-summary",
+            description=f"nightcast nightly as of {asof}",
+        )
     return _Published(paths, book, record, summary)

@@ -63,6 +63,10 @@ def run_metadata(
         # what this night's ingest repaired in a way the forecasts inherit (a latest close carried from the day
         # before, dates dropped as typos): logged as warnings, and kept with what was published
         "data_warnings": list(warnings),
+        # the data-health gate's findings (an implausible move, missing sessions, a stale ticker): they block
+        # training, not publishing, so a forecast from a suspect bar is published beside them (a hostile user's
+        # 100x unit error published with nothing in run.json); `tickers`: those they name
+        "data_health": {"problems": list(choice.health), "tickers": health_tickers(choice.health)},
         "skill": {str(h): s.skill for h, s in sources.items()},
         "sources": {str(h): label for h, label in published_labels(choice, sources).items()},
         "live_record": metrics.pooled(record).to_dicts(),
@@ -75,6 +79,11 @@ def run_metadata(
         # run's `settings` may no longer say (a changed train.epochs retrains; a champion that wins is refit)
         "model_recipe": choice.published.settings,
     }
+
+
+def health_tickers(problems: list[str]) -> list[str]:
+    """The tickers the health gate's problems name (each problem begins `TICKER: `), sorted."""
+    return sorted({p.split(": ", 1)[0] for p in problems if ": " in p})
 
 
 def _qlike_by_horizon(volatility: pl.DataFrame | None) -> dict | None:

@@ -115,12 +115,31 @@ def write_partition(
 
 
 _VALUES = [c for c in FORECAST_COLUMNS if c != "run_id"]  # a rerun that changes nothing but its id replaces nothing
+_FLOATS = [c for c in _VALUES if FORECAST_SCHEMA[c] == pl.Float64]
+# A rerun of the same night on another thread count computes the same forecasts to a few float32 ulps (1e-10 in
+# log return, a hostile user's rerun): the same forecast, not a replaced one. Far below a forecast's precision.
+SAME_WITHIN = 1e-8  # absolute, and relative to the new value (numpy.isclose's atol and rtol)
+
+
+def _changed(replaced: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """The stored rows whose forecast `new` changes (any value but a float's noise, `SAME_WITHIN`) or withdraws."""
+    exact = [c for c in _VALUES if c not in _FLOATS]
+    candidates = new.select(*exact, *(pl.col(c).alias(f"{c}_new") for c in _FLOATS), pl.lit(True).alias("_hit"))
+    joined = replaced.join(candidates, on=exact, how="left", nulls_equal=True)
+    close = [
+        (pl.col(c).is_null() & pl.col(f"{c}_new").is_null())
+        | ((pl.col(c) - pl.col(f"{c}_new")).abs() <= SAME_WITHIN * (1 + pl.col(f"{c}_new").abs()))
+        for c in _FLOATS
+    ]
+    same = pl.col("_hit").fill_null(False) & pl.all_horizontal(*(x.fill_null(False) for x in close))
+    return joined.filter(~same).select(replaced.columns)
 
 
 def _set_aside(path: Path, replaced: pl.DataFrame, new: pl.DataFrame) -> None:
-    """The stored rows a run replaces with other values, or withdraws, appended to the superseded file `path`
-    (written before the ledger: a kill between the two leaves a row in both, never in neither), with a warning."""
-    gone = replaced.join(new.select(_VALUES), on=_VALUES, how="anti", nulls_equal=True)
+    """The stored rows a run replaces with other values (`_changed`), or withdraws, appended to the superseded file
+    `path` (written before the ledger: a kill between the two leaves a row in both, never in neither), with a
+    warning."""
+    gone = _changed(replaced, new)
     if gone.is_empty():
         return
     by = new["run_id"][0] if new.height else None

@@ -66,6 +66,36 @@ def test_of_two_cli_runs_the_second_is_refused_before_its_prefect_server_starts(
         proc.wait()
 
 
+def test_a_run_publishing_into_a_folder_another_run_publishes_into_waits_for_it(tmp_path, caplog):
+    """A hostile user's race: two data directories' nightlies publishing into one `outputs/` at once (the default
+    does not follow `paths.data_dir`) lost one run's ledger rows. The publish holds the output folder's lock;
+    the second waits for the first, with a warning naming it."""
+    import logging
+
+    from flows.lock import publishing_into
+
+    out = tmp_path / "outputs"
+    code = (
+        f"from flows.lock import publishing_into\nimport time\nwith publishing_into({str(out)!r}, 'nightly'):\n"
+        "    print('held', flush=True)\n    time.sleep(1.5)\n    print('released', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with caplog.at_level(logging.WARNING, logger="nightcast.flows.lock"):
+            with publishing_into(out, "nightly"):
+                assert proc.stdout.readline().strip() == "released"  # it had finished before this one went on
+                assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
+        assert f"another nightcast run (pid {proc.pid}:" in caplog.text and "waiting for it to finish" in caplog.text
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (out / LOCK).read_text() == ""  # released
+    # the data directory as the output folder: the lock this run holds already, re-entered (no wait on itself)
+    with data_lock(tmp_path, "nightly"), publishing_into(tmp_path, "nightly"):
+        assert json.loads((tmp_path / LOCK).read_text())["command"] == "nightly"
+
+
 def test_what_a_killed_owner_left_is_handed_on(tmp_path):
     body = f"    note({str(tmp_path)!r}, ['run-of-the-dead'])\n    print('noted', flush=True)\n"
     body += "    import time; time.sleep(60)"

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.slow
 UI_KEYS = ["nightly-summary", "nightly-forecasts", "nightly-files", "attention-heatmap", "live-record"]
 
 
-def test_nightly_flow_end_to_end(prefect_harness, settings):
+def test_nightly_flow_end_to_end(prefect_harness, settings, monkeypatch):
     """One nightly run checked stage by stage (the helpers below), then an identical rerun."""
+    from features.prices.health import HealthReport
+    from flows import model_choice
     from flows.nightly import nightly
 
     state = nightly(settings, return_state=True)
@@ -38,6 +40,9 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
 
     # an identical rerun replaces the same as-of partition with the same numbers (the kept champion combines
     # by the weights stored with it), and the ledger's rows
+    # ... on a night the data-health gate finds a problem (it blocks training, not publishing: run.json says so)
+    problem = "ORCL: implausible move of +459.9% (log) on 2014-12-31 (health.max_jump = 0.4)"
+    monkeypatch.setattr(model_choice, "check_health", lambda *args: HealthReport([problem]))
     again = nightly(settings)
     rerun = pl.read_parquet(out / "forecasts" / "asof=2014-12-31" / "forecasts.parquet")
     assert rerun["pred_log_return"].to_list() == forecasts["pred_log_return"].to_list()
@@ -46,7 +51,9 @@ def test_nightly_flow_end_to_end(prefect_harness, settings):
     assert pl.read_parquet(out / "ledger" / "asof=2014-12-31" / "ledger.parquet").height == 15
     assert "promoted" in result.decision and "no champion" in result.decision and result.retrained
     assert again.decision.startswith("kept champion") and "still fresh" in again.decision  # nothing retrained
-    assert not again.retrained
+    assert not again.retrained and again.health == [problem]
+    rerun_meta = json.loads((out / "forecasts" / "asof=2014-12-31" / "run.json").read_text())
+    assert rerun_meta["data_health"] == {"problems": [problem], "tickers": ["ORCL"]}
 
 
 def check_forecasts(out, result) -> pl.DataFrame:
@@ -134,6 +141,7 @@ def check_run_files(out, result, forecasts: pl.DataFrame, settings) -> None:
     assert run_meta["evaluation"]["origins"] == [str(result.test_start), str(result.test_end)]
     assert run_meta["data_fingerprint"] and run_meta["versions"]["torch"].startswith("2.13.0")
     assert run_meta["data_warnings"] == []  # the sample needs no repair its forecasts would inherit
+    assert run_meta["data_health"] == {"problems": [], "tickers": []}  # and the health gate finds nothing
     assert run_meta["settings"]["windows"]["lookback"] == 20 and run_meta["evaluation"]["model"] == "combined"
     # the recipe the published model was fit with, as its checkpoint holds it
     assert run_meta["model_recipe"]["train"]["epochs"] == settings.train.epochs and "model" in run_meta["model_recipe"]

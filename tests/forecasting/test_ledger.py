@@ -96,6 +96,19 @@ def test_what_a_rerun_replaces_is_kept_aside_and_said(tmp_path):
         # the same values again under another run id: nothing replaced, nothing kept aside, nothing said
         write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01, run_id="again"))
         assert not superseded_path(book, D1).exists() and records == []
+        # ... nor a rerun on another thread count, whose forecasts differ by float noise (a hostile user's rerun:
+        # 1e-10 in log return was "3 published forecasts replaced"); the ledger takes the new run's rows
+        write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01 + 9e-10, run_id="noise"))
+        assert not superseded_path(book, D1).exists() and records == []
+        assert set(read_ledger(book)["pred_log_return"]) == {0.01 + 9e-10}
+        write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01, run_id="again"))
+        assert not superseded_path(book, D1).exists() and records == []
+        # a change of 1e-7 in log return (0.001 bp) is a changed forecast: set aside and said
+        write_partition(book, forecasts(D1, ["AAA"], pred=0.01 + 1e-7, run_id="moved"))
+        assert pl.read_parquet(superseded_path(book, D1))["run_id"].to_list() == ["again", "again"]
+        write_partition(book, forecasts(D1, ["AAA"], pred=0.01, run_id="again"))
+        superseded_path(book, D1).unlink()
+        records.clear()
         # other values for AAA and BBB; CCC in the run's universe but not forecast: withdrawn
         write_partition(book, forecasts(D1, ["AAA", "BBB"], pred=0.02, run_id="second"), ["CCC"])
     finally:
