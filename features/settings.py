@@ -162,6 +162,14 @@ class FeatureSettings(Section):
             raise ValueError(f"must be a non-empty list of positive integers, got {value}")
         return sorted(set(value))
 
+    @field_validator("macd")
+    @classmethod
+    def _fast_before_slow(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        fast, slow, signal = value
+        if not 1 <= fast < slow or signal < 1:
+            raise ValueError(f"MACD spans (fast, slow, signal) must be positive with fast < slow, not {list(value)}")
+        return value
+
     @field_validator("market")
     @classmethod
     def _symbols(cls, value: list[str] | None) -> list[str] | None:

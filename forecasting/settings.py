@@ -234,7 +234,9 @@ class PublishSettings(Section):
         "'flag' always publishes the model; 'baseline' publishes the best baseline wherever it lacks skill",
     )
     formats: list[Literal["parquet", "csv"]] = Field(
-        ["parquet", "csv"], description="file formats written under outputs/"
+        ["parquet", "csv"],
+        min_length=1,  # none: a run said "25 forecasts" and moved latest.json with no forecasts file written
+        description="file formats written under outputs/",
     )
     keep_predictions: int = Field(
         0,

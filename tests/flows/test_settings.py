@@ -158,6 +158,21 @@ def test_a_value_our_rule_refuses_is_named_once():
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        ({"publish": {"formats": []}}, "setting publish.formats: List should have at least 1 item"),
+        ({"features": {"macd": [26, 12, 9]}}, "setting features.macd: MACD spans (fast, slow, signal) must be"),
+        ({"features": {"macd": [12, 26, 0]}}, "with fast < slow, not [12, 26, 0]"),
+    ],
+)
+def test_settings_a_hostile_user_slipped_through_are_refused(overrides, said):
+    """No format wrote no forecasts file while the run said "25 forecasts"; a MACD slower than fast was built."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, environ={}, overrides=overrides)
+    assert said in str(err.value)
+
+
 def test_a_start_date_may_be_written_as_toml_writes_dates(tmp_path):
     """A verifier's finding: `start = 2024-01-02` (TOML's date) and NIGHTCAST_SOURCE__START=2024-01-02 were refused
     with "Input should be a valid string, got datetime.date(2024, 1, 2)"."""
