@@ -346,7 +346,8 @@ def _publish(
     universe = report.summary["ticker"].to_list()
     # another data directory's run publishing into this folder waits for this one (`lock.publishing_into`)
     with publishing_into(settings.paths.out_dir, "nightly"):
-        journal.begin(settings.paths.out_dir, asof, forecasts["run_id"][0])  # ended once latest.json has moved
+        # ended once latest.json has moved
+        journal.begin(settings.paths.out_dir, asof, forecasts["run_id"][0], settings.publish.formats)
         paths = nightly_tasks.publish_outputs(asof, forecasts, choice, across, universe, settings)
         # the evaluation's predictions are on disk now (metrics/predictions.parquet): the rest of the night reads
         # only the columns the volatility table scores, and the others go (~0.25 GiB at 500 tickers x 25 years,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -32,10 +33,11 @@ PARTITIONS = ("forecasts", "metrics", "ledger", "record", "reports")  # the fold
 log = logging.getLogger("nightcast.forecasting.journal")
 
 
-def begin(out_dir: Path, asof: date, run_id: str) -> None:
-    """Mend what a killed publish left (`mend`), then mark this one under way."""
+def begin(out_dir: Path, asof: date, run_id: str, formats: Sequence[str] = ()) -> None:
+    """Mend what a killed publish left (`mend`), then mark this one under way, with the `formats` of the forecasts
+    file it writes (`publish.formats`)."""
     mend(out_dir, asof)
-    body = json.dumps({"asof_date": asof.isoformat(), "run_id": str(run_id)})
+    body = json.dumps({"asof_date": asof.isoformat(), "run_id": str(run_id), "formats": list(formats)})
     atomic_write(Path(out_dir) / JOURNAL, lambda tmp: tmp.write_text(body))
 
 
@@ -52,6 +54,7 @@ def mend(out_dir: Path, asof: date) -> date | None:
     try:
         left = json.loads(path.read_text())
         day, run = date.fromisoformat(left["asof_date"]), str(left["run_id"])
+        formats = [str(f) for f in left.get("formats", [])]  # an older journal names none
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # cut short by a full disk, say
         log.warning("the publishing journal %s is unreadable (%s): removed", path, exc)
         path.unlink(missing_ok=True)
@@ -65,8 +68,11 @@ def mend(out_dir: Path, asof: date) -> date | None:
     stored = _written_by(run, [folder / "forecasts.parquet", folder / "forecasts.csv"])
     if stored is not None:
         ledger.write_partition(Path(out_dir) / "ledger", stored, whole=True)  # the ledger says what the file does
-        twins = [f for f in ("parquet", "csv") if (folder / f"forecasts.{f}").exists()]
-        write_frame(stored, folder, "forecasts", twins)  # a kill between the two formats left them apart
+        # a kill between the formats left them apart, or one of them unwritten (a first publish of the date: the
+        # CSV of a night killed after its Parquet file never came); every format the run was writing, and any
+        # other there, now says what the ledger does
+        there = [f for f in ("parquet", "csv") if (folder / f"forecasts.{f}").exists()]
+        write_frame(stored, folder, "forecasts", list(dict.fromkeys([*formats, *there])))
         log.warning(
             "the publish of %s by run %s was interrupted after its forecasts were written: they are in the ledger "
             "now (and in every format of its forecasts file); that date's metrics, plots and run.json may be an "

@@ -27,7 +27,11 @@ def test_forecasts_a_killed_publish_wrote_reach_the_ledger_at_the_next_night(tmp
     metrics.mkdir(parents=True)
     left = metrics / f".cross_section.parquet.{dead.stdout.strip()}.7239f1cc3e23.tmp"
     left.write_bytes(b"")
-    assert json.loads((tmp_path / journal.JOURNAL).read_text()) == {"asof_date": "2024-03-01", "run_id": "run-1"}
+    assert json.loads((tmp_path / journal.JOURNAL).read_text()) == {
+        "asof_date": "2024-03-01",
+        "run_id": "run-1",
+        "formats": [],
+    }
     with caplog.at_level("WARNING", logger="nightcast.forecasting.journal"):
         journal.begin(tmp_path, D2, "run-2")
     book = read_ledger(tmp_path / "ledger")
@@ -73,3 +77,16 @@ def test_a_publish_killed_after_its_csv_and_before_its_parquet_is_recorded_from_
     assert journal.mend(tmp_path, D2) == D1
     assert read_ledger(tmp_path / "ledger")["run_id"].unique().to_list() == ["run-1"]
     assert pl.read_parquet(folder / "forecasts.parquet")["run_id"].unique().to_list() == ["run-1"]
+
+
+def test_a_first_publish_killed_between_its_formats_has_both_after_the_next_night(tmp_path):
+    """A hostile user's case: a first publish of D1 killed after its Parquet file left D1 without a CSV for good
+    (the next night aligned only the formats that existed), so a reader of the CSVs never saw that night."""
+    folder = partition_dir(tmp_path, "forecasts", D1)
+    journal.begin(tmp_path, D1, "run-1", ["parquet", "csv"])
+    write_frame(forecasts(D1, ["AAA", "BBB"], run_id="run-1"), folder, "forecasts", ["parquet"])  # ... killed
+    assert not (folder / "forecasts.csv").exists()
+    assert journal.mend(tmp_path, D2) == D1
+    csv = pl.read_csv(folder / "forecasts.csv", try_parse_dates=True)
+    assert csv["run_id"].unique().to_list() == ["run-1"] and sorted(csv["ticker"].unique()) == ["AAA", "BBB"]
+    assert read_ledger(tmp_path / "ledger")["run_id"].unique().to_list() == ["run-1"]
