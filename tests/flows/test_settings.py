@@ -164,6 +164,9 @@ def test_a_value_our_rule_refuses_is_named_once():
         ({"publish": {"formats": []}}, "setting publish.formats: List should have at least 1 item"),
         ({"features": {"macd": [26, 12, 9]}}, "setting features.macd: MACD spans (fast, slow, signal) must be"),
         ({"features": {"macd": [12, 26, 0]}}, "with fast < slow, not [12, 26, 0]"),
+        ({"train": {"epochs": True}}, "setting train.epochs: expected a number, got True"),  # was 1 epoch
+        ({"train": {"epochs": "5"}}, "setting train.epochs: expected a number, got '5'"),
+        ({"backtest": {"cost_bps": "5"}}, "setting backtest.cost_bps: expected a number, got '5'"),
     ],
 )
 def test_settings_a_hostile_user_slipped_through_are_refused(overrides, said):
@@ -171,6 +174,10 @@ def test_settings_a_hostile_user_slipped_through_are_refused(overrides, said):
     with pytest.raises(ConfigError) as err:
         load_settings(None, environ={}, overrides=overrides)
     assert said in str(err.value)
+    # environment values are TOML: a number is one, `true` is not
+    assert load_settings(None, environ={"NIGHTCAST_TRAIN__EPOCHS": "5"}).train.epochs == 5
+    with pytest.raises(ConfigError, match="setting train.epochs: expected a number, got True"):
+        load_settings(None, environ={"NIGHTCAST_TRAIN__EPOCHS": "true"})
 
 
 def test_a_start_date_may_be_written_as_toml_writes_dates(tmp_path):
