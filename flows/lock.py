@@ -28,6 +28,11 @@ from pathlib import Path
 from nightcast.errors import NightcastError
 
 LOCK = "nightcast.lock"
+# the publish's own file, never the data lock's: with one file, a run publishing into another run's data
+# directory waited for that run's whole training, and two runs each publishing into the other's data directory
+# waited on each other for good (a reviewer's deadlock). A run holds at most one publish lock and never waits
+# for a data lock while it does, so no two runs can wait on each other.
+PUBLISH_LOCK = ".publishing.lock"
 log = logging.getLogger("nightcast.flows.lock")
 
 _guard = threading.Lock()
@@ -284,15 +289,15 @@ def _open_lock(path: Path) -> int:
 
 @contextmanager
 def publishing_into(out_dir: Path, what: str) -> Iterator[None]:
-    """Hold `<out_dir>/nightcast.lock` while publishing there, waiting for another run that is.
+    """Hold `<out_dir>/.publishing.lock` while publishing there, waiting for another run that is.
 
     The data directory's lock serialises the runs of one data directory; runs of two (the default `outputs/`
     does not follow `paths.data_dir`) published into one folder at once, and one lost the other's ledger rows
     and took the other's live publish for an interrupted one (a hostile user's race). Held for the publish only
     (seconds), so such a run waits rather than failing after its training, and a run that publishes nothing
     creates no output folder. Re-entrant in a process, as the data lock is (an `out_dir` equal to the data
-    directory is the same lock, already held)."""
-    path = lock_path(out_dir)
+    directory is another file: no wait on itself)."""
+    path = Path(out_dir).resolve() / PUBLISH_LOCK
     with _guard:
         nested = path in _held
     if nested:

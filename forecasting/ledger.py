@@ -117,20 +117,25 @@ def write_partition(
 _VALUES = [c for c in FORECAST_COLUMNS if c != "run_id"]  # a rerun that changes nothing but its id replaces nothing
 _FLOATS = [c for c in _VALUES if FORECAST_SCHEMA[c] == pl.Float64]
 # A rerun of the same night on another thread count computes the same forecasts to a few float32 ulps (1e-10 in
-# log return, a hostile user's rerun): the same forecast, not a replaced one. Far below a forecast's precision.
-SAME_WITHIN = 1e-8  # absolute, and relative to the new value (numpy.isclose's atol and rtol)
+# log return, a hostile user's rerun; a float32 ulp of a 0.07 log return is 7.5e-9): the same forecast, not a
+# replaced one. Far below a forecast's precision (1e-6 of a price is a hundredth of a basis point).
+SAME_ABSOLUTE, SAME_RELATIVE = 1e-7, 1e-6  # numpy.isclose's atol and rtol
+
+
+def _same(old: pl.Expr, new: pl.Expr) -> pl.Expr:
+    """Both null, both NaN, equal, or both finite and within float noise (a NaN compared by tolerance was "the
+    same" as any number: NaN <= NaN is true to polars)."""
+    noise = (old - new).abs() <= SAME_ABSOLUTE + SAME_RELATIVE * new.abs()
+    finite = old.is_finite() & new.is_finite()
+    return (old.is_null() & new.is_null()) | (old.is_nan() & new.is_nan()) | (old == new) | (finite & noise)
 
 
 def _changed(replaced: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    """The stored rows whose forecast `new` changes (any value but a float's noise, `SAME_WITHIN`) or withdraws."""
+    """The stored rows whose forecast `new` changes (any value but a float's noise, `_same`) or withdraws."""
     exact = [c for c in _VALUES if c not in _FLOATS]
     candidates = new.select(*exact, *(pl.col(c).alias(f"{c}_new") for c in _FLOATS), pl.lit(True).alias("_hit"))
     joined = replaced.join(candidates, on=exact, how="left", nulls_equal=True)
-    close = [
-        (pl.col(c).is_null() & pl.col(f"{c}_new").is_null())
-        | ((pl.col(c) - pl.col(f"{c}_new")).abs() <= SAME_WITHIN * (1 + pl.col(f"{c}_new").abs()))
-        for c in _FLOATS
-    ]
+    close = [_same(pl.col(c), pl.col(f"{c}_new")) for c in _FLOATS]
     same = pl.col("_hit").fill_null(False) & pl.all_horizontal(*(x.fill_null(False) for x in close))
     return joined.filter(~same).select(replaced.columns)
 

@@ -369,10 +369,11 @@ def _on_stored_factor(lacks: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame
     keeps the stored value exactly: no float noise that would rewrite the lake every night), else the ticker's
     nearest stored day's. A new day's close as its adjusted close (ratio 1) put a false return between the
     stored history, adjusted for every dividend since, and the new day: +5.5% for ORCL on a -0.6% day of the
-    sample. A ticker new to the lake is left for the coalesce (its close is its adjusted close). Not the other
-    way round: a wide file's adjusted close moves on a dividend or split while the traded close stays what it
-    was, so the close it lacks stays the stored one."""
-    if stored.is_empty() or not lacks["_no_adj"].any():
+    sample. A ticker new to the lake is left for the coalesce (its close is its adjusted close). The close an
+    adjusted-only (wide) file lacks is the stored one on a stored day (its adjusted close moves on a dividend or
+    split while the traded close stays what it was), and on a new day its adjusted close over the nearest stored
+    day's ratio."""
+    if stored.is_empty() or not (lacks["_no_adj"].any() or lacks["_no_close"].any()):
         return lacks
     keys = ["ticker", "date"]
     held = stored.select(*keys, pl.col("close").alias("_close"), pl.col("adj_close").alias("_adj"))
@@ -385,15 +386,20 @@ def _on_stored_factor(lacks: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame
         .then("_adj")
         .when(pl.col("_close").is_not_null())
         .then(on_stored_ratio)
-        .otherwise(pl.col("close") * pl.col("_ratio"))  # null for a ticker new to the lake: the coalesce's
+        .otherwise(pl.col("close") * pl.col("_ratio")),  # null for a ticker new to the lake: the coalesce's
+        # the mirror: an adjusted-only (wide) file's new day, its close by the same ratio (its adjusted close as
+        # the close put a -6.5% traded move on ORCL's -0.6% day, and published last_price 6% low)
+        close=pl.when(pl.col("_no_close") & pl.col("_close").is_null())
+        .then(pl.col("adj_close") / pl.col("_ratio"))
+        .otherwise("close"),
     ).drop("_close", "_adj", "_ratio")
 
 
 def _nearest_stored_ratio(joined: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
-    """`_ratio`: for a row lacking its adjusted close on a day the lake does not hold, the ratio of adjusted close
-    to close of its ticker's nearest stored day (the latest before it for a new day after the history); else
-    null. Only those rows' tickers are read from the lake."""
-    new_day = pl.col("_no_adj") & pl.col("_close").is_null()
+    """`_ratio`: for a row lacking its adjusted close or its close on a day the lake does not hold, the ratio of
+    adjusted close to close of its ticker's nearest stored day (the latest before it for a new day after the
+    history); else null. Only those rows' tickers are read from the lake."""
+    new_day = (pl.col("_no_adj") | pl.col("_no_close")) & pl.col("_close").is_null()
     need = joined.with_row_index("_row").filter(new_day).select("_row", "ticker", "date")
     if need.is_empty():
         return joined.with_columns(pl.lit(None, dtype=pl.Float64).alias("_ratio"))
@@ -404,7 +410,8 @@ def _nearest_stored_ratio(joined: pl.DataFrame, held: pl.DataFrame) -> pl.DataFr
         .filter(pl.col("_ratio").is_finite() & (pl.col("_ratio") > 0))
         .sort("date")
     )
-    found = need.sort("date").join_asof(ratios, on="date", by="ticker", strategy="nearest")
+    # both sides sorted by date just above (polars cannot check it within `by` groups, and warned on every call)
+    found = need.sort("date").join_asof(ratios, on="date", by="ticker", strategy="nearest", check_sortedness=False)
     return (
         joined.with_row_index("_row")
         .join(found.select("_row", "_ratio"), on="_row", how="left", maintain_order="left")

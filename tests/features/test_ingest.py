@@ -713,6 +713,13 @@ def test_a_close_only_new_day_carries_the_nearest_stored_ratio_to_its_adjusted_c
     assert adjusted[date(2024, 1, 5)] == pytest.approx(101.5 * 0.8, rel=1e-12)  # between stored days
     assert adjusted[date(2024, 1, 9)] == 83.2  # stored days untouched
     assert lake.read_ticker(lake_dir, "NEW")["adj_close"].to_list() == [50.0]
+    # the mirror (a reviewer's): an adjusted-only wide file's new day took its adjusted close as its traded close,
+    # a -6.5% close move on ORCL's -0.6% day and a published last_price 6% low
+    wide = tmp_path / "wide.csv"
+    wide.write_text("date,AAA\n2024-01-09,83.2\n2024-01-11,84\n")
+    ingest(SourceSettings(kind="file", path=wide), QUICK, VALID, lake_dir, today=date(2024, 2, 1))
+    stored = dict(lake.read_ticker(lake_dir, "AAA").select("date", "close").iter_rows())
+    assert stored[date(2024, 1, 11)] == pytest.approx(84 / 0.8, rel=1e-12) and stored[date(2024, 1, 9)] == 104.0
 
 
 def test_a_ticker_spelt_two_ways_is_read_as_one_and_said_so(tmp_path, caplog):

@@ -382,6 +382,7 @@ def test_a_ticker_sorted_file_of_numeric_dates_is_refused_by_the_first_rows_read
     ("text", "field"),
     [
         ("date,ticker,close,Close\n2024-01-02,AAA,20,20\n", "close"),
+        ("date,ticker,close,close\n2024-01-02,AAA,20,21\n", "close"),  # polars: close, close_duplicated_0
         ("date,ticker,Close,CLOSE\n2024-01-02,AAA,20,21\n", "close"),
         ("date,ticker,close,adj_close,Adj Close\n2024-01-02,AAA,20,19,18\n", "adj_close"),
         ("Date,date,ticker,close\n2024-01-02,2024-01-03,AAA,20\n", "date"),

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from flows.lock import LOCK, Busy, check_free, data_lock, note
+from flows.lock import LOCK, PUBLISH_LOCK, Busy, check_free, data_lock, note
 
 HOLD = "from flows.lock import data_lock, note\nwith data_lock({path!r}, 'nightly'):\n{body}"
 
@@ -85,15 +85,26 @@ def test_a_run_publishing_into_a_folder_another_run_publishes_into_waits_for_it(
         with caplog.at_level(logging.WARNING, logger="nightcast.flows.lock"):
             with publishing_into(out, "nightly"):
                 assert proc.stdout.readline().strip() == "released"  # it had finished before this one went on
-                assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
+                assert json.loads((out / PUBLISH_LOCK).read_text())["pid"] == os.getpid()
         assert f"another nightcast run (pid {proc.pid}:" in caplog.text and "waiting for it to finish" in caplog.text
     finally:
         proc.kill()
         proc.wait()
-    assert (out / LOCK).read_text() == ""  # released
-    # the data directory as the output folder: the lock this run holds already, re-entered (no wait on itself)
+    assert (out / PUBLISH_LOCK).read_text() == ""  # released
+    # the data directory as the output folder: another file than the data lock this run holds (no wait on itself)
     with data_lock(tmp_path, "nightly"), publishing_into(tmp_path, "nightly"):
         assert json.loads((tmp_path / LOCK).read_text())["command"] == "nightly"
+    # a folder that is another live run's data directory: no wait for that run's training (a reviewer's deadlock:
+    # two runs each publishing into the other's data directory, with one lock file, waited on each other for good)
+    other = tmp_path / "other"
+    proc = holder(other, "    print('held', flush=True)\n    import time; time.sleep(60)")
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with publishing_into(other, "nightly"):
+            assert json.loads((other / LOCK).read_text())["pid"] == proc.pid  # its data lock, untouched
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_what_a_killed_owner_left_is_handed_on(tmp_path):

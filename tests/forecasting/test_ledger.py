@@ -103,10 +103,12 @@ def test_what_a_rerun_replaces_is_kept_aside_and_said(tmp_path):
         assert set(read_ledger(book)["pred_log_return"]) == {0.01 + 9e-10}
         write_partition(book, forecasts(D1, ["AAA", "BBB", "CCC"], pred=0.01, run_id="again"))
         assert not superseded_path(book, D1).exists() and records == []
-        # a change of 1e-7 in log return (0.001 bp) is a changed forecast: set aside and said
-        write_partition(book, forecasts(D1, ["AAA"], pred=0.01 + 1e-7, run_id="moved"))
+        # a change of 1e-5 in log return (0.1 bp) is a changed forecast, and so is one to NaN: set aside and said
+        write_partition(book, forecasts(D1, ["AAA"], pred=0.01 + 1e-5, run_id="moved"))
         assert pl.read_parquet(superseded_path(book, D1))["run_id"].to_list() == ["again", "again"]
-        write_partition(book, forecasts(D1, ["AAA"], pred=0.01, run_id="again"))
+        write_partition(book, forecasts(D1, ["BBB"], pred=float("nan"), run_id="lost"))
+        assert pl.read_parquet(superseded_path(book, D1))["ticker"].to_list() == ["AAA", "AAA", "BBB", "BBB"]
+        write_partition(book, forecasts(D1, ["AAA", "BBB"], pred=0.01, run_id="again"))
         superseded_path(book, D1).unlink()
         records.clear()
         # other values for AAA and BBB; CCC in the run's universe but not forecast: withdrawn
