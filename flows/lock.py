@@ -87,6 +87,17 @@ def check_free(data_dir: Path) -> None:
         os.close(fd)
 
 
+def _holder(what: str) -> dict:
+    """Who holds a lock, as its file says (for the message of whoever finds it taken)."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": what,
+        "argv": " ".join(sys.argv[:6]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def _busy(data_dir: Path, owner: dict) -> Busy:
     where = "" if owner.get("host", socket.gethostname()) == socket.gethostname() else f" on {owner['host']}"
     return Busy(
@@ -127,18 +138,7 @@ def data_lock(data_dir: Path, what: str) -> Iterator[list[str]]:
     if left.get("pid"):
         log.warning("taking over from a nightcast run that died (pid %s: %s)", left.get("pid"), left.get("argv"))
         _stop_orphaned_servers(left.get("servers", []))
-    _write(
-        fd,
-        {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "command": what,
-            "argv": " ".join(sys.argv[:6]),
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "flow_runs": [],
-            "servers": [],
-        },
-    )
+    _write(fd, {**_holder(what), "flow_runs": [], "servers": []})
     with _guard:
         _held[path] = (fd, 1)
         _ghosts[path] = list(left.get("flow_runs", []))
@@ -317,7 +317,7 @@ def publishing_into(out_dir: Path, what: str) -> Iterator[None]:
                 owner.get("argv", "?"),
             )
             fcntl.flock(fd, fcntl.LOCK_EX)
-        _write(fd, {"pid": os.getpid(), "host": socket.gethostname(), "command": what, "argv": " ".join(sys.argv[:6])})
+        _write(fd, _holder(what))
         with _guard:
             _held[path] = (fd, 1)
         try:

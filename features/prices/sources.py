@@ -340,11 +340,13 @@ def _named_alike(columns: list[str], where: str) -> None:
     """Refuse a file with two columns for one field ('close' and 'Close', 'adj_close' and 'Adj Close'): which
     one holds the prices cannot be known. Before, one pair stopped the run with a traceback and another kept the
     last column's values without a word."""
-    for target, aliases in _ALIASES.items():  # a header's repeat is `close_duplicated_0` to polars: its base name
-        named = [c for c in columns if _base_name(c).lower().strip() in aliases]
+    names = [_base_name(c).lower().strip() for c in columns]  # a header's repeat is `close_duplicated_0` to polars
+    for target, aliases in _ALIASES.items():
+        named = [c for c, name in zip(columns, names, strict=True) if name in aliases]
         # a date or ticker field may have a second alias beside it (a 'timestamp' of the download): the first
         # alias listed is read, as always; a price or volume column twice is ambiguous
-        alike = len({_base_name(c).lower().strip() for c in named}) < len(named) or target not in ("date", "ticker")
+        spellings = {name for name in names if name in aliases}
+        alike = len(spellings) < len(named) or target not in ("date", "ticker")
         if len(named) > 1 and alike:
             raise SourceError(f"{where}: columns {named} all name {target!r}: keep one of them")
 
